@@ -1,0 +1,120 @@
+"""holynb: a Jupyter-first toolkit for OpenAI-compatible LLM APIs.
+
+>>> import holynb
+>>> s = holynb.Session(model="gpt-4.1")
+>>> s.chat("Say hi").text
+
+Public names are re-exported here; the modules behind them load on first use, so
+``import holynb`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Session": "holynb.session",
+    "ChatResult": "holynb.results",
+    "Usage": "holynb.results",
+    "CallRecord": "holynb.ledger",
+    "Timeout": "holynb._config",
+    "Secret": "holynb._config",
+    "LocalServer": "holynb.server",
+    "local_session": "holynb.demo",
+}
+_ERRORS = (
+    "HolynbError",
+    "ConfigurationError",
+    "MissingAPIKeyError",
+    "APIError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "BudgetExceededError",
+)
+_EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "CallRecord",
+    "ChatResult",
+    "ConfigurationError",
+    "ConflictError",
+    "HolynbError",
+    "LocalServer",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Secret",
+    "ServerError",
+    "Session",
+    "StreamError",
+    "Timeout",
+    "Usage",
+    "__version__",
+    "local_session",
+]
+
+if TYPE_CHECKING:
+    from holynb._config import Secret, Timeout
+    from holynb.demo import local_session
+    from holynb.errors import (
+        APIConnectionError,
+        APIError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        BudgetExceededError,
+        ConfigurationError,
+        ConflictError,
+        HolynbError,
+        MissingAPIKeyError,
+        NotFoundError,
+        PermissionDeniedError,
+        RateLimitError,
+        ServerError,
+        StreamError,
+    )
+    from holynb.ledger import CallRecord
+    from holynb.results import ChatResult, Usage
+    from holynb.server import LocalServer
+    from holynb.session import Session
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'holynb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext holynb``: register the magics."""
+    from holynb.magics import register
+
+    register(ipython)

@@ -1,0 +1,3 @@
+from holynb.cli import main
+
+raise SystemExit(main())

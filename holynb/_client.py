@@ -1,0 +1,515 @@
+"""The async chat client: requests, retries, limits, streaming. Knows nothing of cost.
+
+One ``ChatClient`` serves a Session. It keeps one HTTP connection pool per event loop (an
+aiohttp pool cannot cross loops): the sync facade's background loop has one, and a notebook's
+own loop gets one the first time ``await session.achat(...)`` runs there. Rate limits are shared
+by all of them (see ``_limits``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import httpx2 as httpx
+import orjson
+
+from holynb._config import Settings
+from holynb._limits import Pacer, parse_reset
+from holynb._retry import plan_retry
+from holynb._sse import SSEDecoder
+from holynb._transport import open_http_client
+from holynb.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    StreamError,
+    status_error_class,
+)
+from holynb.results import ChatResult, Usage
+
+_BODY_EXCERPT = 500
+_LOCAL_HOSTS = ("://127.", "://localhost", "://[::1]")
+
+
+@dataclass
+class StreamState:
+    """What a stream has delivered so far; complete or not, it becomes a ChatResult."""
+
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    request_id: str | None = None
+    attempts: int = 0
+    ttft_ms: float | None = None
+    chunks: int = 0
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self.parts)
+
+    def result(self, *, interrupted: bool = False) -> ChatResult:
+        """The ChatResult for what has arrived; usage is estimated when the server sent none."""
+        usage = self.usage
+        if usage is None:
+            usage = Usage(completion_tokens=self.chunks, estimated=True)
+        return ChatResult(
+            text=self.text,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            usage=usage,
+            latency_ms=(time.perf_counter() - self.started) * 1000.0,
+            ttft_ms=self.ttft_ms,
+            attempts=max(1, self.attempts),
+            request_id=self.request_id,
+            interrupted=interrupted,
+        )
+
+
+class _LoopState:
+    __slots__ = ("http", "semaphore")
+
+    def __init__(self, http: httpx.AsyncClient, concurrency: int) -> None:
+        self.http = http
+        self.semaphore = asyncio.Semaphore(concurrency)
+
+
+class ChatClient:
+    """OpenAI-compatible chat completions over one shared pool per event loop.
+
+    >>> client = ChatClient(settings)
+    >>> result = await client.complete({"model": "gpt-4.1", "messages": [...]})
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._states_lock = threading.Lock()
+        limits = settings.limits
+        self._rpm = Pacer(limits.rpm) if limits.rpm else None
+        self._tpm = Pacer(limits.tpm) if limits.tpm else None
+        self._server_pause = Pacer(per_minute=1e9)  # only its block_for() is used
+        self._no_stream_options: set[str] = set()
+        self._chat_url = settings.base_url + "/chat/completions"
+        self._secret = settings.api_key.get() if settings.api_key else ""
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            with self._states_lock:
+                state = self._states.get(loop)
+                if state is None:
+                    headers = {}
+                    if self.settings.api_key:
+                        headers["authorization"] = f"Bearer {self._secret}"
+                    concurrency = self.settings.limits.concurrency
+                    http = open_http_client(self.settings.base_url, headers, concurrency)
+                    t = self.settings.timeout
+                    http.timeout = httpx.Timeout(
+                        connect=t.connect, read=t.read, write=t.read, pool=None
+                    )
+                    state = self._states[loop] = _LoopState(http, concurrency)
+        return state
+
+    async def aclose(self) -> None:
+        """Close the pool of the running loop (others close with their loop)."""
+        loop = asyncio.get_running_loop()
+        with self._states_lock:
+            state = self._states.pop(loop, None)
+        if state is not None:
+            await state.http.aclose()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key blotted out, for anything that may be shown or stored."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+    async def _pace(self, body: dict[str, Any]) -> float:
+        pause = self._server_pause.reserve(0)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is None:
+            return 0.0
+        estimate = _estimate_request_tokens(body)
+        await self._tpm.acquire(estimate)
+        return estimate
+
+    def _settle_tokens(self, estimate: float, usage: Usage | None) -> None:
+        if self._tpm is not None and usage is not None:
+            self._tpm.adjust(usage.total_tokens - estimate)
+
+    def _note_rate_headers(self, headers: httpx.Headers) -> None:
+        if headers.get("x-ratelimit-remaining-requests") == "0":
+            reset = parse_reset(headers.get("x-ratelimit-reset-requests"))
+            if reset:
+                self._server_pause.block_for(min(reset, 60.0))
+
+    async def _open(
+        self, state: _LoopState, body: dict[str, Any], idempotency_key: str, attempts: int
+    ) -> httpx.Response:
+        """Send one attempt; the response on 2xx, a typed error otherwise."""
+        request = state.http.build_request(
+            "POST",
+            self._chat_url,
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json", "idempotency-key": idempotency_key},
+        )
+        try:
+            response = await state.http.send(request, stream=True)
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport_error(exc, attempts) from None
+        if response.status_code < 400:
+            return response
+        try:
+            raw = await response.aread()
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError):
+            raw = b""
+        finally:
+            await response.aclose()
+        raise self._status_error(response, raw, attempts)
+
+    def _transport_error(self, exc: BaseException, attempts: int) -> APIConnectionError:
+        chain: list[BaseException] = []
+        cur: BaseException | None = exc
+        while cur is not None and len(chain) < 8:
+            chain.append(cur)
+            cur = cur.__cause__ or cur.__context__
+        root = chain[-1]
+        detail = self.redact(f"{type(root).__name__}: {root}".rstrip(": "))
+        where = self.settings.base_url
+        if any(isinstance(e, TimeoutError) for e in chain) or (
+            isinstance(exc, httpx.TimeoutException) and len(chain) == 1
+        ):
+            return APITimeoutError(
+                f"No answer from {where} within the timeout ({detail}).", attempts=attempts
+            )
+        return APIConnectionError(f"Could not talk to {where}: {detail}.", attempts=attempts)
+
+    def _status_error(self, response: httpx.Response, raw: bytes, attempts: int) -> APIStatusError:
+        status = response.status_code
+        message = _error_message(raw) or response.reason_phrase or "error"
+        cls = status_error_class(status)
+        hint = _auth_hint(self.settings) if cls is AuthenticationError else None
+        err = cls(
+            self.redact(f"HTTP {status} from {self.settings.base_url}: {message}"),
+            status=status,
+            request_id=_request_id(response.headers),
+            body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")) or None,
+            hint=hint,
+            attempts=attempts,
+        )
+        err.headers = dict(response.headers)  # type: ignore[attr-defined]
+        return err
+
+    def _retry_or_raise(self, err: APIError, retries_done: int, deadline: float | None) -> float:
+        """The wait before the next attempt, or raise ``err`` when no retry is due."""
+        headers = getattr(err, "headers", None)
+        status = err.status if isinstance(err, APIStatusError) else None
+        ok, wait = plan_retry(self.settings.retry, retries_done, status=status, headers=headers)
+        if not ok:
+            if wait:
+                err.retry_after = wait
+            raise err
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise err
+        return wait
+
+    def _deadline(self) -> float | None:
+        total = self.settings.timeout.total
+        return None if total is None else time.monotonic() + total
+
+    def _drop_stream_options(self, body: dict[str, Any], err: APIError) -> bool:
+        """Some servers reject ``stream_options`` (400/422): forget it for this model."""
+        if err.status in (400, 422) and "stream_options" in body:
+            self._no_stream_options.add(body.get("model", ""))
+            del body["stream_options"]
+            return True
+        return False
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def complete(self, body: dict[str, Any]) -> ChatResult:
+        """One non-streamed chat completion, retried per the policy."""
+        state = self._state()
+        started = time.perf_counter()
+        deadline = self._deadline()
+        idempotency_key = f"holynb-{uuid.uuid4().hex}"
+        retries = 0
+        async with state.semaphore:
+            while True:
+                attempts = retries + 1
+                estimate = await self._pace(body)
+                try:
+                    response = await self._open(state, body, idempotency_key, attempts)
+                    try:
+                        raw = await response.aread()
+                    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+                        raise self._transport_error(exc, attempts) from None
+                    finally:
+                        await response.aclose()
+                    self._note_rate_headers(response.headers)
+                    result = self._parse_completion(raw, response, started, attempts, body)
+                    self._settle_tokens(estimate, result.usage)
+                    return result
+                except APIError as err:
+                    err.attempts = attempts
+                    wait = self._retry_or_raise(err, retries, deadline)
+                    retries += 1
+                    if wait:
+                        await asyncio.sleep(wait)
+
+    def _parse_completion(
+        self,
+        raw: bytes,
+        response: httpx.Response,
+        started: float,
+        attempts: int,
+        body: dict[str, Any],
+    ) -> ChatResult:
+        request_id = _request_id(response.headers)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise APIError(
+                f"The API at {self.settings.base_url} answered with something that is not JSON.",
+                status=response.status_code,
+                request_id=request_id,
+                body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
+                hint="Check that the base URL is an OpenAI-compatible endpoint ending in /v1.",
+                attempts=attempts,
+            ) from None
+        if not isinstance(payload, dict) or payload.get("error"):
+            raise APIError(
+                self.redact(f"The API reported an error: {_error_message(raw)}"),
+                status=response.status_code,
+                request_id=request_id,
+                body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
+                attempts=attempts,
+            )
+        choices = payload.get("choices") or [{}]
+        choice = choices[0] or {}
+        message = choice.get("message") or {}
+        return ChatResult(
+            text=message.get("content") or "",
+            model=payload.get("model") or body.get("model", ""),
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage.from_api(payload.get("usage")) or Usage(),
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            ttft_ms=None,
+            attempts=attempts,
+            request_id=request_id or payload.get("id"),
+        )
+
+    async def stream(self, body: dict[str, Any], progress: StreamState) -> AsyncIterator[str]:
+        """Text deltas of a streamed completion; ``progress`` fills in as they arrive.
+
+        Retried only while nothing has been handed to the caller: once text has been yielded,
+        a failure raises StreamError with the partial result instead of re-sending.
+        """
+        body = dict(body, stream=True)
+        if body.get("model", "") not in self._no_stream_options:
+            body["stream_options"] = {"include_usage": True}
+        state = self._state()
+        deadline = self._deadline()
+        idempotency_key = f"holynb-{uuid.uuid4().hex}"
+        retries = 0
+        async with state.semaphore:
+            while True:
+                progress.attempts = retries + 1
+                estimate = await self._pace(body)
+                try:
+                    response = await self._open(state, body, idempotency_key, progress.attempts)
+                except APIError as err:
+                    if self._drop_stream_options(body, err):
+                        continue
+                    wait = self._retry_or_raise(err, retries, deadline)
+                    retries += 1
+                    if wait:
+                        await asyncio.sleep(wait)
+                    continue
+                progress.request_id = _request_id(response.headers)
+                self._note_rate_headers(response.headers)
+                try:
+                    async for text in self._read_events(response, progress, deadline):
+                        yield text
+                    self._settle_tokens(estimate, progress.usage)
+                    return
+                except APIError as err:
+                    if progress.parts:
+                        err.partial = progress.result(interrupted=True)
+                        raise
+                    wait = self._retry_or_raise(err, retries, deadline)
+                    retries += 1
+                    progress.chunks = 0
+                    if wait:
+                        await asyncio.sleep(wait)
+                finally:
+                    await response.aclose()
+
+    async def _read_events(
+        self, response: httpx.Response, progress: StreamState, deadline: float | None
+    ) -> AsyncIterator[str]:
+        decoder = SSEDecoder()
+        loads = orjson.loads
+        parts = progress.parts
+        try:
+            async for chunk in response.aiter_raw():
+                for data in decoder.feed(chunk):
+                    if data == b"[DONE]":
+                        progress.done = True
+                        return
+                    try:
+                        event = loads(data)
+                    except orjson.JSONDecodeError:
+                        continue  # not JSON: some relays send stray lines; skip them
+                    if event.get("error"):
+                        raise self._stream_error(event["error"], progress)
+                    choices = event.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        delta = choice.get("delta")
+                        if delta:
+                            text = delta.get("content")
+                            if text:
+                                if progress.ttft_ms is None:
+                                    progress.ttft_ms = (
+                                        time.perf_counter() - progress.started
+                                    ) * 1000.0
+                                parts.append(text)
+                                progress.chunks += 1
+                                yield text
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            progress.finish_reason = reason
+                    usage = event.get("usage")
+                    if usage:
+                        progress.usage = Usage.from_api(usage)
+                    model = event.get("model")
+                    if model:
+                        progress.model = model
+                if deadline is not None and time.monotonic() > deadline:
+                    raise APITimeoutError(
+                        "The stream went on past the call's total timeout.",
+                        request_id=progress.request_id,
+                        attempts=progress.attempts,
+                    )
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            err = self._transport_error(exc, progress.attempts)
+            raise StreamError(
+                f"The stream broke after {progress.chunks} chunks: {err.message}",
+                request_id=progress.request_id,
+                attempts=progress.attempts,
+            ) from None
+        for data in decoder.flush():
+            if data == b"[DONE]":
+                progress.done = True
+                return
+        if progress.finish_reason is None:
+            raise StreamError(
+                f"The stream ended after {progress.chunks} chunks without finishing "
+                "(no finish_reason, no [DONE]).",
+                request_id=progress.request_id,
+                attempts=progress.attempts,
+            )
+        progress.done = True  # some servers close without [DONE] after a finish_reason
+
+    def _stream_error(self, error: Any, progress: StreamState) -> StreamError:
+        if isinstance(error, dict):
+            message = error.get("message") or str(error)
+            code = error.get("code") or error.get("type")
+        else:
+            message, code = str(error), None
+        label = f" ({code})" if code else ""
+        return StreamError(
+            self.redact(f"The API sent an error mid-stream{label}: {message}"),
+            request_id=progress.request_id,
+            attempts=progress.attempts,
+        )
+
+    async def get_json(self, path: str) -> Any:
+        """GET ``base_url/path`` and return its JSON (e.g. ``models``)."""
+        state = self._state()
+        url = f"{self.settings.base_url}/{path.lstrip('/')}"
+        try:
+            response = await state.http.get(url)
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport_error(exc, 1) from None
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content, 1)
+        return orjson.loads(response.content)
+
+
+def _request_id(headers: httpx.Headers) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")
+
+
+def _error_message(raw: bytes) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else a short excerpt."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw[:200].decode("utf-8", "replace").strip()
+        return " ".join(text.split())
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("detail") or error)
+        return str(error)
+    return str(payload)[:200]
+
+
+def _auth_hint(settings: Settings) -> str:
+    """Why a 401 probably happened, from the shapes of the key and the base URL."""
+    base = settings.base_url
+    key = settings.api_key.get() if settings.api_key else ""
+    if not key:
+        return "No key was sent: set HOLYSHEEP_API_KEY (or HOLYNB_API_KEY)."
+    if key != key.strip() or key[:1] in "'\"" or " " in key:
+        return "The key contains spaces or quotes: copy it again without them."
+    if key.startswith("sk-ant-") and "anthropic.com" not in base:
+        return (
+            f"This looks like an Anthropic key, but the base URL is {base}: use the key that "
+            "belongs to this endpoint."
+        )
+    if key.startswith(("sk-proj-", "sk-svcacct-")) and "openai.com" not in base:
+        return (
+            f"This looks like an OpenAI key, but the base URL is {base}: set "
+            "HOLYNB_BASE_URL=https://api.openai.com/v1 or use your HolySheep key."
+        )
+    if any(h in base for h in _LOCAL_HOSTS):
+        return "The local server was started with a key: pass the same key as api_key=."
+    return (
+        f"The key was rejected by {base}: check HOLYSHEEP_API_KEY (or HOLYNB_API_KEY) and "
+        "that HOLYNB_BASE_URL is the endpoint the key belongs to."
+    )
+
+
+def _estimate_request_tokens(body: dict[str, Any]) -> float:
+    """A rough token count for pacing by tokens per minute: 4 characters a token."""
+    chars = 0
+    for message in body.get("messages", ()):
+        content = message.get("content")
+        chars += len(content) if isinstance(content, str) else len(str(content))
+    out = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+    return chars / 4.0 + float(out)

@@ -1,0 +1,203 @@
+"""Settings as small value objects: the secret key, timeouts, retries, limits, and their resolution.
+
+Resolution order is always: explicit argument > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from holynb.errors import ConfigurationError, MissingAPIKeyError
+
+DEFAULT_BASE_URL = "https://api.holysheep.ai/v1"
+DEFAULT_MODEL = "gpt-4.1"
+KEY_ENV_VARS = ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY")
+BASE_URL_ENV = "HOLYNB_BASE_URL"
+MODEL_ENV = "HOLYNB_MODEL"
+
+
+class Secret:
+    """An API key that never shows itself in a repr, str, format or pickle.
+
+    >>> Secret("sk-abc123")
+    Secret('sk-...***')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The key itself; only the transport calls this, to build the Authorization header."""
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        """A hint of the key's shape (its prefix), safe to show."""
+        v = self._value
+        prefix = v[:3] if len(v) > 12 else ""
+        return f"{prefix}...***"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.masked!r})"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("holynb.Secret cannot be pickled: API keys are never stored.")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Timeouts in seconds: ``connect`` to open a connection, ``read`` between two chunks of an
+    answer (for a stream: between two events), ``total`` for a whole call including retries
+    (None for no limit).
+
+    >>> Timeout(connect=5, read=60, total=300)
+    """
+
+    connect: float = 5.0
+    read: float = 60.0
+    total: float | None = 600.0
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | int | None) -> Timeout:
+        """A Timeout from a number (used as read timeout and total), a Timeout, or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, Timeout):
+            return value
+        if isinstance(value, (int, float)) and value > 0:
+            return cls(connect=min(5.0, float(value)), read=float(value), total=float(value))
+        raise ConfigurationError(
+            f"timeout must be a positive number of seconds or holynb.Timeout(...), got {value!r}."
+        )
+
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how long to wait before retrying.
+
+    Retried: connection errors, timeouts, 408, 409, 429 and 5xx (``x-should-retry`` overrides).
+    The wait is ``min(initial * 2**n, max_delay)`` times a random factor in [0.75, 1], or the
+    server's Retry-After when it sends one; a Retry-After longer than ``max_retry_after`` means
+    give up at once.
+    """
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 120.0
+
+    def should_retry_status(self, status: int) -> bool:
+        """Whether an HTTP status is worth another attempt."""
+        return status in RETRY_STATUSES or status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the session may ask at once: ``concurrency`` requests in flight, ``rpm``
+    requests per minute and ``tpm`` tokens per minute (None = unlimited)."""
+
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigurationError(
+                f"concurrency must be a whole number >= 1, got {self.concurrency!r}."
+            )
+        for name in ("rpm", "tpm"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigurationError(f"{name} must be > 0 or None, got {v!r}.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the client needs to talk to one endpoint."""
+
+    base_url: str
+    api_key: Secret | None
+    model: str
+    timeout: Timeout = field(default_factory=Timeout)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: Limits = field(default_factory=Limits)
+
+    def require_key(self) -> Secret:
+        """The key, or a MissingAPIKeyError that says how to get going."""
+        if self.api_key:
+            return self.api_key
+        raise MissingAPIKeyError(
+            "No API key: set HOLYSHEEP_API_KEY (or HOLYNB_API_KEY), or pass "
+            "Session(api_key=...). To work offline, run `holynb serve` and set "
+            "HOLYNB_BASE_URL=http://127.0.0.1:8765/v1, or use holynb.local_session()."
+        )
+
+
+def env_api_key(environ: os._Environ[str] | dict[str, str] | None = None) -> Secret | None:
+    """The API key from the environment, if any."""
+    env = os.environ if environ is None else environ
+    for name in KEY_ENV_VARS:
+        value = env.get(name, "").strip()
+        if value:
+            return Secret(value)
+    return None
+
+
+def normalize_base_url(url: str) -> str:
+    """The base URL without a trailing slash; an error for anything that is not http(s)."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"base_url must start with http:// or https://, got {url!r} "
+            f"(for example {DEFAULT_BASE_URL})."
+        )
+    return url
+
+
+def resolve_settings(
+    *,
+    base_url: str | None = None,
+    api_key: str | Secret | None = None,
+    model: str | None = None,
+    timeout: Timeout | float | None = None,
+    max_retries: int | None = None,
+    concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+) -> Settings:
+    """Settings from explicit arguments, then the environment, then defaults."""
+    env = os.environ
+    if isinstance(api_key, str):
+        key: Secret | None = Secret(api_key.strip()) if api_key.strip() else None
+    else:
+        key = api_key if api_key is not None else env_api_key()
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}.")
+    return Settings(
+        base_url=normalize_base_url(base_url or env.get(BASE_URL_ENV) or DEFAULT_BASE_URL),
+        api_key=key,
+        model=model or env.get(MODEL_ENV) or DEFAULT_MODEL,
+        timeout=Timeout.coerce(timeout),
+        retry=RetryPolicy(max_retries=2 if max_retries is None else max_retries),
+        limits=Limits(concurrency=16 if concurrency is None else concurrency, rpm=rpm, tpm=tpm),
+    )

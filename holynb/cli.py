@@ -1,0 +1,69 @@
+"""The ``holynb`` command: ``holynb serve`` (local server) and ``holynb demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from holynb import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="holynb", description="Jupyter-first toolkit for OpenAI-compatible LLM APIs."
+    )
+    parser.add_argument("--version", action="version", version=f"holynb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the local OpenAI-compatible server (127.0.0.1)")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    serve.add_argument("--api-key", default=None, help="require this Bearer key (default: none)")
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
+    serve.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=None,
+        help="pace streamed tokens (default: as fast as possible)",
+    )
+
+    demo = sub.add_parser("demo", help="stream an answer (local server when no key is set)")
+    demo.add_argument(
+        "prompt",
+        nargs="?",
+        default="Explain in a few sentences why streaming answers feel faster in a notebook.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``holynb`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from holynb.server.runner import serve_forever
+
+        serve_forever(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            latency_ms=args.latency_ms,
+            tokens_per_second=args.tokens_per_second,
+        )
+        return 0
+    if args.command == "demo":
+        from holynb.demo import run_demo
+        from holynb.errors import HolynbError
+
+        try:
+            return run_demo(args.prompt)
+        except HolynbError as err:
+            print(f"holynb demo failed: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nInterrupted.", file=sys.stderr)
+            return 130
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Offline-friendly entry points: ``local_session()`` and the ``holynb demo`` walk-through."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from holynb._config import env_api_key
+
+if TYPE_CHECKING:
+    from holynb.server import LocalServer
+    from holynb.session import Session
+
+LOCAL_MODEL = "local/echo"
+
+_server: LocalServer | None = None
+_server_lock = threading.Lock()
+
+
+def local_server() -> LocalServer:
+    """The process's local OpenAI-compatible server on 127.0.0.1, started on first use."""
+    global _server
+    with _server_lock:
+        if _server is None:
+            from holynb.server import LocalServer
+
+            _server = LocalServer().start()
+        return _server
+
+
+def local_session(model: str = LOCAL_MODEL, **kwargs: Any) -> Session:
+    """A Session on the local server: no key, no network, deterministic answers.
+
+    >>> s = holynb.local_session()
+    >>> s.chat("hello").text
+    'You said: hello. ...'
+    """
+    from holynb.session import Session
+
+    return Session(model=model, base_url=local_server().base_url, **kwargs)
+
+
+def auto_session(**kwargs: Any) -> tuple[Session, str]:
+    """The real API when a key is in the environment, else the local server; and which one."""
+    from holynb.session import Session
+
+    if env_api_key() is not None:
+        s = Session(**kwargs)
+        return s, f"Using {s.base_url} (API key found in the environment)."
+    s = local_session(**kwargs)
+    return s, (
+        f"No API key found: using holynb's local server at {s.base_url} "
+        f"(offline demo model {s.model!r}). Set HOLYSHEEP_API_KEY to use the real API."
+    )
+
+
+def run_demo(prompt: str, out: Any = None) -> int:
+    """Stream one answer, ask once more without streaming, and print the ledger."""
+    out = out or sys.stdout
+    session, how = auto_session()
+    print(how, file=out)
+    print(f"\n>>> {prompt}\n", file=out)
+    for text in session.stream(prompt, tag="demo"):
+        print(text, end="", file=out, flush=True)
+    print("\n", file=out)
+    result = session.chat("Summarise that in one line.", max_tokens=40, tag="demo")
+    print(f">>> Summarise that in one line.\n\n{result.text}\n", file=out)
+    frame = session.ledger
+    shown = [
+        "model",
+        "kind",
+        "ok",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "ttft_ms",
+        "attempts",
+    ]
+    import pandas as pd
+
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print("Ledger:", file=out)
+        print(frame[shown].to_string(index=False), file=out)
+    session.close()
+    return 0

@@ -1,0 +1,210 @@
+"""Every error holynb raises, in one place.
+
+    HolynbError
+    ├── ConfigurationError            bad or missing settings (e.g. no API key)
+    │   └── MissingAPIKeyError
+    ├── APIError                      something went wrong talking to the API
+    │   ├── APIConnectionError        could not connect, or the connection dropped
+    │   │   └── APITimeoutError       connect or read timeout
+    │   ├── APIStatusError            the API answered with an HTTP error status
+    │   │   ├── BadRequestError       400, 422: the request itself is wrong; not retried
+    │   │   ├── AuthenticationError   401: key missing, wrong, or for another endpoint
+    │   │   ├── PermissionDeniedError 403
+    │   │   ├── NotFoundError         404: wrong model name or base URL
+    │   │   ├── ConflictError         409 (retried)
+    │   │   ├── RateLimitError        429 (retried, honouring Retry-After)
+    │   │   └── ServerError           5xx (retried)
+    │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
+    └── BudgetExceededError           the session's budget would be exceeded
+
+Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
+``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
+saying what to do next. The API key never appears in any of them: the client redacts it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from holynb.results import ChatResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "ConflictError",
+    "HolynbError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "status_error_class",
+]
+
+
+class HolynbError(Exception):
+    """Base class of every error holynb raises."""
+
+
+class ConfigurationError(HolynbError, ValueError):
+    """A setting is missing or invalid; the message names the setting and how to fix it."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key was given and none is in the environment."""
+
+
+class BudgetExceededError(HolynbError):
+    """The session's ``budget_usd`` is spent; the call was not sent."""
+
+    def __init__(self, message: str, *, spent_usd: float = 0.0, limit_usd: float = 0.0) -> None:
+        super().__init__(message)
+        self.spent_usd = spent_usd
+        self.limit_usd = limit_usd
+
+
+class APIError(HolynbError):
+    """A call to the API failed. ``hint`` says what to do next."""
+
+    hint = "Check the base URL and your network, then try again."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: str | None = None,
+        hint: str | None = None,
+        partial: ChatResult | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        if hint is not None:
+            self.hint = hint
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+        self.partial = partial
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [self.message]
+        if self.request_id:
+            parts.append(f"(request id {self.request_id})")
+        text = " ".join(parts)
+        if self.body:
+            text += f"\nResponse: {self.body}"
+        if self.hint:
+            text += f"\nHint: {self.hint}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[APIError], message: str, state: dict[str, Any]) -> APIError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class APIConnectionError(APIError):
+    """Could not reach the API, or the connection dropped before an answer."""
+
+    hint = "Check that the base URL is right and the server is up (holynb serve runs one locally)."
+
+
+class APITimeoutError(APIConnectionError):
+    """The API did not answer (or stopped sending) within the timeout."""
+
+    hint = "Raise timeout= (e.g. Session(timeout=120)) or ask for fewer tokens."
+
+
+class StreamError(APIError):
+    """A stream broke after it had started: an error event or a cut connection.
+
+    ``partial`` holds what had arrived; the request is not re-sent, since part of the answer
+    was already shown.
+    """
+
+    hint = "The partial answer is in err.partial; run the call again for a complete answer."
+
+
+class APIStatusError(APIError):
+    """The API answered with an HTTP error status."""
+
+
+class BadRequestError(APIStatusError):
+    """400/422: the API rejected the request itself; sending it again will not help."""
+
+    hint = "Check the model name and parameters (max_tokens, temperature, messages)."
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong, or belongs to another endpoint."""
+
+    hint = (
+        "Check HOLYSHEEP_API_KEY (or HOLYNB_API_KEY) and that HOLYNB_BASE_URL points to the "
+        "provider the key belongs to."
+    )
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but may not use this model or endpoint."""
+
+    hint = "Your key may not have access to this model; try another model or check your plan."
+
+
+class NotFoundError(APIStatusError):
+    """404: the model or the endpoint does not exist at this base URL."""
+
+    hint = "Check the model name (Session.models() lists them) and that the base URL ends in /v1."
+
+
+class ConflictError(APIStatusError):
+    """409: the API reported a conflict; it was retried."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests or tokens; retried after Retry-After while retries last."""
+
+    hint = "Lower concurrency=, set rpm=/tpm= on the Session, or raise max_retries=."
+
+
+class ServerError(APIStatusError):
+    """5xx: the API failed on its side; retried while retries last."""
+
+    hint = "The provider had a problem; try again later or another model."
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The error class for an HTTP status."""
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return ServerError
+    return APIStatusError

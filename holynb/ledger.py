@@ -1,0 +1,104 @@
+"""The ledger: one record per call, failures included, shown as a pandas DataFrame."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from holynb.results import ChatResult
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call as the ledger keeps it (the columns of ``Session.ledger``)."""
+
+    ts: datetime
+    model: str
+    kind: str
+    ok: bool
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    attempts: int = 1
+    request_id: str | None = None
+    tag: str | None = None
+    interrupted: bool = False
+    usage_estimated: bool = False
+
+    @classmethod
+    def from_result(
+        cls, result: ChatResult, *, kind: str, tag: str | None = None, error: str | None = None
+    ) -> CallRecord:
+        """The record of a call that produced ``result`` (complete or partial)."""
+        u = result.usage
+        return cls(
+            ts=datetime.now(UTC),
+            model=result.model,
+            kind=kind,
+            ok=error is None and not result.interrupted,
+            error=error,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cached_tokens=u.cached_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            cost_usd=result.cost_usd,
+            latency_ms=round(result.latency_ms, 3),
+            ttft_ms=None if result.ttft_ms is None else round(result.ttft_ms, 3),
+            attempts=result.attempts,
+            request_id=result.request_id,
+            tag=tag,
+            interrupted=result.interrupted,
+            usage_estimated=u.estimated,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (``ts`` stays a datetime)."""
+        return asdict(self)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
+
+
+class Ledger:
+    """An append-only, thread-safe list of CallRecords.
+
+    >>> session.ledger          # the DataFrame view
+    >>> len(session.records)    # the records themselves
+    """
+
+    def __init__(self) -> None:
+        self._records: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def append(self, record: CallRecord) -> None:
+        """Add one record."""
+        with self._lock:
+            self._records.append(record)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[CallRecord]:
+        with self._lock:
+            return iter(list(self._records))
+
+    def to_frame(self) -> pd.DataFrame:
+        """The records as a DataFrame with the ledger's columns (empty but typed if none)."""
+        import pandas as pd
+
+        with self._lock:
+            rows = [r.to_dict() for r in self._records]
+        frame = pd.DataFrame(rows, columns=list(COLUMNS))
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        return frame

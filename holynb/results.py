@@ -1,0 +1,68 @@
+"""Plain result objects: what a call returns (ChatResult) and the tokens it used (Usage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a call used, as the API reported them.
+
+    ``cached_tokens`` are already inside ``prompt_tokens`` and ``reasoning_tokens`` already
+    inside ``completion_tokens`` (OpenAI's convention); they are never added twice.
+    ``estimated`` is True when the server sent no usage and holynb counted it itself.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any] | None) -> Usage | None:
+        """Usage from an OpenAI-style ``usage`` object (None when absent or null)."""
+        if not data:
+            return None
+        prompt_details = data.get("prompt_tokens_details") or {}
+        completion_details = data.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The answer to one chat call, with what it cost in tokens, money and time.
+
+    >>> r = session.chat("Say hi")
+    >>> r.text, r.usage.total_tokens, r.cost_usd, r.latency_ms
+    """
+
+    text: str
+    model: str
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    attempts: int = 1
+    request_id: str | None = None
+    cost_usd: float | None = None
+    interrupted: bool = False
+
+    def with_cost(self, cost_usd: float | None) -> ChatResult:
+        """A copy with the cost filled in."""
+        return replace(self, cost_usd=cost_usd)
+
+    def __str__(self) -> str:
+        return self.text
