@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "Usage": "holynb.results",
     "CallRecord": "holynb.ledger",
     "Timeout": "holynb._config",
+    "RetryPolicy": "holynb._config",
+    "Limits": "holynb._config",
     "Secret": "holynb._config",
     "LocalServer": "holynb.server",
     "local_session": "holynb.demo",
@@ -58,11 +60,13 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "HolynbError",
+    "Limits",
     "LocalServer",
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RetryPolicy",
     "Secret",
     "ServerError",
     "Session",
@@ -74,7 +78,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from holynb._config import Secret, Timeout
+    from holynb._config import Limits, RetryPolicy, Secret, Timeout
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,

@@ -80,11 +80,27 @@ class StreamState:
 
 
 class _LoopState:
-    __slots__ = ("http", "semaphore")
+    """A loop's pool and semaphore, and a started async generator that closes the pool.
+
+    The loop tracks started async generators and closes them in ``shutdown_asyncgens()``,
+    which ``asyncio.run`` (and holynb's loop thread) call before the loop closes; the loop also
+    closes them when they are garbage-collected. So a pool is closed when its loop ends or its
+    Session is dropped, without the user having to remember ``aclose()``.
+    """
+
+    __slots__ = ("closer", "http", "semaphore")
 
     def __init__(self, http: httpx.AsyncClient, concurrency: int) -> None:
         self.http = http
         self.semaphore = asyncio.Semaphore(concurrency)
+        self.closer = _close_on_shutdown(http)
+
+
+async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await http.aclose()
 
 
 class ChatClient:
@@ -110,32 +126,31 @@ class ChatClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
             with self._states_lock:
-                state = self._states.get(loop)
-                if state is None:
-                    headers = {}
-                    if self.settings.api_key:
-                        headers["authorization"] = f"Bearer {self._secret}"
-                    concurrency = self.settings.limits.concurrency
-                    http = open_http_client(self.settings.base_url, headers, concurrency)
-                    t = self.settings.timeout
-                    http.timeout = httpx.Timeout(
-                        connect=t.connect, read=t.read, write=t.read, pool=None
-                    )
-                    state = self._states[loop] = _LoopState(http, concurrency)
+                headers = {}
+                if self.settings.api_key:
+                    headers["authorization"] = f"Bearer {self._secret}"
+                concurrency = self.settings.limits.concurrency
+                http = open_http_client(self.settings.base_url, headers, concurrency)
+                t = self.settings.timeout
+                http.timeout = httpx.Timeout(
+                    connect=t.connect, read=t.read, write=t.read, pool=None
+                )
+                state = self._states[loop] = _LoopState(http, concurrency)
+            await state.closer.__anext__()
         return state
 
     async def aclose(self) -> None:
-        """Close the pool of the running loop (others close with their loop)."""
+        """Close the pool of the running loop (others close when their loop shuts down)."""
         loop = asyncio.get_running_loop()
         with self._states_lock:
             state = self._states.pop(loop, None)
         if state is not None:
-            await state.http.aclose()
+            await state.closer.aclose()
 
     def redact(self, text: str) -> str:
         """``text`` with the API key blotted out, for anything that may be shown or stored."""
@@ -251,7 +266,7 @@ class ChatClient:
 
     async def complete(self, body: dict[str, Any]) -> ChatResult:
         """One non-streamed chat completion, retried per the policy."""
-        state = self._state()
+        state = await self._state()
         started = time.perf_counter()
         deadline = self._deadline()
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
@@ -330,7 +345,7 @@ class ChatClient:
         body = dict(body, stream=True)
         if body.get("model", "") not in self._no_stream_options:
             body["stream_options"] = {"include_usage": True}
-        state = self._state()
+        state = await self._state()
         deadline = self._deadline()
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
         retries = 0
@@ -449,7 +464,7 @@ class ChatClient:
 
     async def get_json(self, path: str) -> Any:
         """GET ``base_url/path`` and return its JSON (e.g. ``models``)."""
-        state = self._state()
+        state = await self._state()
         url = f"{self.settings.base_url}/{path.lstrip('/')}"
         try:
             response = await state.http.get(url)

@@ -6,7 +6,7 @@ Resolution order is always: explicit argument > environment variable > default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from holynb.errors import ConfigurationError, MissingAPIKeyError
 
@@ -181,6 +181,7 @@ def resolve_settings(
     model: str | None = None,
     timeout: Timeout | float | None = None,
     max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
     concurrency: int | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
@@ -193,11 +194,14 @@ def resolve_settings(
         key = api_key if api_key is not None else env_api_key()
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}.")
+    policy = retry or RetryPolicy()
+    if max_retries is not None:
+        policy = replace(policy, max_retries=max_retries)
     return Settings(
         base_url=normalize_base_url(base_url or env.get(BASE_URL_ENV) or DEFAULT_BASE_URL),
         api_key=key,
         model=model or env.get(MODEL_ENV) or DEFAULT_MODEL,
         timeout=Timeout.coerce(timeout),
-        retry=RetryPolicy(max_retries=2 if max_retries is None else max_retries),
+        retry=policy,
         limits=Limits(concurrency=16 if concurrency is None else concurrency, rpm=rpm, tpm=tpm),
     )

@@ -16,7 +16,7 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,7 +37,6 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -128,24 +127,13 @@ class LoopThread:
                 future.cancel()
             concurrent.futures.wait([future], timeout=_CANCEL_GRACE_S)
 
-    def add_shutdown_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook()`` on the loop when the interpreter exits (e.g. close a pool)."""
-        self._shutdown_hooks.append(hook)
-
     def shutdown(self) -> None:
-        """Run the shutdown hooks and stop the loop."""
+        """Close what the loop's async generators hold (connection pools), then stop it."""
         loop = self._loop
         if loop is None or loop.is_closed() or not loop.is_running():
             return
-        hooks, self._shutdown_hooks = self._shutdown_hooks, []
-
-        async def run_hooks() -> None:
-            for hook in hooks:
-                with contextlib.suppress(Exception):
-                    await hook()
-
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(run_hooks(), loop).result(timeout=2.0)
+            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(2.0)
         loop.call_soon_threadsafe(loop.stop)
 
 

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from holynb._config import Secret, Settings, Timeout, resolve_settings
+from holynb._config import RetryPolicy, Secret, Settings, Timeout, resolve_settings
 from holynb._loop import default_loop
 from holynb.errors import APIError
 from holynb.ledger import CallRecord, Ledger
@@ -45,6 +45,7 @@ class Session:
         base_url: str | None = None,
         api_key: str | Secret | None = None,
         max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
         timeout: Timeout | float | None = None,
         concurrency: int | None = None,
         rpm: float | None = None,
@@ -56,6 +57,7 @@ class Session:
             model=model,
             timeout=timeout,
             max_retries=max_retries,
+            retry=retry,
             concurrency=concurrency,
             rpm=rpm,
             tpm=tpm,

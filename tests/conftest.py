@@ -1,0 +1,33 @@
+"""Shared fixtures: one local OpenAI-compatible server on 127.0.0.1 for the whole run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from holynb.server import LocalServer
+
+PLANTED_KEY = "sk-hs-PLANTEDsecret0123456789abcdefXYZ"
+
+# Tests never talk to anything but loopback, and never see a real key.
+for _name in ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY", "HOLYNB_BASE_URL", "HOLYNB_MODEL",
+              "HOLYNB_LOG_PATH"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LocalServer]:
+    """The local server, started once."""
+    srv = LocalServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def local(server: LocalServer) -> Iterator[LocalServer]:
+    """The local server with clean counters and no pending faults."""
+    server.reset()
+    yield server
+    server.reset()
