@@ -42,13 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from holynb.server.runner import serve_forever
 
-        serve_forever(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            latency_ms=args.latency_ms,
-            tokens_per_second=args.tokens_per_second,
-        )
+        try:
+            serve_forever(
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                latency_ms=args.latency_ms,
+                tokens_per_second=args.tokens_per_second,
+            )
+        except (ValueError, OSError) as err:
+            print(f"holynb serve: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 0
         return 0
     if args.command == "demo":
         from holynb.demo import run_demo

@@ -59,6 +59,8 @@ def run_demo(prompt: str, out: Any = None) -> int:
     """Stream one answer, ask once more without streaming, and print the ledger."""
     out = out or sys.stdout
     session, how = auto_session()
+    if session.is_local:
+        local_server().tokens_per_second = 60  # slow enough to watch the answer stream in
     print(how, file=out)
     print(f"\n>>> {prompt}\n", file=out)
     for text in session.stream(prompt, tag="demo"):

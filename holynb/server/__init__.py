@@ -1,0 +1,49 @@
+"""A local OpenAI-compatible server: offline demo models, fault injection, server-side counters.
+
+>>> from holynb.server import LocalServer, faults
+>>> with LocalServer() as server:
+...     server.faults.push(faults.status(429, retry_after=1))
+...     session = holynb.Session(base_url=server.base_url, model="local/echo")
+...     session.chat("hello").text          # retried after the 429
+...     server.stats.requests               # 2
+
+Models: ``local/echo`` (answers ``"You said: ..."`` and a deterministic passage) and
+``local/slow`` (the same with latency and paced streaming); add more with
+``server.register_model(name, respond)``. ``holynb serve`` runs one from the command line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from holynb.server import faults
+from holynb.server.faults import Fault, FaultQueue
+from holynb.server.models import Model, ModelRegistry, count_tokens, prompt_tokens, tokenize
+from holynb.server.stats import ServerStats
+
+if TYPE_CHECKING:
+    from holynb.server.runner import LocalServer, serve_forever
+
+
+def __getattr__(name: str) -> Any:
+    # The runner pulls in aiohttp.web (~0.3 s cold); `from holynb.server import faults` should not.
+    if name in ("LocalServer", "serve_forever"):
+        from holynb.server import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'holynb.server' has no attribute {name!r}")
+
+
+__all__ = [
+    "Fault",
+    "FaultQueue",
+    "LocalServer",
+    "Model",
+    "ModelRegistry",
+    "ServerStats",
+    "count_tokens",
+    "faults",
+    "prompt_tokens",
+    "serve_forever",
+    "tokenize",
+]
