@@ -129,7 +129,7 @@ def test_keyboard_interrupt_during_sync_stream_stops_cleanly(local):
     finally:
         local.tokens_per_second = None
     assert proc.returncode == 0, err
-    line = [x for x in out.splitlines() if x.startswith("INTERRUPTED")][0]
+    line = next(x for x in out.splitlines() if x.startswith("INTERRUPTED"))
     _, n, same, interrupted = line.split()
     assert int(n) > 3 and same == "True" and interrupted == "True"
     assert "AFTER You said:" in out

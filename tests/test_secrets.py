@@ -40,7 +40,8 @@ def test_key_never_shown_on_auth_failure(caplog):
 
 
 def test_key_echoed_by_a_server_is_redacted(local):
-    local.faults.push(faults.status(400, body=f'{{"error": {{"message": "bad key {PLANTED_KEY}"}}}}'))
+    body = f'{{"error": {{"message": "bad key {PLANTED_KEY}"}}}}'
+    local.faults.push(faults.status(400, body=body))
     s = holynb.Session(model="local/echo", base_url=local.base_url, api_key=PLANTED_KEY)
     with pytest.raises(holynb.BadRequestError) as info:
         s.chat("hello")
