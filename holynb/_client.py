@@ -202,6 +202,7 @@ class ChatClient:
             raw = b""
         finally:
             await response.aclose()
+        self._note_rate_headers(response.headers)
         raise self._status_error(response, raw, attempts)
 
     def _transport_error(self, exc: BaseException, attempts: int) -> APIConnectionError:

@@ -158,3 +158,22 @@ def test_unknown_model_is_a_not_found_error_with_hint(local):
         s.chat("hello")
     assert "model" in str(info.value).lower()
     assert local.stats.requests == 1
+
+
+def test_retries_reuse_one_idempotency_key(local):
+    local.faults.push(faults.status(500))
+    s = session_for(local)
+    s.chat("hello")
+    s.chat("hello again")
+    keys = [entry["headers"].get("idempotency-key") for entry in local.requests_log]
+    assert keys[0] == keys[1] and keys[0].startswith("holynb-")
+    assert keys[2] != keys[0]
+
+
+def test_ratelimit_headers_saying_zero_left_pause_the_next_request(local):
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "700ms"}
+    local.faults.push(faults.status(429, headers=headers))
+    s = session_for(local)  # backoff alone would wait ~10 ms
+    t0 = time.monotonic()
+    assert s.chat("first").attempts == 2
+    assert time.monotonic() - t0 >= 0.6
