@@ -1,0 +1,216 @@
+"""The ledger on disk: every CallRecord appended to SQLite as it happens, and loaded back.
+
+SQLite in WAL mode with ``synchronous=NORMAL``: each ``append`` is its own committed
+transaction, so a crash of the process (even ``kill -9``) loses no row whose ``append`` returned,
+and never corrupts the file. (A power cut may lose the last few commits, never older ones.)
+Several threads and several processes may append to one file at once; SQLite's locks
+serialise the writes. Keep the file on a local disk: WAL does not work over network shares.
+
+The schema has a version (``PRAGMA user_version``) and a list of migrations, like simonw/llm:
+a file written by an older holynb is upgraded when opened.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from holynb.errors import ConfigurationError
+from holynb.ledger import COLUMNS, CallRecord
+
+__all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path"]
+
+LOG_PATH_ENV = "HOLYNB_LOG_PATH"
+TABLE = "calls"
+_BOOLS = frozenset(f.name for f in fields(CallRecord) if f.type in ("bool", bool))
+_COLUMN_LIST = ", ".join(COLUMNS)
+_INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def default_log_path() -> Path | None:
+    """The log file named by the ``HOLYNB_LOG_PATH`` environment variable (``~`` expanded),
+    or None when it is unset or empty."""
+    value = os.environ.get(LOG_PATH_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+# -- migrations: append new ones, never edit old ones -------------------------------------------
+
+
+def _m001_calls(db: sqlite3.Connection) -> None:
+    db.execute(
+        f"""CREATE TABLE {TABLE} (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            error TEXT,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            latency_ms REAL,
+            ttft_ms REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            request_id TEXT,
+            tag TEXT,
+            interrupted INTEGER NOT NULL DEFAULT 0,
+            usage_estimated INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(f"CREATE INDEX {TABLE}_ts ON {TABLE} (ts)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_calls,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema of ``db`` up to ``SCHEMA_VERSION``, in one transaction (safe when several
+    processes open a new file at once); return the version it had before."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"This ledger file has schema version {version}, newer than this holynb knows "
+                f"({SCHEMA_VERSION}): upgrade holynb, or use another log_path."
+            )
+        for number in range(version, SCHEMA_VERSION):
+            MIGRATIONS[number](db)
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return version
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+class LedgerStore:
+    """An append-only SQLite file of CallRecords that survives crashes and kernel restarts.
+
+    >>> store = LedgerStore("calls.sqlite")
+    >>> store.append(record)           # committed when it returns
+    >>> records = store.load()         # oldest first, equal to what was appended
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        # First use, or in a forked child: never reuse a parent's connection.
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            migrate(db)
+        except sqlite3.DatabaseError as err:
+            raise ConfigurationError(
+                f"Cannot use {str(self.path)!r} as a ledger log ({err}): give log_path= a new "
+                "file name or an existing holynb log."
+            ) from err
+        self._db, self._pid = db, os.getpid()
+        return db
+
+    def append(self, record: CallRecord) -> None:
+        """Write one record; it is committed (crash-safe) when this returns. Thread-safe."""
+        row = _to_row(record)
+        with self._lock:
+            self._connect().execute(_INSERT, row)
+
+    def extend(self, records: Iterable[CallRecord]) -> None:
+        """Write several records in one transaction (all or none)."""
+        rows = [_to_row(r) for r in records]
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_INSERT, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def load(self) -> list[CallRecord]:
+        """Every record in the file, oldest first."""
+        with self._lock:
+            rows = self._connect().execute(f"SELECT {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
+            return [_from_row(row) for row in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._connect().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the file (the last connection to close folds the WAL back into it)."""
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LedgerStore({str(self.path)!r})"
+
+
+def _to_row(record: CallRecord) -> tuple[Any, ...]:
+    row: list[Any] = []
+    for name in COLUMNS:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, str):
+            value = _encodable(value)
+        row.append(value)
+    return tuple(row)
+
+
+def _from_row(row: tuple[Any, ...]) -> CallRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["ts"] = datetime.fromisoformat(values["ts"])
+    for name in _BOOLS:
+        values[name] = bool(values[name])
+    return CallRecord(**values)
+
+
+def _encodable(text: str) -> str:
+    # A lone surrogate (from a bad decode upstream) cannot be stored as UTF-8: replace it
+    # rather than lose the whole row.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
