@@ -19,6 +19,9 @@ _EXPORTS: dict[str, str] = {
     "Session": "holynb.session",
     "ChatResult": "holynb.results",
     "Usage": "holynb.results",
+    "CostEstimate": "holynb.results",
+    "PriceTable": "holynb.prices",
+    "ModelPrice": "holynb.prices",
     "CallRecord": "holynb.ledger",
     "Timeout": "holynb._config",
     "RetryPolicy": "holynb._config",
@@ -26,6 +29,12 @@ _EXPORTS: dict[str, str] = {
     "Secret": "holynb._config",
     "LocalServer": "holynb.server",
     "local_session": "holynb.demo",
+    "extract_json": "holynb.jsonx",
+    "extract_json_detailed": "holynb.jsonx",
+    "JSONExtraction": "holynb.jsonx",
+    "run_sandboxed": "holynb.sandbox",
+    "arun_sandboxed": "holynb.sandbox",
+    "SandboxResult": "holynb.sandbox",
 }
 _ERRORS = (
     "HolynbError",
@@ -44,6 +53,7 @@ _ERRORS = (
     "ServerError",
     "StreamError",
     "BudgetExceededError",
+    "JSONExtractionError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -59,14 +69,20 @@ __all__ = [
     "ChatResult",
     "ConfigurationError",
     "ConflictError",
+    "CostEstimate",
     "HolynbError",
+    "JSONExtraction",
+    "JSONExtractionError",
     "Limits",
     "LocalServer",
     "MissingAPIKeyError",
+    "ModelPrice",
     "NotFoundError",
     "PermissionDeniedError",
+    "PriceTable",
     "RateLimitError",
     "RetryPolicy",
+    "SandboxResult",
     "Secret",
     "ServerError",
     "Session",
@@ -74,7 +90,11 @@ __all__ = [
     "Timeout",
     "Usage",
     "__version__",
+    "arun_sandboxed",
+    "extract_json",
+    "extract_json_detailed",
     "local_session",
+    "run_sandboxed",
 ]
 
 if TYPE_CHECKING:
@@ -91,6 +111,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         ConflictError,
         HolynbError,
+        JSONExtractionError,
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,
@@ -98,8 +119,11 @@ if TYPE_CHECKING:
         ServerError,
         StreamError,
     )
+    from holynb.jsonx import JSONExtraction, extract_json, extract_json_detailed
     from holynb.ledger import CallRecord
-    from holynb.results import ChatResult, Usage
+    from holynb.prices import ModelPrice, PriceTable
+    from holynb.results import ChatResult, CostEstimate, Usage
+    from holynb.sandbox import SandboxResult, arun_sandboxed, run_sandboxed
     from holynb.server import LocalServer
     from holynb.session import Session
 

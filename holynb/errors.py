@@ -15,7 +15,8 @@
     │   │   ├── RateLimitError        429 (retried, honouring Retry-After)
     │   │   └── ServerError           5xx (retried)
     │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
-    └── BudgetExceededError           the session's budget would be exceeded
+    ├── BudgetExceededError           the session's budget would be exceeded
+    └── JSONExtractionError           no JSON could be recovered from a model's reply
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "HolynbError",
+    "JSONExtractionError",
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -69,6 +71,14 @@ class BudgetExceededError(HolynbError):
         super().__init__(message)
         self.spent_usd = spent_usd
         self.limit_usd = limit_usd
+
+
+class JSONExtractionError(HolynbError, ValueError):
+    """No JSON object or array could be recovered from a reply; ``raw`` holds the reply."""
+
+    def __init__(self, message: str, *, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
 class APIError(HolynbError):
