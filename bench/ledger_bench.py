@@ -4,8 +4,7 @@
     python bench/ledger_bench.py --rows 20000 --reps 5
 
 Each step is timed on its own (median of the repetitions) and printed as a Markdown table with
-rows per second. ``to_frame (columns)`` builds the same DataFrame column by column, to show what
-``Ledger.to_frame()`` could cost; it is a comparison, not holynb's code path.
+rows per second.
 """
 
 from __future__ import annotations
@@ -19,11 +18,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from holynb.ledger import COLUMNS, CallRecord, Ledger
+from holynb.ledger import CallRecord, Ledger
 from holynb.prices import PriceTable
 from holynb.results import Usage
 from holynb.store import LedgerStore
@@ -52,16 +50,6 @@ def make_records(n: int) -> list[CallRecord]:
         )
         for i in range(n)
     ]
-
-
-def frame_by_columns(records: list[CallRecord]) -> Any:
-    """The ledger's DataFrame built column by column (no per-row dicts)."""
-    import pandas as pd
-
-    columns = {name: [getattr(r, name) for r in records] for name in COLUMNS}
-    frame = pd.DataFrame(columns, columns=list(COLUMNS))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
 
 
 def timed(step: Callable[[], object], setup: Callable[[], object] | None, reps: int) -> float:
@@ -122,7 +110,6 @@ def main() -> None:
         ("build CallRecords", lambda: make_records(n), None),
         ("Ledger.append", fill_ledger, None),
         ("Ledger.to_frame()", ledger.to_frame, None),
-        ("to_frame (columns, for comparison)", lambda: frame_by_columns(records), None),
         ("LedgerStore.append (a commit each)", store_append, new_store),
         ("LedgerStore.extend (one commit)", store_extend, new_store),
         ("LedgerStore.load()", loaded_store.load, None),

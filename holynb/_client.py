@@ -330,7 +330,7 @@ class ChatClient:
             text=message.get("content") or "",
             model=payload.get("model") or body.get("model", ""),
             finish_reason=choice.get("finish_reason"),
-            usage=Usage.from_api(payload.get("usage")) or Usage(),
+            usage=Usage.from_api(payload.get("usage")) or Usage(estimated=True),
             latency_ms=(time.perf_counter() - started) * 1000.0,
             ttft_ms=None,
             attempts=attempts,

@@ -86,6 +86,11 @@ class Ledger:
         with self._lock:
             self._records.append(record)
 
+    def extend(self, records: list[CallRecord]) -> None:
+        """Add several records (e.g. loaded from a log)."""
+        with self._lock:
+            self._records.extend(records)
+
     def __len__(self) -> int:
         return len(self._records)
 

@@ -66,3 +66,17 @@ class ChatResult:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class CostEstimate:
+    """What a call would cost before it is sent (``Session.estimate``).
+
+    ``cost_usd`` counts the prompt (estimated offline) plus ``max_completion_tokens`` of
+    output, the most the call can cost; None when the model's price is unknown.
+    """
+
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int | None
+    cost_usd: float | None

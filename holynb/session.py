@@ -6,19 +6,24 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import RetryPolicy, Secret, Settings, Timeout, resolve_settings
 from holynb._loop import default_loop
+from holynb.budget import Budget
 from holynb.errors import APIError
 from holynb.ledger import CallRecord, Ledger
-from holynb.results import ChatResult, Usage
+from holynb.results import ChatResult, CostEstimate, Usage
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
+    from holynb.prices import PriceTable
+    from holynb.store import LedgerStore
 
 Prompt = str | Sequence[dict[str, Any]]
 
@@ -50,6 +55,9 @@ class Session:
         concurrency: int | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
+        budget_usd: float | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        prices: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             base_url=base_url,
@@ -62,7 +70,18 @@ class Session:
             rpm=rpm,
             tpm=tpm,
         )
+        from holynb.prices import PriceTable
+        from holynb.store import LedgerStore, default_log_path
+
+        self.prices: PriceTable = PriceTable.default(self.settings.base_url, prices)
         self._ledger = Ledger()
+        path = log_path if log_path is not None else default_log_path()
+        self._store: LedgerStore | None = LedgerStore(path) if path else None
+        if self._store is not None:
+            self._ledger.extend(self._store.load())  # a restarted kernel picks up where it was
+        self._budget: Budget | None = None
+        if budget_usd is not None:
+            self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
         self.last_result: ChatResult | None = None
 
@@ -93,12 +112,28 @@ class Session:
             self._client_obj = ChatClient(self.settings)
         return self._client_obj
 
+    @property
+    def budget_usd(self) -> float | None:
+        """The spending limit in USD (None: no limit). Settable; past calls count against it."""
+        return None if self._budget is None else self._budget.limit_usd
+
+    @budget_usd.setter
+    def budget_usd(self, limit: float | None) -> None:
+        self._budget = None if limit is None else Budget(limit, spent_usd=self.total_cost_usd)
+
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
         return (
             f"Session(model={self.model!r}, base_url={self.base_url!r}, key={key}, "
-            f"calls={len(self._ledger)})"
+            f"calls={len(self._ledger)}, cost=${self.total_cost_usd:.4f})"
         )
+
+    def _repr_html_(self) -> str:
+        from holynb.report import summary_html
+
+        unknown = sum(1 for r in self._ledger if r.cost_usd is None and r.completion_tokens)
+        title = f"holynb session: {self.base_url}"
+        return summary_html(self.summary(), self.total_cost_usd, unknown, title)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -138,15 +173,16 @@ class Session:
         request body as they are (``top_p=``, ``response_format=``, ...)."""
         body = self._body(prompt, model, system, temperature, max_tokens, params)
         client = self._client
+        hold = self._reserve(body)
         try:
             result = await client.complete(body)
         except APIError as err:
-            self._record_failure(body["model"], kind, tag, err, err.partial)
+            self._record_failure(body, kind, tag, hold, err, err.partial)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self._record_failure(body["model"], kind, tag, None, None, interrupted=True)
+            self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
             raise
-        return self._record(result, kind, tag)
+        return self._record(result, body, kind, tag, hold)
 
     def chat(self, prompt: Prompt, **kwargs: Any) -> ChatResult:
         """Ask once and wait for the whole answer. Works in a notebook cell, a script, and
@@ -171,17 +207,18 @@ class Session:
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
         client = self._client
+        hold = self._reserve(body)
         progress = StreamState(model=body["model"])
         try:
             async for text in client.stream(body, progress):
                 yield text
         except APIError as err:
-            self._record_failure(body["model"], kind, tag, err, err.partial)
+            self._record_failure(body, kind, tag, hold, err, err.partial)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            self._record(progress.result(interrupted=True), kind, tag)
+            self._record(progress.result(interrupted=True), body, kind, tag, hold)
             raise
-        self._record(progress.result(), kind, tag)
+        self._record(progress.result(), body, kind, tag, hold)
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
         """The answer's text as it arrives. Same arguments as ``astream``; an interrupt or a
@@ -199,20 +236,80 @@ class Session:
 
     # -- the ledger ----------------------------------------------------------------------------
 
-    def _cost(self, result: ChatResult) -> float | None:
-        return None  # prices arrive with the cost-tracking session
+    def estimate(
+        self,
+        prompt: Prompt,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        *,
+        system: str | None = None,
+    ) -> CostEstimate:
+        """What a call would cost, before sending it, from an offline token estimate.
 
-    def _record(self, result: ChatResult, kind: str, tag: str | None) -> ChatResult:
-        result = result.with_cost(self._cost(result))
-        self._ledger.append(CallRecord.from_result(result, kind=kind, tag=tag))
+        The prompt is counted with holynb's tokenizer heuristic (within about 10% for English
+        and code); the completion is counted as ``max_tokens`` (the most it can cost).
+        """
+        from holynb.tokens import estimate_messages_tokens
+
+        model = model or self.settings.model
+        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system))
+        out = max_tokens or 0
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
+        return CostEstimate(
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=max_tokens,
+            cost_usd=self.prices.cost(model, usage),
+        )
+
+    def _reserve(self, body: dict[str, Any]) -> int | None:
+        if self._budget is None:
+            return None
+        out = body.get("max_tokens") or body.get("max_completion_tokens")
+        worst = self.estimate(body["messages"], body["model"], out).cost_usd
+        return self._budget.reserve(worst or 0.0)
+
+    def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
+        usage = result.usage
+        if usage.estimated:  # the server sent no usage: count offline, and say so
+            from holynb.tokens import estimate_messages_tokens, estimate_tokens
+
+            usage = replace(
+                usage,
+                prompt_tokens=usage.prompt_tokens or estimate_messages_tokens(body["messages"]),
+                completion_tokens=usage.completion_tokens or estimate_tokens(result.text),
+            )
+            result = replace(result, usage=usage)
+        return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
+
+    def _append(self, record: CallRecord, hold: int | None) -> None:
+        self._ledger.append(record)
+        if self._store is not None:
+            self._store.append(record)
+        if self._budget is not None and hold is not None:
+            self._budget.settle(hold, record.cost_usd)
+
+    def _record(
+        self,
+        result: ChatResult,
+        body: dict[str, Any],
+        kind: str,
+        tag: str | None,
+        hold: int | None,
+        *,
+        batch: bool = False,
+    ) -> ChatResult:
+        result = self._with_cost(result, body, batch)
+        self._append(CallRecord.from_result(result, kind=kind, tag=tag), hold)
         self.last_result = result
         return result
 
     def _record_failure(
         self,
-        model: str,
+        body: dict[str, Any],
         kind: str,
         tag: str | None,
+        hold: int | None,
         err: APIError | None,
         partial: ChatResult | None,
         *,
@@ -222,18 +319,20 @@ class Session:
             error = f"{type(err).__name__}: {err.message}"
         else:
             error = "Interrupted: the call was cancelled before an answer arrived"
-        result = partial or ChatResult(
-            text="",
-            model=model,
-            usage=Usage(),
-            attempts=err.attempts if err is not None else 1,
-            request_id=err.request_id if err is not None else None,
-            interrupted=interrupted,
-        )
-        result = result.with_cost(self._cost(result)) if partial else result
-        self._ledger.append(CallRecord.from_result(result, kind=kind, tag=tag, error=error))
         if partial is not None:
+            result = self._with_cost(partial, body, False)  # what arrived was paid for
             self.last_result = result
+        else:
+            result = ChatResult(
+                text="",
+                model=body["model"],
+                usage=Usage(),
+                attempts=err.attempts if err is not None else 1,
+                request_id=err.request_id if err is not None else None,
+                interrupted=interrupted,
+                cost_usd=0.0,
+            )
+        self._append(CallRecord.from_result(result, kind=kind, tag=tag, error=error), hold)
 
     @property
     def records(self) -> list[CallRecord]:
@@ -250,6 +349,18 @@ class Session:
         """The sum of known costs (calls with unknown prices count as nothing here)."""
         return float(sum(r.cost_usd for r in self._ledger if r.cost_usd is not None))
 
+    def summary(self) -> pd.DataFrame:
+        """Per model: calls, success rate, tokens, cost, latency p50/p95/p99, ttft p50."""
+        from holynb.report import summarize
+
+        return summarize(self.ledger)
+
+    def plot(self) -> Any:
+        """Cumulative cost over time and latency per model (needs matplotlib)."""
+        from holynb.report import plot
+
+        return plot(self.ledger)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -258,9 +369,11 @@ class Session:
             await self._client_obj.aclose()
 
     def close(self) -> None:
-        """Close the connections of the sync facade."""
+        """Close the connections of the sync facade and the log file."""
         if self._client_obj is not None:
             default_loop().run(self._client_obj.aclose())
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> Session:
         return self

@@ -1,0 +1,117 @@
+"""Views of a ledger: per-model summary, compact HTML, and plots."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SUMMARY_COLUMNS = [
+    "model",
+    "calls",
+    "ok",
+    "success_rate",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "ttft_p50_ms",
+]
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model: calls, successes, success rate, tokens, cost (None when any price is
+    unknown), latency percentiles of successful calls and median time to first token."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for model, group in frame.groupby("model", sort=True):
+        ok = group[group["ok"]]
+        costs = group["cost_usd"]
+        known = costs.notna().all() and len(costs) > 0
+        latency = ok["latency_ms"].astype(float)
+        ttft = ok["ttft_ms"].dropna().astype(float)
+        rows.append(
+            {
+                "model": model,
+                "calls": len(group),
+                "ok": len(ok),
+                "success_rate": len(ok) / len(group),
+                "prompt_tokens": int(group["prompt_tokens"].sum()),
+                "completion_tokens": int(group["completion_tokens"].sum()),
+                "cached_tokens": int(group["cached_tokens"].sum()),
+                "cost_usd": float(costs.sum()) if known else None,
+                "latency_p50_ms": latency.quantile(0.50) if len(latency) else None,
+                "latency_p95_ms": latency.quantile(0.95) if len(latency) else None,
+                "latency_p99_ms": latency.quantile(0.99) if len(latency) else None,
+                "ttft_p50_ms": ttft.quantile(0.50) if len(ttft) else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if kind == "usd":
+        return f"${value:,.4f}"
+    if kind == "pct":
+        return f"{value:.0%}"
+    if kind == "ms":
+        return f"{value:,.0f} ms"
+    return f"{value:,}"
+
+
+def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: str) -> str:
+    """A compact HTML table of a summary (every value escaped)."""
+    head = ["model", "calls", "success", "tokens in / out", "cost", "p50", "p95", "ttft p50"]
+    body = []
+    for r in summary.to_dict("records"):
+        cells = [
+            html.escape(str(r["model"])),
+            _fmt(r["calls"], "int"),
+            _fmt(r["success_rate"], "pct"),
+            f"{r['prompt_tokens']:,} / {r['completion_tokens']:,}",
+            _fmt(r["cost_usd"], "usd"),
+            _fmt(r["latency_p50_ms"], "ms"),
+            _fmt(r["latency_p95_ms"], "ms"),
+            _fmt(r["ttft_p50_ms"], "ms"),
+        ]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = f" ({unknown} call(s) with unknown price)" if unknown else ""
+    return (
+        f"<div class='holynb-summary'><b>{html.escape(title)}</b> — total "
+        f"{_fmt(total_cost, 'usd')}{note}"
+        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
+        "<tbody>" + "".join(body) + "</tbody></table></div>"
+    )
+
+
+def plot(frame: pd.DataFrame) -> Any:
+    """Cumulative cost over time and latency distribution per model (matplotlib Figure)."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("Session.plot() needs matplotlib: pip install matplotlib") from err
+    fig, (ax_cost, ax_lat) = plt.subplots(1, 2, figsize=(11, 3.8))
+    data = frame.sort_values("ts")
+    costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()
+    ax_cost.step(data["ts"], costs, where="post")
+    ax_cost.set_title("Cumulative cost (USD)")
+    ax_cost.tick_params(axis="x", labelrotation=30)
+    ok = data[data["ok"]]
+    models = sorted(ok["model"].unique())
+    if models:
+        ax_lat.boxplot(
+            [ok[ok["model"] == m]["latency_ms"].astype(float) for m in models], vert=False
+        )
+        ax_lat.set_yticks(range(1, len(models) + 1), models)
+    ax_lat.set_title("Latency per model (ms)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
