@@ -1,0 +1,405 @@
+"""IPython magics: ``%%llm`` / ``%llm`` (ask, stream, configure) and ``%%interpret``.
+
+Thin by design: parse the arguments, build the prompt, call the Session, hand the stream to a
+view from ``holynb.display``. ``%load_ext holynb`` registers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from holynb.errors import HolynbError
+
+if TYPE_CHECKING:
+    from holynb.results import ChatResult
+    from holynb.session import Session
+
+_default_session: Session | None = None
+_FORMATS = ("markdown", "text", "code", "json")
+_NAME = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+_CELL_REF = re.compile(r"\b(In|Out)\[(-?\d+)\]")
+_ERR_REF = re.compile(r"\bErr\b")
+_FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
+
+
+def get_default_session() -> Session:
+    """The session the magics use: the real API when a key is set, else the local server."""
+    global _default_session
+    if _default_session is None:
+        from holynb.demo import auto_session
+
+        _default_session, how = auto_session()
+        print(how)
+    return _default_session
+
+
+def set_default_session(session: Session) -> None:
+    """Make the magics use ``session`` (its model, endpoint, prices and ledger)."""
+    global _default_session
+    _default_session = session
+
+
+class PromptError(HolynbError, ValueError):
+    """The cell's prompt refers to something that does not exist."""
+
+
+def build_prompt(text: str, shell: Any) -> str:
+    """The prompt with ``{name}`` filled from the user namespace, ``{{``/``}}`` as literal
+    braces, ``In[n]``/``Out[n]`` replaced by that cell's input/output and ``Err`` by the last
+    error's traceback."""
+    ns = shell.user_ns
+
+    def name(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in ns:
+            raise PromptError(
+                f"{{{key}}} in the prompt: no variable {key!r} is defined. Define it, or write "
+                f"{{{{{key}}}}} for literal braces."
+            )
+        return str(ns[key])
+
+    def cell(match: re.Match[str]) -> str:
+        kind, n = match.group(1), int(match.group(2))
+        if kind == "In":
+            history = ns.get("In", [])
+            if not -len(history) <= n < len(history):
+                raise PromptError(f"In[{n}] in the prompt: there is no cell {n} yet.")
+            return f"\n```python\n{history[n]}\n```\n"
+        outputs = ns.get("Out", {})
+        if n not in outputs:
+            raise PromptError(f"Out[{n}] in the prompt: cell {n} has no output.")
+        return f"\n```\n{outputs[n]!r}\n```\n"
+
+    def err(_match: re.Match[str]) -> str:
+        import sys
+
+        etype, value, tb = (
+            getattr(sys, a, None) for a in ("last_type", "last_value", "last_traceback")
+        )
+        if value is None:
+            raise PromptError("Err in the prompt: no error has happened in this session yet.")
+        text = "".join(traceback.format_exception(etype, value, tb))
+        return f"\n```\n{text.strip()}\n```\n"
+
+    text = _NAME.sub(name, text)
+    text = _CELL_REF.sub(cell, text)
+    text = _ERR_REF.sub(err, text)
+    return text.replace("{{", "{").replace("}}", "}")
+
+
+@magics_class
+class LLMMagics(Magics):
+    """``%%llm``, ``%llm`` and ``%%interpret``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.conversation: list[dict[str, Any]] = []
+
+    @property
+    def session(self) -> Session:
+        """The session the magics use."""
+        return get_default_session()
+
+    # -- %%llm / %llm --------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="model to ask (default: the session's)")
+    @argument("-s", "--system", help="system prompt")
+    @argument("-t", "--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="most tokens to generate")
+    @argument("-o", "--out", metavar="VAR", help="store the ChatResult in this variable")
+    @argument(
+        "-f",
+        "--format",
+        choices=_FORMATS,
+        default="markdown",
+        help="markdown (default), text, code (answer goes into a new cell), json (parsed)",
+    )
+    @argument("--no-stream", action="store_true", help="wait for the whole answer")
+    @argument("--chat", action="store_true", help="continue this notebook's conversation")
+    @argument("--new", action="store_true", help="start a new conversation")
+    @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument("words", nargs="*", help="line form: the prompt, or config | models | cost | history")
+    @line_cell_magic
+    def llm(self, line: str, cell: str | None = None) -> Any:
+        """Ask a model. The cell body is the prompt; ``{name}`` pulls in variables, ``In[3]``
+        and ``Out[3]`` cell inputs and outputs, ``Err`` the last traceback.
+
+        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
+        ``%llm models``, ``%llm cost``, ``%llm history``.
+        """
+        if cell is None:
+            words = line.split()
+            command = words[0] if words else ""
+            if command in ("config", "models", "cost", "history"):
+                return getattr(self, f"_cmd_{command}")(words[1:])
+        if cell is None and not line.lstrip().startswith("-"):
+            # "%llm what's new?" is a prompt, not options (and may hold unbalanced quotes)
+            args = parse_argstring(self.llm, "")
+            args.words = [line]
+        else:
+            try:
+                args = parse_argstring(self.llm, line)
+            except Exception as err:  # UsageError or a quoting error
+                print(f"holynb: {err} (see %%llm? for the options)")
+                return None
+        for name in ("model", "system", "out"):
+            setattr(args, name, _unquote(getattr(args, name)))
+        if args.new:
+            self.conversation = []
+        prompt = cell if cell is not None else " ".join(args.words)
+        if not prompt.strip():
+            if args.new:
+                print("Started a new conversation.")
+                return None
+            print("Nothing to ask: put the prompt in the cell (%%llm) or after %llm.")
+            return None
+        try:
+            text = build_prompt(prompt, self.shell)
+        except PromptError as err:
+            print(f"holynb: {err}")
+            return None
+        return self._ask(text, args)
+
+    def _messages(self, text: str, chat: bool) -> list[dict[str, Any]]:
+        if not chat:
+            return [{"role": "user", "content": text}]
+        return [*self.conversation, {"role": "user", "content": text}]
+
+    def _ask(self, text: str, args: Any) -> Any:
+        from holynb.display import make_view
+        from holynb.results import Usage
+
+        session = self.session
+        model = args.model or session.model
+        messages = self._messages(text, args.chat)
+        prompt_tokens = session.estimate(messages, model).prompt_tokens
+
+        def cost_of(completion_tokens: int) -> float | None:
+            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return session.prices.cost(model, usage)
+
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "system": args.system,
+            "temperature": args.temperature,
+            "max_tokens": args.max_tokens,
+            "tag": f"In[{self.shell.execution_count}]",
+        }
+        view = make_view(model, cost_of=cost_of)
+        view.show()
+        if args.bg:
+            self._start_background(session, messages, kwargs, view, args)
+            return None
+        try:
+            if args.no_stream:
+                result = session.chat(messages, **kwargs)
+                view.append(result.text)
+            else:
+                for delta in session.stream(messages, **kwargs):
+                    view.append(delta)
+                result = session.last_result
+        except KeyboardInterrupt:
+            view.interrupted(session.last_result)
+            return None
+        except HolynbError as err:
+            view.fail(err)
+            return None
+        view.finish(result)
+        return self._deliver(result, messages, args)
+
+    def _start_background(
+        self,
+        session: Session,
+        messages: list[dict[str, Any]],
+        kwargs: dict[str, Any],
+        view: Any,
+        args: Any,
+    ) -> None:
+        from holynb._loop import default_loop
+
+        async def work() -> None:
+            try:
+                async for delta in session.astream(messages, **kwargs):
+                    view.append(delta)
+            except asyncio.CancelledError:
+                view.interrupted(session.last_result)
+                raise
+            except HolynbError as err:
+                view.fail(err)
+                return
+            result = session.last_result
+            view.finish(result)
+            self._deliver(result, messages, args, background=True)
+
+        future = asyncio.run_coroutine_threadsafe(work(), default_loop().loop)
+        view.set_stop(future.cancel)
+        self.shell.user_ns["_llm_task"] = future
+
+    def _deliver(
+        self,
+        result: ChatResult | None,
+        messages: list[dict[str, Any]],
+        args: Any,
+        *,
+        background: bool = False,
+    ) -> Any:
+        if result is None:
+            return None
+        ns = self.shell.user_ns
+        ns["_llm"] = result.text
+        if args.out:
+            ns[args.out] = result
+        if args.chat:
+            self.conversation = [*messages, {"role": "assistant", "content": result.text}]
+        if args.format == "code":
+            blocks = _FENCE.findall(result.text)
+            code = (blocks[0] if blocks else result.text).strip("\n")
+            if not background:
+                self.shell.set_next_input(code, replace=False)
+            ns["_llm_code"] = code
+        elif args.format == "json":
+            from holynb.jsonx import extract_json
+
+            try:
+                value = extract_json(result.text)
+            except HolynbError as err:
+                print(f"holynb: {err}")
+                return None
+            ns["_llm_json"] = value
+            if args.out:
+                ns[args.out + "_json"] = value
+            if not background:
+                from IPython.display import JSON, display
+
+                display(JSON(value))
+        return None
+
+    # -- %llm subcommands ----------------------------------------------------------------------
+
+    def _cmd_config(self, words: list[str]) -> None:
+        from holynb.session import Session
+
+        current = self.session
+        if words:
+            changes: dict[str, str] = {}
+            for word in words:
+                key, sep, value = word.partition("=")
+                if not sep or key not in ("model", "base_url", "budget", "api_key"):
+                    print(
+                        f"holynb: cannot set {word!r}: use model=, base_url=, budget= or "
+                        "api_key= (better: set HOLYSHEEP_API_KEY in the environment)."
+                    )
+                    return
+                changes[key] = value
+            fresh = Session(
+                model=changes.get("model", current.model),
+                base_url=changes.get("base_url", current.base_url),
+                api_key=changes.get("api_key") or current.settings.api_key,
+                budget_usd=float(changes["budget"]) if "budget" in changes else current.budget_usd,
+            )
+            fresh._ledger.extend(current.records)  # the ledger carries over
+            set_default_session(fresh)
+            current = fresh
+        key = current.settings.api_key
+        rows = [
+            ("model", current.model),
+            ("base_url", current.base_url),
+            ("api key", f"set ({key.masked})" if key else "missing"),
+            ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:.2f}"),
+            ("calls", str(len(current.records))),
+            ("spent", f"${current.total_cost_usd:.4f}"),
+        ]
+        print("\n".join(f"{k:>9}: {v}" for k, v in rows))
+
+    def _cmd_models(self, _words: list[str]) -> None:
+        try:
+            models = self.session.models()
+        except HolynbError as err:
+            print(f"holynb: {err}")
+            return
+        print("\n".join(models))
+
+    def _cmd_cost(self, _words: list[str]) -> Any:
+        from IPython.display import display
+
+        display(self.session)
+
+    def _cmd_history(self, words: list[str]) -> Any:
+        n = int(words[0]) if words and words[0].isdigit() else 20
+        if self.conversation:
+            print(f"Conversation ({len(self.conversation)} messages):")
+            for m in self.conversation:
+                print(f"  {m['role']}: {_preview(str(m['content']))}")
+        frame = self.session.ledger
+        columns = [
+            "ts",
+            "tag",
+            "model",
+            "kind",
+            "ok",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "latency_ms",
+        ]
+        return frame[columns].tail(n)
+
+    # -- %%interpret ---------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="model that 'executes' the code")
+    @argument("--verify", action="store_true", help="also run it in a local sandbox and compare")
+    @argument("-o", "--out", metavar="VAR", help="store the ExecutionResult in this variable")
+    @line_cell_magic
+    def interpret(self, line: str, cell: str | None = None) -> Any:
+        """Send the cell's code to a model for model-side execution and show the result card."""
+        from IPython.display import display
+
+        from holynb.interpreter import CodeInterpreter, result_card_html
+
+        args = parse_argstring(self.interpret, line)
+        code = cell if cell is not None else ""
+        if not code.strip():
+            print("Nothing to run: put the code in the cell under %%interpret.")
+            return None
+        interpreter = CodeInterpreter(self.session, model=args.model, verify=args.verify)
+        try:
+            result = interpreter.run(code)
+        except KeyboardInterrupt:
+            print("Interrupted.")
+            return None
+        except HolynbError as err:
+            from holynb.display import error_html, error_text
+
+            display({"text/html": error_html(err), "text/plain": error_text(err)}, raw=True)
+            return None
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        display({"text/html": result_card_html(result), "text/plain": str(result)}, raw=True)
+        return None
+
+
+def _unquote(value: str | None) -> str | None:
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _preview(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def register(shell: Any) -> None:
+    """Register the magics with an IPython shell (what ``%load_ext holynb`` calls)."""
+    shell.register_magics(LLMMagics)
+
+
+__all__ = ["LLMMagics", "build_prompt", "get_default_session", "set_default_session"]

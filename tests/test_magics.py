@@ -1,0 +1,158 @@
+"""The %%llm / %llm magics in a plain InteractiveShell (plain-text frontend)."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import holynb
+from holynb import magics
+from holynb.server import faults
+from tests.helpers import session_for
+
+
+@pytest.fixture
+def shell(local):
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext holynb")
+    magics.set_default_session(session_for(local))
+    yield sh
+    sh.run_cell("%llm --new")
+
+
+def run(shell, source):
+    result = shell.run_cell(source, store_history=True)
+    assert result.error_in_exec is None, result.error_in_exec
+    return result
+
+
+def test_cell_magic_streams_plain_text_and_sets_llm(shell, capsys):
+    run(shell, "%%llm\nhello there")
+    out = capsys.readouterr().out
+    assert "You said: hello there" in out
+    assert shell.user_ns["_llm"].startswith("You said: hello there")
+    assert "StreamView" not in out and "VBox" not in out
+
+
+def test_line_magic_takes_the_rest_of_the_line_as_prompt(shell, capsys):
+    run(shell, "%llm what's up, doc")
+    assert shell.user_ns["_llm"].startswith("You said: what's up, doc")
+
+
+def test_out_option_stores_the_chat_result(shell):
+    run(shell, "%%llm -o answer --max-tokens 5\nshort please")
+    answer = shell.user_ns["answer"]
+    assert isinstance(answer, holynb.ChatResult)
+    assert answer.usage.completion_tokens == 5 and answer.finish_reason == "length"
+
+
+def test_options_reach_the_request(shell, local):
+    run(shell, '%%llm -m local/echo -s "be brief" -t 0.2 --max-tokens 7\nhi')
+    body = local.requests_log[-1]["body"]
+    assert body["model"] == "local/echo" and body["temperature"] == 0.2
+    assert body["max_tokens"] == 7
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+def test_variables_are_interpolated_and_double_braces_kept(shell):
+    run(shell, "city = 'Hanoi'")
+    run(shell, "%%llm\nWeather in {city}? Format: {{\"temp\": 1}}")
+    assert 'Weather in Hanoi? Format: {"temp": 1}' in magics_prompt(shell)
+
+
+def magics_prompt(shell):
+    return magics.get_default_session().records and shell.user_ns["_llm"]
+
+
+def test_unknown_variable_is_a_clear_message_and_nothing_is_sent(shell, local, capsys):
+    run(shell, "%%llm\nTell me about {nowhere}")
+    assert "no variable 'nowhere'" in capsys.readouterr().out
+    assert local.stats.requests == 0
+
+
+def test_in_out_and_err_references(shell, local):
+    run(shell, "x = 6 * 7")
+    n = shell.execution_count - 1
+    run(shell, "x")
+    m = shell.execution_count - 1
+    shell.run_cell("1 / 0", store_history=True)
+    run(shell, f"%%llm\nExplain In[{n}] giving Out[{m}] and Err")
+    sent = local.requests_log[-1]["body"]["messages"][-1]["content"]
+    assert "x = 6 * 7" in sent and "42" in sent and "ZeroDivisionError" in sent
+
+
+def test_chat_keeps_a_conversation_and_new_resets_it(shell, local):
+    run(shell, "%%llm --chat\nfirst question")
+    run(shell, "%%llm --chat\nsecond question")
+    messages = local.requests_log[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    run(shell, "%%llm --chat --new\nfresh start")
+    assert len(local.requests_log[-1]["body"]["messages"]) == 1
+
+
+def test_without_chat_each_cell_stands_alone(shell, local):
+    run(shell, "%%llm\none")
+    run(shell, "%%llm\ntwo")
+    assert len(local.requests_log[-1]["body"]["messages"]) == 1
+
+
+def test_format_code_puts_the_answer_in_the_next_cell(shell, local, monkeypatch):
+    local.register_model("coder", lambda m, p: "Here:\n```python\nprint('hi')\n```\nDone.")
+    captured = {}
+    monkeypatch.setattr(shell, "set_next_input", lambda text, replace=False: captured.update(
+        text=text))
+    run(shell, "%%llm -m coder -f code\nwrite code")
+    assert captured["text"] == "print('hi')"
+
+
+def test_format_json_parses_the_answer(shell, local):
+    local.register_model("jsoner", lambda m, p: 'Sure! ```json\n{"a": 1, "b": [true, null]}\n```')
+    run(shell, "%%llm -m jsoner -f json -o r\ngive json")
+    assert shell.user_ns["_llm_json"] == {"a": 1, "b": [True, None]}
+    assert shell.user_ns["r_json"] == {"a": 1, "b": [True, None]}
+
+
+def test_no_stream_gives_the_same_text(shell):
+    run(shell, "%%llm --no-stream\nsame")
+    a = shell.user_ns["_llm"]
+    run(shell, "%%llm\nsame")
+    assert shell.user_ns["_llm"] == a
+
+
+def test_api_error_shows_a_short_box_not_a_traceback(shell, local, capsys):
+    local.faults.push(faults.status(401))
+    run(shell, "%%llm\nhello")
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert "AuthenticationError" in captured.err and "Hint" in captured.err
+    assert "Traceback" not in shown
+
+
+def test_config_shows_settings_without_the_key(shell, capsys):
+    magics.set_default_session(holynb.Session(base_url=magics.get_default_session().base_url,
+                                              api_key="sk-hs-SECRETSECRETSECRET123456"))
+    run(shell, "%llm config")
+    out = capsys.readouterr().out
+    assert "base_url" in out and "set (" in out and "SECRETSECRET" not in out
+
+
+def test_config_changes_model_and_keeps_the_ledger(shell, capsys):
+    run(shell, "%llm hi")
+    run(shell, "%llm config model=local/slow budget=2")
+    s = magics.get_default_session()
+    assert s.model == "local/slow" and s.budget_usd == 2 and len(s.records) == 1
+
+
+def test_models_cost_and_history(shell, capsys):
+    run(shell, "%llm hi")
+    run(shell, "%llm models")
+    assert "local/echo" in capsys.readouterr().out
+    run(shell, "%llm cost")
+    assert "local/echo" in capsys.readouterr().out
+    frame = shell.run_cell("%llm history").result
+    assert list(frame["kind"]) == ["stream"]
+
+
+def test_help_is_generated_from_the_arguments(shell):
+    doc = magics.LLMMagics.llm.__doc__
+    assert "--max-tokens" in doc and "--format" in doc
