@@ -1,0 +1,92 @@
+"""The magics in a real Jupyter kernel (nbclient), as nbconvert/nbval run them: plain text
+streamed to stdout, a sanitised final display, never a raw widget repr."""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+from nbclient import NotebookClient
+
+from holynb.server import faults
+
+
+def execute(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+    return nb.cells
+
+
+def texts(cell, name="stdout"):
+    return "".join(o.get("text", "") for o in cell.outputs
+                   if o.output_type == "stream" and o.name == name)
+
+
+def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
+    nasty = 'Hi <img src=x onerror="alert(1)"> <script>x()</script>'
+    local.register_model("xss", lambda m, p: nasty)
+    cells = execute([
+        f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r}))
+        """,
+        "%%llm -o r\nhello kernel",
+        "print(r.text == _llm, r.usage.completion_tokens > 0)",
+        "%%llm -m xss\nsay something nasty",
+        "%llm cost",
+    ])
+    assert "You said: hello kernel" in texts(cells[1])
+    figures = texts(cells[1]).strip().splitlines()[-1]
+    assert "local/echo" in figures and "tokens" in figures
+    assert texts(cells[2]).strip() == "True True"
+    for cell in cells[1:4]:
+        for out in cell.outputs:
+            data = out.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data
+            assert "VBox" not in data.get("text/plain", "")
+    shown = [o["data"]["text/html"] for o in cells[3].outputs if "text/html" in o.get("data", {})]
+    assert shown and all("<img" not in h and "<script" not in h for h in shown)
+    cost = next(o["data"] for o in cells[4].outputs if o.output_type == "display_data")
+    assert "<table>" in cost["text/html"] and "local/echo" in cost["text/html"]
+
+
+def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
+    local.faults.push(faults.status(404))
+    cells = execute([
+        f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r}))
+        """,
+        "%%llm\nhello",
+    ])
+    err = texts(cells[1], "stderr")
+    assert "NotFoundError" in err and "Hint" in err and "Traceback" not in err
+    assert not [o for o in cells[1].outputs if o.output_type == "error"]
+
+
+def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
+    local.tokens_per_second = 30
+    try:
+        cells = execute([
+            f"""
+            %load_ext holynb
+            import holynb, os, signal, threading
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r})
+            holynb.magics.set_default_session(s)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            """,
+            "%%llm\nthis will be interrupted",
+            "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
+            "len(s.last_result.text) > 10)",
+        ])
+    finally:
+        local.tokens_per_second = None
+    out = texts(cells[1])
+    assert "You said" in out and "Interrupted" in out
+    assert not [o for o in cells[1].outputs if o.output_type == "error"]
+    assert texts(cells[2]).strip() == "True True True"
