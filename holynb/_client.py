@@ -378,6 +378,7 @@ class ChatClient:
                     wait = self._retry_or_raise(err, retries, deadline)
                     retries += 1
                     progress.chunks = 0
+                    progress.usage = progress.finish_reason = None
                     if wait:
                         await asyncio.sleep(wait)
                 finally:

@@ -133,6 +133,8 @@ def test_keyboard_interrupt_during_sync_stream_stops_cleanly(local):
     _, n, same, interrupted = line.split()
     assert int(n) > 3 and same == "True" and interrupted == "True"
     assert "AFTER You said:" in out
+    # the stream never completed server-side, and its connection was closed, not reused
+    assert local.stats.completed == 1 and local.stats.connections == 2
 
 
 def _notebook(cells):
