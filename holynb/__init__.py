@@ -142,7 +142,19 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext holynb``: register the magics."""
+    """``%load_ext holynb``: register the magics, and load the HTTP stack and the widget
+    libraries in a background thread so the first ``%%llm`` cell does not wait for them."""
+    import threading
+
     from holynb.magics import register
 
     register(ipython)
+    threading.Thread(target=_prewarm, name="holynb-prewarm", daemon=True).start()
+
+
+def _prewarm() -> None:
+    for module in ("holynb._client", "holynb.display", "holynb.render", "ipywidgets"):
+        try:
+            importlib.import_module(module)
+        except Exception:
+            return
