@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hmac
+import inspect
 import math
 import time
 import uuid
@@ -358,6 +359,8 @@ class _Handlers:
         messages = body["messages"]
         try:
             text = model.respond(messages, body)
+            if inspect.isawaitable(text):  # async models (e.g. local/python) keep the loop free
+                text = await text
             if not isinstance(text, str):
                 raise TypeError(f"it returned {type(text).__name__}, not str")
         except Exception as exc:

@@ -12,7 +12,8 @@ counts its text, any other part (an image, audio, a file) counts ``NON_TEXT_PART
 completion costs one token per streamed content chunk, and the server streams one chunk per
 token, so streamed and non-streamed answers report the same usage.
 
-Models are plain functions ``respond(messages, params) -> str`` kept in a ``ModelRegistry``:
+Models are plain functions ``respond(messages, params) -> str`` (or async ones, awaited on the
+server's loop) kept in a ``ModelRegistry``:
 
 >>> models = default_models()
 >>> models.register("local/upper", lambda messages, params: messages[-1]["content"].upper())
@@ -24,14 +25,14 @@ import hashlib
 import random
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
-Respond = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+Respond = Callable[[list[dict[str, Any]], dict[str, Any]], str | Awaitable[str]]
 
 NON_TEXT_PART_TOKENS = 85
 TOKENS_PER_MESSAGE = 4
@@ -222,10 +223,15 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
 
 
 def default_models() -> ModelRegistry:
-    """A fresh registry with ``local/echo`` and ``local/slow`` (echo with latency and pacing)."""
-    return ModelRegistry(
+    """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing) and
+    the code-interpreter models ``local/python`` and ``local/broken``."""
+    from holynb.server.python_model import register_python_models
+
+    registry = ModelRegistry(
         [
             Model("local/echo", echo),
             Model("local/slow", echo, latency_ms=400.0, tokens_per_second=40.0),
         ]
     )
+    register_python_models(registry)
+    return registry
