@@ -33,6 +33,12 @@ _EXPORTS: dict[str, str] = {
     "extract_json_detailed": "holynb.jsonx",
     "JSONExtraction": "holynb.jsonx",
     "run_sandboxed": "holynb.sandbox",
+    "CodeInterpreter": "holynb.interpreter",
+    "ExecutionResult": "holynb.interpreter",
+    "ExecutionError": "holynb.interpreter",
+    "SandboxLimits": "holynb.interpreter",
+    "RunManyResult": "holynb.interpreter",
+    "result_card_html": "holynb.interpreter",
     "arun_sandboxed": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
 }
@@ -67,9 +73,12 @@ __all__ = [
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
+    "CodeInterpreter",
     "ConfigurationError",
     "ConflictError",
     "CostEstimate",
+    "ExecutionError",
+    "ExecutionResult",
     "HolynbError",
     "JSONExtraction",
     "JSONExtractionError",
@@ -82,6 +91,8 @@ __all__ = [
     "PriceTable",
     "RateLimitError",
     "RetryPolicy",
+    "RunManyResult",
+    "SandboxLimits",
     "SandboxResult",
     "Secret",
     "ServerError",
@@ -94,6 +105,7 @@ __all__ = [
     "extract_json",
     "extract_json_detailed",
     "local_session",
+    "result_card_html",
     "run_sandboxed",
 ]
 
@@ -118,6 +130,14 @@ if TYPE_CHECKING:
         RateLimitError,
         ServerError,
         StreamError,
+    )
+    from holynb.interpreter import (
+        CodeInterpreter,
+        ExecutionError,
+        ExecutionResult,
+        RunManyResult,
+        SandboxLimits,
+        result_card_html,
     )
     from holynb.jsonx import JSONExtraction, extract_json, extract_json_detailed
     from holynb.ledger import CallRecord
