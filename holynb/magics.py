@@ -100,6 +100,7 @@ class LLMMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.conversation: list[dict[str, Any]] = []
+        self._interpreters: dict[tuple[int, str | None, bool], Any] = {}
 
     @property
     def session(self) -> Session:
@@ -369,7 +370,11 @@ class LLMMagics(Magics):
         if not code.strip():
             print("Nothing to run: put the code in the cell under %%interpret.")
             return None
-        interpreter = CodeInterpreter(self.session, model=args.model, verify=args.verify)
+        key = (id(self.session), _unquote(args.model), args.verify)
+        interpreter = self._interpreters.get(key)
+        if interpreter is None:  # one per session: it remembers what the endpoint accepts
+            interpreter = CodeInterpreter(self.session, model=key[1], verify=args.verify)
+            self._interpreters[key] = interpreter
         try:
             result = interpreter.run(code)
         except KeyboardInterrupt:

@@ -156,3 +156,17 @@ def test_models_cost_and_history(shell, capsys):
 def test_help_is_generated_from_the_arguments(shell):
     doc = magics.LLMMagics.llm.__doc__
     assert "--max-tokens" in doc and "--format" in doc
+
+
+def test_interpret_magic_shows_a_card_and_stores_the_result(shell, capsys):
+    magics.set_default_session(session_for(magics.get_default_session(), model="local/python"))
+    run(shell, "%%interpret --verify -o res\nprint(6 * 7)")
+    res = shell.user_ns["res"]
+    assert res.success and res.output.strip() == "42" and res.agrees is True
+    assert magics.get_default_session().records[-1].kind == "interpret"
+
+
+def test_interpret_magic_catches_a_wrong_claim(shell):
+    magics.set_default_session(session_for(magics.get_default_session(), model="local/python"))
+    run(shell, "%%interpret --verify -o res\n# holynb: lie\nprint('truth')")
+    assert shell.user_ns["res"].agrees is False
