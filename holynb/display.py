@@ -1,0 +1,639 @@
+"""Showing a streamed answer: a live widget in rich frontends, plain text everywhere else.
+
+The views receive text and figures; they never call the network. ``make_view`` picks one:
+
+>>> view = make_view("gpt-4.1", cost_of=lambda tokens: tokens * 8e-6)
+>>> view.show()
+>>> for text in session.stream("Tell me about otters"):
+...     view.append(text)
+>>> view.finish(session.last_result)
+
+``StreamView`` (ipywidgets) shows the answer as sanitised Markdown while it arrives, with a status
+line (model, tokens, tokens/s, elapsed, cost so far) and, when ``set_stop`` gave it a callback, a
+Stop button. Re-rendering is coalesced to at most ``MAX_UPDATES_PER_SECOND``, whatever the token
+rate, and settled Markdown blocks are sent to the browser once (``render.MarkdownStream``). When
+the call ends in the cell that showed it, the output is replaced by static sanitised HTML that
+looks the same, so saved notebooks keep the answer (widget state is not saved by default).
+
+``PlainView`` has the same methods for frontends without widgets (terminal IPython, nbclient and
+nbval runs, ``jupyter console``): the text goes to stdout as it arrives, then a figures line, then
+(inside a kernel) the answer once more as sanitised HTML, identical for identical answers so nbval
+can compare it. Every model-provided string is escaped or sanitised before it is shown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from holynb.errors import ConfigurationError
+from holynb.render import MarkdownStream, escape_text, render_markdown
+
+if TYPE_CHECKING:
+    from holynb.results import ChatResult
+
+__all__ = [
+    "MAX_UPDATES_PER_SECOND",
+    "PlainView",
+    "StreamView",
+    "display_mode",
+    "error_html",
+    "error_text",
+    "figures_line",
+    "make_view",
+    "result_card_html",
+    "rich_frontend",
+]
+
+MAX_UPDATES_PER_SECOND = 16
+# Rendering may take at most this share of the time: a slow render stretches the interval.
+_RENDER_SHARE = 0.2
+_MESSAGE_CHARS = 300
+_MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
+
+CostOf = Callable[[int], float | None]
+Mode = Literal["widget", "text"]
+
+_ERROR_STYLE = (
+    "border-left: 3px solid var(--jp-error-color1, #d32f2f); "
+    "background: var(--jp-error-color3, #fdecea); color: var(--jp-ui-font-color1, #222); "
+    "padding: 4px 8px; margin: 4px 0; line-height: 1.4; white-space: normal"
+)
+_STATUS_STYLE = (
+    "font-size: var(--jp-ui-font-size0, 11px); color: var(--jp-ui-font-color2, #666); "
+    "line-height: 1.4; white-space: normal"
+)
+
+
+# -- figures and boxes (plain text and HTML) ---------------------------------------------------
+
+
+def _usd(cost: float) -> str:
+    if cost == 0:
+        return "$0"
+    if cost >= 0.01:
+        return f"${cost:,.4f}"
+    return f"${cost:.6f}".rstrip("0") if cost >= 0.000001 else "<$0.000001"
+
+
+def _seconds(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
+def figures_line(result: ChatResult) -> str:
+    """One line of plain text with a call's figures: model, tokens, tokens/s, latency, time to
+    first token, cost (or "cost unknown"), and attempts when there were retries.
+
+    >>> figures_line(result)
+    'gpt-4.1 · 12 prompt + 345 completion tokens · 120.3 tok/s · 2.87 s · ttft 210 ms · $0.0028'
+    """
+    usage = result.usage
+    tilde = "~" if usage.estimated else ""
+    tokens = f"{tilde}{usage.completion_tokens:,} completion tokens"
+    if usage.prompt_tokens or not usage.estimated:  # an estimate without a prompt count: omit
+        tokens = f"{tilde}{usage.prompt_tokens:,} prompt + {tokens}"
+    parts = [result.model, tokens + (" (estimated)" if usage.estimated else "")]
+    generation_ms = result.latency_ms
+    if result.ttft_ms is not None and result.latency_ms - result.ttft_ms >= _MEASURABLE_MS:
+        generation_ms = result.latency_ms - result.ttft_ms  # the rate while tokens were arriving
+    if usage.completion_tokens > 1 and generation_ms > 0:
+        parts.append(f"{usage.completion_tokens / (generation_ms / 1000):,.1f} tok/s")
+    parts.append(_seconds(result.latency_ms))
+    if result.ttft_ms is not None:
+        parts.append(f"ttft {_seconds(result.ttft_ms)}")
+    parts.append("cost unknown" if result.cost_usd is None else _usd(result.cost_usd))
+    if result.attempts > 1:
+        parts.append(f"{result.attempts} attempts")
+    return " · ".join(parts)
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _error_parts(error: BaseException) -> tuple[str, str, str | None]:
+    message = getattr(error, "message", None)
+    if not isinstance(message, str):
+        message = str(error)
+    hint = getattr(error, "hint", None)
+    return type(error).__name__, _first_line(message), hint if isinstance(hint, str) else None
+
+
+def error_text(error: BaseException) -> str:
+    """A short plain-text account of ``error``: class, first line of the message, the hint.
+
+    >>> error_text(RateLimitError("429 Too Many Requests"))
+    'RateLimitError: 429 Too Many Requests\\nHint: Lower concurrency=, set rpm=/tpm= ...'
+    """
+    name, message, hint = _error_parts(error)
+    text = f"{name}: {message}" if message else name
+    return f"{text}\nHint: {hint}" if hint else text
+
+
+def error_html(error: BaseException) -> str:
+    """A short, readable error box (HTML, everything escaped): class, message, hint.
+
+    >>> error_html(ValueError("<b>bad</b>"))
+    '<div ...><strong>ValueError</strong>: &lt;b&gt;bad&lt;/b&gt;</div>'
+    """
+    name, message, hint = _error_parts(error)
+    body = f"<strong>{escape_text(name)}</strong>"
+    if message:
+        body += f": {escape_text(message)}"
+    if hint:
+        body += f"<br><span>Hint: {escape_text(hint)}</span>"
+    return f'<div class="holynb-error" style="{_ERROR_STYLE}">{body}</div>'
+
+
+def _status_html(text: str) -> str:
+    return f'<div class="holynb-status" style="{_STATUS_STYLE}">{escape_text(text)}</div>'
+
+
+def _answer_html(html: str) -> str:
+    # JupyterLab's Markdown styles; harmless elsewhere.
+    return f'<div class="jp-RenderedHTMLCommon holynb-answer">{html}</div>'
+
+
+def result_card_html(text: str, figures: str | None = None) -> str:
+    """An answer as sanitised HTML, with an optional figures line under it.
+
+    >>> result_card_html("**Done.**", figures_line(result))
+    '<div class="jp-RenderedHTMLCommon holynb-answer"><p><strong>Done.</strong></p>...'
+    """
+    card = _answer_html(render_markdown(text))
+    return card + _status_html(figures) if figures else card
+
+
+# -- choosing a view ---------------------------------------------------------------------------
+
+
+def _ipython() -> Any:
+    module = sys.modules.get("IPython")
+    return module.get_ipython() if module is not None else None
+
+
+def rich_frontend(shell: Any = None) -> bool:
+    """Whether the running cell came from a frontend that shows widgets.
+
+    JupyterLab, Notebook 7 and VS Code put a ``cellId`` in the metadata of their execute
+    requests; nbclient (nbval, nbconvert, papermill) and ``jupyter console`` do not, and
+    terminal IPython or plain Python have no kernel at all.
+    """
+    shell = _ipython() if shell is None else shell
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return False
+    try:
+        parent = kernel.get_parent()
+    except Exception:
+        parent = getattr(kernel, "_parent_header", None)
+    metadata = parent.get("metadata") if isinstance(parent, dict) else None
+    return isinstance(metadata, dict) and bool(metadata.get("cellId"))
+
+
+def _widgets_available() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def display_mode(mode: str | None = None, *, shell: Any = None) -> Mode:
+    """``"widget"`` or ``"text"``: the ``mode`` argument, else ``HOLYNB_DISPLAY``, else ``auto``
+    (a widget only when ``rich_frontend()`` says the frontend shows them).
+
+    >>> display_mode("text")
+    'text'
+    """
+    source = "mode" if mode is not None else "HOLYNB_DISPLAY"
+    choice = mode if mode is not None else os.environ.get("HOLYNB_DISPLAY") or "auto"
+    choice = choice.strip().lower()
+    if choice not in ("widget", "text", "auto"):
+        raise ConfigurationError(
+            f"{source} must be 'widget', 'text' or 'auto', got {choice!r}: e.g. "
+            "HOLYNB_DISPLAY=text for plain-text output."
+        )
+    if choice == "text" or not _widgets_available():
+        return "text"
+    if choice == "widget":
+        return "widget"
+    return "widget" if rich_frontend(shell) else "text"
+
+
+def make_view(
+    model: str, *, cost_of: CostOf | None = None, mode: str | None = None
+) -> StreamView | PlainView:
+    """The right view for this frontend: ``StreamView`` where widgets show, else ``PlainView``.
+
+    ``mode`` (``"widget"``, ``"text"``, ``"auto"``) overrides the ``HOLYNB_DISPLAY`` variable.
+
+    >>> view = make_view("gpt-4.1")
+    >>> view.show(); view.append("Hello"); view.finish(result)
+    """
+    if display_mode(mode) == "widget":
+        return StreamView(model, cost_of=cost_of)
+    return PlainView(model, cost_of=cost_of)
+
+
+# -- the shared bookkeeping --------------------------------------------------------------------
+
+
+class _Progress:
+    """Text received, deltas counted, timing, and when the next refresh is due."""
+
+    def __init__(self, model: str, cost_of: CostOf | None, min_interval: float) -> None:
+        self.model = model
+        self.cost_of = cost_of
+        self.min_interval = min_interval
+        self.parts: list[str] = []
+        self.deltas = 0
+        self.started = time.monotonic()
+        self.first_at: float | None = None
+        self.due = 0.0  # monotonic time of the next allowed refresh
+        self.state = "streaming"
+
+    def add(self, text: str) -> bool:
+        """Record a delta; True when a refresh is due."""
+        self.parts.append(text)
+        self.deltas += 1
+        now = time.monotonic()
+        if self.first_at is None:
+            self.first_at = now
+        return now >= self.due
+
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def refreshed(self, cost_s: float) -> None:
+        self.due = time.monotonic() + max(self.min_interval, cost_s / _RENDER_SHARE)
+
+    def cost(self) -> float | None:
+        if self.cost_of is None:
+            return None
+        try:
+            return self.cost_of(self.deltas)
+        except Exception:  # a pricing problem must not break the display
+            return None
+
+    def status(self) -> str:
+        now = time.monotonic()
+        parts = [self.model]
+        if self.first_at is None:
+            parts.append("waiting for the first token")
+        else:
+            parts.append(f"{self.deltas:,} token{'' if self.deltas == 1 else 's'}")
+            if self.deltas > 1 and now - self.first_at >= _MEASURABLE_MS / 1000:
+                parts.append(f"{(self.deltas - 1) / (now - self.first_at):,.1f} tok/s")
+        parts.append(f"{now - self.started:.1f} s")
+        if self.cost_of is not None:
+            cost = self.cost()
+            parts.append("cost unknown" if cost is None else f"{_usd(cost)} so far")
+        return " · ".join(parts)
+
+
+# -- the widget --------------------------------------------------------------------------------
+
+
+class StreamView:
+    """A live view of a streamed answer (ipywidgets): the answer as sanitised Markdown, a status
+    line, and a Stop button when ``set_stop`` is given a callback.
+
+    >>> view = StreamView("gpt-4.1", cost_of=lambda tokens: tokens * 8e-6)
+    >>> view.show()
+    >>> for text in session.stream("Tell me about otters"):
+    ...     view.append(text)
+    >>> view.finish(session.last_result)
+
+    ``append`` is cheap: the view re-renders at most ``MAX_UPDATES_PER_SECOND`` times a second
+    (less when rendering gets slow), and ``finish``, ``fail`` and ``interrupted`` show everything.
+    ``widget`` is the ipywidgets box, for placing the view inside other widgets.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        cost_of: CostOf | None = None,
+        min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
+    ) -> None:
+        import ipywidgets as widgets
+
+        self._widgets = widgets
+        self._progress = _Progress(model, cost_of, min_interval)
+        self._markdown = MarkdownStream()
+        self._chunks: list[Any] = []  # one HTML widget per settled chunk, each sent once
+        self._tail = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self._answer = widgets.VBox([self._tail], layout=widgets.Layout(width="100%"))
+        self._error = widgets.HTML(layout=widgets.Layout(display="none"))
+        self._status = widgets.HTML(_status_html(self._progress.status()))
+        self._stop = widgets.Button(
+            description="Stop",
+            icon="stop",
+            button_style="warning",
+            tooltip="Cancel this call; what arrived so far is kept",
+            layout=widgets.Layout(display="none", width="auto"),
+        )
+        self._stop_callback: Callable[[], Any] | None = None
+        self._stop.on_click(self._on_stop)
+        footer = widgets.HBox(
+            [self._status, self._stop], layout=widgets.Layout(align_items="center")
+        )
+        self.widget = widgets.VBox([self._answer, self._error, footer])
+        self.widget.add_class("holynb-stream")
+        self.renders = 0  # how many times the answer was re-rendered (for tests and benches)
+        self._pending = False  # text arrived since the last refresh
+        self._timer: Any = None  # an asyncio.TimerHandle while a refresh is scheduled
+        self._handle: Any = None  # the DisplayHandle of show()
+
+    # -- what callers use ----------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model named in the status line."""
+        return self._progress.model
+
+    @property
+    def text(self) -> str:
+        """The answer received so far."""
+        return self._progress.text()
+
+    @property
+    def state(self) -> str:
+        """``streaming``, ``done``, ``failed`` or ``interrupted``."""
+        return self._progress.state
+
+    @property
+    def answer_html(self) -> str:
+        """The HTML shown for the answer now (settled chunks and tail)."""
+        return "".join(w.value for w in (*self._chunks, self._tail))
+
+    @property
+    def status_html(self) -> str:
+        """The HTML of the status line now."""
+        return self._status.value
+
+    def show(self) -> StreamView:
+        """Display the view in the current output; returns the view."""
+        from IPython.display import display
+
+        self._handle = display(self, display_id=True)
+        return self
+
+    def append(self, text: str) -> None:
+        """Add a text delta; the view refreshes if the last refresh is old enough."""
+        if not text:
+            return
+        if self._progress.add(text):
+            self.flush()
+        else:
+            self._pending = True
+            if self._timer is None:
+                self._schedule_flush()
+
+    def flush(self) -> None:
+        """Show everything received so far now."""
+        self._pending = False
+        started = time.perf_counter()
+        new, tail = self._markdown.update(self._progress.text())
+        if new:
+            self._chunks.extend(self._widgets.HTML(_answer_html(h)) for h in new)
+            self._answer.children = (*self._chunks, self._tail)
+        self._tail.value = _answer_html(tail) if tail else ""
+        self._status.value = _status_html(self._progress.status())
+        self.renders += 1
+        self._progress.refreshed(time.perf_counter() - started)
+
+    def set_stop(self, callback: Callable[[], Any]) -> None:
+        """Show a Stop button that calls ``callback()`` when clicked (e.g. to cancel a task)."""
+        self._stop_callback = callback
+        self._stop.disabled = False
+        self._stop.description = "Stop"
+        self._stop.layout.display = None if self.state == "streaming" else "none"
+
+    def finish(self, result: ChatResult) -> None:
+        """The answer is complete: show all of it and the final figures."""
+        self._end("done", result.text or self.text, figures_line(result))
+
+    def interrupted(self, result: ChatResult | None = None) -> None:
+        """The call was stopped: keep the partial answer, say so, with its figures."""
+        text = result.text if result is not None and result.text else self.text
+        figures = figures_line(result) if result is not None else self._progress.status()
+        self._end("interrupted", text, f"Interrupted · {figures}")
+
+    def fail(self, error: BaseException) -> None:
+        """The call failed: keep what arrived, show a short error box with the hint."""
+        from holynb.results import ChatResult
+
+        partial = getattr(error, "partial", None)
+        if not isinstance(partial, ChatResult):
+            partial = None
+        text = self.text
+        if partial is not None and len(partial.text) > len(text):
+            text = partial.text
+        self._error.value = error_html(error)
+        self._error.layout.display = None
+        figures = figures_line(partial) if partial is not None else self._progress.status()
+        self._end("failed", text, f"Failed · {figures}")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _end(self, state: str, text: str, status: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        settled = self._progress.text()[: self._markdown.settled_chars]
+        self._progress.state = state
+        self._progress.parts[:] = [text]
+        full = render_markdown(text) if text else ""
+        rest = text[len(settled) :]
+        rest_html = full if rest == text else render_markdown(rest) if rest else ""
+        if text.startswith(settled) and "".join(self._markdown.settled_html) + rest_html == full:
+            self._tail.value = _answer_html(rest_html) if rest_html else ""
+        else:  # the pieces differ from one full render (e.g. a list split by text): replace
+            old, self._chunks = self._chunks, []
+            self._answer.children = (self._tail,)
+            self._tail.value = _answer_html(full) if full else ""
+            for widget in old:
+                widget.close()
+        self._status.value = _status_html(status)
+        self._stop.layout.display = "none"
+        self.renders += 1
+        self._settle_output(text, full, status)
+
+    def _settle_output(self, text: str, html: str, status: str) -> None:
+        # The cell's output becomes static sanitised HTML that looks the same, so a saved
+        # notebook shows the answer anywhere (a widget without saved state shows "model not
+        # found"). Only a display made by show() on the kernel's thread while its cell runs can
+        # be updated; a background call keeps the live widget, which shows the same.
+        if self._handle is None or threading.current_thread() is not threading.main_thread():
+            return
+        error = self._error.value if self._error.layout.display is None else ""
+        answer = _answer_html(html) if html else ""
+        bundle = {"text/html": answer + error + _status_html(status), "text/plain": text}
+        self._handle.update(bundle, raw=True)
+
+    def _schedule_flush(self) -> None:
+        # Inside an event loop (a --bg task), text held back by coalescing is shown when the
+        # next refresh is due even if the stream pauses. A blocked loop (a foreground cell)
+        # runs the timer after the view has ended, when it does nothing.
+        asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+        if asyncio is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.0, self._progress.due - time.monotonic())
+        self._timer = loop.call_later(delay, self._trailing_flush)
+
+    def _trailing_flush(self) -> None:
+        self._timer = None
+        if self._pending and self.state == "streaming":
+            self.flush()
+
+    def _on_stop(self, _button: Any) -> None:
+        self._stop.disabled = True
+        self._stop.description = "Stopping…"
+        if self._stop_callback is not None:
+            self._stop_callback()
+
+    def _plain(self) -> str:
+        if self.state == "streaming":
+            return f"{self.model}: streaming answer (shown by a live widget)"
+        return self.text
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = self._plain()  # never the raw widget repr
+        return bundle
+
+    def __repr__(self) -> str:
+        tokens = self._progress.deltas
+        return f"StreamView(model={self.model!r}, state={self.state!r}, tokens={tokens})"
+
+
+# -- plain text --------------------------------------------------------------------------------
+
+
+class PlainView:
+    """The ``StreamView`` methods for frontends without widgets: text to stdout as it arrives,
+    a figures line, then (inside a kernel) the answer as sanitised HTML.
+
+    >>> view = PlainView("gpt-4.1")
+    >>> for text in session.stream("Tell me about otters"):
+    ...     view.append(text)
+    >>> view.finish(session.last_result)
+
+    Only the figures line has times in it; the final display depends on the answer alone, so
+    nbval can compare it (sanitise the figures line: it is the last line of stdout).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        cost_of: CostOf | None = None,
+        min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
+        out: Any = None,
+        err: Any = None,
+    ) -> None:
+        self._progress = _Progress(model, cost_of, min_interval)
+        self._out = out
+        self._err = err
+        self._ended_with_newline = True
+        self.renders = 0  # how many times stdout was flushed (for tests and benches)
+
+    @property
+    def model(self) -> str:
+        """The model named in the figures line."""
+        return self._progress.model
+
+    @property
+    def text(self) -> str:
+        """The answer received so far."""
+        return self._progress.text()
+
+    @property
+    def state(self) -> str:
+        """``streaming``, ``done``, ``failed`` or ``interrupted``."""
+        return self._progress.state
+
+    def _stdout(self) -> Any:
+        return self._out if self._out is not None else sys.stdout
+
+    def show(self) -> PlainView:
+        """Nothing to show before the first text; returns the view."""
+        return self
+
+    def append(self, text: str) -> None:
+        """Write a text delta to stdout; flushed at most ``MAX_UPDATES_PER_SECOND`` times a
+        second (a kernel sends one message per flush)."""
+        if not text:
+            return
+        due = self._progress.add(text)
+        out = self._stdout()
+        out.write(text)
+        self._ended_with_newline = text.endswith("\n")
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Flush what was written."""
+        self._stdout().flush()
+        self.renders += 1
+        self._progress.refreshed(0.0)
+
+    def set_stop(self, callback: Callable[[], Any]) -> None:
+        """No button without widgets: the kernel's Interrupt stops the call."""
+
+    def finish(self, result: ChatResult) -> None:
+        """Print the figures line, then display the answer as sanitised HTML (in a kernel)."""
+        self._end("done", result.text or self.text, figures_line(result))
+
+    def interrupted(self, result: ChatResult | None = None) -> None:
+        """Say the call was stopped, with its figures; the partial answer stays."""
+        text = result.text if result is not None and result.text else self.text
+        figures = figures_line(result) if result is not None else self._progress.status()
+        self._end("interrupted", text, f"Interrupted · {figures}")
+
+    def fail(self, error: BaseException) -> None:
+        """Write a short account of the error, with its hint, to stderr."""
+        self._newline()
+        self._progress.state = "failed"
+        err = self._err if self._err is not None else sys.stderr
+        err.write(error_text(error) + "\n")
+        err.flush()
+
+    def _newline(self) -> None:
+        out = self._stdout()
+        if not self._ended_with_newline:
+            out.write("\n")
+            self._ended_with_newline = True
+        out.flush()
+
+    def _end(self, state: str, text: str, figures: str) -> None:
+        if not self._progress.deltas and text:  # nothing was streamed: print the answer now
+            self._stdout().write(text)
+            self._ended_with_newline = text.endswith("\n")
+        self._progress.state = state
+        self._progress.parts[:] = [text]
+        self._newline()
+        out = self._stdout()
+        out.write(figures + "\n")
+        out.flush()
+        if text and getattr(_ipython(), "kernel", None) is not None:
+            from IPython.display import display
+
+            display({"text/html": result_card_html(text), "text/plain": text}, raw=True)
+
+    def __repr__(self) -> str:
+        tokens = self._progress.deltas
+        return f"PlainView(model={self.model!r}, state={self.state!r}, tokens={tokens})"

@@ -1,0 +1,479 @@
+"""The views: coalesced updates, final figures, errors, the Stop button, choosing a view."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import textwrap
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import comm
+import nbformat
+import pytest
+from comm.base_comm import BaseComm
+from nbclient import NotebookClient
+
+from holynb import display
+from holynb.display import (
+    MAX_UPDATES_PER_SECOND,
+    PlainView,
+    StreamView,
+    display_mode,
+    error_html,
+    error_text,
+    figures_line,
+    make_view,
+    result_card_html,
+)
+from holynb.errors import ConfigurationError, RateLimitError, StreamError
+from holynb.render import render_markdown
+from holynb.results import ChatResult, Usage
+from tests.helpers import session_for
+
+XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
+
+
+class FakeClock:
+    """Stands in for ``time`` inside holynb.display: each append costs ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock(step=0.001)
+    monkeypatch.setattr(display, "time", fake)
+    return fake
+
+
+class CountingComm(BaseComm):
+    """A comm that records what it would send to the frontend."""
+
+    sent: ClassVar[list[tuple[str, Any]]] = []
+
+    def publish_msg(self, msg_type: str, data: Any = None, *args: Any, **keys: Any) -> None:
+        CountingComm.sent.append((msg_type, data))
+
+
+@pytest.fixture
+def comms(monkeypatch) -> list[tuple[str, Any]]:
+    CountingComm.sent = []
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: CountingComm(*a, **k))
+    return CountingComm.sent
+
+
+def result(text: str, **kwargs: Any) -> ChatResult:
+    fields: dict[str, Any] = {
+        "model": "m",
+        "usage": Usage(prompt_tokens=12, completion_tokens=345),
+        "latency_ms": 2870.0,
+        "ttft_ms": 210.0,
+        "cost_usd": 0.0028,
+    }
+    fields.update(kwargs)
+    return ChatResult(text=text, **fields)
+
+
+def words(n: int) -> list[str]:
+    return [f"w{i} " if i % 50 else f"w{i}\n\n" for i in range(n)]
+
+
+# -- coalescing --------------------------------------------------------------------------------
+
+
+def test_tight_loop_of_appends_renders_only_a_few_times():
+    view = StreamView("m")
+    parts = words(10_000)
+    for text in parts:
+        view.append(text)
+    assert view.renders <= 5
+    assert view.text == "".join(parts)
+
+
+def test_renders_are_capped_per_second_of_stream(clock):
+    view = StreamView("m")  # 10,000 tokens at 1,000 tokens/s: a 10-second stream
+    for text in words(10_000):
+        clock.now += clock.step
+        view.append(text)
+    assert view.renders <= 10 * MAX_UPDATES_PER_SECOND + 1
+    assert view.renders >= 10 * MAX_UPDATES_PER_SECOND - 5
+
+
+def test_slow_stream_renders_every_token(clock):
+    view = StreamView("m")
+    for text in words(20):
+        clock.now += 0.5  # 2 tokens/s
+        view.append(text)
+    assert view.renders == 20
+
+
+async def test_text_held_back_is_shown_when_the_stream_pauses():
+    view = StreamView("m")  # inside an event loop, as a --bg task runs
+    view.append("first ")
+    view.append("second")  # too soon after the first render: held back
+    assert "second" not in view.answer_html
+    await asyncio.sleep(2 / MAX_UPDATES_PER_SECOND)
+    assert "first second" in view.answer_html
+
+
+async def test_ending_cancels_the_pending_refresh():
+    view = StreamView("m")
+    view.append("a")
+    view.append("b")
+    view.finish(result("ab"))
+    renders = view.renders
+    await asyncio.sleep(2 / MAX_UPDATES_PER_SECOND)
+    assert view.renders == renders
+
+
+def test_slow_rendering_stretches_the_interval(clock):
+    progress = display._Progress("m", None, min_interval=1 / 16)
+    progress.refreshed(cost_s=0.1)  # a render that took 100 ms
+    assert progress.due == pytest.approx(0.5)  # rendering may use at most a fifth of the time
+
+
+def test_finish_shows_the_whole_answer_rendered_once(clock):
+    parts = words(3_000)
+    view = StreamView("m")
+    for text in parts:
+        clock.now += clock.step
+        view.append(text)
+    view.finish(result("".join(parts)))
+    assert view.answer_html.replace('<div class="jp-RenderedHTMLCommon holynb-answer">', "") \
+        .replace("</div>", "") == render_markdown("".join(parts))  # fmt: skip
+    assert view.state == "done"
+
+
+def test_settled_blocks_are_sent_once(clock, comms):
+    view = StreamView("m")
+    for text in words(10_000):
+        clock.now += clock.step
+        view.append(text)
+    view.finish(result(view.text))
+    opened = [d for kind, d in comms if kind == "comm_open"]
+    updates = [d for kind, d in comms if kind == "comm_msg"]
+    # each render sends the tail and the status line; settled chunks open one widget each
+    assert len(updates) <= 3 * view.renders + len(opened)
+    sent = sum(len(str(d)) for _, d in comms)
+    assert sent < 20 * len(view.text)  # not the whole answer on every update
+    assert len(opened) >= 10
+
+
+def test_model_text_is_sanitised_in_the_widget():
+    view = StreamView("m")
+    view.append(XSS)
+    view.flush()
+    assert "<img" not in view.answer_html and "<script" not in view.answer_html
+    view.finish(result(XSS))
+    assert "<img" not in view.answer_html and "&lt;script&gt;" in view.answer_html
+
+
+def test_model_name_is_escaped_in_the_status_line():
+    view = StreamView("<b>evil</b>")
+    view.append("hi")
+    assert "<b>evil" not in view.status_html and "&lt;b&gt;evil" in view.status_html
+
+
+# -- status and final figures ------------------------------------------------------------------
+
+
+def test_status_shows_tokens_rate_elapsed_and_cost(clock):
+    view = StreamView("gpt-x", cost_of=lambda tokens: tokens * 0.001)
+    for text in words(11):
+        clock.now += 0.1
+        view.append(text)
+    view.flush()
+    status = re.sub("<[^>]+>", "", view.status_html)
+    assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.0110 so far"
+
+
+def test_status_says_cost_unknown_when_the_price_is():
+    view = StreamView("m", cost_of=lambda tokens: None)
+    view.append("a")
+    assert "cost unknown" in view.status_html
+
+
+def test_figures_line():
+    line = figures_line(result("x", attempts=2))
+    assert line == (
+        "m · 12 prompt + 345 completion tokens · 129.7 tok/s · 2.87 s · ttft 210 ms · $0.0028 · "
+        "2 attempts"
+    )
+
+
+def test_figures_line_marks_estimates_and_unknown_cost():
+    r = result("x", usage=Usage(completion_tokens=5, estimated=True), cost_usd=None)
+    line = figures_line(r)
+    assert "~5 completion tokens (estimated)" in line and line.endswith("cost unknown")
+
+
+def test_finish_shows_the_final_figures_and_hides_stop():
+    view = StreamView("m")
+    view.set_stop(lambda: None)
+    view.append("Hello")
+    view.finish(result("Hello"))
+    assert figures_line(result("Hello")) in view.status_html
+    assert view._stop.layout.display == "none"
+
+
+# -- stop, interrupt, errors -------------------------------------------------------------------
+
+
+def test_stop_button_appears_with_a_callback_and_calls_it():
+    calls = []
+    view = StreamView("m")
+    assert view._stop.layout.display == "none"
+    view.set_stop(lambda: calls.append("stop"))
+    assert view._stop.layout.display is None
+    view._stop.click()
+    assert calls == ["stop"] and view._stop.disabled
+
+
+def test_interrupted_keeps_the_partial_answer():
+    view = StreamView("m")
+    view.append("Partial **answer**")
+    view.interrupted(result("Partial **answer**", interrupted=True))
+    assert "<strong>answer</strong>" in view.answer_html
+    assert "Interrupted · m · 12 prompt" in view.status_html
+    assert view.state == "interrupted"
+
+
+def test_error_box_shows_class_message_and_hint_escaped():
+    err = RateLimitError("429 <b>slow down</b>\nsecond line", status=429)
+    html = error_html(err)
+    assert "<strong>RateLimitError</strong>: 429 &lt;b&gt;slow down&lt;/b&gt;" in html
+    assert "second line" not in html
+    assert f"Hint: {err.hint}" in html.replace("&#x27;", "'")
+
+
+def test_error_text_for_plain_frontends():
+    err = RateLimitError("429 Too Many Requests", status=429, hint="Wait a minute.")
+    assert error_text(err) == "RateLimitError: 429 Too Many Requests\nHint: Wait a minute."
+    assert error_text(ValueError("bad\nvalue")) == "ValueError: bad"
+
+
+def test_fail_keeps_partial_text_and_shows_the_box():
+    view = StreamView("m")
+    view.append("Half an")
+    err = StreamError("The stream was cut", partial=result("Half an answer"))
+    view.fail(err)
+    assert "Half an answer" in view.answer_html
+    assert "StreamError" in view._error.value and view._error.layout.display is None
+    assert "Failed · m" in view.status_html and view.state == "failed"
+
+
+def test_pricing_failure_does_not_break_the_view():
+    def broken(tokens: int) -> float:
+        raise RuntimeError("no prices")
+
+    view = StreamView("m", cost_of=broken)
+    view.append("a")
+    assert "cost unknown" in view.status_html
+
+
+# -- what plain-text frontends see -------------------------------------------------------------
+
+
+def test_widget_bundle_has_no_raw_widget_repr():
+    view = StreamView("m")
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "VBox" not in bundle["text/plain"] and "m: streaming" in bundle["text/plain"]
+    view.finish(result("Final answer"))
+    assert view._repr_mimebundle_()["text/plain"] == "Final answer"
+
+
+def test_plain_view_streams_text_then_the_figures_line():
+    out = io.StringIO()
+    view = PlainView("m", out=out)
+    for text in ["Hello", ", ", "world"]:
+        view.append(text)
+    view.finish(result("Hello, world"))
+    assert out.getvalue() == "Hello, world\n" + figures_line(result("Hello, world")) + "\n"
+
+
+def test_plain_view_prints_an_answer_that_was_not_streamed():
+    out = io.StringIO()
+    PlainView("m", out=out).finish(result("Whole"))
+    assert out.getvalue().startswith("Whole\nm · ")
+
+
+def test_plain_view_writes_errors_to_stderr():
+    out, err = io.StringIO(), io.StringIO()
+    view = PlainView("m", out=out, err=err)
+    view.append("partial")
+    view.fail(RateLimitError("429", status=429, hint="Wait."))
+    assert out.getvalue() == "partial\n"
+    assert err.getvalue() == "RateLimitError: 429\nHint: Wait.\n"
+
+
+def test_plain_view_says_interrupted():
+    out = io.StringIO()
+    view = PlainView("m", out=out)
+    view.append("part")
+    view.interrupted(result("part"))
+    assert out.getvalue().splitlines()[1].startswith("Interrupted · m · ")
+
+
+def test_result_card_is_sanitised_and_deterministic():
+    assert result_card_html(XSS) == result_card_html(XSS)
+    assert "<img" not in result_card_html(XSS)
+
+
+# -- choosing a view ---------------------------------------------------------------------------
+
+
+def shell_with(metadata: dict[str, Any] | None) -> Any:
+    if metadata is None:
+        return SimpleNamespace()  # terminal IPython: no kernel
+    parent = {"header": {"msg_type": "execute_request"}, "metadata": metadata}
+    return SimpleNamespace(kernel=SimpleNamespace(get_parent=lambda: parent))
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv("HOLYNB_DISPLAY", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({"cellId": "4f7c", "recordTiming": False, "deletedCells": []}, "widget"),  # JupyterLab
+        ({"cellId": "vscode-notebook-cell:/a.ipynb#W1sZmlsZQ=="}, "widget"),  # VS Code
+        ({}, "text"),  # nbclient, nbval, papermill, jupyter console
+        (None, "text"),  # terminal IPython
+    ],
+)
+def test_auto_mode_follows_the_frontend(no_env, metadata, expected):
+    assert display_mode(shell=shell_with(metadata)) == expected
+
+
+def test_plain_python_gets_text(no_env, monkeypatch):
+    monkeypatch.setattr(display, "_ipython", lambda: None)
+    assert isinstance(make_view("m"), PlainView)
+
+
+def test_make_view_in_a_rich_frontend_gives_the_widget(no_env, monkeypatch):
+    monkeypatch.setattr(display, "_ipython", lambda: shell_with({"cellId": "x"}))
+    assert isinstance(make_view("m"), StreamView)
+
+
+def test_env_override_wins_over_detection(monkeypatch):
+    monkeypatch.setenv("HOLYNB_DISPLAY", "text")
+    assert display_mode(shell=shell_with({"cellId": "x"})) == "text"
+    monkeypatch.setenv("HOLYNB_DISPLAY", "Widget")
+    assert display_mode(shell=shell_with(None)) == "widget"
+
+
+def test_mode_argument_wins_over_env(monkeypatch):
+    monkeypatch.setenv("HOLYNB_DISPLAY", "text")
+    assert display_mode("widget") == "widget"
+    assert display_mode("auto", shell=shell_with({"cellId": "x"})) == "widget"
+
+
+def test_bad_mode_says_what_to_use(monkeypatch):
+    monkeypatch.setenv("HOLYNB_DISPLAY", "fancy")
+    with pytest.raises(ConfigurationError, match="HOLYNB_DISPLAY must be 'widget', 'text'"):
+        display_mode()
+
+
+def test_missing_ipywidgets_falls_back_to_text(monkeypatch):
+    monkeypatch.setattr(display, "_widgets_available", lambda: False)
+    assert display_mode("widget") == "text"
+
+
+# -- in a real kernel run by nbclient (what nbval does) ----------------------------------------
+
+CELL = """
+import holynb
+from holynb.display import make_view
+s = holynb.Session(model={model!r}, base_url={url!r})
+view = make_view(s.model)
+print(type(view).__name__)
+view.show()
+for text in s.stream("hello"):
+    view.append(text)
+view.finish(s.last_result)
+"""
+
+
+def run_cell(source: str) -> list[dict[str, Any]]:
+    """Run one cell in a fresh kernel (it inherits this process's environment)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(source))]
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    return nb.cells[0].outputs
+
+
+def test_nbclient_gets_plain_text_and_a_sanitised_final_display(local, no_env):
+    local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
+    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url))
+    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    lines = stdout.splitlines()
+    assert lines[0] == "PlainView"
+    assert lines[1] == f"**Bold** {XSS}"
+    assert lines[2].startswith("local/xss · ")
+    (final,) = [o for o in outputs if o.output_type == "display_data"]
+    assert set(final.data) == {"text/html", "text/plain"}
+    assert final.data["text/plain"] == f"**Bold** {XSS}"
+    assert "<strong>Bold</strong>" in final.data["text/html"]
+    assert "<img" not in final.data["text/html"] and "<script" not in final.data["text/html"]
+
+
+def test_widget_output_becomes_static_html_when_the_answer_is_complete(local, monkeypatch):
+    # what a saved notebook keeps: the answer and its figures, not a widget without state
+    monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
+    local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
+    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url))
+    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert stdout.strip() == "StreamView"
+    (shown,) = [o for o in outputs if o.output_type == "display_data"]
+    assert set(shown.data) == {"text/html", "text/plain"}
+    assert shown.data["text/plain"] == f"**Bold** {XSS}"
+    html = shown.data["text/html"]
+    assert "<strong>Bold</strong>" in html and "local/xss · " in html
+    assert "<img" not in html and "<script" not in html
+
+
+def test_interrupt_keeps_the_partial_answer_in_view_and_ledger(local, no_env):
+    source = f"""
+    import os, signal, threading
+    import holynb
+    from holynb.display import make_view
+    s = holynb.Session(model="local/slow", base_url={local.base_url!r})
+    view = make_view(s.model)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        for text in s.stream("hello"):
+            view.append(text)
+    except KeyboardInterrupt:
+        view.interrupted(s.last_result)
+    print(s.records[-1].interrupted, len(s.last_result.text) > 0)
+    """
+    outputs = run_cell(source)
+    assert not [o for o in outputs if o.output_type == "error"]
+    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "\nInterrupted · local/slow · " in stdout
+    assert stdout.rstrip().endswith("True True")
+    (final,) = [o for o in outputs if o.output_type == "display_data"]
+    assert final.data["text/plain"] and stdout.startswith(final.data["text/plain"])
+
+
+def test_session_stream_through_the_widget(local):
+    s = session_for(local)
+    view = StreamView(s.model, cost_of=lambda tokens: 0.0)
+    for text in s.stream("hello"):
+        view.append(text)
+    view.finish(s.last_result)
+    assert view.text == s.last_result.text
+    assert figures_line(s.last_result) in view.status_html.replace("&#x27;", "'")
