@@ -1,9 +1,8 @@
 """The streaming widget in a real JupyterLab and a real chromium: it grows while the answer
 streams, ends with the figures line, and an answer full of HTML executes nothing.
 
-Each step is one notebook cell whose source is a constant below; the cells call ``llm(...)``,
-a helper defined in ``SETUP``. When the ``%%llm`` magic lands, ``STREAM_CELL`` and ``XSS_CELL``
-become ``%%llm`` cells and ``SETUP`` shrinks to ``%load_ext holynb``.
+Each step is one notebook cell whose source is a constant below: ``%%llm`` cells against the
+local server, after a ``SETUP`` cell that loads the extension.
 """
 
 from __future__ import annotations
@@ -41,50 +40,18 @@ XSS_ANSWER = (
 )
 
 SETUP = """\
-import asyncio
+%load_ext holynb
 import holynb
-from holynb.display import display_mode, make_view
+from holynb.display import display_mode
 
 s = holynb.Session(model="local/echo", base_url={base_url!r})
-
-def llm(prompt, model=None):
-    view = make_view(model or s.model)
-    view.show()
-    try:
-        for text in s.stream(prompt, model=model):
-            view.append(text)
-    except KeyboardInterrupt:
-        view.interrupted(s.last_result)
-    except holynb.APIError as err:
-        view.fail(err)
-    else:
-        view.finish(s.last_result)
-
-def llm_bg(prompt, model=None):
-    # the call as a task on the kernel's loop: the kernel stays free; Stop cancels it
-    view = make_view(model or s.model)
-    view.show()
-
-    async def run():
-        try:
-            async for text in s.astream(prompt, model=model):
-                view.append(text)
-        except asyncio.CancelledError:
-            view.interrupted(s.last_result)
-        except holynb.APIError as err:
-            view.fail(err)
-        else:
-            view.finish(s.last_result)
-
-    task = asyncio.get_running_loop().create_task(run())
-    view.set_stop(task.cancel)
-
+holynb.magics.set_default_session(s)
 print("display mode:", display_mode())
 """
-STREAM_CELL = f'llm("Tell me about otters", model="{PACED_MODEL}")'
-XSS_CELL = f'llm("Show me some HTML", model="{XSS_MODEL}")'
-BG_CELL = f'llm_bg("Tell me about otters again", model="{PACED_MODEL}")'
-ERROR_CELL = 'llm("This stream breaks")'
+STREAM_CELL = f"%%llm -m {PACED_MODEL}\nTell me about otters"
+XSS_CELL = f"%%llm -m {XSS_MODEL}\nShow me some HTML"
+BG_CELL = f"%%llm --bg -m {PACED_MODEL}\nTell me about otters again"
+ERROR_CELL = "%%llm\nThis stream breaks"
 
 FIGURES = re.compile(r"prompt \+ ~?\d+ completion tokens")
 CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"
