@@ -322,6 +322,8 @@ class Session:
         if partial is not None:
             result = self._with_cost(partial, body, False)  # what arrived was paid for
             self.last_result = result
+            if err is not None:
+                err.partial = result
         else:
             result = ChatResult(
                 text="",

@@ -86,6 +86,7 @@ def test_cut_stream_raises_with_partial_text_and_is_not_resent(local):
             received.append(text)
     assert len(received) == 5
     assert info.value.partial.text == "".join(received)
+    assert info.value.partial.cost_usd == 0.0  # priced (local models are free), not unknown
     assert local.stats.requests == 1
     row = s.records[-1]
     assert not row.ok and row.interrupted and row.completion_tokens == 5
