@@ -176,11 +176,12 @@ class LLMMagics(Magics):
     def _ask(self, text: str, args: Any) -> Any:
         from holynb.display import make_view
         from holynb.results import Usage
+        from holynb.tokens import estimate_messages_tokens
 
         session = self.session
         model = args.model or session.model
         messages = self._messages(text, args.chat)
-        prompt_tokens = session.estimate(messages, model).prompt_tokens
+        prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
 
         def cost_of(completion_tokens: int) -> float | None:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -299,13 +300,22 @@ class LLMMagics(Magics):
                     )
                     return
                 changes[key] = value
+            settings = current.settings
             fresh = Session(
                 model=changes.get("model", current.model),
                 base_url=changes.get("base_url", current.base_url),
-                api_key=changes.get("api_key") or current.settings.api_key,
-                budget_usd=float(changes["budget"]) if "budget" in changes else current.budget_usd,
+                api_key=changes.get("api_key") or settings.api_key,
+                retry=settings.retry,
+                timeout=settings.timeout,
+                concurrency=settings.limits.concurrency,
+                rpm=settings.limits.rpm,
+                tpm=settings.limits.tpm,
             )
-            fresh._ledger.extend(current.records)  # the ledger carries over
+            fresh.prices = current.prices  # the prices, the log and the ledger carry over
+            fresh._store = current._store
+            fresh._ledger.extend(current.records)
+            budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
+            fresh.budget_usd = budget  # after the ledger: past spending counts
             set_default_session(fresh)
             current = fresh
         key = current.settings.api_key
@@ -313,7 +323,7 @@ class LLMMagics(Magics):
             ("model", current.model),
             ("base_url", current.base_url),
             ("api key", f"set ({key.masked})" if key else "missing"),
-            ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:.2f}"),
+            ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),
             ("spent", f"${current.total_cost_usd:.4f}"),
         ]

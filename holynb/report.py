@@ -108,7 +108,8 @@ def plot(frame: pd.DataFrame) -> Any:
     models = sorted(ok["model"].unique())
     if models:
         ax_lat.boxplot(
-            [ok[ok["model"] == m]["latency_ms"].astype(float) for m in models], vert=False
+            [ok[ok["model"] == m]["latency_ms"].astype(float) for m in models],
+            orientation="horizontal",
         )
         ax_lat.set_yticks(range(1, len(models) + 1), models)
     ax_lat.set_title("Latency per model (ms)")

@@ -170,3 +170,17 @@ def test_interpret_magic_catches_a_wrong_claim(shell):
     magics.set_default_session(session_for(magics.get_default_session(), model="local/python"))
     run(shell, "%%interpret --verify -o res\n# holynb: lie\nprint('truth')")
     assert shell.user_ns["res"].agrees is False
+
+
+def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tmp_path):
+    s = session_for(local, prices={"local/echo": {"input": 1000.0, "output": 1000.0}},
+                    log_path=tmp_path / "log.sqlite")
+    magics.set_default_session(s)
+    run(shell, "%llm hi")
+    spent = s.total_cost_usd
+    run(shell, "%llm config model=local/echo budget=100")
+    fresh = magics.get_default_session()
+    assert fresh.prices is s.prices and fresh.settings.retry == s.settings.retry
+    assert fresh._budget.spent_usd == spent > 0
+    run(shell, "%llm again")
+    assert len(session_for(local, log_path=tmp_path / "log.sqlite").records) == 2
