@@ -195,6 +195,8 @@ class LLMMagics(Magics):
             "tag": f"In[{self.shell.execution_count}]",
         }
         view = make_view(model, cost_of=cost_of)
+        if args.format == "text":
+            view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
         if args.bg:
             self._start_background(session, messages, kwargs, view, args)
@@ -399,6 +401,40 @@ class LLMMagics(Magics):
             self.shell.user_ns[args.out] = result
         display({"text/html": result_card_html(result), "text/plain": str(result)}, raw=True)
         return None
+
+
+class _Verbatim:
+    """A view wrapper for ``-f text``: the answer shown verbatim (a fenced block) in a widget;
+    plain-text views already show it as it is."""
+
+    FENCE = "~~~~~~~~"  # longer than any fence a model writes, so the answer cannot close it
+
+    def __init__(self, view: Any) -> None:
+        from holynb.display import StreamView
+
+        self._view = view
+        self._fenced = isinstance(view, StreamView)
+
+    def show(self) -> None:
+        self._view.show()
+        if self._fenced:
+            self._view.append(self.FENCE + "text\n")
+
+    def _wrap(self, result: ChatResult | None) -> ChatResult | None:
+        from dataclasses import replace
+
+        if result is None or not self._fenced:
+            return result
+        return replace(result, text=f"{self.FENCE}text\n{result.text}\n{self.FENCE}")
+
+    def finish(self, result: ChatResult) -> None:
+        self._view.finish(self._wrap(result))
+
+    def interrupted(self, result: ChatResult | None = None) -> None:
+        self._view.interrupted(self._wrap(result))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._view, name)
 
 
 def _unquote(value: str | None) -> str | None:

@@ -184,3 +184,18 @@ def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tm
     assert fresh._budget.spent_usd == spent > 0
     run(shell, "%llm again")
     assert len(session_for(local, log_path=tmp_path / "log.sqlite").records) == 2
+
+
+def test_format_text_shows_the_answer_verbatim(shell, local, monkeypatch):
+    local.register_model("marker", lambda m, p: "plain **not bold** <b>x</b>")
+    shown = []
+    import holynb.display as display
+
+    real = display.StreamView.finish
+    monkeypatch.setattr(display.StreamView, "finish",
+                        lambda self, result: (shown.append(self), real(self, result)))
+    monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
+    run(shell, "%%llm -m marker -f text\nanything")
+    html = shown[0].answer_html
+    assert "<pre><code>" in html and "**not bold**" in html and "&lt;b&gt;" in html
+    assert shell.user_ns["_llm"] == "plain **not bold** <b>x</b>"
