@@ -79,18 +79,39 @@ def build_prompt(text: str, shell: Any) -> str:
     def err(_match: re.Match[str]) -> str:
         import sys
 
-        etype, value, tb = (
-            getattr(sys, a, None) for a in ("last_type", "last_value", "last_traceback")
-        )
+        value = getattr(sys, "last_value", None)
         if value is None:
             raise PromptError("Err in the prompt: no error has happened in this session yet.")
-        text = "".join(traceback.format_exception(etype, value, tb))
-        return f"\n```\n{text.strip()}\n```\n"
+        return f"\n```\n{_readable_traceback(value, shell)}\n```\n"
 
     text = _NAME.sub(name, text)
     text = _CELL_REF.sub(cell, text)
     text = _ERR_REF.sub(err, text)
     return text.replace("{{", "{").replace("}}", "}")
+
+
+def _readable_traceback(error: BaseException, shell: Any) -> str:
+    """The traceback a person saw: IPython's own frames dropped, cells named ``Cell In[n]``,
+    library files shown from ``site-packages/`` on (no machine paths)."""
+    frames = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        filename = frame.filename
+        if "/IPython/" in filename or "/ipykernel/" in filename:
+            continue
+        label = None
+        compiler = getattr(shell, "compile", None)
+        if compiler is not None and hasattr(compiler, "format_code_name"):
+            label = compiler.format_code_name(filename)
+        if label:
+            where = f"{label[0]} {label[1]}"
+        elif "site-packages/" in filename:
+            where = filename.split("site-packages/", 1)[1]
+        else:
+            where = filename
+        frames.append(f"  {where}, line {frame.lineno}, in {frame.name}\n    {frame.line or ''}")
+    head = "Traceback (most recent call last):\n" if frames else ""
+    last = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return head + "\n".join(frames) + ("\n" if frames else "") + last
 
 
 @magics_class
