@@ -27,7 +27,7 @@ from holynb.interpreter import (
 from holynb.server import LocalServer, faults
 from holynb.server.python_model import BROKEN_REPLY, PythonModel, python_model
 
-LIMITS = SandboxLimits(timeout_s=2, memory_mb=256, max_output_bytes=100_000)
+LIMITS = SandboxLimits(timeout_s=4, memory_mb=256, max_output_bytes=100_000)  # roomy under load
 
 
 @pytest.fixture
