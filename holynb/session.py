@@ -41,6 +41,10 @@ class Session:
     >>> r.text, r.usage.total_tokens, r.latency_ms
     >>> for text in s.stream("Count to five"): print(text, end="")
     >>> s.ledger            # one row per call, failures included
+
+    ``budget_usd`` refuses calls before sending once they could exceed it; ``log_path`` (or
+    ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start; ``prices`` adds or
+    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
     """
 
     def __init__(
