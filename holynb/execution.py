@@ -20,6 +20,7 @@ _CARD_OUTPUT_CHARS = 20_000
 
 
 def sum_costs(costs: Iterable[float | None]) -> float | None:
+    """The sum of ``costs``; None when any of them is unknown (None), never a partial total."""
     total = 0.0
     for cost in costs:
         if cost is None:

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from holynb.sandbox import SandboxResult
-
 from holynb.errors import JSONExtractionError
 from holynb.execution import ExecutionError
+
+if TYPE_CHECKING:
+    from holynb.sandbox import SandboxResult
 
 SYSTEM_PROMPT = """\
 You are a code execution engine. The user sends {language} code in a fenced block. Work out \
