@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import holynb
@@ -15,3 +17,26 @@ def session_for(server: Any, **kwargs: Any) -> holynb.Session:
     kwargs.setdefault("model", "local/echo")
     kwargs.setdefault("retry", FAST_RETRY)
     return holynb.Session(base_url=server.base_url, **kwargs)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains ``marker`` (a /proc scan; zombies have none)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until_gone(marker: str, within_s: float = 3.0) -> list[int]:
+    """The processes with ``marker`` still alive after up to ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left

@@ -4,14 +4,12 @@ the code in the sandbox) and the local sandbox for verification. Nothing mocked.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
 import pytest
-from helpers import session_for
 
 import holynb
 from holynb.interpreter import (
@@ -26,6 +24,7 @@ from holynb.interpreter import (
 )
 from holynb.server import LocalServer, faults
 from holynb.server.python_model import BROKEN_REPLY, PythonModel, python_model
+from tests.helpers import session_for, wait_until_gone
 
 LIMITS = SandboxLimits(timeout_s=4, memory_mb=256, max_output_bytes=100_000)  # roomy under load
 
@@ -240,27 +239,6 @@ def test_outputs_compare_without_trailing_whitespace() -> None:
 # -- sandbox limits, through the whole path ----------------------------------------------------
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
-def _wait_until_gone(marker: str, within_s: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + within_s
-    while (left := _processes_with(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
 _BOMBS = {
     "infinite loop": ("while True:\n    pass", "TimeoutError"),
     "memory bomb": ("hog = []\nwhile True:\n    hog.append(bytearray(10**7))", "MemoryError"),
@@ -291,7 +269,7 @@ def test_sandbox_limits_stop_the_code_and_leave_no_process(
     assert not r.success and r.error is not None and r.error.name == expected  # the claim
     assert r.verify_error is not None and r.verify_error.name == expected  # the local run
     assert "stopped by the sandbox" in r.verify_error.message and r.agrees is None
-    assert _wait_until_gone(marker) == []
+    assert wait_until_gone(marker) == []
 
 
 # -- many snippets -----------------------------------------------------------------------------

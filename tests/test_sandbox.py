@@ -5,38 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 import uuid
 
 import pytest
 
 from holynb.sandbox import SandboxResult, arun_sandboxed, isolation_available, run_sandboxed
+from tests.helpers import wait_until_gone
 
 needs_isolation = pytest.mark.skipif(
     not isolation_available(), reason="unprivileged user namespaces (unshare -r) unavailable"
 )
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (a /proc scan; zombies have none)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
-def _wait_until_gone(marker: str, within_s: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + within_s
-    while (left := _processes_with(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def test_prints_are_captured() -> None:
@@ -117,7 +95,7 @@ time.sleep(30)
 """
     r = run_sandboxed(code, timeout_s=2, isolate=isolate)
     assert r.killed_reason == "timeout"
-    assert _wait_until_gone(marker) == []
+    assert wait_until_gone(marker) == []
 
 
 @needs_isolation
@@ -132,7 +110,7 @@ print("spawned")
 """
     r = run_sandboxed(code, timeout_s=5)
     assert r.stdout == "spawned\n" and r.isolated
-    assert _wait_until_gone(marker) == []
+    assert wait_until_gone(marker) == []
 
 
 @pytest.mark.parametrize("isolate", [None, False], ids=["auto", "process-group-only"])
@@ -141,7 +119,7 @@ def test_background_child_does_not_hold_the_run_open(isolate: bool | None) -> No
     code = f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 30; exit 0', '{marker}'])"
     r = run_sandboxed(code, timeout_s=10, isolate=isolate)
     assert r.success and r.duration_ms < 5000
-    assert _wait_until_gone(marker) == []
+    assert wait_until_gone(marker) == []
 
 
 def test_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
