@@ -299,10 +299,31 @@ class _Progress:
         return " · ".join(parts)
 
 
+class _View:
+    """What both views share: the progress of one answer and what it says about it."""
+
+    _progress: _Progress
+
+    @property
+    def model(self) -> str:
+        """The model named in the status or figures line."""
+        return self._progress.model
+
+    @property
+    def text(self) -> str:
+        """The answer received so far."""
+        return self._progress.text()
+
+    @property
+    def state(self) -> str:
+        """``streaming``, ``done``, ``failed`` or ``interrupted``."""
+        return self._progress.state
+
+
 # -- the widget --------------------------------------------------------------------------------
 
 
-class StreamView:
+class StreamView(_View):
     """A live view of a streamed answer (ipywidgets): the answer as sanitised Markdown, a status
     line, and a Stop button when ``set_stop`` is given a callback.
 
@@ -354,21 +375,6 @@ class StreamView:
         self._handle: Any = None  # the DisplayHandle of show()
 
     # -- what callers use ----------------------------------------------------------------------
-
-    @property
-    def model(self) -> str:
-        """The model named in the status line."""
-        return self._progress.model
-
-    @property
-    def text(self) -> str:
-        """The answer received so far."""
-        return self._progress.text()
-
-    @property
-    def state(self) -> str:
-        """``streaming``, ``done``, ``failed`` or ``interrupted``."""
-        return self._progress.state
 
     @property
     def answer_html(self) -> str:
@@ -523,7 +529,7 @@ class StreamView:
 # -- plain text --------------------------------------------------------------------------------
 
 
-class PlainView:
+class PlainView(_View):
     """The ``StreamView`` methods for frontends without widgets: text to stdout as it arrives,
     a figures line, then (inside a kernel) the answer as sanitised HTML.
 
@@ -550,21 +556,6 @@ class PlainView:
         self._err = err
         self._ended_with_newline = True
         self.renders = 0  # how many times stdout was flushed (for tests and benches)
-
-    @property
-    def model(self) -> str:
-        """The model named in the figures line."""
-        return self._progress.model
-
-    @property
-    def text(self) -> str:
-        """The answer received so far."""
-        return self._progress.text()
-
-    @property
-    def state(self) -> str:
-        """``streaming``, ``done``, ``failed`` or ``interrupted``."""
-        return self._progress.state
 
     def _stdout(self) -> Any:
         return self._out if self._out is not None else sys.stdout
