@@ -21,7 +21,7 @@ import aiohttp
 import httpx2 as httpx
 import orjson
 
-from holynb._config import Settings
+from holynb._config import Settings, is_loopback_url
 from holynb._limits import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
@@ -38,7 +38,6 @@ from holynb.errors import (
 from holynb.results import ChatResult, Usage
 
 _BODY_EXCERPT = 500
-_LOCAL_HOSTS = ("://127.", "://localhost", "://[::1]")
 
 
 @dataclass
@@ -514,7 +513,7 @@ def _auth_hint(settings: Settings) -> str:
             f"This looks like an OpenAI key, but the base URL is {base}: set "
             "HOLYNB_BASE_URL=https://api.openai.com/v1 or use your HolySheep key."
         )
-    if any(h in base for h in _LOCAL_HOSTS):
+    if is_loopback_url(base):
         return "The local server was started with a key: pass the same key as api_key=."
     return (
         f"The key was rejected by {base}: check HOLYSHEEP_API_KEY (or HOLYNB_API_KEY) and "

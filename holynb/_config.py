@@ -163,6 +163,20 @@ def env_api_key(environ: os._Environ[str] | dict[str, str] | None = None) -> Sec
     return None
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this machine (127.0.0.0/8, localhost, [::1])."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def normalize_base_url(url: str) -> str:
     """The base URL without a trailing slash; an error for anything that is not http(s)."""
     url = url.strip().rstrip("/")

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from holynb._config import RetryPolicy, Secret, Settings, Timeout, resolve_settings
+from holynb._config import (
+    RetryPolicy,
+    Secret,
+    Settings,
+    Timeout,
+    is_loopback_url,
+    resolve_settings,
+)
 from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.errors import APIError
@@ -26,8 +33,6 @@ if TYPE_CHECKING:
     from holynb.store import LedgerStore
 
 Prompt = str | Sequence[dict[str, Any]]
-
-_LOCAL_PREFIXES = ("http://127.", "http://localhost", "http://[::1]")
 
 
 class Session:
@@ -104,7 +109,7 @@ class Session:
     @property
     def is_local(self) -> bool:
         """Whether the endpoint is on this machine (no key needed unless it asks for one)."""
-        return self.settings.base_url.startswith(_LOCAL_PREFIXES)
+        return is_loopback_url(self.settings.base_url)
 
     @property
     def _client(self) -> ChatClient:
