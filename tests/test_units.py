@@ -125,3 +125,20 @@ def test_parse_reset_durations():
     assert parse_reset("250ms") == 0.25
     assert parse_reset("2") == 2
     assert parse_reset("") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:8765/v1", True),
+        ("http://127.1.2.3/v1", True),
+        ("http://localhost:8000/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("https://api.holysheep.ai/v1", False),
+        ("http://127.example.com/v1", False),
+    ],
+)
+def test_loopback_urls(url, local):
+    from holynb._config import is_loopback_url
+
+    assert is_loopback_url(url) is local
