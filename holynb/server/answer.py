@@ -195,6 +195,8 @@ async def send_whole(ex: Exchange, answer: Answer) -> web.StreamResponse:
             pass
         ex.close_connection()
         return response
+    if "trickle" in fault:
+        return await _trickle(ex, answer, payload, fault["trickle"]["seconds"])
     ex.finish(
         200,
         "complete",
@@ -203,6 +205,28 @@ async def send_whole(ex: Exchange, answer: Answer) -> web.StreamResponse:
         completion=len(answer.pieces),
     )
     return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+
+
+async def _trickle(
+    ex: Exchange, answer: Answer, payload: bytes, seconds: float
+) -> web.StreamResponse:
+    """``payload`` written one byte every ``seconds`` (the ``trickle`` fault)."""
+    response = web.StreamResponse(headers=ex.headers)
+    response.content_type = JSON
+    response.content_length = len(payload)
+    try:
+        await response.prepare(ex.request)
+        for i in range(len(payload)):
+            if ex.client_gone():
+                raise ConnectionResetError
+            await response.write(payload[i : i + 1])
+            await asyncio.sleep(seconds)
+    except ConnectionError:
+        ex.finish(200, "client_disconnected")
+        return response
+    tokens = {"prompt": answer.prompt_tokens, "completion": len(answer.pieces)}
+    ex.finish(200, "complete", completed=True, **tokens)
+    return response
 
 
 class _Writer:
@@ -250,6 +274,8 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
     for kind in ("error_event", "cut_stream"):
         if kind in fault:
             stop_at, ending = min(stop_at, fault[kind]["after_chunks"]), kind
+    bad = fault.get("invalid_utf8")
+    bad_at = bad["after_chunks"] if bad else -1
     stall = fault.get("stall")
     stall_at, stall_s = (stall["after_chunks"], stall["seconds"]) if stall else (-1, 0.0)
     interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
@@ -266,6 +292,8 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
             await asyncio.sleep(stall_s)
         start = loop.time()
         for i in range(stop_at):
+            if i == bad_at:  # "café " in Latin-1: 0xE9 is not valid UTF-8
+                writer.add(render.content("café ").replace("é".encode(), b"\xe9"), 1)
             if interval:
                 wait = start + i * interval - loop.time()
                 if wait > 0:

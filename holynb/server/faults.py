@@ -20,7 +20,7 @@ Examples: ``"429:retry_after=1"``, ``"503"``, ``"drop"``, ``"cut:5"``, ``"error:
 Faults that only make sense for streams act on non-streamed requests as follows: ``cut_stream``
 sends the headers and half the body then closes the connection, ``error_event`` answers 200 with
 an ``{"error": ...}`` body, ``stall`` adds its pause before the answer, ``no_usage`` leaves usage
-out; the others do nothing there.
+out; the others do nothing there. ``trickle`` acts on non-streamed answers only.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "delay",
     "drop",
     "error_event",
+    "invalid_utf8",
     "keepalive_comments",
     "no_done",
     "no_usage",
@@ -48,6 +49,7 @@ __all__ = [
     "reject_stream_options",
     "stall",
     "status",
+    "trickle",
     "usage_in_finish_chunk",
 ]
 
@@ -75,6 +77,8 @@ _SCHEMAS: dict[str, tuple[tuple[str, type, Any], ...]] = {
     "keepalive_comments": (),
     "stall": (("seconds", float, 1.0), ("after_chunks", int, 1)),
     "delay": (("seconds", float, 1.0),),
+    "trickle": (("seconds", float, 0.5),),
+    "invalid_utf8": (("after_chunks", int, 1),),
 }
 _ALIASES = {
     "cut": "cut_stream",
@@ -82,6 +86,7 @@ _ALIASES = {
     "usage_in_finish": "usage_in_finish_chunk",
     "keepalive": "keepalive_comments",
     "no_stream_options": "reject_stream_options",
+    "bad_utf8": "invalid_utf8",
 }
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -279,6 +284,18 @@ def stall(seconds: float = 1.0, after_chunks: int = 1) -> Fault:
 def delay(seconds: float = 1.0) -> Fault:
     """Wait ``seconds`` before answering at all (before any other fault or the answer)."""
     return make("delay", seconds=seconds)
+
+
+def trickle(seconds: float = 0.5) -> Fault:
+    """Send a non-streamed answer one byte every ``seconds``: never silent long enough for a
+    read timeout, so only a total timeout stops it."""
+    return make("trickle", seconds=seconds)
+
+
+def invalid_utf8(after_chunks: int = 1) -> Fault:
+    """After ``after_chunks`` content chunks, send one more whose text ``"café "`` is encoded
+    as Latin-1 (a lone ``0xE9`` byte), which is not valid UTF-8, as a broken relay does."""
+    return make("invalid_utf8", after_chunks=after_chunks)
 
 
 # -- parsing -----------------------------------------------------------------------------------
