@@ -15,6 +15,7 @@ DEFAULT_MODEL = "gpt-4.1"
 KEY_ENV_VARS = ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY")
 BASE_URL_ENV = "HOLYNB_BASE_URL"
 MODEL_ENV = "HOLYNB_MODEL"
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # the largest stream event accepted by default
 
 
 class Secret:
@@ -64,8 +65,13 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class Timeout:
     """Timeouts in seconds: ``connect`` to open a connection, ``read`` between two chunks of an
-    answer (for a stream: between two events), ``total`` for a whole call including retries
-    (None for no limit).
+    answer (for a stream: between two events), ``total`` for a whole call including retries and
+    reading the whole answer (None for no limit).
+
+    ``total`` starts when the request is first sent: time spent waiting in holynb's own queue
+    (for a free ``concurrency`` slot, or for ``rpm``/``tpm`` pacing) does not count, so a call
+    queued behind slow ones still gets its full time once it is sent instead of being sent,
+    cut off and charged.
 
     >>> Timeout(connect=5, read=60, total=300)
     """
@@ -114,11 +120,14 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """How much the session may ask at once: ``concurrency`` requests in flight, ``rpm``
-    requests per minute and ``tpm`` tokens per minute (None = unlimited)."""
+    requests per minute and ``tpm`` tokens per minute (None = unlimited); and
+    ``max_event_bytes``, the largest stream event accepted before the stream is stopped with
+    StreamError."""
 
     concurrency: int = 16
     rpm: float | None = None
     tpm: float | None = None
+    max_event_bytes: int = MAX_EVENT_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -129,6 +138,10 @@ class Limits:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ConfigurationError(f"{name} must be > 0 or None, got {v!r}.")
+        if not isinstance(self.max_event_bytes, int) or self.max_event_bytes < 1:
+            raise ConfigurationError(
+                f"max_event_bytes must be a whole number >= 1, got {self.max_event_bytes!r}."
+            )
 
 
 @dataclass(frozen=True)
