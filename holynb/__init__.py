@@ -58,6 +58,7 @@ _ERRORS = (
     "RateLimitError",
     "ServerError",
     "StreamError",
+    "StreamWarning",
     "BudgetExceededError",
     "JSONExtractionError",
 )
@@ -98,6 +99,7 @@ __all__ = [
     "ServerError",
     "Session",
     "StreamError",
+    "StreamWarning",
     "Timeout",
     "Usage",
     "__version__",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
         RateLimitError,
         ServerError,
         StreamError,
+        StreamWarning,
     )
     from holynb.interpreter import (
         CodeInterpreter,

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from holynb.errors import (
     APITimeoutError,
     AuthenticationError,
     StreamError,
+    StreamWarning,
     status_error_class,
 )
 from holynb.results import ChatResult, Usage
@@ -54,6 +56,7 @@ class StreamState:
     ttft_ms: float | None = None
     chunks: int = 0
     done: bool = False
+    warning: str | None = None  # what had to be repaired (bytes that were not UTF-8)
 
     @property
     def text(self) -> str:
@@ -75,6 +78,7 @@ class StreamState:
             attempts=max(1, self.attempts),
             request_id=self.request_id,
             interrupted=interrupted,
+            warning=self.warning,
         )
 
 
@@ -251,16 +255,67 @@ class ChatClient:
         return wait
 
     def _deadline(self) -> float | None:
+        """When the call must be over; taken when its request is first sent, so time spent
+        queueing for a concurrency slot or for pacing does not count."""
         total = self.settings.timeout.total
         return None if total is None else time.monotonic() + total
 
+    def _past_total(self, attempts: int) -> APITimeoutError:
+        return APITimeoutError(
+            f"No complete answer from {self.settings.base_url} within the total timeout of "
+            f"{self.settings.timeout.total:g} s.",
+            attempts=attempts,
+        )
+
+    async def _open_within(
+        self,
+        state: _LoopState,
+        body: dict[str, Any],
+        idempotency_key: str,
+        attempts: int,
+        deadline: float | None,
+    ) -> httpx.Response:
+        """``_open``, given up when the call's total timeout runs out."""
+        try:
+            async with asyncio.timeout(_time_left(deadline)):
+                return await self._open(state, body, idempotency_key, attempts)
+        except TimeoutError:
+            raise self._past_total(attempts) from None
+
+    async def _fetch_within(
+        self,
+        state: _LoopState,
+        body: dict[str, Any],
+        idempotency_key: str,
+        attempts: int,
+        deadline: float | None,
+    ) -> tuple[httpx.Response, bytes]:
+        """One attempt of a non-streamed call and its whole body, within the total timeout
+        (a server trickling a byte at a time never trips the read timeout)."""
+        try:
+            async with asyncio.timeout(_time_left(deadline)):
+                response = await self._open(state, body, idempotency_key, attempts)
+                try:
+                    raw = await response.aread()
+                except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+                    raise self._transport_error(exc, attempts) from None
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise self._past_total(attempts) from None
+        return response, raw
+
     def _drop_stream_options(self, body: dict[str, Any], err: APIError) -> bool:
-        """Some servers reject ``stream_options`` (400/422): forget it for this model."""
-        if err.status in (400, 422) and "stream_options" in body:
-            self._no_stream_options.add(body.get("model", ""))
-            del body["stream_options"]
-            return True
-        return False
+        """A server that rejects ``stream_options`` (a 400 that names it, or a 422): forget it
+        for this model. Any other 400 (a wrong model name, say) is not worth a second request."""
+        if "stream_options" not in body or err.status not in (400, 422):
+            return False
+        said = f"{err.message} {err.body or ''}".lower()
+        if err.status == 400 and "stream_options" not in said and "include_usage" not in said:
+            return False
+        self._no_stream_options.add(body.get("model", ""))
+        del body["stream_options"]
+        return True
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -268,21 +323,19 @@ class ChatClient:
         """One non-streamed chat completion, retried per the policy."""
         state = await self._state()
         started = time.perf_counter()
-        deadline = self._deadline()
+        deadline: float | None = None
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
         retries = 0
         async with state.semaphore:
             while True:
                 attempts = retries + 1
                 estimate = await self._pace(body)
+                if deadline is None:
+                    deadline = self._deadline()
                 try:
-                    response = await self._open(state, body, idempotency_key, attempts)
-                    try:
-                        raw = await response.aread()
-                    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
-                        raise self._transport_error(exc, attempts) from None
-                    finally:
-                        await response.aclose()
+                    response, raw = await self._fetch_within(
+                        state, body, idempotency_key, attempts, deadline
+                    )
                     self._note_rate_headers(response.headers)
                     result = self._parse_completion(raw, response, started, attempts, body)
                     self._settle_tokens(estimate, result.usage)
@@ -346,15 +399,19 @@ class ChatClient:
         if body.get("model", "") not in self._no_stream_options:
             body["stream_options"] = {"include_usage": True}
         state = await self._state()
-        deadline = self._deadline()
+        deadline: float | None = None
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
         retries = 0
         async with state.semaphore:
             while True:
                 progress.attempts = retries + 1
                 estimate = await self._pace(body)
+                if deadline is None:
+                    deadline = self._deadline()
                 try:
-                    response = await self._open(state, body, idempotency_key, progress.attempts)
+                    response = await self._open_within(
+                        state, body, idempotency_key, progress.attempts, deadline
+                    )
                 except APIError as err:
                     if self._drop_stream_options(body, err):
                         continue
@@ -386,7 +443,7 @@ class ChatClient:
     async def _read_events(
         self, response: httpx.Response, progress: StreamState, deadline: float | None
     ) -> AsyncIterator[str]:
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self.settings.limits.max_event_bytes)
         loads = orjson.loads
         parts = progress.parts
         try:
@@ -398,7 +455,9 @@ class ChatClient:
                     try:
                         event = loads(data)
                     except orjson.JSONDecodeError:
-                        continue  # not JSON: some relays send stray lines; skip them
+                        event = _with_bad_bytes_replaced(data, progress)
+                        if event is None:
+                            continue  # not JSON: some relays send stray lines; skip them
                     if event.get("error"):
                         raise self._stream_error(event["error"], progress)
                     choices = event.get("choices")
@@ -474,6 +533,41 @@ class ChatClient:
         if response.status_code >= 400:
             raise self._status_error(response, response.content, 1)
         return orjson.loads(response.content)
+
+
+def _time_left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _with_bad_bytes_replaced(data: bytes, progress: StreamState) -> Any:
+    """An event that is JSON once its invalid UTF-8 is replaced by U+FFFD, else None.
+
+    The text is kept rather than dropped (a relay that mangles one byte should not lose a
+    word of the answer), and the repair is flagged: a StreamWarning, and ``warning`` on the
+    result, which the ledger shows as the call's error.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return None  # valid UTF-8 that is not JSON: a stray line
+    try:
+        event = orjson.loads(data.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
+    if progress.warning is None:
+        progress.warning = (
+            "StreamWarning: the stream carried bytes that are not valid UTF-8; they were "
+            "replaced by U+FFFD in the answer"
+        )
+        warnings.warn(
+            "The stream carried bytes that are not valid UTF-8; they were replaced by U+FFFD "
+            "(\ufffd) in the answer. The server or a relay in between mangles text.",
+            StreamWarning,
+            stacklevel=2,
+        )
+    return event
 
 
 def _request_id(headers: httpx.Headers) -> str | None:

@@ -18,6 +18,8 @@
     ├── BudgetExceededError           the session's budget would be exceeded
     └── JSONExtractionError           no JSON could be recovered from a model's reply
 
+    StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
+
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
 saying what to do next. The API key never appears in any of them: the client redacts it.
@@ -48,6 +50,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StreamError",
+    "StreamWarning",
     "status_error_class",
 ]
 
@@ -151,6 +154,12 @@ class StreamError(APIError):
     """
 
     hint = "The partial answer is in err.partial; run the call again for a complete answer."
+
+
+class StreamWarning(UserWarning):
+    """A stream carried something holynb had to repair to keep the answer (bytes that are not
+    valid UTF-8, replaced by U+FFFD); the result's ``warning`` and the ledger's ``error`` say so.
+    """
 
 
 class APIStatusError(APIError):

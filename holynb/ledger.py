@@ -42,6 +42,8 @@ class CallRecord:
     ) -> CallRecord:
         """The record of a call that produced ``result`` (complete or partial)."""
         u = result.usage
+        if error is None:
+            error = result.warning  # a repaired answer is not an ok one
         return cls(
             ts=datetime.now(UTC),
             model=result.model,

@@ -59,6 +59,7 @@ class ChatResult:
     request_id: str | None = None
     cost_usd: float | None = None
     interrupted: bool = False
+    warning: str | None = None  # what holynb had to repair in the answer, if anything
 
     def with_cost(self, cost_usd: float | None) -> ChatResult:
         """A copy with the cost filled in."""
