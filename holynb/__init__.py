@@ -58,6 +58,7 @@ _ERRORS = (
     "RateLimitError",
     "ServerError",
     "StreamError",
+    "APIResponseError",
     "BudgetExceededError",
     "JSONExtractionError",
 )
@@ -66,6 +67,7 @@ _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -115,6 +117,7 @@ if TYPE_CHECKING:
     from holynb.errors import (
         APIConnectionError,
         APIError,
+        APIResponseError,
         APIStatusError,
         APITimeoutError,
         AuthenticationError,
