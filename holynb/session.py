@@ -57,8 +57,10 @@ class Session:
     >>> for text in s.stream("Count to five"): print(text, end="")
     >>> s.ledger            # one row per call, failures included
 
-    ``budget_usd`` refuses calls before sending once they could exceed it; ``log_path`` (or
-    ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start; ``prices`` adds or
+    ``budget_usd`` refuses calls before sending once they could exceed it (a call must then have
+    a known price, and ``max_tokens`` unless the model is free or its context window is known);
+    ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
+    and a budget counts the calls other processes append to the same file; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
     """
 
