@@ -59,6 +59,7 @@ _ERRORS = (
     "ServerError",
     "StreamError",
     "StreamWarning",
+    "APIResponseError",
     "BudgetExceededError",
     "JSONExtractionError",
 )
@@ -67,6 +68,7 @@ _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -117,6 +119,7 @@ if TYPE_CHECKING:
     from holynb.errors import (
         APIConnectionError,
         APIError,
+        APIResponseError,
         APIStatusError,
         APITimeoutError,
         AuthenticationError,

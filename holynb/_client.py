@@ -30,6 +30,7 @@ from holynb._transport import open_http_client
 from holynb.errors import (
     APIConnectionError,
     APIError,
+    APIResponseError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -64,10 +65,14 @@ class StreamState:
         return "".join(self.parts)
 
     def result(self, *, interrupted: bool = False) -> ChatResult:
-        """The ChatResult for what has arrived; usage is estimated when the server sent none."""
+        """The ChatResult for what has arrived; usage is estimated from the text (at least a
+        token a chunk) when the server sent none."""
         usage = self.usage
         if usage is None:
-            usage = Usage(completion_tokens=self.chunks, estimated=True)
+            from holynb.tokens import estimate_tokens
+
+            completion = max(self.chunks, estimate_tokens(self.text))
+            usage = Usage(completion_tokens=completion, estimated=True)
         return ChatResult(
             text=self.text,
             model=self.model,
@@ -243,6 +248,8 @@ class ChatClient:
 
     def _retry_or_raise(self, err: APIError, retries_done: int, deadline: float | None) -> float:
         """The wait before the next attempt, or raise ``err`` when no retry is due."""
+        if isinstance(err, APIResponseError):
+            raise err  # answered (and maybe billed): sending it again could pay twice
         headers = getattr(err, "headers", None)
         status = err.status if isinstance(err, APIStatusError) else None
         ok, wait = plan_retry(self.settings.retry, retries_done, status=status, headers=headers)
@@ -367,7 +374,7 @@ class ChatClient:
                 hint="Check that the base URL is an OpenAI-compatible endpoint ending in /v1.",
                 attempts=attempts,
             ) from None
-        if not isinstance(payload, dict) or payload.get("error"):
+        if isinstance(payload, dict) and payload.get("error"):
             raise APIError(
                 self.redact(f"The API reported an error: {_error_message(raw)}"),
                 status=response.status_code,
@@ -375,18 +382,53 @@ class ChatClient:
                 body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
                 attempts=attempts,
             )
-        choices = payload.get("choices") or [{}]
-        choice = choices[0] or {}
-        message = choice.get("message") or {}
-        return ChatResult(
-            text=message.get("content") or "",
-            model=payload.get("model") or body.get("model", ""),
-            finish_reason=choice.get("finish_reason"),
-            usage=Usage.from_api(payload.get("usage")) or Usage(estimated=True),
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-            ttft_ms=None,
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            choices = payload.get("choices") or [{}]
+            choice = choices[0] or {}
+            message = choice.get("message") or {}
+            text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError(f"message.content is {type(text).__name__}, not a string")
+            return ChatResult(
+                text=text,
+                model=str(payload.get("model") or body.get("model", "")),
+                finish_reason=choice.get("finish_reason"),
+                usage=Usage.from_api(payload.get("usage")) or Usage(estimated=True),
+                latency_ms=latency_ms,
+                ttft_ms=None,
+                attempts=attempts,
+                request_id=request_id or payload.get("id"),
+            )
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+            partial = ChatResult(
+                text=_salvage_text(payload),
+                model=body.get("model", ""),
+                usage=Usage(estimated=True),
+                latency_ms=latency_ms,
+                attempts=attempts,
+                request_id=request_id,
+            )
+            raise self._unreadable(raw, exc, request_id, attempts, partial) from None
+
+    def _unreadable(
+        self,
+        raw: bytes,
+        exc: BaseException,
+        request_id: str | None,
+        attempts: int,
+        partial: ChatResult | None = None,
+    ) -> APIResponseError:
+        return APIResponseError(
+            self.redact(
+                f"The API at {self.settings.base_url} answered 200 with a body holynb cannot "
+                f"read ({type(exc).__name__}: {exc})."
+            ),
+            status=200,
+            request_id=request_id,
+            body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
             attempts=attempts,
-            request_id=request_id or payload.get("id"),
+            partial=partial,
         )
 
     async def stream(self, body: dict[str, Any], progress: StreamState) -> AsyncIterator[str]:
@@ -458,29 +500,24 @@ class ChatClient:
                         event = _with_bad_bytes_replaced(data, progress)
                         if event is None:
                             continue  # not JSON: some relays send stray lines; skip them
-                    if event.get("error"):
-                        raise self._stream_error(event["error"], progress)
-                    choices = event.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.get("delta")
-                        if delta:
-                            text = delta.get("content")
-                            if text:
-                                if progress.ttft_ms is None:
-                                    progress.ttft_ms = (
-                                        time.perf_counter() - progress.started
-                                    ) * 1000.0
-                                parts.append(text)
-                                progress.chunks += 1
-                                yield text
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            progress.finish_reason = reason
-                    usage = event.get("usage")
+                    try:
+                        error, text, reason, usage, model = _read_chunk(event)
+                    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+                        raise self._unreadable(
+                            data, exc, progress.request_id, progress.attempts
+                        ) from None
+                    if error:
+                        raise self._stream_error(error, progress)
+                    if text:
+                        if progress.ttft_ms is None:
+                            progress.ttft_ms = (time.perf_counter() - progress.started) * 1000.0
+                        parts.append(text)
+                        progress.chunks += 1
+                        yield text
+                    if reason:
+                        progress.finish_reason = reason
                     if usage:
-                        progress.usage = Usage.from_api(usage)
-                    model = event.get("model")
+                        progress.usage = usage
                     if model:
                         progress.model = model
                 if deadline is not None and time.monotonic() > deadline:
@@ -568,6 +605,34 @@ def _with_bad_bytes_replaced(data: bytes, progress: StreamState) -> Any:
             stacklevel=2,
         )
     return event
+
+
+def _read_chunk(event: Any) -> tuple[Any, str | None, str | None, Usage | None, str | None]:
+    """``(error, text, finish_reason, usage, model)`` of one stream chunk; a builtin error
+    (TypeError, ValueError, ...) when the chunk is not shaped like an OpenAI one."""
+    if not isinstance(event, dict):
+        raise TypeError(f"a chunk is {type(event).__name__}, not an object")
+    text = reason = None
+    choices = event.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content")
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"delta.content is {type(text).__name__}, not a string")
+        reason = choice.get("finish_reason")
+    model = event.get("model")
+    return event.get("error"), text, reason, Usage.from_api(event.get("usage")), model
+
+
+def _salvage_text(payload: Any) -> str:
+    """The answer's text from a malformed completion, when it can still be found."""
+    try:
+        text = payload["choices"][0]["message"]["content"]
+    except (LookupError, TypeError):
+        return ""
+    return text if isinstance(text, str) else ""
 
 
 def _request_id(headers: httpx.Headers) -> str | None:

@@ -14,7 +14,8 @@
     │   │   ├── ConflictError         409 (retried)
     │   │   ├── RateLimitError        429 (retried, honouring Retry-After)
     │   │   └── ServerError           5xx (retried)
-    │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
+    │   ├── StreamError               the stream broke after HTTP 200 (error event, cut)
+    │   └── APIResponseError          the endpoint answered 200 with a body holynb cannot read
     ├── BudgetExceededError           the session's budget would be exceeded
     └── JSONExtractionError           no JSON could be recovered from a model's reply
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -154,6 +156,17 @@ class StreamError(APIError):
     """
 
     hint = "The partial answer is in err.partial; run the call again for a complete answer."
+
+
+class APIResponseError(APIError):
+    """The endpoint answered 200 with a body holynb cannot read (e.g. ``"choices": ["x"]``,
+    ``data: null``, a usage count that is not a number). Not retried: the call may have been
+    paid for. ``partial`` holds any text that could be read; ``body`` an excerpt."""
+
+    hint = (
+        "The endpoint is not fully OpenAI-compatible for this call: check the base URL and "
+        "model, or report the body above to the provider."
+    )
 
 
 class StreamWarning(UserWarning):

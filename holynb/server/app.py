@@ -296,10 +296,23 @@ class _Handlers:
             return web.Response(status=204)  # never sent: the connection is gone
         if "status" in fault:
             return self._injected_status(ex, fault["status"])
+        if "raw_body" in fault:
+            return self._raw_body(ex, fault["raw_body"]["body"])
         try:
             return await self._answer(ex)
         except RequestError as err:
             return ex.fail(err)
+
+    def _raw_body(self, ex: Exchange, body: str) -> web.Response:
+        """200 with ``body`` as it is: an event stream when the request asked for one."""
+        try:
+            ex.body = parse_chat_request(ex.raw)
+        except RequestError as err:
+            return ex.fail(err)
+        streamed = bool(ex.body.get("stream"))
+        content_type = "text/event-stream" if streamed else JSON
+        ex.finish(200, "raw_body")
+        return web.Response(body=body.encode(), content_type=content_type, headers=ex.headers)
 
     def _injected_status(self, ex: Exchange, fault: Fault) -> web.Response:
         code: int = fault["code"]
