@@ -141,6 +141,7 @@ class BatchJob:
             session._body(p, model, system, temperature, max_tokens, dict(params or {}))
             for p in rows.prompts
         ]
+        _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         manifest = Manifest(
@@ -383,8 +384,11 @@ class BatchJob:
                 if pos not in found:
                     outcomes[pos] = missing(part)
             if not part.recorded:
+                budget = self.session._budget
                 for record in records:
                     self.session._append(record, None)
+                    if budget is not None:
+                        budget.settle(0, record.cost_usd)  # no hold to release: just count it
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs
@@ -462,6 +466,22 @@ class BatchJob:
         """Send again only the rows that failed, expired, were cancelled or never sent, as new
         parts of this job; ``results()`` then shows their new answers."""
         return default_loop().run(self.aresubmit_failed())
+
+
+def _check_budget(session: Session, bodies: list[dict[str, Any]]) -> None:
+    """Refuse, before anything is uploaded, a batch whose worst case (prompt estimates plus
+    ``max_tokens`` each, at batch prices) does not fit in what is left of the budget."""
+    budget = session._budget
+    if budget is None:
+        return
+    from holynb.tokens import estimate_messages_tokens
+
+    worst = 0.0
+    for body in bodies:
+        out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        usage = Usage(estimate_messages_tokens(body["messages"]), out, estimated=True)
+        worst += session.prices.cost(body["model"], usage, batch=True) or 0.0
+    budget.settle(budget.reserve(worst), None)  # raises BudgetExceededError when it won't fit
 
 
 def _update(part: Part, batch: dict[str, Any]) -> None:

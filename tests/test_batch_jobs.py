@@ -241,3 +241,15 @@ def test_wait_shows_progress_and_batches_lists_jobs(s, srv, capsys):
     listed = s.batches()
     assert listed.job_id.tolist() == [job.id]
     assert listed.iloc[0][["status", "requests", "parts"]].tolist() == ["completed", 3, 1]
+
+
+def test_the_budget_refuses_a_batch_that_could_exceed_it_and_counts_its_cost(srv, home):
+    with holynb.Session(base_url=srv.base_url, model="local/echo", prices=PRICES) as s:
+        s.budget_usd = 0.001
+        prompts = ["hello there"] * 20  # ~ 20 x (10 in + 100 out) tokens at half price
+        with pytest.raises(holynb.BudgetExceededError, match="not sent"):
+            s.batch(prompts, max_tokens=100)
+        assert s.batches().empty
+        s.budget_usd = 1.0
+        df = s.batch(prompts, max_tokens=100).wait(progress=False).results()
+        assert s._budget.spent_usd == pytest.approx(df.cost_usd.sum()) and df.cost_usd.sum() > 0
