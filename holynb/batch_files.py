@@ -75,13 +75,13 @@ def prompt_rows(prompts: Any, template: str | None = None) -> PromptRows:
                 f"{list(prompts.columns)}."
             )
         items = [template.format(**row) for row in prompts.to_dict("records")]
-        return _rows(list(prompts.index), items, prompts.index.name)
+        return _rows(prompts.index.tolist(), items, prompts.index.name)
     if isinstance(prompts, pd.Series):
         values = list(prompts)
         if template is not None:
             name = prompts.name if isinstance(prompts.name, str) else "value"
             values = [template.format(v, **{name: v}) for v in values]
-        return _rows(list(prompts.index), values, prompts.index.name)
+        return _rows(prompts.index.tolist(), values, prompts.index.name)
     if isinstance(prompts, str) or not isinstance(prompts, Iterable):
         raise TypeError(
             "prompts must be a list of strings or of message lists, a pandas Series, or a "

@@ -30,6 +30,7 @@ from holynb.batch_files import (
     MAX_REQUESTS_PER_FILE,
     custom_id,
     encode_lines,
+    line_problems,
     position_of,
     prompt_rows,
     request_line,
@@ -39,6 +40,7 @@ from holynb.batch_manifest import Manifest, Part, known_jobs, new_job_id
 from holynb.batch_results import Outcome, frame, missing, outcome, read_lines
 from holynb.errors import (
     APIConnectionError,
+    APIError,
     APIStatusError,
     BatchError,
     BatchNotSupportedError,
@@ -143,6 +145,10 @@ class BatchJob:
         ]
         _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
+        problems = line_problems(encoded)
+        if problems:
+            shown = "; ".join(f"line {n} ({cid}): {what}" for n, cid, what in problems[:5])
+            raise ConfigurationError(f"The batch file would be refused: {shown}.")
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         manifest = Manifest(
             id=new_job_id(),
@@ -165,6 +171,15 @@ class BatchJob:
             if not manifest.parts:  # nothing was created anywhere: leave no trace
                 shutil.rmtree(manifest.folder, ignore_errors=True)
             raise
+        except APIError as err:
+            if not manifest.parts:
+                shutil.rmtree(manifest.folder, ignore_errors=True)
+                raise
+            raise BatchError(
+                f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were created, "
+                f"then: {err.message} Once they finish, BatchJob.attach(s, {manifest.id!r})"
+                ".resubmit_failed() sends the rest."
+            ) from err
         return job
 
     async def _send(self, groups: list[list[int]], encoded: list[bytes], round_: int) -> None:
@@ -265,6 +280,7 @@ class BatchJob:
                 "failed": p.failed,
                 "output_file_id": p.output_file_id,
                 "error_file_id": p.error_file_id,
+                "errors": "; ".join(p.errors) or None,
             }
             for p in self._manifest.parts
         ]
@@ -493,6 +509,14 @@ def _update(part: Part, batch: dict[str, Any]) -> None:
     part.failed = int(counts.get("failed") or 0)
     part.output_file_id = batch.get("output_file_id") or part.output_file_id
     part.error_file_id = batch.get("error_file_id") or part.error_file_id
+    errors = (batch.get("errors") or {}).get("data") or []
+    part.errors = [
+        f"line {e.get('line')}: {e.get('message') or e.get('code')}"
+        if e.get("line")
+        else str(e.get("message") or e.get("code"))
+        for e in errors
+        if isinstance(e, dict)
+    ] or part.errors
 
 
 def job_status(parts: list[Part]) -> str:

@@ -56,6 +56,7 @@ class Part:
     output_file_id: str | None = None
     error_file_id: str | None = None
     recorded: bool = False  # its lines are in the ledger
+    errors: list[str] = field(default_factory=list)  # why the provider refused its file
 
 
 @dataclass

@@ -100,7 +100,8 @@ def missing(part: Part) -> str:
     reasons = {
         "expired": "BatchExpired: the batch expired before this request ran",
         "cancelled": "BatchCancelled: the batch was cancelled before this request ran",
-        "failed": "BatchFailed: the provider refused the batch file (see job.parts)",
+        "failed": "BatchFailed: the provider refused the batch file: "
+        + ("; ".join(part.errors[:3]) or "no reason given"),
     }
     return reasons.get(part.status, f"Missing: batch {part.batch_id} returned no line for it")
 

@@ -253,3 +253,28 @@ def test_the_budget_refuses_a_batch_that_could_exceed_it_and_counts_its_cost(srv
         s.budget_usd = 1.0
         df = s.batch(prompts, max_tokens=100).wait(progress=False).results()
         assert s._budget.spent_usd == pytest.approx(df.cost_usd.sum()) and df.cost_usd.sum() > 0
+
+
+def test_a_refused_file_gives_its_reason_on_every_row(s, srv):
+    srv.batches.settings.max_requests = 2
+    job = s.batch(["a", "b", "c"]).wait(progress=False)
+    assert job.status == "failed"
+    assert "at most 2" in job.parts.errors[0]
+    df = job.results()
+    assert not df.ok.any()
+    assert df.error.str.startswith("BatchFailed: the provider refused the batch file").all()
+    assert df.error.str.contains("at most 2").all()
+
+
+def test_a_part_failing_to_upload_names_the_job_and_how_to_finish_it(s, srv):
+    srv.batches.files.max_file_bytes = 400
+    try:
+        with pytest.raises(holynb.BatchError, match=r"1 of 2 parts were created") as info:
+            s.batch(["short", "long " * 100], max_requests_per_file=1)
+    finally:
+        srv.batches.files.max_file_bytes = 200 * 2**20
+    job_id = s.batches().job_id.iloc[0]
+    assert f"BatchJob.attach(s, {job_id!r}).resubmit_failed()" in str(info.value)
+    job = holynb.BatchJob.attach(s, job_id).wait(progress=False)
+    assert job.results().ok.tolist() == [True, False]
+    assert job.resubmit_failed().wait(progress=False).results().ok.all()
