@@ -224,7 +224,13 @@ class BatchJob:
 
         >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")
         """
-        manifest = Manifest.load(job_id)
+        try:
+            manifest = Manifest.load(job_id)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BatchError(
+                f"The manifest of job {job_id!r} under HOLYNB_HOME cannot be read ({exc!r}); "
+                "its provider batch ids are in each batch's metadata (holynb_job)."
+            ) from None
         if manifest is None:
             known = [m.id for m in known_jobs()][-5:]
             raise BatchError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,9 +115,11 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        """A manifest from its JSON form."""
-        parts = [Part(**p) for p in data.pop("parts", [])]
-        return cls(**data, parts=parts)
+        """A manifest from its JSON form (keys a newer holynb added are ignored)."""
+        part_keys = {f.name for f in fields(Part)}
+        parts = [Part(**{k: v for k, v in p.items() if k in part_keys}) for p in data["parts"]]
+        keys = {f.name for f in fields(cls)} - {"parts"}
+        return cls(**{k: v for k, v in data.items() if k in keys}, parts=parts)
 
 
 def known_jobs() -> list[Manifest]:

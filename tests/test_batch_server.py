@@ -90,8 +90,8 @@ def test_sdk_round_trip_files_and_batches(client):
 
 
 def test_a_batch_passes_through_every_status_in_order(client, batch_server):
-    batch_server.batches.settings.phase_seconds = 0.1
-    batch_server.batches.settings.seconds_per_request = 0.03
+    batch_server.batches.settings.phase_seconds = 0.2
+    batch_server.batches.settings.seconds_per_request = 0.05
     seen: list[str] = []
     wait_final(client, submit(client, [line(i) for i in range(4)]).id, seen)
     assert seen == ["validating", "in_progress", "finalizing", "completed"]

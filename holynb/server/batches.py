@@ -237,13 +237,6 @@ class BatchStore:
         with self._lock:
             return list(self._batches.values())[::-1]
 
-    def clear(self) -> None:
-        """Forget every batch (running ones are cancelled)."""
-        for task in list(self._tasks):
-            task.get_loop().call_soon_threadsafe(task.cancel)
-        with self._lock:
-            self._batches.clear()
-
     def start(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -322,7 +315,7 @@ class BatchRoutes:
             metadata=metadata,
         )
         self.store.add(batch)
-        self.store.start(self._process(batch, stored.content))
+        self.store.start(self._guarded_process(batch, stored.content))
         return self._answer(batch)
 
     async def retrieve(self, request: web.Request) -> web.Response:
@@ -380,6 +373,13 @@ class BatchRoutes:
 
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds) if seconds > 0 else await asyncio.sleep(0)
+
+    async def _guarded_process(self, batch: Batch, content: bytes) -> None:
+        try:
+            await self._process(batch, content)
+        except Exception as exc:  # a bug must not leave the batch in_progress forever
+            batch.errors = [_problem(0, "server_error", f"The local server failed: {exc!r}")]
+            batch.move("failed")
 
     async def _process(self, batch: Batch, content: bytes) -> None:
         settings = self.store.settings

@@ -87,11 +87,6 @@ class FileStore:
             files = list(self._files.values())
         return files[::-1]
 
-    def clear(self) -> None:
-        """Forget every file."""
-        with self._lock:
-            self._files.clear()
-
 
 def no_such_file(file_id: str) -> RequestError:
     """The 404 OpenAI answers for an unknown file id."""
