@@ -368,7 +368,9 @@ class BatchJob:
         if path.is_file():
             return path.read_bytes()
         data = (await self.session._client.send("GET", f"files/{file_id}/content")).content
-        path.write_bytes(data)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(path)  # a crash mid-write never leaves a cut file to trust later
         return data
 
     async def _outcomes(self) -> tuple[dict[int, Outcome | str], dict[int, int], dict[int, Any]]:
@@ -387,10 +389,11 @@ class BatchJob:
             lines = read_lines(await self._file(part, "output", part.output_file_id))
             lines += read_lines(await self._file(part, "errors", part.error_file_id))
             found: set[int] = set()
+            carried = set(part.rows)
             records: list[CallRecord] = []
             for line in lines:
                 pos = position_of(line["custom_id"])
-                if pos is None or pos not in part.rows or pos in found:
+                if pos is None or pos not in carried or pos in found:
                     continue
                 found.add(pos)
                 got = outcome(line, m.model)
