@@ -23,6 +23,7 @@ import holynb
 from holynb.batch_jobs import normalise_status
 from holynb.server import LocalServer
 from holynb.server.batches import BatchSettings
+from tests.conftest import PLANTED_KEY
 
 PRICES = {"local/flaky": {"input": 2.0, "output": 4.0}, "local/echo": {"input": 2.0, "output": 4.0}}
 
@@ -278,3 +279,12 @@ def test_a_part_failing_to_upload_names_the_job_and_how_to_finish_it(s, srv):
     job = holynb.BatchJob.attach(s, job_id).wait(progress=False)
     assert job.results().ok.tolist() == [True, False]
     assert job.resubmit_failed().wait(progress=False).results().ok.all()
+
+
+def test_the_api_key_never_reaches_the_manifest_or_the_downloads(srv, home):
+    with holynb.Session(base_url=srv.base_url, model="local/echo", api_key=PLANTED_KEY) as s:
+        job = s.batch(["a", "b"]).wait(progress=False)
+        job.results()
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert len(files) >= 3  # manifest, requests, output
+    assert not [p for p in files if PLANTED_KEY.encode() in p.read_bytes()]
