@@ -33,6 +33,7 @@ from holynb.server.answer import (
     send_stream,
     send_whole,
 )
+from holynb.server.batches import BatchStore, add_routes
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.models import ModelRegistry, prompt_tokens, tokenize
 from holynb.server.stats import Recorder
@@ -82,6 +83,7 @@ class ServerState:
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    batches: BatchStore = field(default_factory=BatchStore)
 
 
 def build_app(state: ServerState) -> web.Application:
@@ -98,6 +100,7 @@ def build_app(state: ServerState) -> web.Application:
     add("GET", "/_holynb/faults", h.list_faults)
     add("POST", "/_holynb/faults", h.push_faults)
     add("DELETE", "/_holynb/faults", h.clear_faults)
+    add_routes(app, state.batches, state.models, h._autherror_response)
     add("*", "/{tail:.*}", h.not_found)
     app.on_response_prepare.append(_stamp_request_id)
     return app

@@ -13,6 +13,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from holynb.server.app import ServerState, build_app
+from holynb.server.batches import BatchStore
 from holynb.server.faults import FaultQueue
 from holynb.server.models import Model, ModelRegistry, Respond, default_models
 from holynb.server.stats import Recorder, ServerStats
@@ -237,6 +238,11 @@ class LocalServer:
     def faults(self) -> FaultQueue:
         """The queue of faults for the next chat requests (see ``holynb.server.faults``)."""
         return self._state.faults
+
+    @property
+    def batches(self) -> BatchStore:
+        """The Batch API's batches and its processing knobs (``batches.settings``)."""
+        return self._state.batches
 
     @property
     def stats(self) -> ServerStats:
