@@ -20,7 +20,6 @@
     ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
     └── JSONExtractionError           no JSON could be recovered from a model's reply
-
     StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
