@@ -149,8 +149,8 @@ class Settings:
             return self.api_key
         raise MissingAPIKeyError(
             "No API key: set HOLYSHEEP_API_KEY (or HOLYNB_API_KEY), or pass "
-            "Session(api_key=...). To work offline, run `holynb serve` and set "
-            "HOLYNB_BASE_URL=http://127.0.0.1:8765/v1, or use holynb.local_session()."
+            "Session(api_key=...). To work offline, run `holynb serve` and paste the export "
+            "lines it prints, or use holynb.local_session()."
         )
 
 

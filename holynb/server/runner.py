@@ -21,6 +21,7 @@ from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
 _BACKLOG = 1024
+TOKEN_PREFIX = "holynb-local-"  # made tokens are recognisable (and their masked form is stable)
 
 
 def _bind_host(host: str, allow_remote: bool) -> str:
@@ -82,7 +83,7 @@ class LocalServer:
         self.host = _bind_host(host, allow_remote)
         if api_key is not None and not auth:
             raise ValueError("Pass either api_key= or auth=False, not both.")
-        token = (api_key or secrets.token_urlsafe(32)) if auth else None
+        token = (api_key or TOKEN_PREFIX + secrets.token_urlsafe(32)) if auth else None
         self._token = Secret(token) if token else None
         self._requested_port = port
         self._port: int | None = None
