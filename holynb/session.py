@@ -114,8 +114,8 @@ class Session:
     @property
     def uses_offline_server(self) -> bool:
         """Whether the endpoint is holynb's own offline server running in this process (a
-        ``LocalServer``, e.g. from ``holynb.local_session()``), whose token it sends by itself.
-        ``is_local`` is broader: any endpoint on this machine."""
+        ``LocalServer``, e.g. from ``holynb.local_session()``; its token is sent unless another
+        ``api_key`` was given). ``is_local`` is broader: any endpoint on this machine."""
         from holynb._config import offline_server_token
 
         return offline_server_token(self.settings.base_url) is not None

@@ -4,7 +4,8 @@ Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completi
 ``GET /health``; the control API for ``holynb serve`` users: ``GET|POST|DELETE
 /_holynb/faults``, ``GET /_holynb/stats``, ``POST /_holynb/reset``. Every response carries
 ``x-request-id``. Per-request test headers: ``x-holynb-fault`` (a compact fault spec),
-``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``.
+``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``. Before any handler, ``guard``
+refuses requests from web pages, with a non-loopback ``Host`` or a non-JSON body on JSON routes.
 """
 
 from __future__ import annotations
