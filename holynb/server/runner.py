@@ -346,7 +346,7 @@ def serve_banner(server: LocalServer, *, key_given: bool = False) -> str:
     """What ``holynb serve`` prints: where it listens and the export lines to paste."""
     code_models = [m.name for m in server.models if m.runs_code]
     if server.python:
-        python = f"models running code ({', '.join(code_models)}) are ON"
+        python = f"{', '.join(code_models)} ON: they run the code sent to them, as you"
     else:
         python = f"{', '.join(code_models)} off (--enable-python turns them on)"
     lines = [
@@ -358,7 +358,8 @@ def serve_banner(server: LocalServer, *, key_given: bool = False) -> str:
     key = server.api_key
     if key is None:
         lines.append(
-            "  (--no-auth: no key needed, so any program or user on this machine can use it)"
+            "  (--no-auth: no key needed, so any program or user on this machine can use it"
+            + (", and run code as you)" if server.python else ")")
         )
     elif key_given:
         lines.append("  export HOLYNB_API_KEY=<the --api-key value>")
