@@ -126,6 +126,15 @@ class Session:
         return is_loopback_url(self.settings.base_url)
 
     @property
+    def uses_offline_server(self) -> bool:
+        """Whether the endpoint is holynb's own offline server running in this process (a
+        ``LocalServer``, e.g. from ``holynb.local_session()``; its token is sent unless another
+        ``api_key`` was given). ``is_local`` is broader: any endpoint on this machine."""
+        from holynb._config import offline_server_token
+
+        return offline_server_token(self.settings.base_url) is not None
+
+    @property
     def _client(self) -> ChatClient:
         if self._client_obj is None:
             if not self.is_local:
