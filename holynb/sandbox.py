@@ -415,8 +415,6 @@ def _run(
         close_fds=True,
         pass_fds=(status_w,) if status_w >= 0 else (),
     )
-    if status_w >= 0:
-        os.close(status_w)  # the child's copy is the only writer left
     reason: str | None = None
     chunks: dict[int, list[bytes]] = {}
     try:

@@ -283,3 +283,10 @@ def test_sandbox_limits_is_one_object_everywhere() -> None:
     from holynb import interpret_protocol
 
     assert holynb.SandboxLimits is interpret_protocol.SandboxLimits is SandboxLimits
+
+
+async def test_concurrent_runs_keep_their_own_output() -> None:
+    runs = [arun_sandboxed(f"print({i} * {i})", timeout_s=20) for i in range(12)]
+    results = await asyncio.gather(*runs)
+    assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(12)]
+    assert all(r.success for r in results)
