@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -419,3 +420,69 @@ def test_prose_brace_before_a_truncated_object() -> None:
 
 def test_prose_array_ranks_after_a_repaired_object() -> None:
     assert extract_json("See [1]. {'success': True}") == {"success": True}
+
+
+# -- replies cut at max_tokens: nothing made up --------------------------------------------------
+
+CUT = {
+    "key cut before its value": ('{"a": 1, "b":', {"a": 1}),
+    "key cut before its value, a space after": ('{"a": 1, "b": ', {"a": 1}),
+    "key cut before its colon": ('{"a": 1, "b"', {"a": 1}),
+    "nested key cut before its value": ('{"a": {"b": 1, "c":', {"a": {"b": 1}}),
+    "key cut in an object in an array": ('{"a": [1, {"k":', {"a": [1]}),
+    "cut true": ('{"a": 1, "b": tr', {"a": 1}),
+    "cut false in Python style": ("{'a': 1, 'b': Fal", {"a": 1}),
+    "cut null in an array": ("[1, 2, nu", [1, 2]),
+    "cut exponent": ('{"a": 1, "b": 1.5e', {"a": 1}),
+    "escape cut after \\u00": ('{"a": 1, "s": "caf\\u00', {"a": 1, "s": "caf"}),
+    "escape cut after the backslash": ('{"a": 1, "s": "x\\', {"a": 1, "s": "x"}),
+    "escape cut in an array": ('["a", "b\\u0', ["a", "b"]),
+    "surrogate pair cut in half": ('{"a": 1, "s": "ok \\ud83d\\ude', {"a": 1, "s": "ok "}),
+    "complete values are kept": (
+        '{"a": true, "b": None, "c": 1.5',
+        {"a": True, "b": None, "c": 1.5},
+    ),
+    "an escaped backslash is no escape": ('{"s": "a\\\\', {"s": "a\\"}),
+    "a complete escape is kept": ('{"s": "caf\\u00e9 x', {"s": "café x"}),
+}
+
+
+@pytest.mark.parametrize(("reply", "expected"), CUT.values(), ids=CUT)
+def test_a_cut_reply_loses_its_half_written_end(reply: str, expected: Any) -> None:
+    found = extract_json_detailed(reply)
+    assert found.value == expected
+    assert found.repaired
+
+
+def test_an_object_whose_only_key_was_cut_is_refused() -> None:
+    with pytest.raises(JSONExtractionError, match="cut off"):
+        extract_json('{"success":')
+
+
+# -- size limit on repair ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_huge_cut_string_fails_fast_with_a_size_error() -> None:
+    reply = '{"success": true, "output": "' + "line of output\\n" * 70_000  # ~1 MB
+    start = time.perf_counter()
+    with pytest.raises(JSONExtractionError) as info:
+        extract_json(reply)
+    assert time.perf_counter() - start < 3
+    message = str(info.value)
+    assert "too large to repair" in message and "max_repair_chars" in message
+    assert "raise max_tokens" in message and "shorter answer" in message
+    assert info.value.raw == reply
+
+
+def test_a_huge_valid_reply_still_parses() -> None:
+    obj = {"success": True, "output": "line of output\n" * 70_000}
+    assert extract_json(json.dumps(obj)) == obj
+    assert extract_json(f"Here it is:\n```json\n{json.dumps(obj)}\n```") == obj
+
+
+def test_the_repair_size_limit_can_be_raised() -> None:
+    reply = '{"success": true, "output": "' + "x" * 5_000
+    with pytest.raises(JSONExtractionError, match="too large to repair"):
+        extract_json(reply, max_repair_chars=1_000)
+    assert extract_json(reply, max_repair_chars=10_000) == {"success": True, "output": "x" * 5_000}
