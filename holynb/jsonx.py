@@ -35,6 +35,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from importlib.util import find_spec
 from typing import Any
 
 from holynb.errors import JSONExtractionError
@@ -412,18 +413,28 @@ def _repair(text: str) -> tuple[Any, str]:
     """Repair one span; ``(_FAIL, "")`` when nothing believable comes out."""
     if _nesting(text) > _MAX_REPAIR_DEPTH:
         return _FAIL, ""  # json-repair is pure Python and recursive
-    text = _drop_cut_tail(text)
+    original = text
+    text, closers = _drop_cut_tail(text)
+    if not text.strip():
+        return _FAIL, ""
+    if closers:  # cut at max_tokens: valid JSON up to the cut is closed exactly
+        text += closers
+        value = _loads(text)
+        if isinstance(value, dict | list) and value:
+            return value, "repair"
     opener = text.lstrip()[:1]
     value = _python_literal(text)
     source = "python-literal"
     if value is _FAIL:
-        value, source = _json_repair(text), "repair"
+        value, source = _json_repair(_ESCAPES_RE.sub(_plain_escape, text)), "repair"
+        if value is not _FAIL and _SURROGATE_RE.search(text):
+            value = _join_surrogates(value)
     if opener == "{" and isinstance(value, list):  # json-repair found several values
         value = next((v for v in value if isinstance(v, dict)), _FAIL)
     if not isinstance(value, dict if opener == "{" else list):
         return _FAIL, ""
     if not value:  # json-repair's answer for garbage, unless the text really was empty
-        return (value, source) if _EMPTY_RE.sub("", text) in ("{}", "[]") else (_FAIL, "")
+        return (value, source) if _EMPTY_RE.sub("", original) in ("{}", "[]") else (_FAIL, "")
     if isinstance(value, dict) and not _OBJECT_START_RE.match(text):
         return _FAIL, ""  # "{ brace. Result: ..." is prose, not a key
     if isinstance(value, list) and _PROSE_LIST_RE.match(text):
@@ -443,19 +454,21 @@ _CUT_MEMBER_RE = re.compile(rf"(?:,|(?<=\{{))\s*{_KEY}\s*(?::\s*{_PARTIAL}?)?\s*
 _CUT_ITEM_RE = re.compile(rf"(?:,|(?<=\[))\s*{_PARTIAL}\s*$")
 _CUT_ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u[0-9a-fA-F]{0,3})?)$")
 _HIGH_SURROGATE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})$")
+_TRAILING_COMMA_RE = re.compile(r",\s*$")
 _CUT_TOKEN_RE = re.compile(r"[{}\[\]\"']")
 
 
-def _drop_cut_tail(text: str) -> str:
-    """``text`` without the half-written end of a reply cut off mid-value.
+def _drop_cut_tail(text: str) -> tuple[str, str]:
+    """``text`` without the half-written end of a reply cut off mid-value, and what closes it
+    (a quote and brackets; "" when nothing is open).
 
-    >>> _drop_cut_tail('{"a": 1, "b":')
-    '{"a": 1'
+    >>> _drop_cut_tail('{"a": [1, {"b": 2, "c":')
+    ('{"a": [1, {"b": 2', '}]}')
     >>> _drop_cut_tail('{"s": "caf\\u00')
-    '{"s": "caf'
+    ('{"s": "caf"', '}')
     """
     stack: list[str] = []
-    pos, n = 0, len(text)
+    pos = 0
     while m := _CUT_TOKEN_RE.search(text, pos):
         c, pos = m.group(), m.end()
         if c in "{[":
@@ -468,16 +481,21 @@ def _drop_cut_tail(text: str) -> str:
             if end < 0:  # cut inside this string: end it before a broken escape
                 if cut := _CUT_ESCAPE_RE.search(text, pos):
                     text = text[: cut.start(1)]
-                    if high := _HIGH_SURROGATE_RE.search(text, pos):
-                        text = text[: high.start(1)]  # half of a surrogate pair
-                return text
+                if high := _HIGH_SURROGATE_RE.search(text, pos):
+                    text = text[: high.start(1)]  # the first half of a surrogate pair
+                text += c
+                break
             pos = end
-    if not stack:
-        return text
-    cut_re = _CUT_MEMBER_RE if stack[-1] == "{" else _CUT_ITEM_RE
-    if m := cut_re.search(text, max(0, n - 1000)):
-        return text[: m.start()]
-    return text
+    while stack:
+        cut_re = _CUT_MEMBER_RE if stack[-1] == "{" else _CUT_ITEM_RE
+        if m := cut_re.search(text, max(0, len(text) - 1000)):
+            text = text[: m.start()]
+        text = _TRAILING_COMMA_RE.sub("", text).rstrip()
+        if not text.endswith(stack[-1]):
+            break
+        text = text[:-1]  # opened at the cut, nothing inside: as if never begun
+        stack.pop()
+    return text, "".join("}" if c == "{" else "]" for c in reversed(stack))
 
 
 def _string_end(text: str, pos: int, quote: str) -> int:
@@ -489,6 +507,32 @@ def _string_end(text: str, pos: int, quote: str) -> int:
         else:
             return m.end()
     return -1
+
+
+# json-repair keeps the backslash of \f and \/ ("x\\f" becomes 'x\\\\f'): spell them out first.
+_ESCAPES_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\([f/])")
+
+
+def _plain_escape(m: re.Match[str]) -> str:
+    return m.group(1) + ("/" if m.group(2) == "/" else "\\u000c")
+
+
+_SURROGATE_RE = re.compile(r"\\u[dD][89abAB]")
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(value: Any) -> Any:
+    """``value`` with each ``\\ud83d\\ude00`` pair as one character: json-repair leaves the
+    two halves apart."""
+    if isinstance(value, str):
+        if not _LONE_SURROGATE_RE.search(value):
+            return value
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [_join_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(k): _join_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _nesting(text: str) -> int:
@@ -652,7 +696,7 @@ class _Search:
             why = "is not valid JSON, and allow_repair=False"
         elif self.too_large and not self.tried_repair:
             return self._too_large()
-        elif self.tried_repair and _repair_json is None:
+        elif self.tried_repair and _repair_json is None and not find_spec("json_repair"):
             why = "is not valid JSON; install json-repair (pip install json-repair) to repair it"
         else:
             why = "could not be parsed or repaired"

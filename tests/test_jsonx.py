@@ -437,6 +437,8 @@ CUT = {
     "escape cut after \\u00": ('{"a": 1, "s": "caf\\u00', {"a": 1, "s": "caf"}),
     "escape cut after the backslash": ('{"a": 1, "s": "x\\', {"a": 1, "s": "x"}),
     "escape cut in an array": ('["a", "b\\u0', ["a", "b"]),
+    "escaped form feed and slash": ('{"s": "a\\fb\\/c\\\\f", "b":', {"s": "a\fb/c\\f"}),
+    "surrogate pair cut after its first half": ('["ok \\ud83d', ["ok "]),
     "surrogate pair cut in half": ('{"a": 1, "s": "ok \\ud83d\\ude', {"a": 1, "s": "ok "}),
     "complete values are kept": (
         '{"a": true, "b": None, "c": 1.5',
@@ -444,6 +446,10 @@ CUT = {
     ),
     "an escaped backslash is no escape": ('{"s": "a\\\\', {"s": "a\\"}),
     "a complete escape is kept": ('{"s": "caf\\u00e9 x', {"s": "café x"}),
+    "an escaped surrogate pair is one character": (
+        '{"s": "\\ud83d\\ude00", "b":',
+        {"s": "\U0001f600"},
+    ),
 }
 
 
@@ -486,3 +492,38 @@ def test_the_repair_size_limit_can_be_raised() -> None:
     with pytest.raises(JSONExtractionError, match="too large to repair"):
         extract_json(reply, max_repair_chars=1_000)
     assert extract_json(reply, max_repair_chars=10_000) == {"success": True, "output": "x" * 5_000}
+
+
+flat_objects = st.dictionaries(
+    st.text(alphabet="abcxyz_", min_size=1, max_size=5),
+    st.one_of(st.booleans(), st.none(), st.integers(-999, 999), st.text(max_size=8)),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=flat_objects, data=st.data())
+def test_a_cut_reply_never_gets_a_made_up_value(obj: dict[str, Any], data: st.DataObject) -> None:
+    text = json.dumps(obj, ensure_ascii=data.draw(st.booleans()))
+    cut = data.draw(st.integers(min_value=1, max_value=len(text) - 1))
+    try:
+        value = extract_json(text[:cut])
+    except JSONExtractionError:
+        return
+    assert isinstance(value, dict) and set(value) <= set(obj)
+    last = list(value)[-1] if value else None
+    for key, got in value.items():
+        want = obj[key]
+        if key == last and isinstance(want, str) and isinstance(got, str):
+            assert want.startswith(got)  # the string the reply was cut in
+        elif key == last and isinstance(want, int) and not isinstance(want, bool):
+            assert str(want).startswith(str(got))  # the number it was cut in
+        else:
+            assert got == want
+
+
+def test_a_cut_reply_with_nothing_in_it_says_cut_off_not_install() -> None:
+    with pytest.raises(JSONExtractionError) as info:
+        extract_json('[[{"a":')
+    assert "cut off" in str(info.value) and "install" not in str(info.value)
