@@ -23,8 +23,9 @@ found in prose ("see [1]") ranks after any object. Limits keep hostile input che
 spans per reply, nesting deeper than 2 is not searched, and json-repair is not run on text nested
 deeper than 64 levels, nor on more than ``max_repair_chars`` characters per reply (valid JSON of
 any size is still parsed). A reply cut at ``max_tokens`` loses its half-written end before the
-repair (a key without its value, a cut ``tr``, a broken ``\\u00`` escape), so no value is made
-up for it.
+repair (a key without its value, a cut ``tr``, a broken ``\\u00`` escape, an object just
+opened), so no value is made up for it; what is left is closed exactly when it is valid JSON, and
+handed to json-repair only when it is not.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ too much output or any exit, the whole process group is killed. Whether it succe
 the kernel's exit status only (nothing the code can write to is consulted).
 
 Where unprivileged user namespaces work (``unshare --map-user=... -n --pid --fork --kill-child
---mount-proc``, util-linux 2.38 or later, probed once) it also gets no network (not even
-loopback), its own PID namespace, so every process it started dies with it (including ones that
-escaped the process group with ``setsid``), and its own ``/proc``, so it cannot read this
-process's environment in ``/proc/<pid>/environ``; inside, it runs without capabilities, so it
-cannot unmount that ``/proc`` either.
+--mount-proc``, probed once) it also gets no network (not even loopback), its own PID namespace,
+so every process it started dies with it (including ones that escaped the process group with
+``setsid``), and its own ``/proc``, so it cannot list your processes or read their command lines
+(``--api-key ...``); it runs without capabilities inside, so it cannot unmount that ``/proc``
+either. From another user namespace the kernel refuses it your processes' environment. With
+util-linux older than 2.38 (no ``--map-user``) it gets ``unshare -r -n --pid``: the same, except
+that it sees the host's ``/proc``.
 
 Without namespaces (``isolate=False``, or where ``unshare`` is blocked, as under Docker's default
 seccomp profile) the code can read the environment of every process you run through
@@ -203,7 +205,7 @@ def _run_limited(code: str, limits: SandboxLimits, python: str) -> SandboxResult
             str(status_w),
         ]  # fmt: skip
         if use_ns:
-            argv = [_unshare_path() or "unshare", *_unshare_args(), *argv]
+            argv = [*(_unshare_command() or ("unshare",)), *argv]
         return _run(argv, workdir, status_r, status_w, limits, use_ns)
     finally:
         for fd in (status_r, status_w):
@@ -214,31 +216,35 @@ def _run_limited(code: str, limits: SandboxLimits, python: str) -> SandboxResult
 
 
 def isolation_available() -> bool:
-    """Whether the sandbox's namespaces (``unshare``, util-linux 2.38+) work here (probed once).
+    """Whether the sandbox's namespaces (``unshare -n --pid``) work here (probed once).
 
     >>> if not isolation_available():
     ...     print("sandboxed code will have network access here")
     """
-    return _unshare_path() is not None
+    return _unshare_command() is not None
 
 
 @functools.cache
-def _unshare_path() -> str | None:
+def _unshare_command() -> tuple[str, ...] | None:
+    """``unshare`` with the first set of options that works here (probed once), or None."""
     exe = shutil.which("unshare")
     if exe is None or not sys.platform.startswith("linux"):
         return None
-    try:
-        probe = subprocess.run(
-            [exe, *_unshare_args(), "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return exe if probe.returncode == 0 else None
+    for args in (_unshare_args(), _BASIC_UNSHARE_ARGS):
+        try:
+            probe = subprocess.run(
+                [exe, *args, "true"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if probe.returncode == 0:
+            return (exe, *args)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +255,10 @@ _FSIZE_LIMIT = 256 * 1024 * 1024  # largest file the code may write
 _READ_CHUNK = 65536
 _EXIT_GRACE_S = 0.2  # after the code exits, how long to wait for the pipes to close
 _KEEP_ENV = ("PATH", "LANG")
+
+
+# util-linux before 2.38 has no --map-user: its own network and PIDs, but the host's /proc.
+_BASIC_UNSHARE_ARGS = ("-r", "-n", "--pid", "--fork", "--kill-child")
 
 
 def _unshare_args() -> tuple[str, ...]:
@@ -318,9 +328,9 @@ exec(compile(_src, "<cell>", "exec"), {"__name__": "__main__", "__builtins__": _
 @functools.cache
 def _warn_no_isolation() -> None:
     warnings.warn(
-        "holynb sandbox: user namespaces are not available here (unshare --map-user -n --pid "
-        "--mount-proc failed: blocked, as under Docker's default seccomp profile, or "
-        "util-linux older than 2.38), so sandboxed code can read the environment of your "
+        "holynb sandbox: user namespaces are not available here (unshare -r -n --pid failed: "
+        "blocked, as under Docker's default seccomp profile), so sandboxed code can read the "
+        "environment of your "
         "processes (API keys) through /proc/<pid>/environ, read your files, use the network, "
         "and leave processes that call setsid() behind. Resource limits and the timeout still "
         "apply.",

@@ -290,3 +290,17 @@ async def test_concurrent_runs_keep_their_own_output() -> None:
     results = await asyncio.gather(*runs)
     assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(12)]
     assert all(r.success for r in results)
+
+
+@needs_isolation
+def test_old_unshare_without_map_user_still_isolates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # util-linux before 2.38 rejects --map-user: the sandbox falls back to `unshare -r`.
+    monkeypatch.setattr(sandbox, "_unshare_args", lambda: ("--no-such-option",))
+    sandbox._unshare_command.cache_clear()
+    try:
+        r = run_sandboxed("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)")
+        assert r.isolated and r.error is not None and "Network is unreachable" in r.error
+    finally:
+        monkeypatch.undo()
+        sandbox._unshare_command.cache_clear()
+    assert run_sandboxed("pass").isolated
