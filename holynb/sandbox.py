@@ -262,8 +262,8 @@ _BASIC_UNSHARE_ARGS = ("-r", "-n", "--pid", "--fork", "--kill-child")
 
 
 def _unshare_args() -> tuple[str, ...]:
-    # The code runs as a non-root user inside, so without capabilities: it cannot unmount the
-    # fresh /proc to reach the one that shows this process's environment.
+    # The code runs as a non-root user inside, so without capabilities: it cannot unmount its
+    # fresh /proc to uncover the host's one, which lists your processes and their command lines.
     uid, gid = os.getuid() or _NOBODY, os.getgid() or _NOBODY
     return (
         f"--map-user={uid}",
@@ -330,10 +330,9 @@ def _warn_no_isolation() -> None:
     warnings.warn(
         "holynb sandbox: user namespaces are not available here (unshare -r -n --pid failed: "
         "blocked, as under Docker's default seccomp profile), so sandboxed code can read the "
-        "environment of your "
-        "processes (API keys) through /proc/<pid>/environ, read your files, use the network, "
-        "and leave processes that call setsid() behind. Resource limits and the timeout still "
-        "apply.",
+        "environment of your processes (API keys) through /proc/<pid>/environ, read your "
+        "files, use the network, and leave processes that call setsid() behind. Resource "
+        "limits and the timeout still apply.",
         RuntimeWarning,
         stacklevel=5,
     )
@@ -346,12 +345,14 @@ def _decide_isolation(isolate: bool | None, allow_unisolated: bool) -> bool:
         raise RuntimeError("isolate=True, but the sandbox's namespaces (unshare) do not work here")
     if not allow_unisolated and (names := _secret_names()):
         where = "isolate=False" if isolate is False else "user namespaces are not available here"
+        one = len(names) == 1
         raise ConfigurationError(
             f"Refusing to run code in the sandbox without namespaces ({where}) while "
-            f"{', '.join(names)} is in this process's environment: the code could read it "
-            "through /proc/<pid>/environ (even after it is deleted from os.environ). Run where "
-            "`unshare` works, start Python without the variable, or pass "
-            "allow_unisolated=True (SandboxLimits(allow_unisolated=True)) to accept that."
+            f"{', '.join(names)} {'is' if one else 'are'} in this process's environment: the "
+            f"code could read {'it' if one else 'them'} through /proc/<pid>/environ, even after "
+            "deletion from os.environ. Run where `unshare` works, start Python without "
+            f"{'it' if one else 'them'}, or pass allow_unisolated=True "
+            "(SandboxLimits(allow_unisolated=True)) to accept that."
         )
     if isolate is None:
         _warn_no_isolation()
