@@ -36,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "CodeInterpreter": "holynb.interpreter",
     "ExecutionResult": "holynb.execution",
     "ExecutionError": "holynb.execution",
-    "SandboxLimits": "holynb.interpret_protocol",
+    "SandboxLimits": "holynb.sandbox",
     "RunManyResult": "holynb.execution",
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
