@@ -16,7 +16,8 @@
     │   │   └── ServerError           5xx (retried)
     │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
     ├── BudgetExceededError           the session's budget would be exceeded
-    └── JSONExtractionError           no JSON could be recovered from a model's reply
+    ├── JSONExtractionError           no JSON could be recovered from a model's reply
+    └── PromptError                   a %%llm prompt refers to something that does not exist
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
@@ -45,6 +46,7 @@ __all__ = [
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PromptError",
     "RateLimitError",
     "ServerError",
     "StreamError",
@@ -79,6 +81,11 @@ class JSONExtractionError(HolynbError, ValueError):
     def __init__(self, message: str, *, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class PromptError(HolynbError, ValueError):
+    """A ``%%llm`` prompt refers to a variable, cell, output or error that does not exist, or
+    has a brace that is not a reference; the message says what to write instead."""
 
 
 class APIError(HolynbError):
