@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Session": "holynb.session",
+    "ChatStream": "holynb.chat_stream",
+    "AsyncChatStream": "holynb.chat_stream",
     "ChatResult": "holynb.results",
     "Usage": "holynb.results",
     "CostEstimate": "holynb.results",
@@ -60,6 +62,7 @@ _ERRORS = (
     "StreamError",
     "BudgetExceededError",
     "JSONExtractionError",
+    "PromptError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -68,11 +71,13 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
+    "ChatStream",
     "CodeInterpreter",
     "ConfigurationError",
     "ConflictError",
@@ -89,6 +94,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PriceTable",
+    "PromptError",
     "RateLimitError",
     "RetryPolicy",
     "RunManyResult",
@@ -111,6 +117,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from holynb._config import Limits, RetryPolicy, Secret, Timeout
+    from holynb.chat_stream import AsyncChatStream, ChatStream
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,
@@ -127,6 +134,7 @@ if TYPE_CHECKING:
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,
+        PromptError,
         RateLimitError,
         ServerError,
         StreamError,
