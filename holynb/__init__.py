@@ -60,6 +60,7 @@ _ERRORS = (
     "StreamError",
     "BudgetExceededError",
     "JSONExtractionError",
+    "SchemaValidationError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -94,6 +95,7 @@ __all__ = [
     "RunManyResult",
     "SandboxLimits",
     "SandboxResult",
+    "SchemaValidationError",
     "Secret",
     "ServerError",
     "Session",
@@ -128,6 +130,7 @@ if TYPE_CHECKING:
         NotFoundError,
         PermissionDeniedError,
         RateLimitError,
+        SchemaValidationError,
         ServerError,
         StreamError,
     )

@@ -16,7 +16,8 @@
     │   │   └── ServerError           5xx (retried)
     │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
     ├── BudgetExceededError           the session's budget would be exceeded
-    └── JSONExtractionError           no JSON could be recovered from a model's reply
+    ├── JSONExtractionError           no JSON could be recovered from a model's reply
+    └── SchemaValidationError         the answer did not match ``schema=``, even after a repair
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
@@ -46,6 +47,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "SchemaValidationError",
     "ServerError",
     "StreamError",
     "status_error_class",
@@ -79,6 +81,22 @@ class JSONExtractionError(HolynbError, ValueError):
     def __init__(self, message: str, *, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class SchemaValidationError(HolynbError, ValueError):
+    """The answer did not match ``schema=``, even after one repair round-trip.
+
+    ``raw`` holds the last reply's text, ``errors`` what did not match, and ``result`` the
+    last ChatResult (its usage and cost cover every round trip; the ledger has each call).
+    """
+
+    def __init__(
+        self, message: str, *, raw: str = "", errors: str = "", result: ChatResult | None = None
+    ) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.errors = errors
+        self.result = result
 
 
 class APIError(HolynbError):

@@ -59,6 +59,7 @@ class ChatResult:
     request_id: str | None = None
     cost_usd: float | None = None
     interrupted: bool = False
+    parsed: Any = None  # with schema=: the validated answer (a pydantic instance or a dict)
 
     def with_cost(self, cost_usd: float | None) -> ChatResult:
         """A copy with the cost filled in."""

@@ -93,6 +93,9 @@ class Session:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
         self.last_result: ChatResult | None = None
+        from holynb.structured import FormatSupport
+
+        self._format_support = FormatSupport()  # which endpoints take response_format json_schema
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -176,10 +179,25 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "chat",
+        schema: Any = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...)."""
+        request body as they are (``top_p=``, ``response_format=``, ...).
+
+        ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
+        ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
+        ``SchemaValidationError`` when it still does not fit after one repair round-trip."""
+        if schema is not None:
+            from holynb.structured import achat_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            return await achat_structured(
+                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
+            )
         body = self._body(prompt, model, system, temperature, max_tokens, params)
         client = self._client
         hold = self._reserve(body)

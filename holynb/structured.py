@@ -1,0 +1,452 @@
+"""Structured answers: ``schema=`` (a pydantic model or a JSON schema) on a chat call.
+
+>>> class Sentiment(pydantic.BaseModel):
+...     label: Literal["positive", "negative", "neutral"]
+...     confidence: float
+>>> r = session.chat("Classify: I loved it", schema=Sentiment)
+>>> r.parsed                      # Sentiment(label='positive', confidence=0.93)
+
+How a call goes:
+
+1. ``response_format={"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``
+   is sent, unless this endpoint and model already refused it. A refusal (HTTP 400/422 whose
+   message names ``response_format`` or ``json_schema``) is remembered per (endpoint, model) for
+   the session, and the call is sent again with the schema in the system prompt instead;
+   concurrent calls wait for the first one's verdict rather than all being refused.
+2. The reply is parsed (strict JSON, else :func:`holynb.extract_json`) and validated: pydantic
+   for a model class; for a dict schema ``jsonschema`` when it is installed, else a small
+   built-in check (types, enum, const, required, properties, additionalProperties, items,
+   anyOf/oneOf/allOf, $ref, bounds and lengths).
+3. If it does not match, the model is asked once more, with its reply and what was wrong.
+4. Still wrong: :class:`SchemaValidationError` with the raw text and the result.
+
+The returned ChatResult's ``parsed`` holds the validated answer (a model instance, or the
+decoded JSON for a dict schema); its usage, cost, latency and attempts cover every round trip.
+Every request, refused ones included, is a row of the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from holynb.errors import BadRequestError, HolynbError, SchemaValidationError
+
+if TYPE_CHECKING:
+    from holynb.results import ChatResult
+    from holynb.session import Prompt, Session
+
+__all__ = ["AnswerSchema", "FormatSupport", "SchemaValidationError", "achat_structured"]
+
+_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_ERRORS = 5
+_INSTRUCTIONS = (
+    "Answer with one JSON object that conforms to the JSON schema below, and nothing else "
+    "(no prose, no code fence).\n```json\n{schema}\n```"
+)
+_REPAIR = (
+    "Your answer does not match the JSON schema: {errors}\n"
+    "Answer again with only the corrected JSON object."
+)
+_HINT = (
+    "Hint: loosen the schema, raise max_tokens if the answer was cut, or try a stronger model; "
+    "the last reply is in err.raw and its figures in err.result."
+)
+
+
+class _Mismatch(Exception):
+    """The reply is not JSON, or not JSON that fits the schema; the message says why."""
+
+
+@dataclass(frozen=True)
+class AnswerSchema:
+    """What ``schema=`` asks for: the JSON schema to send and how to validate a reply.
+
+    >>> AnswerSchema.of(Sentiment).response_format()["json_schema"]["name"]
+    'Sentiment'
+    """
+
+    name: str
+    schema: dict[str, Any]
+    strict: bool
+    model: Any = None  # the pydantic model class, when one was given
+
+    @classmethod
+    def of(cls, schema: Any) -> AnswerSchema:
+        """From a pydantic model class, a JSON schema dict, or an OpenAI-style
+        ``{"name": ..., "schema": {...}}`` wrapper. Raises TypeError for anything else."""
+        if isinstance(schema, AnswerSchema):
+            return schema
+        if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+            sent, strict = _strict_schema(schema.model_json_schema())
+            return cls(_clean_name(schema.__name__), sent, strict, schema)
+        if isinstance(schema, Mapping):
+            raw = dict(schema)
+            name = raw.get("title")
+            if isinstance(raw.get("schema"), Mapping) and "type" not in raw:
+                name = raw.get("name") or raw["schema"].get("title")
+                raw = dict(raw["schema"])
+            sent, strict = _strict_schema(raw)
+            return cls(_clean_name(str(name or "answer")), sent, strict)
+        raise TypeError(
+            "schema= takes a pydantic model class (class Answer(pydantic.BaseModel): ...) or a "
+            f"JSON schema dict such as {{'type': 'object', 'properties': {{...}}}}, not "
+            f"{type(schema).__name__}."
+        )
+
+    def response_format(self) -> dict[str, Any]:
+        """The ``response_format`` request parameter for this schema."""
+        inner = {"name": self.name, "schema": self.schema, "strict": self.strict}
+        return {"type": "json_schema", "json_schema": inner}
+
+    def instructions(self) -> str:
+        """The system-prompt text that asks for this schema (for endpoints without
+        ``response_format``)."""
+        return _INSTRUCTIONS.format(schema=json.dumps(self.schema, indent=1))
+
+    @property
+    def fields(self) -> list[str]:
+        """The top-level property names (the columns ``map`` adds)."""
+        props = self.schema.get("properties")
+        return list(props) if isinstance(props, Mapping) else []
+
+    def parse(self, text: str) -> Any:
+        """The validated answer in ``text``; raises ``_Mismatch`` saying what is wrong."""
+        value = _decode(text, self.fields)
+        if self.model is not None:
+            return _validate_pydantic(self.model, value)
+        _validate_dict(self.schema, value)
+        return value
+
+    def columns(self, parsed: Any) -> dict[str, Any]:
+        """``parsed`` as a flat dict of its top-level fields, for a DataFrame row."""
+        if hasattr(parsed, "model_dump"):
+            return dict(parsed.model_dump(mode="json"))
+        if isinstance(parsed, Mapping):
+            return dict(parsed)
+        return {"value": parsed}
+
+
+def _clean_name(name: str) -> str:
+    return _NAME.sub("_", name)[:64] or "answer"
+
+
+def _strict_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A copy with ``additionalProperties: false`` on every object that does not say otherwise,
+    and whether it qualifies for strict mode (every property required, none open)."""
+    out = copy.deepcopy(schema)
+    strict = True
+
+    def visit(node: Any) -> None:
+        nonlocal strict
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                node.setdefault("additionalProperties", False)
+                props = node.get("properties") or {}
+                if node["additionalProperties"] is not False or set(props) - set(
+                    node.get("required") or ()
+                ):
+                    strict = False
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(out)
+    return out, strict
+
+
+def _decode(text: str, fields: list[str]) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        pass
+    from holynb.jsonx import extract_json
+
+    try:
+        return extract_json(text, expect_keys=fields or None)
+    except HolynbError:
+        excerpt = " ".join(text.split())[:120]
+        raise _Mismatch(f"the reply is not JSON (it starts {excerpt!r})") from None
+
+
+def _validate_pydantic(model: Any, value: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in err.errors()[:_MAX_ERRORS]
+        ]
+        raise _Mismatch("; ".join(problems)) from None
+
+
+def _validate_dict(schema: dict[str, Any], value: Any) -> None:
+    try:
+        import jsonschema
+    except ImportError:
+        problems = _check(value, schema, schema, "")
+    else:
+        cls = jsonschema.validators.validator_for(schema)
+        errors = sorted(cls(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
+        problems = [f"{e.json_path.removeprefix('$.') or '(root)'}: {e.message}" for e in errors]
+    if problems:
+        raise _Mismatch("; ".join(problems[:_MAX_ERRORS]))
+
+
+# -- a small validator for when jsonschema is not installed ------------------------------------
+
+_TYPES: dict[str, Any] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    if name == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = _TYPES.get(name)
+    return kind is None or isinstance(value, kind)
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target.get(part, {}) if isinstance(target, dict) else {}
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _check(value: Any, node: Any, root: dict[str, Any], path: str) -> list[str]:
+    """Problems of ``value`` against ``node``, as ``path: message`` strings (a subset of JSON
+    Schema: enough for the schemas people give models)."""
+    if not isinstance(node, dict):
+        return []
+    node = _resolve(node, root)
+    where = path or "(root)"
+    types = node.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_is_type(value, t) for t in names):
+            return [f"{where}: {json.dumps(value)[:60]} is not of type {' or '.join(names)}"]
+    if "enum" in node and value not in node["enum"]:
+        return [f"{where}: {json.dumps(value)[:60]} is not one of {node['enum']}"]
+    if "const" in node and value != node["const"]:
+        return [f"{where}: {json.dumps(value)[:60]} should be {json.dumps(node['const'])}"]
+    for key in ("anyOf", "oneOf"):
+        options = node.get(key)
+        if options and all(_check(value, o, root, path) for o in options):
+            return [f"{where}: matches none of the {key} options"]
+    problems: list[str] = []
+    for option in node.get("allOf") or ():
+        problems += _check(value, option, root, path)
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        for name in node.get("required") or ():
+            if name not in value:
+                problems.append(f"{path + '.' if path else ''}{name}: field required")
+        for name, item in value.items():
+            sub = f"{path}.{name}" if path else name
+            if name in props:
+                problems += _check(item, props[name], root, sub)
+            elif node.get("additionalProperties") is False:
+                problems.append(f"{sub}: extra field not allowed")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += _check(item, node.get("items"), root, f"{path}[{i}]")
+        if len(value) < node.get("minItems", 0):
+            problems.append(f"{where}: fewer than {node['minItems']} items")
+        if "maxItems" in node and len(value) > node["maxItems"]:
+            problems.append(f"{where}: more than {node['maxItems']} items")
+    if isinstance(value, str):
+        if len(value) < node.get("minLength", 0):
+            problems.append(f"{where}: shorter than {node['minLength']} characters")
+        if "maxLength" in node and len(value) > node["maxLength"]:
+            problems.append(f"{where}: longer than {node['maxLength']} characters")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        for key, bad in (
+            ("minimum", lambda v, b: v < b),
+            ("maximum", lambda v, b: v > b),
+            ("exclusiveMinimum", lambda v, b: v <= b),
+            ("exclusiveMaximum", lambda v, b: v >= b),
+        ):
+            if key in node and bad(value, node[key]):
+                problems.append(f"{where}: {value} breaks {key} {node[key]}")
+    return problems
+
+
+# -- what each endpoint accepts ----------------------------------------------------------------
+
+
+@dataclass
+class FormatSupport:
+    """Which (endpoint, model) pairs accept ``response_format`` ``json_schema``: True, False,
+    or absent (not asked yet). One per Session."""
+
+    known: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _locks: dict[tuple[int, str, str], asyncio.Lock] = field(default_factory=dict, repr=False)
+
+    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        """The lock the first request to ``key`` holds while it finds out (per event loop)."""
+        return self._locks.setdefault((id(asyncio.get_running_loop()), *key), asyncio.Lock())
+
+
+def _refuses_format(err: BadRequestError) -> bool:
+    text = f"{err.message} {err.body or ''}".lower()
+    return "response_format" in text or "json_schema" in text
+
+
+# -- the call ----------------------------------------------------------------------------------
+
+
+def _with_instructions(messages: list[dict[str, Any]], spec: AnswerSchema) -> list[dict[str, Any]]:
+    text = spec.instructions()
+    first = messages[0]
+    if first.get("role") in ("system", "developer") and isinstance(first.get("content"), str):
+        return [{**first, "content": f"{first['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def combine(results: list[ChatResult], parsed: Any = None) -> ChatResult:
+    """The last result, with usage, cost, latency and attempts summed over ``results`` (the
+    round trips of one structured answer) and ``parsed`` set."""
+    from holynb.results import Usage
+
+    last = results[-1]
+    if len(results) == 1:
+        return replace(last, parsed=parsed)
+    usages = [r.usage for r in results]
+    costs = [r.cost_usd for r in results]
+    return replace(
+        last,
+        usage=Usage(
+            prompt_tokens=sum(u.prompt_tokens for u in usages),
+            completion_tokens=sum(u.completion_tokens for u in usages),
+            cached_tokens=sum(u.cached_tokens for u in usages),
+            reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+            estimated=any(u.estimated for u in usages),
+        ),
+        cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c),
+        latency_ms=sum(r.latency_ms for r in results),
+        ttft_ms=results[0].ttft_ms,
+        attempts=sum(r.attempts for r in results),
+        parsed=parsed,
+    )
+
+
+async def achat_structured(
+    session: Session,
+    prompt: Prompt,
+    schema: Any,
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    tag: str | None = None,
+    kind: str = "chat",
+    **params: Any,
+) -> ChatResult:
+    """Ask for an answer that fits ``schema``; see the module docstring. ``params`` go into
+    the request body (``temperature``, ``max_tokens``, ...). Raises SchemaValidationError."""
+    from holynb.session import build_messages
+
+    if "response_format" in params:
+        raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")
+    spec = AnswerSchema.of(schema)
+    messages = build_messages(prompt, system)
+    model = model or session.model
+    results: list[ChatResult] = []
+    reply = await _ask(session, spec, messages, model, tag, kind, params, results)
+    try:
+        parsed = spec.parse(reply.text)
+    except _Mismatch as first:
+        asked = [*messages, {"role": "assistant", "content": reply.text}]
+        asked.append({"role": "user", "content": _REPAIR.format(errors=first)})
+        reply = await _ask(session, spec, asked, model, tag, kind, params, results)
+        try:
+            parsed = spec.parse(reply.text)
+        except _Mismatch as second:
+            result = combine(results)
+            session.last_result = result
+            cut = " (the reply was cut at max_tokens)" if reply.finish_reason == "length" else ""
+            raise SchemaValidationError(
+                f"{model}'s answer does not match the schema {spec.name!r} after one repair "
+                f"round-trip{cut}: {second}\n{_HINT}",
+                raw=reply.text,
+                errors=str(second),
+                result=result,
+            ) from None
+    result = combine(results, parsed)
+    session.last_result = result
+    return result
+
+
+async def _ask(
+    session: Session,
+    spec: AnswerSchema,
+    messages: list[dict[str, Any]],
+    model: str,
+    tag: str | None,
+    kind: str,
+    params: dict[str, Any],
+    results: list[ChatResult],
+) -> ChatResult:
+    support = session._format_support
+    key = (session.base_url, model)
+    reply = None
+    if key not in support.known:
+        async with support.lock(key):  # the first request finds out; the others wait for it
+            if key not in support.known:
+                try:
+                    reply = await _send(session, spec, messages, model, tag, kind, params, None)
+                except BadRequestError as err:
+                    if not _refuses_format(err):
+                        raise
+                    support.known[key] = False
+                    reply = await _send(session, spec, messages, model, tag, kind, params, False)
+                else:
+                    support.known[key] = True
+    if reply is None:
+        reply = await _send(session, spec, messages, model, tag, kind, params, support.known[key])
+    results.append(reply)
+    return reply
+
+
+async def _send(
+    session: Session,
+    spec: AnswerSchema,
+    messages: list[dict[str, Any]],
+    model: str,
+    tag: str | None,
+    kind: str,
+    params: dict[str, Any],
+    accepted: bool | None,
+) -> ChatResult:
+    if accepted is False:
+        return await session.achat(
+            _with_instructions(messages, spec), model=model, tag=tag, kind=kind, **params
+        )
+    return await session.achat(
+        messages,
+        model=model,
+        tag=tag,
+        kind=kind,
+        response_format=spec.response_format(),
+        **params,
+    )
