@@ -226,11 +226,28 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "stream",
+        schema: Any = None,
         **params: Any,
     ) -> AsyncIterator[str]:
         """The answer's text as it arrives (async). When the stream ends, stops early or fails,
-        what arrived is recorded in the ledger and kept in ``session.last_result``."""
+        what arrived is recorded in the ledger and kept in ``session.last_result``.
+
+        ``schema`` asks for a structured answer, validated when the stream ends (into
+        ``session.last_result.parsed``); no repair round-trip, since the text was shown."""
         from holynb._client import StreamState
+
+        if schema is not None:
+            from holynb.structured import astream_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            async for text in astream_structured(
+                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
+            ):
+                yield text
+            return
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
         client = self._client

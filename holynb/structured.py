@@ -31,7 +31,7 @@ import asyncio
 import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,13 @@ if TYPE_CHECKING:
     from holynb.results import ChatResult
     from holynb.session import Prompt, Session
 
-__all__ = ["AnswerSchema", "FormatSupport", "SchemaValidationError", "achat_structured"]
+__all__ = [
+    "AnswerSchema",
+    "FormatSupport",
+    "SchemaValidationError",
+    "achat_structured",
+    "astream_structured",
+]
 
 _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_ERRORS = 5
@@ -450,3 +456,60 @@ async def _send(
         response_format=spec.response_format(),
         **params,
     )
+
+
+async def astream_structured(
+    session: Session,
+    prompt: Prompt,
+    schema: Any,
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    tag: str | None = None,
+    kind: str = "stream",
+    **params: Any,
+) -> AsyncIterator[str]:
+    """Stream an answer that should fit ``schema``; when it ends, ``session.last_result.parsed``
+    holds it validated. No repair round-trip (the text was already shown): a mismatch raises
+    SchemaValidationError at the end of the stream. A refused ``response_format`` is retried
+    with instructions and remembered, as for ``chat``."""
+    from holynb.session import build_messages
+
+    if "response_format" in params:
+        raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")
+    spec = AnswerSchema.of(schema)
+    messages = build_messages(prompt, system)
+    model = model or session.model
+    key = (session.base_url, model)
+    accepted = session._format_support.known.get(key)
+    while True:
+        if accepted is False:
+            asked, extra = _with_instructions(messages, spec), params
+        else:
+            asked, extra = messages, {**params, "response_format": spec.response_format()}
+        sent = False
+        try:
+            async for text in session.astream(asked, model=model, tag=tag, kind=kind, **extra):
+                sent = True
+                yield text
+        except BadRequestError as err:
+            if sent or accepted is not None or not _refuses_format(err):
+                raise
+            session._format_support.known[key] = accepted = False
+            continue
+        if accepted is None:
+            session._format_support.known[key] = True
+        break
+    result = session.last_result
+    if result is None:
+        return
+    try:
+        parsed = spec.parse(result.text)
+    except _Mismatch as err:
+        raise SchemaValidationError(
+            f"{model}'s streamed answer does not match the schema {spec.name!r}: {err}\n{_HINT}",
+            raw=result.text,
+            errors=str(err),
+            result=result,
+        ) from None
+    session.last_result = replace(result, parsed=parsed)

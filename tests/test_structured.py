@@ -280,3 +280,34 @@ def test_local_json_checks_the_response_format_like_openai(local: LocalServer) -
                 "json_schema": {"name": "a", "schema": SENTIMENT_SCHEMA},
             },
         )
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+def test_a_stream_is_validated_when_it_ends(session: holynb.Session) -> None:
+    text = "".join(session.stream("Classify: positive", schema=Sentiment))
+    assert text == '{"label": "positive", "confidence": 0.5}'
+    assert session.last_result is not None
+    assert session.last_result.parsed == Sentiment(label="positive", confidence=0.5)
+
+
+def test_a_stream_falls_back_to_instructions_once(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    for _ in range(2):
+        "".join(session.stream("Classify: neutral", schema=Sentiment, model="local/json-noformat"))
+        assert session.last_result is not None and session.last_result.parsed.label == "neutral"
+    log = _chat_log(local)
+    # (the client also retries a refused stream once without stream_options: two 400s)
+    assert [e["status"] for e in log][-2:] == [200, 200]
+    assert {e["status"] for e in log[:-2]} == {400}
+    assert not any("response_format" in e["body"] for e in log[-2:])
+
+
+def test_a_stream_that_breaks_the_schema_raises_at_the_end(session: holynb.Session) -> None:
+    seen: list[str] = []
+    with pytest.raises(holynb.SchemaValidationError):
+        for text in session.stream("holynb: invalid x", schema=Sentiment):
+            seen.append(text)
+    assert "".join(seen) == '{"label": 12345, "confidence": 0.5}'
