@@ -60,6 +60,7 @@ _ERRORS = (
     "StreamError",
     "BudgetExceededError",
     "JSONExtractionError",
+    "MapInterrupted",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -84,6 +85,7 @@ __all__ = [
     "JSONExtractionError",
     "Limits",
     "LocalServer",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "ModelPrice",
     "NotFoundError",
@@ -124,6 +126,7 @@ if TYPE_CHECKING:
         ConflictError,
         HolynbError,
         JSONExtractionError,
+        MapInterrupted,
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,

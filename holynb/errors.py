@@ -18,6 +18,9 @@
     ├── BudgetExceededError           the session's budget would be exceeded
     └── JSONExtractionError           no JSON could be recovered from a model's reply
 
+    KeyboardInterrupt
+    └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
+
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
 saying what to do next. The API key never appears in any of them: the client redacts it.
@@ -42,6 +45,7 @@ __all__ = [
     "ConflictError",
     "HolynbError",
     "JSONExtractionError",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -79,6 +83,15 @@ class JSONExtractionError(HolynbError, ValueError):
     def __init__(self, message: str, *, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class MapInterrupted(KeyboardInterrupt):
+    """``Session.map`` was interrupted (the kernel's Interrupt, Ctrl-C): the requests in flight
+    were cancelled; ``frame`` holds every row finished before (also kept in the checkpoint)."""
+
+    def __init__(self, message: str, *, frame: Any = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 class APIError(HolynbError):
