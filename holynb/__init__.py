@@ -61,6 +61,7 @@ _ERRORS = (
     "BudgetExceededError",
     "JSONExtractionError",
     "SchemaValidationError",
+    "MapInterrupted",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -85,6 +86,7 @@ __all__ = [
     "JSONExtractionError",
     "Limits",
     "LocalServer",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "ModelPrice",
     "NotFoundError",
@@ -126,6 +128,7 @@ if TYPE_CHECKING:
         ConflictError,
         HolynbError,
         JSONExtractionError,
+        MapInterrupted,
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,

@@ -19,6 +19,9 @@
     ├── JSONExtractionError           no JSON could be recovered from a model's reply
     └── SchemaValidationError         the answer did not match ``schema=``, even after a repair
 
+    KeyboardInterrupt
+    └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
+
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
 saying what to do next. The API key never appears in any of them: the client redacts it.
@@ -43,6 +46,7 @@ __all__ = [
     "ConflictError",
     "HolynbError",
     "JSONExtractionError",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -97,6 +101,15 @@ class SchemaValidationError(HolynbError, ValueError):
         self.raw = raw
         self.errors = errors
         self.result = result
+
+
+class MapInterrupted(KeyboardInterrupt):
+    """``Session.map`` was interrupted (the kernel's Interrupt, Ctrl-C): the requests in flight
+    were cancelled; ``frame`` holds every row finished before (also kept in the checkpoint)."""
+
+    def __init__(self, message: str, *, frame: Any = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 class APIError(HolynbError):

@@ -47,6 +47,7 @@ class ChatResult:
 
     >>> r = session.chat("Say hi")
     >>> r.text, r.usage.total_tokens, r.cost_usd, r.latency_ms
+    >>> r.cache_hit, r.saved_usd    # from the cache: cost_usd is 0.0, saved_usd what it saved
     """
 
     text: str
@@ -60,6 +61,8 @@ class ChatResult:
     cost_usd: float | None = None
     interrupted: bool = False
     parsed: Any = None  # with schema=: the validated answer (a pydantic instance or a dict)
+    cache_hit: bool = False  # answered from the response cache or a checkpoint: nothing sent
+    saved_usd: float | None = None  # for a cache hit, what the call would have cost
 
     def with_cost(self, cost_usd: float | None) -> ChatResult:
         """A copy with the cost filled in."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
+    from holynb.bulk import Prompts
+    from holynb.cache import CallCache, ResponseCache
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
@@ -49,7 +52,9 @@ class Session:
 
     ``budget_usd`` refuses calls before sending once they could exceed it; ``log_path`` (or
     ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start; ``prices`` adds or
-    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
+    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
+    ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
+    request already asked from the file, sending nothing (see ``holynb.cache``).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Session:
         budget_usd: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
+        cache: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             base_url=base_url,
@@ -93,6 +99,8 @@ class Session:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
         self.last_result: ChatResult | None = None
+        self._cache: ResponseCache | None = None
+        self.cache = cache
         from holynb.structured import FormatSupport
 
         self._format_support = FormatSupport()  # which endpoints take response_format json_schema
@@ -132,6 +140,20 @@ class Session:
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
         self._budget = None if limit is None else Budget(limit, spent_usd=self.total_cost_usd)
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache (None: no cache). Settable: a path, True, False or None.
+
+        >>> s.cache.stats(); s.cache.clear()
+        """
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+        from holynb.cache import open_cache
+
+        self._cache = open_cache(cache, self.settings.base_url)
 
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
@@ -179,11 +201,13 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "chat",
+        cache: CallCache = None,
         schema: Any = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...).
+        request body as they are (``top_p=``, ``response_format=``, ...). With a response cache,
+        ``cache=False`` skips it for this call and ``cache="refresh"`` asks again.
 
         ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
         ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
@@ -195,10 +219,15 @@ class Session:
                 params["temperature"] = temperature
             if max_tokens is not None:
                 params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
             return await achat_structured(
                 self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
             )
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            return hit
         client = self._client
         hold = self._reserve(body)
         try:
@@ -209,7 +238,9 @@ class Session:
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
             raise
-        return self._record(result, body, kind, tag, hold)
+        result = self._record(result, body, kind, tag, hold)
+        self._cache_save(body, result, cache)
+        return result
 
     def chat(self, prompt: Prompt, **kwargs: Any) -> ChatResult:
         """Ask once and wait for the whole answer. Works in a notebook cell, a script, and
@@ -226,11 +257,13 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "stream",
+        cache: CallCache = None,
         schema: Any = None,
         **params: Any,
     ) -> AsyncIterator[str]:
         """The answer's text as it arrives (async). When the stream ends, stops early or fails,
-        what arrived is recorded in the ledger and kept in ``session.last_result``.
+        what arrived is recorded in the ledger and kept in ``session.last_result``. A cached
+        answer is replayed in pieces (``cache=`` as for ``achat``).
 
         ``schema`` asks for a structured answer, validated when the stream ends (into
         ``session.last_result.parsed``); no repair round-trip, since the text was shown."""
@@ -243,6 +276,8 @@ class Session:
                 params["temperature"] = temperature
             if max_tokens is not None:
                 params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
             async for text in astream_structured(
                 self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
             ):
@@ -250,6 +285,14 @@ class Session:
             return
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            from holynb.cache import replay_pieces
+
+            for piece in replay_pieces(hit.text):
+                yield piece
+                await asyncio.sleep(0)
+            return
         client = self._client
         hold = self._reserve(body)
         progress = StreamState(model=body["model"])
@@ -262,12 +305,74 @@ class Session:
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
             self._record(progress.result(interrupted=True), body, kind, tag, hold)
             raise
-        self._record(progress.result(), body, kind, tag, hold)
+        result = self._record(progress.result(), body, kind, tag, hold)
+        self._cache_save(body, result, cache)
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
         """The answer's text as it arrives. Same arguments as ``astream``; an interrupt or a
         ``break`` stops the request and records what arrived."""
         return default_loop().iterate(self.astream(prompt, **kwargs))
+
+    async def amap(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently (async); see ``map``."""
+        from holynb.bulk import amap
+
+        return await amap(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, **params,
+        )  # fmt: skip
+
+    def map(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently; one row per prompt, in input order.
+
+        >>> df = s.map(reviews, template="Classify: {review}", checkpoint="run.sqlite")
+        >>> reviews.join(df[["text", "ok"]])
+
+        ``prompts``: a list of strings or message lists, a pandas Series, or a DataFrame with
+        ``template``. A failed item is recorded on its row (``ok=False``, ``error``); with
+        ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
+        answer in a file as it arrives: running the same call again sends only what is not
+        stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
+        (``.frame``). See ``holynb.bulk`` for the columns.
+        """
+        from holynb.bulk import map_sync
+
+        return map_sync(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, **params,
+        )  # fmt: skip
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
@@ -325,6 +430,30 @@ class Session:
             )
             result = replace(result, usage=usage)
         return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
+
+    def _cache_hit(
+        self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
+    ) -> ChatResult | None:
+        """The cached answer to ``body``, recorded in the ledger as a free hit; or None."""
+        if self._cache is None or cache is False or cache == "refresh":
+            return None
+        started = time.perf_counter()
+        stored = self._cache.lookup(body)
+        if stored is None:
+            return None
+        from holynb.cache import as_hit
+
+        saved = self.prices.cost(stored.model, stored.usage)
+        self._cache.note_saved(saved)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
+        self._append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
+        self.last_result = hit
+        return hit
+
+    def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
+        if self._cache is not None and cache is not False:
+            self._cache.save(body, result)
 
     def _append(self, record: CallRecord, hold: int | None) -> None:
         self._ledger.append(record)
@@ -420,6 +549,8 @@ class Session:
             default_loop().run(self._client_obj.aclose())
         if self._store is not None:
             self._store.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> Session:
         return self
