@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
+    "side_by_side": "holynb.sidebyside",
 }
 _ERRORS = (
     "HolynbError",
@@ -111,6 +112,7 @@ __all__ = [
     "local_session",
     "result_card_html",
     "run_sandboxed",
+    "side_by_side",
 ]
 
 if TYPE_CHECKING:
@@ -152,6 +154,7 @@ if TYPE_CHECKING:
     from holynb.sandbox import SandboxResult, arun_sandboxed, run_sandboxed
     from holynb.server import LocalServer
     from holynb.session import Session
+    from holynb.sidebyside import side_by_side
 
 
 def __getattr__(name: str) -> Any:

@@ -239,6 +239,7 @@ class MapRun:
         self._bar: Any = None
         self._postfix_at = 0.0
         self.startup_s: float | None = None  # from arun() to the first request sent
+        self.schema = _schema_of(self.requests)
 
     # -- the frame ----------------------------------------------------------------------------
 
@@ -252,6 +253,8 @@ class MapRun:
         frame = pd.DataFrame(data, index=self.index[positions], columns=list(RESULT_COLUMNS))
         for name, dtype in _DTYPES.items():
             frame[name] = frame[name].astype(dtype)
+        if self.schema is not None:  # schema=: the answer's fields become columns
+            frame = self.schema.add_columns(frame)
         return frame
 
     # -- running ------------------------------------------------------------------------------
@@ -265,7 +268,7 @@ class MapRun:
             try:
                 bodies[i] = self.session._body(
                     req.prompt, req.model, req.system, req.temperature, req.max_tokens,
-                    dict(req.params),
+                    sent_params(req.params),
                 )  # fmt: skip
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
                 self.rows[i] = self._failure_row(req, None, err, 0.0)
@@ -341,7 +344,7 @@ class MapRun:
     def _failure_row(
         self, req: Request, body: dict[str, Any] | None, err: BaseException, elapsed_ms: float
     ) -> tuple[Any, ...]:
-        message = err.message if isinstance(err, APIError) else str(err)
+        message = getattr(err, "message", None) or str(err)
         partial: ChatResult | None = getattr(err, "partial", None)
         model = body["model"] if body is not None else (req.model or self.session.model)
         attempts = getattr(err, "attempts", 0) if isinstance(err, APIError) else 0
@@ -388,6 +391,26 @@ class MapRun:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.close()
             self._bar = None
+
+
+def sent_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as the request carries them (what its key is made of): ``schema``
+    becomes the ``response_format`` it asks for."""
+    out = {k: v for k, v in params.items() if k != "schema"}
+    if params.get("schema") is not None:
+        from holynb.structured import AnswerSchema
+
+        out["response_format"] = AnswerSchema.of(params["schema"]).response_format()
+    return out
+
+
+def _schema_of(requests: Sequence[Request]) -> Any:
+    from holynb.structured import AnswerSchema
+
+    for req in requests:
+        if req.params.get("schema") is not None:
+            return AnswerSchema.of(req.params["schema"])
+    return None
 
 
 _DTYPES = {

@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from holynb.errors import APIError, HolynbError
+from holynb.errors import APIError, HolynbError, MapInterrupted
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from holynb.bulk import MapRun, Prompts
     from holynb.results import ChatResult
     from holynb.session import Prompt, Session
 
-__all__ = ["astream_models", "models_from"]
+__all__ = [
+    "LEADING_COLUMNS",
+    "acompare",
+    "astream_models",
+    "compare_sync",
+    "long_frame",
+    "models_from",
+]
+
+LEADING_COLUMNS = ("prompt_index", "prompt", "model")
+_RUN_OPTIONS = ("concurrency", "checkpoint", "progress", "errors", "tag")
 
 Event = tuple[int, str, Any]  # (column, "text" | "done" | "failed" | "interrupted", payload)
 
@@ -96,3 +110,61 @@ def partial_of(err: BaseException) -> ChatResult | None:
         if isinstance(value, ChatResult):
             return value
     return None
+
+
+# -- compare: every prompt to every model ------------------------------------------------------
+
+
+def _make_run(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> tuple[MapRun, list[Any]]:
+    from holynb.bulk import MapRun, requests_from
+
+    names = models_from(models)
+    options = {name: kwargs.pop(name) for name in _RUN_OPTIONS if name in kwargs}
+    template = kwargs.pop("template", None)
+    base, index = requests_from(prompts, template, **kwargs)
+    requests, labels = [], []
+    for label, request in zip(index, base, strict=True):
+        for model in names:  # prompt by prompt: every model gets its share from the start
+            requests.append(replace(request, model=model))
+            labels.append(label)
+    run = MapRun(session, requests, kind="compare", description="compare", **options)
+    return run, labels
+
+
+def long_frame(frame: pd.DataFrame, labels: Sequence[Any]) -> pd.DataFrame:
+    """``frame`` (MapRun's rows, indexed by position) with ``prompt_index`` (the prompt's
+    label in the input), ``prompt`` and ``model`` first."""
+    out = frame.copy()
+    out.insert(0, "prompt_index", [labels[i] for i in frame.index])
+    rest = [c for c in out.columns if c not in LEADING_COLUMNS]
+    return out[[*LEADING_COLUMNS, *rest]]
+
+
+async def acompare(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> pd.DataFrame:
+    """``Session.acompare``: the long frame (see the module docstring)."""
+    run, labels = _make_run(session, prompts, models, **kwargs)
+    return long_frame(await run.arun(), labels)
+
+
+def compare_sync(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> pd.DataFrame:
+    """``Session.compare``: ``acompare`` on holynb's loop thread; an interrupt raises
+    ``MapInterrupted`` with the finished rows (in the long form)."""
+    from holynb._loop import default_loop
+
+    run, labels = _make_run(session, prompts, models, **kwargs)
+    try:
+        return long_frame(default_loop().run(run.arun()), labels)
+    except KeyboardInterrupt:
+        frame = long_frame(run.frame(), labels)
+        raise MapInterrupted(
+            f"compare interrupted: {len(frame)} of {len(run.requests)} answers finished; they "
+            "are in this exception's .frame (with checkpoint=, running the same call again "
+            "continues).",
+            frame=frame,
+        ) from None

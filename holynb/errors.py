@@ -98,9 +98,15 @@ class SchemaValidationError(HolynbError, ValueError):
         self, message: str, *, raw: str = "", errors: str = "", result: ChatResult | None = None
     ) -> None:
         super().__init__(message)
+        self.message = message.split("\nHint:")[0]
         self.raw = raw
         self.errors = errors
         self.result = result
+
+    @property
+    def partial(self) -> ChatResult | None:
+        """The last result (as ``APIError.partial``: what arrived and was paid for)."""
+        return self.result
 
 
 class MapInterrupted(KeyboardInterrupt):

@@ -37,7 +37,7 @@ __all__ = ["KeyStore", "request_key"]
 # Body fields that change how an answer is delivered or billed to whom, never what it says.
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 _RESULT_FIELDS = frozenset(f.name for f in fields(ChatResult))
-_NOT_STORED = frozenset({"cache_hit", "saved_usd", "interrupted"})
+_NOT_STORED = frozenset({"cache_hit", "saved_usd", "interrupted", "parsed"})  # parsed: from text
 _SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per SELECT ... IN (...)
 

@@ -327,6 +327,7 @@ class Session:
         progress: bool = True,
         errors: str = "record",
         tag: str | None = None,
+        schema: Any = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently (async); see ``map``."""
@@ -335,7 +336,8 @@ class Session:
         return await amap(
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
-            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, **params,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
         )  # fmt: skip
 
     def map(
@@ -352,6 +354,7 @@ class Session:
         progress: bool = True,
         errors: str = "record",
         tag: str | None = None,
+        schema: Any = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently; one row per prompt, in input order.
@@ -364,14 +367,78 @@ class Session:
         ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
         answer in a file as it arrives: running the same call again sends only what is not
         stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
-        (``.frame``). See ``holynb.bulk`` for the columns.
+        (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
+        structured answer: its fields become columns, and an answer that does not fit (after
+        one repair) is that item's error. See ``holynb.bulk`` for the columns.
         """
         from holynb.bulk import map_sync
 
         return map_sync(
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
-            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, **params,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
+        )  # fmt: skip
+
+    async def acompare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently (async); see ``compare``."""
+        from holynb.compare import acompare
+
+        return await acompare(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+        )  # fmt: skip
+
+    def compare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently; one row per (prompt, model).
+
+        >>> cmp = s.compare(["Define entropy"], models=["gpt-4.1", "deepseek-v3.2"])
+        >>> holynb.side_by_side(cmp)    # one row per prompt, a column group per model
+
+        Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
+        map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
+        has the failure on its own rows; the others are intact. ``prompts``, ``template``,
+        ``checkpoint``, ``concurrency`` and the rest work as in ``map``.
+        """
+        from holynb.compare import compare_sync
+
+        return compare_sync(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
         )  # fmt: skip
 
     async def amodels(self) -> list[str]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb.display import (
+    _ERROR_STYLE,
     MAX_UPDATES_PER_SECOND,
     StreamView,
     _answer_html,
@@ -29,7 +30,6 @@ from holynb.display import (
     _Progress,
     _usd,
     display_mode,
-    error_html,
     error_text,
     figures_line,
 )
@@ -110,7 +110,10 @@ class SideBySide:
                 if not ok:
                     error = _text(self._cell(row, model, "error")) or "failed"
                     name, _, message = error.partition(": ")
-                    body += error_html(_Failure(name, message))
+                    body += (
+                        f'<div class="holynb-error" style="{_ERROR_STYLE}">'
+                        f"<strong>{escape_text(name)}</strong>: {escape_text(message)}</div>"
+                    )
                 figures = (
                     f"{_cost(self._cell(row, model, 'cost_usd'))}<br>"
                     f"{_latency(self._cell(row, model, 'latency_ms'))}"
@@ -144,15 +147,6 @@ class SideBySide:
                 lines.extend("    " + line for line in (text.strip() or "(no answer)").split("\n"))
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
-
-
-class _Failure(Exception):
-    """An error known only by its name and message (from a frame's ``error`` column)."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.name = name
 
 
 def _prompt_text(prompt: Any) -> str:

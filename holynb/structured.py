@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from holynb.errors import BadRequestError, HolynbError, SchemaValidationError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from holynb.results import ChatResult
     from holynb.session import Prompt, Session
 
@@ -133,9 +135,29 @@ class AnswerSchema:
         """``parsed`` as a flat dict of its top-level fields, for a DataFrame row."""
         if hasattr(parsed, "model_dump"):
             return dict(parsed.model_dump(mode="json"))
-        if isinstance(parsed, Mapping):
+        if isinstance(parsed, Mapping) and self.fields:
             return dict(parsed)
-        return {"value": parsed}
+        return {"parsed": parsed}
+
+    def add_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (map's columns) with one column per field of the answer, filled from each
+        ok row's ``text`` (empty on failed rows). A field named like a map column gets an
+        ``answer_`` prefix (``answer_text``); a schema without properties gives ``parsed``."""
+        names = self.fields or ["parsed"]
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for ok, text in zip(frame["ok"], frame["text"], strict=True):
+            row: dict[str, Any] = {}
+            if ok and isinstance(text, str):
+                try:
+                    row = self.columns(self.parse(text))
+                except _Mismatch:  # e.g. an answer stored before schema= was given
+                    row = {}
+            for name in names:
+                values[name].append(row.get(name))
+        frame = frame.copy()
+        for name in names:
+            frame[f"answer_{name}" if name in frame.columns else name] = values[name]
+        return frame
 
 
 def _clean_name(name: str) -> str:
