@@ -30,6 +30,7 @@ __all__ = [
     "compare_sync",
     "long_frame",
     "models_from",
+    "stream_to_view",
 ]
 
 LEADING_COLUMNS = ("prompt_index", "prompt", "model")
@@ -168,3 +169,66 @@ def compare_sync(
             "continues).",
             frame=frame,
         ) from None
+
+
+# -- one prompt, several models, streamed into a view ------------------------------------------
+
+
+def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) -> dict[str, Any]:
+    from holynb.bulk import RESULT_COLUMNS
+
+    row: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
+    row.update(prompt=prompt, model=model, ok=error is None, error=error, cache_hit=False)
+    row.update(prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=0.0, attempts=0)
+    if result is not None:
+        u = result.usage
+        row.update(
+            text=result.text, finish_reason=result.finish_reason, model=result.model,
+            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+            cost_usd=result.cost_usd, latency_ms=result.latency_ms, attempts=result.attempts,
+            cache_hit=result.cache_hit,
+        )  # fmt: skip
+    return row
+
+
+def stream_to_view(
+    session: Session, prompt: Prompt, models: Sequence[str], view: Any, **kwargs: Any
+) -> pd.DataFrame:
+    """Stream ``prompt`` from every model at once into ``view`` (``sidebyside.ColumnsView`` or
+    ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row
+    per model. An interrupt stops every stream: what arrived stays in the view and the ledger,
+    and those rows say ``Interrupted``.
+    """
+    import pandas as pd
+
+    from holynb._loop import default_loop
+    from holynb.bulk import _DTYPES
+
+    rows: list[dict[str, Any] | None] = [None] * len(models)
+    texts: list[list[str]] = [[] for _ in models]
+    try:
+        for i, kind, payload in default_loop().iterate(
+            astream_models(session, prompt, models, **kwargs)
+        ):
+            if kind == "text":
+                texts[i].append(payload)
+                view.append(i, payload)
+            elif kind == "done":
+                view.finish(i, payload)
+                rows[i] = _row(prompt, models[i], payload, None)
+            else:
+                view.fail(i, payload)
+                rows[i] = _row(prompt, models[i], partial_of(payload), failure_text(payload))
+    except KeyboardInterrupt:
+        for i, row in enumerate(rows):
+            if row is None:
+                view.interrupted(i, None)
+                rows[i] = _row(prompt, models[i], None, "Interrupted: stopped by the user")
+                rows[i]["text"] = "".join(texts[i])  # type: ignore[index]
+    frame = pd.DataFrame([r for r in rows if r is not None])
+    frame.insert(0, "prompt_index", 0)
+    rest = [c for c in frame.columns if c not in LEADING_COLUMNS]
+    frame = frame[[*LEADING_COLUMNS, *rest]]
+    for name, dtype in _DTYPES.items():
+        frame[name] = frame[name].astype(dtype)
+    return frame

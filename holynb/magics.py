@@ -131,7 +131,12 @@ class LLMMagics(Magics):
     # -- %%llm / %llm --------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-m", "--model", help="model to ask (default: the session's)")
+    @argument(
+        "-m",
+        "--model",
+        help="model to ask (default: the session's); several, comma-separated, answer side by "
+        "side (-o VAR keeps their long frame)",
+    )
     @argument("-s", "--system", help="system prompt")
     @argument("-t", "--temperature", type=float, help="sampling temperature")
     @argument("--max-tokens", type=int, help="most tokens to generate")
@@ -200,6 +205,8 @@ class LLMMagics(Magics):
         from holynb.tokens import estimate_messages_tokens
 
         session = self.session
+        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            return self._ask_models(session, text, args)
         model = args.model or session.model
         messages = self._messages(text, args.chat)
         prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
@@ -305,6 +312,51 @@ class LLMMagics(Magics):
 
                 display(JSON(value))
         return None
+
+    def _ask_models(self, session: Session, text: str, args: Any) -> None:
+        """``%%llm -m a,b,c``: the prompt to every model at once, streamed side by side; ``-o``
+        keeps the long frame (as ``Session.compare``), ``_llm`` maps each model to its text."""
+        from IPython.core.error import UsageError
+
+        from holynb.compare import models_from, stream_to_view
+        from holynb.results import Usage
+        from holynb.sidebyside import make_columns_view
+        from holynb.tokens import estimate_messages_tokens
+
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--chat", args.chat),
+                ("--bg", args.bg),
+                (f"-f {args.format}", args.format in ("code", "json")),
+            )
+            if used
+        ]
+        if unsupported:
+            raise UsageError(
+                f"%%llm: {', '.join(unsupported)} takes one model; with several (-m a,b,c) the "
+                "answers stream side by side. Pick one model for it."
+            )
+        models = models_from(args.model)
+        messages = self._messages(text, False)
+        prompt_tokens = estimate_messages_tokens(messages)
+
+        def cost_of(model: str) -> Any:
+            def cost(completion_tokens: int) -> float | None:
+                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                return session.prices.cost(model, usage)
+
+            return cost
+
+        view = make_columns_view(models, cost_of=cost_of).show()
+        frame = stream_to_view(
+            session, messages, models, view, system=args.system, temperature=args.temperature,
+            max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
+        )  # fmt: skip
+        ns = self.shell.user_ns
+        ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
+        if args.out:
+            ns[args.out] = frame
 
     # -- %llm subcommands ----------------------------------------------------------------------
 

@@ -273,3 +273,82 @@ def test_plain_columns_view_prints_each_answer_under_a_heading_in_order() -> Non
     text = out.getvalue()
     assert text.index("── m1 ──\nfirst\nRateLimitError: HTTP 429") < text.index("── m2 ──\nsecond")
     assert "m2 · 5 prompt + 3 completion tokens" in text
+
+
+# -- %%llm -m a,b,c ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell(local: LocalServer) -> Iterator[Any]:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from holynb import magics
+
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext holynb")
+    magics.set_default_session(session_for(local, log_path=""))
+    yield sh
+    sh.run_cell("%llm --new")
+
+
+def _run(shell: Any, source: str) -> Any:
+    result = shell.run_cell(source, store_history=True)
+    assert result.error_in_exec is None, result.error_in_exec
+    return result
+
+
+def test_magic_with_several_models_prints_each_answer_under_a_heading(
+    shell: Any, capsys: Any
+) -> None:
+    _run(shell, "%%llm -m local/echo,local/missing,local/json -o cmp\nhello there")
+    out = capsys.readouterr().out
+    echo, missing, json_ = (
+        out.index(f"── {m} ──") for m in ("local/echo", "local/missing", "local/json")
+    )
+    assert echo < missing < json_
+    assert "You said: hello there" in out[echo:missing]
+    assert "NotFoundError" in out[missing:json_]
+    cmp = shell.user_ns["cmp"]
+    assert list(cmp["model"]) == ["local/echo", "local/missing", "local/json"]
+    assert list(cmp["ok"]) == [True, False, True] and list(cmp.columns[:3]) == [
+        "prompt_index",
+        "prompt",
+        "model",
+    ]
+    assert shell.user_ns["_llm"]["local/echo"].startswith("You said: hello there")
+    assert holynb.side_by_side(cmp).models == list(cmp["model"])
+
+
+def test_magic_with_several_models_sends_the_options_to_each(
+    shell: Any, local: LocalServer
+) -> None:
+    _run(shell, '%%llm -m "local/echo, local/json" -s "be brief" --max-tokens 7\nhi')
+    bodies = [e["body"] for e in _chat_log(local)]
+    assert sorted(b["model"] for b in bodies) == ["local/echo", "local/json"]
+    assert all(b["max_tokens"] == 7 and b["messages"][0]["content"] == "be brief" for b in bodies)
+
+
+def test_magic_refuses_chat_with_several_models(shell: Any, local: LocalServer) -> None:
+    result = shell.run_cell("%%llm --chat -m local/echo,local/json\nhi")
+    assert "--chat takes one model" in str(result.error_in_exec)
+    assert not _chat_log(local)
+
+
+def test_magic_with_several_models_streams_into_columns_in_a_widget_frontend(
+    shell: Any, monkeypatch: Any
+) -> None:
+    from holynb import sidebyside
+
+    made: list[ColumnsView] = []
+
+    def widget_view(models: Any, **kwargs: Any) -> ColumnsView:
+        made.append(ColumnsView(models, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(sidebyside, "make_columns_view", widget_view)
+    _run(shell, "%%llm -m local/echo,local/slow --max-tokens 20\nhi")
+    (view,) = made
+    assert view.states == ["done", "done"]
+    assert all(v.renders >= 1 for v in view.views)
+    assert "You said: hi" in view.views[1].text
+    assert "local/slow · " in view.views[1].status_html
