@@ -352,3 +352,33 @@ def test_magic_with_several_models_streams_into_columns_in_a_widget_frontend(
     assert all(v.renders >= 1 for v in view.views)
     assert "You said: hi" in view.views[1].text
     assert "local/slow · " in view.views[1].status_html
+
+
+def test_several_models_in_a_real_kernel_print_headings_and_show_sanitised_columns(
+    local: LocalServer,
+) -> None:
+    import textwrap
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    sources = [
+        f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r}))
+        """,
+        "%%llm -m local/evil,local/echo -o cmp\nhello kernel",
+        "holynb.side_by_side(cmp)",
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in sources]
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+    magic, table = nb.cells[1], nb.cells[2]
+    stdout = "".join(o.get("text", "") for o in magic.outputs if o.output_type == "stream")
+    assert stdout.index("── local/evil ──") < stdout.index("── local/echo ──\nYou said: hello")
+    html = [o["data"]["text/html"] for o in magic.outputs + table.outputs if "data" in o]
+    assert len(html) == 2 and all("<img" not in h and "<script" not in h for h in html)
+    plain = table.outputs[0]["data"]["text/plain"]
+    assert plain.startswith("[0] hello kernel\n  ── local/evil ($0 · ")
