@@ -48,6 +48,7 @@ class ChatResult:
     >>> r = session.chat("Say hi")
     >>> r.text, r.usage.total_tokens, r.cost_usd, r.latency_ms
     >>> r.cache_hit, r.saved_usd    # from the cache: cost_usd is 0.0, saved_usd what it saved
+    >>> session.chat("Classify: ...", schema=Sentiment).parsed   # the validated answer
     """
 
     text: str

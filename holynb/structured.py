@@ -150,7 +150,7 @@ class AnswerSchema:
             if ok and isinstance(text, str):
                 try:
                     row = self.columns(self.parse(text))
-                except _Mismatch:  # e.g. an answer stored before schema= was given
+                except _Mismatch:  # not for rows of this run: they were validated
                     row = {}
             for name in names:
                 values[name].append(row.get(name))

@@ -311,3 +311,15 @@ def test_a_stream_that_breaks_the_schema_raises_at_the_end(session: holynb.Sessi
         for text in session.stream("holynb: invalid x", schema=Sentiment):
             seen.append(text)
     assert "".join(seen) == '{"label": 12345, "confidence": 0.5}'
+
+
+def test_without_jsonschema_the_builtin_check_validates_dict_schemas(
+    session: holynb.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    assert session.chat("Classify: neutral", schema=SENTIMENT_SCHEMA).parsed["label"] == "neutral"
+    with pytest.raises(holynb.SchemaValidationError) as info:
+        session.chat("holynb: invalid-always", schema=SENTIMENT_SCHEMA)
+    assert info.value.errors == "label: 12345 is not of type string"
