@@ -25,7 +25,7 @@ from holynb.errors import ConfigurationError
 from holynb.keystore import KeyStore, request_key
 from holynb.results import ChatResult
 
-__all__ = ["CACHE_ENV", "CallCache", "ResponseCache", "open_cache"]
+__all__ = ["CACHE_ENV", "CallCache", "ResponseCache", "cache_report", "open_cache"]
 
 CACHE_ENV = "HOLYNB_CACHE"
 DEFAULT_FILE = "cache.sqlite"
@@ -166,3 +166,21 @@ def open_cache(
     raise ConfigurationError(
         f"cache must be True, False, or a file path such as 'cache.sqlite', got {cache!r}."
     )
+
+
+def cache_report(cache: ResponseCache | None) -> str:
+    """A few lines about ``cache`` for ``%llm cache`` (or how to turn one on)."""
+    if cache is None:
+        return (
+            "No response cache. Turn it on with %llm cache on [PATH], "
+            "holynb.Session(cache=True), or HOLYNB_CACHE=1 in the environment."
+        )
+    st = cache.stats()
+    models = ", ".join(f"{m} {n}" for m, n in st["models"].items()) or "none"
+    rows = [
+        ("cache", st["path"]),
+        ("entries", f"{st['entries']:,} ({st['bytes'] / 1024:,.1f} KB): {models}"),
+        ("hits", f"{st['hits']:,}, misses: {st['misses']:,} (this session)"),
+        ("saved", f"${st['saved_usd']:,.4f} this session"),
+    ]
+    return "\n".join(f"{k:>9}: {v}" for k, v in rows)

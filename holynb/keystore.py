@@ -70,10 +70,10 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def result_to_json(result: ChatResult) -> bytes:
-    """A ChatResult as JSON (what the store keeps; cache flags are not stored)."""
+def result_to_json(result: ChatResult) -> str:
+    """A ChatResult as JSON text (what the store keeps; cache flags are not stored)."""
     data = {k: v for k, v in asdict(result).items() if k not in _NOT_STORED}
-    return orjson.dumps(data, default=_jsonable)
+    return orjson.dumps(data, default=_jsonable).decode()
 
 
 def result_from_json(data: bytes | str) -> ChatResult:
@@ -237,7 +237,7 @@ def _migrate(db: sqlite3.Connection) -> None:
                     key TEXT PRIMARY KEY,
                     model TEXT NOT NULL,
                     created TEXT NOT NULL,
-                    value BLOB NOT NULL
+                    value TEXT NOT NULL
                 ) WITHOUT ROWID"""
             )
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")

@@ -152,6 +152,8 @@ class LLMMagics(Magics):
     @argument("--chat", action="store_true", help="continue this notebook's conversation")
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument("--refresh", action="store_true", help="ask again and replace the cached answer")
     @argument("words", nargs="*", help="line form: the prompt, or config | models | cost | history")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
@@ -159,12 +161,12 @@ class LLMMagics(Magics):
         and ``Out[3]`` cell inputs and outputs, ``Err`` the last traceback.
 
         Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
-        ``%llm models``, ``%llm cost``, ``%llm history``.
+        ``%llm models``, ``%llm cost``, ``%llm history``, ``%llm cache [clear | on [PATH] | off]``.
         """
         if cell is None:
             words = line.split()
             command = words[0] if words else ""
-            if command in ("config", "models", "cost", "history"):
+            if command in ("config", "models", "cost", "history", "cache"):
                 return getattr(self, f"_cmd_{command}")(words[1:])
         if cell is None and not line.lstrip().startswith("-"):
             # "%llm what's new?" is a prompt, not options (and may hold unbalanced quotes)
@@ -221,6 +223,7 @@ class LLMMagics(Magics):
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
             "tag": f"In[{self.shell.execution_count}]",
+            "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
         view = make_view(model, cost_of=cost_of)
         if args.format == "text":
@@ -388,6 +391,7 @@ class LLMMagics(Magics):
             )
             fresh.prices = current.prices  # the prices, the log and the ledger carry over
             fresh._store = current._store
+            fresh._cache = current._cache
             fresh._ledger.extend(current.records)
             budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
             fresh.budget_usd = budget  # after the ledger: past spending counts
@@ -416,6 +420,24 @@ class LLMMagics(Magics):
         from IPython.display import display
 
         display(self.session)
+
+    def _cmd_cache(self, words: list[str]) -> None:
+        from holynb.cache import cache_report
+
+        session = self.session
+        command = words[0] if words else "stats"
+        if command == "on":
+            session.cache = words[1] if len(words) > 1 else True
+        elif command == "off":
+            session.cache = False
+            print("Response cache off for this session.")
+            return
+        elif command == "clear" and session.cache is not None:
+            print(f"Forgot {session.cache.clear()} cached answers.")
+        elif command not in ("stats", "clear"):
+            print("holynb: use %llm cache, %llm cache clear, %llm cache on [PATH], or off.")
+            return
+        print(cache_report(session.cache))
 
     def _cmd_history(self, words: list[str]) -> Any:
         n = int(words[0]) if words and words[0].isdigit() else 20
