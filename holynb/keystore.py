@@ -82,7 +82,7 @@ def result_from_json(data: bytes | str) -> ChatResult:
     values = orjson.loads(data)
     usage = values.pop("usage", None) or {}
     known_usage = {f.name for f in fields(Usage)}
-    values = {k: v for k, v in values.items() if k in _RESULT_FIELDS}
+    values = {k: v for k, v in values.items() if k in _RESULT_FIELDS and k not in _NOT_STORED}
     return ChatResult(**values, usage=Usage(**{k: v for k, v in usage.items() if k in known_usage}))
 
 
