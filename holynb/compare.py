@@ -122,6 +122,10 @@ def _make_run(
     from holynb.bulk import MapRun, requests_from
 
     names = models_from(models)
+    if isinstance(prompts, str) or (
+        isinstance(prompts, list) and prompts and all(isinstance(m, dict) for m in prompts)
+    ):
+        prompts = [prompts]  # one prompt (a string or a message list) is welcome here
     options = {name: kwargs.pop(name) for name in _RUN_OPTIONS if name in kwargs}
     template = kwargs.pop("template", None)
     base, index = requests_from(prompts, template, **kwargs)

@@ -341,8 +341,7 @@ class LLMMagics(Magics):
                 "answers stream side by side. Pick one model for it."
             )
         models = models_from(args.model)
-        messages = self._messages(text, False)
-        prompt_tokens = estimate_messages_tokens(messages)
+        prompt_tokens = estimate_messages_tokens(self._messages(text, False))
 
         def cost_of(model: str) -> Any:
             def cost(completion_tokens: int) -> float | None:
@@ -353,7 +352,7 @@ class LLMMagics(Magics):
 
         view = make_columns_view(models, cost_of=cost_of).show()
         frame = stream_to_view(
-            session, messages, models, view, system=args.system, temperature=args.temperature,
+            session, text, models, view, system=args.system, temperature=args.temperature,
             max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
         )  # fmt: skip
         ns = self.shell.user_ns

@@ -315,6 +315,7 @@ def test_magic_with_several_models_prints_each_answer_under_a_heading(
         "prompt",
         "model",
     ]
+    assert (cmp["prompt"] == "hello there").all()
     assert shell.user_ns["_llm"]["local/echo"].startswith("You said: hello there")
     assert holynb.side_by_side(cmp).models == list(cmp["model"])
 
@@ -382,3 +383,10 @@ def test_several_models_in_a_real_kernel_print_headings_and_show_sanitised_colum
     assert len(html) == 2 and all("<img" not in h and "<script" not in h for h in html)
     plain = table.outputs[0]["data"]["text/plain"]
     assert plain.startswith("[0] hello kernel\n  ── local/evil ($0 · ")
+
+
+def test_compare_takes_a_single_prompt_or_message_list(session: holynb.Session) -> None:
+    one = session.compare("Say hi", models=["local/echo", "local/json"], progress=False)
+    messages = [{"role": "user", "content": "Say hi"}]
+    two = session.compare(messages, models=["local/echo", "local/json"], progress=False)
+    assert len(one) == len(two) == 2 and list(one["text"]) == list(two["text"])
