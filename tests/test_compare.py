@@ -315,7 +315,7 @@ def test_magic_with_several_models_prints_each_answer_under_a_heading(
         "prompt",
         "model",
     ]
-    assert (cmp["prompt"] == "hello there").all()
+    assert (cmp["prompt"].str.strip() == "hello there").all()
     assert shell.user_ns["_llm"]["local/echo"].startswith("You said: hello there")
     assert holynb.side_by_side(cmp).models == list(cmp["model"])
 
