@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -91,16 +92,9 @@ class AnswerSchema:
         if isinstance(schema, AnswerSchema):
             return schema
         if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
-            sent, strict = _strict_schema(schema.model_json_schema())
-            return cls(_clean_name(schema.__name__), sent, strict, schema)
+            return _from_model(schema)  # building a model's schema takes ~2 ms: once per model
         if isinstance(schema, Mapping):
-            raw = dict(schema)
-            name = raw.get("title")
-            if isinstance(raw.get("schema"), Mapping) and "type" not in raw:
-                name = raw.get("name") or raw["schema"].get("title")
-                raw = dict(raw["schema"])
-            sent, strict = _strict_schema(raw)
-            return cls(_clean_name(str(name or "answer")), sent, strict)
+            return _from_json(json.dumps(schema, default=str))  # key order kept: it is meaningful
         raise TypeError(
             "schema= takes a pydantic model class (class Answer(pydantic.BaseModel): ...) or a "
             f"JSON schema dict such as {{'type': 'object', 'properties': {{...}}}}, not "
@@ -158,6 +152,23 @@ class AnswerSchema:
         for name in names:
             frame[f"answer_{name}" if name in frame.columns else name] = values[name]
         return frame
+
+
+@functools.lru_cache(maxsize=128)
+def _from_model(model: type) -> AnswerSchema:
+    sent, strict = _strict_schema(model.model_json_schema())  # type: ignore[attr-defined]
+    return AnswerSchema(_clean_name(model.__name__), sent, strict, model)
+
+
+@functools.lru_cache(maxsize=128)
+def _from_json(text: str) -> AnswerSchema:
+    raw = json.loads(text)
+    name = raw.get("title")
+    if isinstance(raw.get("schema"), Mapping) and "type" not in raw:
+        name = raw.get("name") or raw["schema"].get("title")
+        raw = dict(raw["schema"])
+    sent, strict = _strict_schema(raw)
+    return AnswerSchema(_clean_name(str(name or "answer")), sent, strict)
 
 
 def _clean_name(name: str) -> str:
