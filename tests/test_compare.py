@@ -363,12 +363,15 @@ def test_several_models_in_a_real_kernel_print_headings_and_show_sanitised_colum
     import nbformat
     from nbclient import NotebookClient
 
+    key = getattr(local, "api_key", None)  # a Secret when the server requires its token
+    key = key.get() if hasattr(key, "get") else None
     sources = [
         f"""
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r}))
+                                                         base_url={local.base_url!r},
+                                                         api_key={key!r}))
         """,
         "%%llm -m local/evil,local/echo -o cmp\nhello kernel",
         "holynb.side_by_side(cmp)",

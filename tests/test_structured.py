@@ -264,7 +264,9 @@ def test_sample_fits_the_schema_it_was_built_from() -> None:
 def test_local_json_checks_the_response_format_like_openai(local: LocalServer) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=local.base_url, api_key="x", max_retries=0)
+    key = getattr(local, "api_key", None)  # a Secret when the server requires its token
+    key = key.get() if hasattr(key, "get") else "anything"
+    client = openai.OpenAI(base_url=local.base_url, api_key=key, max_retries=0)
     with pytest.raises(openai.BadRequestError, match=r"json_schema\.name"):
         client.chat.completions.create(
             model="local/json",
