@@ -27,7 +27,7 @@ import os
 import string
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 Prompts = Sequence[Any] | Any  # a list of str / message lists, a pandas Series or DataFrame
 _POSTFIX_EVERY_S = 0.2
+_CHUNK = 500
+_STORED = ("stored",)  # a row found in the checkpoint and not read yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,20 +92,20 @@ def requests_from(
     temperature: float | None = None,
     max_tokens: int | None = None,
     **params: Any,
-) -> tuple[list[Request], pd.Index]:
-    """The requests for ``prompts`` and the index of the result frame.
+) -> tuple[list[Request], pd.Index | None]:
+    """The requests for ``prompts`` and the index of the result frame (None: 0..n-1).
 
-    ``prompts``: a list of strings or message lists (index 0..n-1), a pandas Series (its index),
-    or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A template
-    field that is not a column raises ``ConfigurationError`` before anything is sent.
+    ``prompts``: a list (or any iterable) of strings or message lists, a pandas Series (its
+    index), or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A
+    template field that is not a column raises ``ConfigurationError`` before anything is sent.
     """
-    import pandas as pd
-
-    if isinstance(prompts, pd.DataFrame):
+    kind = _pandas_kind(prompts)  # pandas is imported only when the input is pandas
+    index = None
+    if kind == "frame":
         texts, index = _fill_frame(prompts, template), prompts.index
-    elif isinstance(prompts, pd.Series):
+    elif kind == "series":
         texts, index = _fill_values(list(prompts), template, prompts.name), prompts.index
-    elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence | Mapping):
+    elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
         raise ConfigurationError(
             "map needs several prompts: a list of strings or message lists, a pandas Series, "
             f"or a DataFrame with template=, got {type(prompts).__name__}. For one prompt use "
@@ -115,7 +117,7 @@ def requests_from(
             "as the index."
         )
     else:
-        texts, index = _fill_values(list(prompts), template, None), pd.RangeIndex(len(prompts))
+        texts = _fill_values(list(prompts), template, None)
     common = {
         "model": model,
         "system": system,
@@ -124,6 +126,16 @@ def requests_from(
         "params": params,
     }
     return [Request(p, **common) for p in texts], index
+
+
+def _pandas_kind(obj: Any) -> str | None:
+    if not type(obj).__module__.startswith("pandas"):
+        return None
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return "frame"
+    return "series" if isinstance(obj, pd.Series) else None
 
 
 def _template_fields(template: str) -> list[str]:
@@ -205,14 +217,12 @@ class MapRun:
         kind: str = "map",
         description: str = "map",
     ) -> None:
-        import pandas as pd
-
         if errors not in ("record", "raise"):
             raise ConfigurationError(f'errors must be "record" or "raise", got {errors!r}.')
         self.session = session
         self.requests = list(requests)
-        self.index = pd.RangeIndex(len(self.requests)) if index is None else index
-        if len(self.index) != len(self.requests):
+        self._index = index
+        if index is not None and len(index) != len(self.requests):
             raise ConfigurationError("index must have one label per request.")
         limit = session.settings.limits.concurrency
         if concurrency is not None and concurrency > limit:
@@ -239,17 +249,29 @@ class MapRun:
         self._bar: Any = None
         self._postfix_at = 0.0
         self.startup_s: float | None = None  # from arun() to the first request sent
+        self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
 
     # -- the frame ----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> pd.Index:
+        """The labels of the rows: the input's index, or 0..n-1 for a list."""
+        if self._index is None:
+            import pandas as pd
+
+            self._index = pd.RangeIndex(len(self.requests))
+        return self._index
 
     def frame(self) -> pd.DataFrame:
         """The rows finished so far (every row once the run is over), in input order."""
         import pandas as pd
 
+        self._load_stored_now()
         positions = [i for i, row in enumerate(self.rows) if row is not None]
         rows = [self.rows[i] for i in positions]
         data = {c: [r[k] for r in rows] for k, c in enumerate(RESULT_COLUMNS)}  # type: ignore[index]
-        frame = pd.DataFrame(data, index=self.index[positions], columns=list(RESULT_COLUMNS))
+        index = self.index if len(positions) == len(self.rows) else self.index[positions]
+        frame = pd.DataFrame(data, index=index, columns=list(RESULT_COLUMNS))
         for name, dtype in _DTYPES.items():
             frame[name] = frame[name].astype(dtype)
         return frame
@@ -275,15 +297,14 @@ class MapRun:
             for i, body in enumerate(bodies):
                 if body is not None:
                     keys[i] = request_key(body, base_url)
-            stored = self.checkpoint.get_many(k for k in keys if k is not None)
+            present = self.checkpoint.present(k for k in keys if k is not None)
             for i, key in enumerate(keys):
-                if key is not None and key in stored:
-                    hit = as_hit(stored[key], saved_usd=stored[key].cost_usd, latency_ms=0.0)
-                    self.rows[i] = self._row(self.requests[i], hit)
-                    self.counts["cached"] += 1
+                if key is not None and key in present:
+                    self.rows[i] = _STORED  # read after the first requests are out
+                    self._stored[i] = key
+            self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
         self._open_bar(len(self.requests) - len(pending))
-        self.startup_s = time.perf_counter() - started
         items = iter(pending)
 
         async def worker() -> None:
@@ -292,7 +313,9 @@ class MapRun:
 
         size = min(self.concurrency, len(pending))
         workers = [asyncio.ensure_future(worker()) for _ in range(size)]
+        self.startup_s = time.perf_counter() - started
         try:
+            await self._load_stored()
             await asyncio.gather(*workers)
         except BaseException:
             for w in workers:
@@ -304,6 +327,27 @@ class MapRun:
             if self._owns_checkpoint and self.checkpoint is not None:
                 self.checkpoint.close()
         return self.frame()
+
+    async def _load_stored(self) -> None:
+        # The answers found in the checkpoint, read in slices while the first requests are in
+        # flight, so a resume starts sending at once however much is stored.
+        while self._stored:
+            await asyncio.sleep(0)
+            self._load_stored_now(_CHUNK)
+
+    def _load_stored_now(self, limit: int | None = None) -> None:
+        if not self._stored or self.checkpoint is None:
+            return
+        positions = list(self._stored)[:limit]
+        found = self.checkpoint.get_many(self._stored[i] for i in positions)
+        for i in positions:
+            stored = found.get(self._stored.pop(i))
+            if stored is None:  # removed from the file meanwhile (e.g. cleared): not done
+                self.rows[i] = None
+                self.counts["cached"] -= 1
+                continue
+            hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
+            self.rows[i] = self._row(self.requests[i], hit)
 
     async def _run_item(self, i: int, body: dict[str, Any], key: str | None) -> None:
         req = self.requests[i]
