@@ -275,5 +275,5 @@ def test_any_iterable_of_prompts_works_and_a_single_string_is_refused(local):
     assert df["ok"].all() and df.index.equals(pd.RangeIndex(3))
     with pytest.raises(holynb.ConfigurationError, match="For one prompt use"):
         session_for(local).map("just one", progress=False)
-    with pytest.raises(holynb.ConfigurationError, match="pd.Series"):
+    with pytest.raises(holynb.ConfigurationError, match=r"pd\.Series"):
         session_for(local).map({"a": "x"}, progress=False)
