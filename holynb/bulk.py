@@ -201,7 +201,12 @@ class MapRun:
     >>> run = MapRun(session, requests, index, checkpoint="run.sqlite", concurrency=32)
     >>> frame = await run.arun()        # every row, input order
     >>> run.frame()                     # at any moment: the rows finished so far
+
+    ``compare`` runs one ``Request`` per (prompt, model) through it; a subclass may add
+    columns (``columns``, ``row``, ``failure_row``).
     """
+
+    columns: tuple[str, ...] = RESULT_COLUMNS
 
     def __init__(
         self,
@@ -269,11 +274,12 @@ class MapRun:
         self._load_stored_now()
         positions = [i for i, row in enumerate(self.rows) if row is not None]
         rows = [self.rows[i] for i in positions]
-        data = {c: [r[k] for r in rows] for k, c in enumerate(RESULT_COLUMNS)}  # type: ignore[index]
+        data = {c: [r[k] for r in rows] for k, c in enumerate(self.columns)}  # type: ignore[index]
         index = self.index if len(positions) == len(self.rows) else self.index[positions]
-        frame = pd.DataFrame(data, index=index, columns=list(RESULT_COLUMNS))
+        frame = pd.DataFrame(data, index=index, columns=list(self.columns))
         for name, dtype in _DTYPES.items():
-            frame[name] = frame[name].astype(dtype)
+            if name in frame.columns:
+                frame[name] = frame[name].astype(dtype)
         return frame
 
     # -- running ------------------------------------------------------------------------------
@@ -290,7 +296,7 @@ class MapRun:
                     dict(req.params),
                 )  # fmt: skip
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
-                self.rows[i] = self._failure_row(req, None, err, 0.0)
+                self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
         if self.checkpoint is not None:
             base_url = self.session.base_url
@@ -347,7 +353,7 @@ class MapRun:
                 self.counts["cached"] -= 1
                 continue
             hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
-            self.rows[i] = self._row(self.requests[i], hit)
+            self.rows[i] = self.row(self.requests[i], hit)
 
     async def _run_item(self, i: int, body: dict[str, Any], key: str | None) -> None:
         req = self.requests[i]
@@ -359,7 +365,7 @@ class MapRun:
             )  # fmt: skip
         except (APIError, BudgetExceededError, TypeError, ValueError) as err:
             elapsed = (time.perf_counter() - started) * 1000.0
-            self.rows[i] = self._failure_row(req, body, err, elapsed)
+            self.rows[i] = self.failure_row(req, body, err, elapsed)
             refused = isinstance(err, BudgetExceededError)
             self.counts["refused" if refused else "failed"] += 1
             self._tick()
@@ -367,14 +373,16 @@ class MapRun:
                 err.add_note(f"holynb: raised by map item {self.index[i]!r} (errors='raise').")
                 raise
             return
+        self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
             self.checkpoint.put(key, result)
-        self.rows[i] = self._row(req, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         self._tick()
 
-    def _row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
+    def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
+        """The row of a finished item, in ``columns`` order (a subclass that adds columns,
+        e.g. a schema's fields, extends ``columns`` and this and ``failure_row``)."""
         u = r.usage
         return (
             req.prompt, r.text, not r.interrupted, None, r.finish_reason, r.model,
@@ -382,16 +390,17 @@ class MapRun:
             r.cache_hit,
         )  # fmt: skip
 
-    def _failure_row(
+    def failure_row(
         self, req: Request, body: dict[str, Any] | None, err: BaseException, elapsed_ms: float
     ) -> tuple[Any, ...]:
+        """The row of an item that failed or was refused, in ``columns`` order."""
         message = err.message if isinstance(err, APIError) else str(err)
         partial: ChatResult | None = getattr(err, "partial", None)
         model = body["model"] if body is not None else (req.model or self.session.model)
         attempts = getattr(err, "attempts", 0) if isinstance(err, APIError) else 0
         if partial is not None:
             partial = replace(partial, interrupted=True)
-            row = self._row(req, partial)
+            row = self.row(req, partial)
             return (*row[:2], False, f"{type(err).__name__}: {message}", *row[4:])
         return (
             req.prompt, None, False, f"{type(err).__name__}: {message}", None, model,
