@@ -27,7 +27,7 @@ import os
 import string
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 Prompts = Sequence[Any] | Any  # a list of str / message lists, a pandas Series or DataFrame
 _POSTFIX_EVERY_S = 0.2
+_CHUNK = 500
+_STORED = ("stored",)  # a row found in the checkpoint and not read yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,20 +92,20 @@ def requests_from(
     temperature: float | None = None,
     max_tokens: int | None = None,
     **params: Any,
-) -> tuple[list[Request], pd.Index]:
-    """The requests for ``prompts`` and the index of the result frame.
+) -> tuple[list[Request], pd.Index | None]:
+    """The requests for ``prompts`` and the index of the result frame (None: 0..n-1).
 
-    ``prompts``: a list of strings or message lists (index 0..n-1), a pandas Series (its index),
-    or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A template
-    field that is not a column raises ``ConfigurationError`` before anything is sent.
+    ``prompts``: a list (or any iterable) of strings or message lists, a pandas Series (its
+    index), or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A
+    template field that is not a column raises ``ConfigurationError`` before anything is sent.
     """
-    import pandas as pd
-
-    if isinstance(prompts, pd.DataFrame):
+    kind = _pandas_kind(prompts)  # pandas is imported only when the input is pandas
+    index = None
+    if kind == "frame":
         texts, index = _fill_frame(prompts, template), prompts.index
-    elif isinstance(prompts, pd.Series):
+    elif kind == "series":
         texts, index = _fill_values(list(prompts), template, prompts.name), prompts.index
-    elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence | Mapping):
+    elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
         raise ConfigurationError(
             "map needs several prompts: a list of strings or message lists, a pandas Series, "
             f"or a DataFrame with template=, got {type(prompts).__name__}. For one prompt use "
@@ -115,7 +117,7 @@ def requests_from(
             "as the index."
         )
     else:
-        texts, index = _fill_values(list(prompts), template, None), pd.RangeIndex(len(prompts))
+        texts = _fill_values(list(prompts), template, None)
     common = {
         "model": model,
         "system": system,
@@ -124,6 +126,16 @@ def requests_from(
         "params": params,
     }
     return [Request(p, **common) for p in texts], index
+
+
+def _pandas_kind(obj: Any) -> str | None:
+    if not type(obj).__module__.startswith("pandas"):
+        return None
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return "frame"
+    return "series" if isinstance(obj, pd.Series) else None
 
 
 def _template_fields(template: str) -> list[str]:
@@ -189,7 +201,12 @@ class MapRun:
     >>> run = MapRun(session, requests, index, checkpoint="run.sqlite", concurrency=32)
     >>> frame = await run.arun()        # every row, input order
     >>> run.frame()                     # at any moment: the rows finished so far
+
+    ``compare`` runs one ``Request`` per (prompt, model) through it; a subclass may add
+    columns (``columns``, ``row``, ``failure_row``).
     """
+
+    columns: tuple[str, ...] = RESULT_COLUMNS
 
     def __init__(
         self,
@@ -205,14 +222,12 @@ class MapRun:
         kind: str = "map",
         description: str = "map",
     ) -> None:
-        import pandas as pd
-
         if errors not in ("record", "raise"):
             raise ConfigurationError(f'errors must be "record" or "raise", got {errors!r}.')
         self.session = session
         self.requests = list(requests)
-        self.index = pd.RangeIndex(len(self.requests)) if index is None else index
-        if len(self.index) != len(self.requests):
+        self._index = index
+        if index is not None and len(index) != len(self.requests):
             raise ConfigurationError("index must have one label per request.")
         limit = session.settings.limits.concurrency
         if concurrency is not None and concurrency > limit:
@@ -240,19 +255,32 @@ class MapRun:
         self._postfix_at = 0.0
         self.startup_s: float | None = None  # from arun() to the first request sent
         self.schema = _schema_of(self.requests)
+        self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
 
     # -- the frame ----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> pd.Index:
+        """The labels of the rows: the input's index, or 0..n-1 for a list."""
+        if self._index is None:
+            import pandas as pd
+
+            self._index = pd.RangeIndex(len(self.requests))
+        return self._index
 
     def frame(self) -> pd.DataFrame:
         """The rows finished so far (every row once the run is over), in input order."""
         import pandas as pd
 
+        self._load_stored_now()
         positions = [i for i, row in enumerate(self.rows) if row is not None]
         rows = [self.rows[i] for i in positions]
-        data = {c: [r[k] for r in rows] for k, c in enumerate(RESULT_COLUMNS)}  # type: ignore[index]
-        frame = pd.DataFrame(data, index=self.index[positions], columns=list(RESULT_COLUMNS))
+        data = {c: [r[k] for r in rows] for k, c in enumerate(self.columns)}  # type: ignore[index]
+        index = self.index if len(positions) == len(self.rows) else self.index[positions]
+        frame = pd.DataFrame(data, index=index, columns=list(self.columns))
         for name, dtype in _DTYPES.items():
-            frame[name] = frame[name].astype(dtype)
+            if name in frame.columns:
+                frame[name] = frame[name].astype(dtype)
         if self.schema is not None:  # schema=: the answer's fields become columns
             frame = self.schema.add_columns(frame)
         return frame
@@ -271,22 +299,21 @@ class MapRun:
                     sent_params(req.params),
                 )  # fmt: skip
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
-                self.rows[i] = self._failure_row(req, None, err, 0.0)
+                self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
         if self.checkpoint is not None:
             base_url = self.session.base_url
             for i, body in enumerate(bodies):
                 if body is not None:
                     keys[i] = request_key(body, base_url)
-            stored = self.checkpoint.get_many(k for k in keys if k is not None)
+            present = self.checkpoint.present(k for k in keys if k is not None)
             for i, key in enumerate(keys):
-                if key is not None and key in stored:
-                    hit = as_hit(stored[key], saved_usd=stored[key].cost_usd, latency_ms=0.0)
-                    self.rows[i] = self._row(self.requests[i], hit)
-                    self.counts["cached"] += 1
+                if key is not None and key in present:
+                    self.rows[i] = _STORED  # read after the first requests are out
+                    self._stored[i] = key
+            self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
         self._open_bar(len(self.requests) - len(pending))
-        self.startup_s = time.perf_counter() - started
         items = iter(pending)
 
         async def worker() -> None:
@@ -295,7 +322,9 @@ class MapRun:
 
         size = min(self.concurrency, len(pending))
         workers = [asyncio.ensure_future(worker()) for _ in range(size)]
+        self.startup_s = time.perf_counter() - started
         try:
+            await self._load_stored()
             await asyncio.gather(*workers)
         except BaseException:
             for w in workers:
@@ -308,6 +337,27 @@ class MapRun:
                 self.checkpoint.close()
         return self.frame()
 
+    async def _load_stored(self) -> None:
+        # The answers found in the checkpoint, read in slices while the first requests are in
+        # flight, so a resume starts sending at once however much is stored.
+        while self._stored:
+            await asyncio.sleep(0)
+            self._load_stored_now(_CHUNK)
+
+    def _load_stored_now(self, limit: int | None = None) -> None:
+        if not self._stored or self.checkpoint is None:
+            return
+        positions = list(self._stored)[:limit]
+        found = self.checkpoint.get_many(self._stored[i] for i in positions)
+        for i in positions:
+            stored = found.get(self._stored.pop(i))
+            if stored is None:  # removed from the file meanwhile (e.g. cleared): not done
+                self.rows[i] = None
+                self.counts["cached"] -= 1
+                continue
+            hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
+            self.rows[i] = self.row(self.requests[i], hit)
+
     async def _run_item(self, i: int, body: dict[str, Any], key: str | None) -> None:
         req = self.requests[i]
         started = time.perf_counter()
@@ -318,7 +368,7 @@ class MapRun:
             )  # fmt: skip
         except (APIError, BudgetExceededError, TypeError, ValueError) as err:
             elapsed = (time.perf_counter() - started) * 1000.0
-            self.rows[i] = self._failure_row(req, body, err, elapsed)
+            self.rows[i] = self.failure_row(req, body, err, elapsed)
             refused = isinstance(err, BudgetExceededError)
             self.counts["refused" if refused else "failed"] += 1
             self._tick()
@@ -326,14 +376,16 @@ class MapRun:
                 err.add_note(f"holynb: raised by map item {self.index[i]!r} (errors='raise').")
                 raise
             return
+        self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
             self.checkpoint.put(key, result)
-        self.rows[i] = self._row(req, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         self._tick()
 
-    def _row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
+    def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
+        """The row of a finished item, in ``columns`` order (a subclass that adds columns,
+        e.g. a schema's fields, extends ``columns`` and this and ``failure_row``)."""
         u = r.usage
         return (
             req.prompt, r.text, not r.interrupted, None, r.finish_reason, r.model,
@@ -341,16 +393,17 @@ class MapRun:
             r.cache_hit,
         )  # fmt: skip
 
-    def _failure_row(
+    def failure_row(
         self, req: Request, body: dict[str, Any] | None, err: BaseException, elapsed_ms: float
     ) -> tuple[Any, ...]:
-        message = getattr(err, "message", None) or str(err)
+        """The row of an item that failed or was refused, in ``columns`` order."""
+        message = getattr(err, "message", None) or str(err)  # SchemaValidationError's too
         partial: ChatResult | None = getattr(err, "partial", None)
         model = body["model"] if body is not None else (req.model or self.session.model)
         attempts = getattr(err, "attempts", 0) if isinstance(err, APIError) else 0
         if partial is not None:
             partial = replace(partial, interrupted=True)
-            row = self._row(req, partial)
+            row = self.row(req, partial)
             return (*row[:2], False, f"{type(err).__name__}: {message}", *row[4:])
         return (
             req.prompt, None, False, f"{type(err).__name__}: {message}", None, model,

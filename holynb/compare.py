@@ -130,7 +130,7 @@ def _make_run(
     template = kwargs.pop("template", None)
     base, index = requests_from(prompts, template, **kwargs)
     requests, labels = [], []
-    for label, request in zip(index, base, strict=True):
+    for label, request in zip(range(len(base)) if index is None else index, base, strict=True):
         for model in names:  # prompt by prompt: every model gets its share from the start
             requests.append(replace(request, model=model))
             labels.append(label)

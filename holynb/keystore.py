@@ -161,6 +161,19 @@ class KeyStore:
                     found[key] = result_from_json(value)
         return found
 
+    def present(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` that are stored (keys only: cheaper than ``get_many``)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:
+            db = self._connect()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key FROM answers WHERE key IN ({marks})", chunk)
+                found.update(key for (key,) in rows)
+        return found
+
     def delete(self, key: str) -> bool:
         """Forget the answer under ``key``; whether there was one."""
         with self._lock:

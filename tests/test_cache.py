@@ -160,3 +160,14 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
         before = local.stats.requests
         df = s.map([f"a item {i}" for i in range(150)], progress=False, max_tokens=8)
         assert df["cache_hit"].all() and local.stats.requests == before
+
+
+def test_the_cache_file_never_holds_the_api_key(local, tmp_path):
+    from tests.conftest import PLANTED_KEY
+
+    path = tmp_path / "cache.sqlite"
+    with session_for(local, api_key=PLANTED_KEY, cache=path) as s:
+        s.chat("Say hi")
+        "".join(s.stream("Say hi again"))
+    for file in tmp_path.iterdir():
+        assert PLANTED_KEY.encode() not in file.read_bytes()

@@ -195,7 +195,7 @@ def test_an_interrupt_stops_promptly_and_keeps_every_finished_item(local, tmp_pa
     try:
         s = session_for(local, concurrency=8)
         fired: list[float] = []
-        watcher = _interrupt_main_when(lambda: local.stats.completed >= 24, fired)
+        watcher = _interrupt_main_when(lambda: len(s.records) >= 24, fired)
         with pytest.raises(holynb.MapInterrupted) as caught:
             s.map(prompts(300), checkpoint=ckpt, progress=False, max_tokens=4)
         watcher.join()
@@ -268,3 +268,12 @@ def test_nothing_is_left_running_after_map(local):
     before = threading.active_count()
     session_for(local).map(prompts(50), progress=False)
     assert threading.active_count() <= before + 1  # at most holynb's loop thread
+
+
+def test_any_iterable_of_prompts_works_and_a_single_string_is_refused(local):
+    df = session_for(local).map((f"gen {i}" for i in range(3)), progress=False)
+    assert df["ok"].all() and df.index.equals(pd.RangeIndex(3))
+    with pytest.raises(holynb.ConfigurationError, match="For one prompt use"):
+        session_for(local).map("just one", progress=False)
+    with pytest.raises(holynb.ConfigurationError, match=r"pd\.Series"):
+        session_for(local).map({"a": "x"}, progress=False)
