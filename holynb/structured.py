@@ -12,7 +12,9 @@ How a call goes:
    is sent, unless this endpoint and model already refused it. A refusal (HTTP 400/422 whose
    message names ``response_format`` or ``json_schema``) is remembered per (endpoint, model) for
    the session, and the call is sent again with the schema in the system prompt instead;
-   concurrent calls wait for the first one's verdict rather than all being refused.
+   concurrent calls wait for the first one's verdict rather than all being refused. A refusal
+   of this particular schema (e.g. one strict mode cannot express) falls back for this call
+   only.
 2. The reply is parsed (strict JSON, else :func:`holynb.extract_json`) and validated: pydantic
    for a model class; for a dict schema ``jsonschema`` when it is installed, else a small
    built-in check (types, enum, const, required, properties, additionalProperties, items,
@@ -347,9 +349,20 @@ class FormatSupport:
         return self._locks.setdefault((id(asyncio.get_running_loop()), *key), asyncio.Lock())
 
 
-def _refuses_format(err: BadRequestError) -> bool:
+_UNSUPPORTED = (
+    "not supported", "unsupported", "unrecognized", "unknown", "not permitted", "not allowed",
+    "extra inputs", "extra_forbidden",
+)  # fmt: skip
+
+
+def _refusal(err: BadRequestError) -> str | None:
+    """Why a 400/422 refused the request: ``"unsupported"`` (this endpoint and model do not
+    take json_schema: remembered), ``"schema"`` (they do, but not this schema, e.g. one strict
+    mode cannot express: this call falls back) or None (about something else: raised)."""
     text = f"{err.message} {err.body or ''}".lower()
-    return "response_format" in text or "json_schema" in text
+    if "response_format" not in text and "json_schema" not in text:
+        return None
+    return "unsupported" if any(word in text for word in _UNSUPPORTED) else "schema"
 
 
 # -- the call ----------------------------------------------------------------------------------
@@ -448,21 +461,26 @@ async def _ask(
 ) -> ChatResult:
     support = session._format_support
     key = (session.base_url, model)
+
+    async def send(accepted: bool | None) -> ChatResult:
+        try:
+            return await _send(session, spec, messages, model, tag, kind, params, accepted)
+        except BadRequestError as err:
+            why = _refusal(err) if accepted is not False else None
+            if why is None:
+                raise
+            if why == "unsupported":
+                support.known[key] = False
+            return await _send(session, spec, messages, model, tag, kind, params, False)
+
     reply = None
     if key not in support.known:
         async with support.lock(key):  # the first request finds out; the others wait for it
             if key not in support.known:
-                try:
-                    reply = await _send(session, spec, messages, model, tag, kind, params, None)
-                except BadRequestError as err:
-                    if not _refuses_format(err):
-                        raise
-                    support.known[key] = False
-                    reply = await _send(session, spec, messages, model, tag, kind, params, False)
-                else:
-                    support.known[key] = True
+                reply = await send(None)
+                support.known.setdefault(key, True)
     if reply is None:
-        reply = await _send(session, spec, messages, model, tag, kind, params, support.known[key])
+        reply = await send(support.known[key])
     results.append(reply)
     return reply
 
@@ -526,9 +544,12 @@ async def astream_structured(
                 sent = True
                 yield text
         except BadRequestError as err:
-            if sent or accepted is not None or not _refuses_format(err):
+            why = _refusal(err)
+            if sent or accepted is False or why is None:
                 raise
-            session._format_support.known[key] = accepted = False
+            if why == "unsupported":
+                session._format_support.known[key] = False
+            accepted = False
             continue
         if accepted is None:
             session._format_support.known[key] = True

@@ -170,6 +170,17 @@ def test_the_users_system_prompt_is_kept_in_the_fallback(
     assert system["role"] == "system" and system["content"].startswith("Be terse.\n\n")
 
 
+def test_a_refused_schema_falls_back_for_that_call_only(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    message = "Invalid schema for response_format 'Sentiment': 'required' is required."
+    local.faults.push(faults.status(400, message=message))
+    assert session.chat("a", schema=Sentiment).parsed is not None
+    session.chat("b", schema=Sentiment)
+    sent = [("response_format" in e["body"], e["status"]) for e in _chat_log(local)]
+    assert sent == [(True, 400), (False, 200), (True, 200)]
+
+
 def test_another_bad_request_is_raised_not_remembered(
     session: holynb.Session, local: LocalServer
 ) -> None:
