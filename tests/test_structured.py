@@ -11,9 +11,10 @@ import pydantic
 import pytest
 
 import holynb
+from holynb.schema_check import check
 from holynb.server import LocalServer, faults
 from holynb.server.json_model import sample
-from holynb.structured import AnswerSchema, _check
+from holynb.structured import AnswerSchema
 from tests.helpers import session_for
 
 
@@ -236,7 +237,7 @@ def test_the_builtin_check_agrees_with_jsonschema(value: Any, valid: bool) -> No
 
     schema = AnswerSchema.of(SENTIMENT_SCHEMA).schema
     assert jsonschema.Draft202012Validator(schema).is_valid(value) is valid
-    assert (not _check(value, schema, schema, "")) is valid
+    assert (not check(value, schema)) is valid
 
 
 def test_the_builtin_check_follows_refs_and_arrays() -> None:
@@ -248,8 +249,8 @@ def test_the_builtin_check_follows_refs_and_arrays() -> None:
     }
     ok = {"items": [{"label": "neutral", "confidence": 0.1}]}
     bad = {"items": [{"label": "nope", "confidence": 0.1}]}
-    assert _check(ok, wrapper, wrapper, "") == []
-    assert _check(bad, wrapper, wrapper, "")[0].startswith("items[0].label")
+    assert check(ok, wrapper) == []
+    assert check(bad, wrapper)[0].startswith("items[0].label")
 
 
 # -- the local server's json models ------------------------------------------------------------
