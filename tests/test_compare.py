@@ -13,10 +13,11 @@ import pydantic
 import pytest
 
 import holynb
-from holynb.compare import astream_models, models_from
+from holynb.compare import astream_models, models_from, stream_to_view
 from holynb.errors import RateLimitError
 from holynb.results import ChatResult, Usage
 from holynb.server import LocalServer
+from holynb.server.models import echo
 from holynb.server.wire import RequestError
 from holynb.sidebyside import ColumnsView, PlainColumnsView, side_by_side
 from tests.helpers import session_for
@@ -43,6 +44,7 @@ def extra_models(server: LocalServer) -> None:
     server.register_model("local/busy", _busy)  # always 429
     server.register_model("local/evil", _evil)  # answers with HTML that would run
     server.register_model("local/sleepy", lambda m, p: "late", latency_ms=3000)
+    server.register_model("local/crawl", echo, tokens_per_second=10)  # 6+ s per answer
 
 
 @pytest.fixture
@@ -393,3 +395,26 @@ def test_compare_takes_a_single_prompt_or_message_list(session: holynb.Session) 
     messages = [{"role": "user", "content": "Say hi"}]
     two = session.compare(messages, models=["local/echo", "local/json"], progress=False)
     assert len(one) == len(two) == 2 and list(one["text"]) == list(two["text"])
+
+
+def test_an_interrupt_stops_every_column_and_keeps_what_arrived(session: holynb.Session) -> None:
+    import os
+    import signal
+    import threading
+
+    out = io.StringIO()
+    view = PlainColumnsView(["local/crawl", "local/echo"], out=out)
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        frame = stream_to_view(session, "hi", ["local/crawl", "local/echo"], view)
+    finally:
+        timer.cancel()
+    assert view.states == ["interrupted", "done"]
+    crawl = frame.iloc[0]
+    assert not crawl["ok"] and crawl["error"].startswith("Interrupted")
+    assert crawl["text"] and "You said: hi".startswith(crawl["text"][:11])
+    assert frame.iloc[1]["ok"]
+    assert "── local/crawl ──" in out.getvalue() and "Interrupted · " in out.getvalue()
+    interrupted = [r for r in session.records if r.model == "local/crawl"]
+    assert len(interrupted) == 1 and interrupted[0].interrupted  # the ledger has what arrived
