@@ -2,6 +2,7 @@
 
     python bench/map_bench.py                      # 10,000 items, 64 in flight, 200 ms latency
     python bench/map_bench.py --items 2000 --latency-ms 50 --concurrency 32
+    python bench/map_bench.py --server fast        # against bench/fastserver.py instead
 
 The local server (``holynb serve``) runs in its own process with ``--latency-ms``: every answer
 waits that long, so the ideal throughput is ``concurrency / latency`` requests per second (and
@@ -41,6 +42,9 @@ import holynb  # noqa: E402
 from holynb.keystore import KeyStore, request_key  # noqa: E402
 from holynb.results import ChatResult, Usage  # noqa: E402
 
+MODEL = "local/echo"  # the fast server answers any model name
+PRICES = {MODEL: {"input": 0.15, "output": 0.6}}  # so that cost is counted, as for a real model
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -52,6 +56,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_fast_server(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "fastserver.py"), "--port", "0", "--latency-ms",
+         str(latency_ms), "--stream-chunks", "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()  # "listening on 127.0.0.1:PORT"
+    return proc, f"http://{line.split()[-1]}/v1"
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -79,7 +94,7 @@ def prompts(n: int, prefix: str = "Classify this review") -> list[str]:
 
 
 def throughput(base_url: str, items: int, concurrency: int, latency_ms: float) -> dict[str, Any]:
-    s = holynb.Session(base_url=base_url, model="local/echo", concurrency=concurrency)
+    s = holynb.Session(base_url=base_url, model=MODEL, concurrency=concurrency, prices=PRICES)
     with tempfile.TemporaryDirectory() as tmp:
         s.map(prompts(concurrency * 4, "warm-up"), progress=False, max_tokens=16)  # pool, imports
         gc.collect()
@@ -111,12 +126,12 @@ def throughput(base_url: str, items: int, concurrency: int, latency_ms: float) -
 
 def resume_start(base_url: str, concurrency: int) -> dict[str, Any]:
     items = prompts(10_000)
-    s = holynb.Session(base_url=base_url, model="local/echo", concurrency=concurrency)
+    s = holynb.Session(base_url=base_url, model=MODEL, concurrency=concurrency, prices=PRICES)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.sqlite"
         text = "Positive. " * 40  # a 400-character stored answer
         usage = Usage(prompt_tokens=20, completion_tokens=16)
-        result = ChatResult(text=text, model="local/echo", finish_reason="stop", usage=usage,
+        result = ChatResult(text=text, model=MODEL, finish_reason="stop", usage=usage,
                             latency_ms=100.0, cost_usd=0.0)  # fmt: skip
         with KeyStore(path) as store:  # 9,000 answers under the keys map gives them
             for p in items[:9000]:
@@ -143,8 +158,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument(
+        "--server",
+        choices=("local", "fast"),
+        default="local",
+        help="local: holynb serve (default); fast: bench/fastserver.py, the minimal server",
+    )
     args = parser.parse_args()
-    proc, base_url = start_server(args.latency_ms)
+    start = start_fast_server if args.server == "fast" else start_server
+    proc, base_url = start(args.latency_ms)
     try:
         t = throughput(base_url, args.items, args.concurrency, args.latency_ms)
         r = resume_start(base_url, args.concurrency)
@@ -152,8 +174,10 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
     load = os.getloadavg()[0]
-    print(f"map, {args.items:,} items, {args.concurrency} in flight, server latency "
-          f"{args.latency_ms:g} ms, {os.cpu_count()} cores, load average {load:.1f}\n")  # fmt: skip
+    print(
+        f"map, {args.items:,} items, {args.concurrency} in flight, {args.server} server, latency "
+        f"{args.latency_ms:g} ms, {os.cpu_count()} cores, load average {load:.1f}\n"
+    )
     print("| figure | value | goal |")
     print("|---|---|---|")
     print(f"| throughput, items/s | {t['rate']:,.0f} | |")

@@ -235,7 +235,7 @@ class MapRun:
                 f"holynb: map(concurrency={concurrency}) is capped by the session's "
                 f"concurrency={limit}; create the Session with concurrency={concurrency} to "
                 "send more at once.",
-                stacklevel=3,
+                stacklevel=5,  # the caller of Session.map / amap
             )
         self.concurrency = max(1, min(concurrency or limit, limit))
         if isinstance(checkpoint, KeyStore) or checkpoint is None:

@@ -390,7 +390,7 @@ class LLMMagics(Magics):
             )
             fresh.prices = current.prices  # the prices, the log and the ledger carry over
             fresh._store = current._store
-            fresh._cache = current._cache
+            fresh.cache = current.cache.path if current.cache is not None else False
             fresh._ledger.extend(current.records)
             budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
             fresh.budget_usd = budget  # after the ledger: past spending counts

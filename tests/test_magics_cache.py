@@ -62,4 +62,5 @@ def test_cache_can_be_turned_on_and_off(shell, tmp_path, capsys):
     run(shell, f"%llm cache on {tmp_path / 'other.sqlite'}")
     assert magics.get_default_session().cache.path == tmp_path / "other.sqlite"
     run(shell, "%llm config model=local/echo")
-    assert magics.get_default_session().cache.path == tmp_path / "other.sqlite"
+    s = magics.get_default_session()
+    assert s.cache.path == tmp_path / "other.sqlite" and s.cache.base_url == s.base_url

@@ -251,8 +251,9 @@ def test_progress_shows_done_failed_and_cached_counts(local, tmp_path, capsys):
 
 
 def test_a_concurrency_above_the_sessions_is_capped_with_a_warning(local):
-    with pytest.warns(UserWarning, match="capped by the session's concurrency=2"):
+    with pytest.warns(UserWarning, match="capped by the session's concurrency=2") as caught:
         df = session_for(local, concurrency=2).map(prompts(3), concurrency=5, progress=False)
+    assert caught[0].filename == __file__  # points at the caller's line
     assert df["ok"].all()
 
 
