@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "BatchJob": "holynb.batch_jobs",
     "batch_jsonl": "holynb.batch_files",
     "validate_batch_jsonl": "holynb.batch_files",
+    "side_by_side": "holynb.sidebyside",
 }
 _ERRORS = (
     "HolynbError",
@@ -70,6 +71,8 @@ _ERRORS = (
     "BatchNotSupportedError",
     "JSONExtractionError",
     "PromptError",
+    "SchemaValidationError",
+    "MapInterrupted",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -100,6 +103,7 @@ __all__ = [
     "JSONExtractionError",
     "Limits",
     "LocalServer",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "ModelPrice",
     "NotFoundError",
@@ -111,6 +115,7 @@ __all__ = [
     "RunManyResult",
     "SandboxLimits",
     "SandboxResult",
+    "SchemaValidationError",
     "Secret",
     "ServerError",
     "Session",
@@ -126,6 +131,7 @@ __all__ = [
     "local_session",
     "result_card_html",
     "run_sandboxed",
+    "side_by_side",
     "validate_batch_jsonl",
 ]
 
@@ -150,11 +156,13 @@ if TYPE_CHECKING:
         ConflictError,
         HolynbError,
         JSONExtractionError,
+        MapInterrupted,
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,
         PromptError,
         RateLimitError,
+        SchemaValidationError,
         ServerError,
         StreamError,
         StreamWarning,
@@ -174,6 +182,7 @@ if TYPE_CHECKING:
     from holynb.sandbox import SandboxResult, arun_sandboxed, run_sandboxed
     from holynb.server import LocalServer
     from holynb.session import Session
+    from holynb.sidebyside import side_by_side
 
 
 def __getattr__(name: str) -> Any:

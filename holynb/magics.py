@@ -84,7 +84,12 @@ class LLMMagics(Magics):
     # -- %%llm / %llm --------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-m", "--model", help="model to ask (default: the session's)")
+    @argument(
+        "-m",
+        "--model",
+        help="model to ask (default: the session's); several, comma-separated, answer side by "
+        "side (-o VAR keeps their long frame)",
+    )
     @argument("-s", "--system", help="system prompt")
     @argument("-t", "--temperature", type=float, help="sampling temperature")
     @argument("--max-tokens", type=int, help="most tokens to generate")
@@ -100,6 +105,8 @@ class LLMMagics(Magics):
     @argument("--chat", action="store_true", help="continue this notebook's conversation")
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument("--refresh", action="store_true", help="ask again and replace the cached answer")
     @argument("words", nargs="*", help="line form only: the prompt")
     @no_var_expand  # the prompt is filled once, by build_prompt; the option line is expanded below
     @line_cell_magic
@@ -110,12 +117,12 @@ class LLMMagics(Magics):
         braces. The option line takes ``{name}``/``$name`` too (IPython's expansion).
 
         Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
-        ``%llm models``, ``%llm cost``, ``%llm history``.
+        ``%llm models``, ``%llm cost``, ``%llm history``, ``%llm cache [clear | on [PATH] | off]``.
         """
         if cell is None:
             words = line.split()
             command = words[0] if words else ""
-            if command in ("config", "models", "cost", "history"):
+            if command in ("config", "models", "cost", "history", "cache"):
                 words = self._expand(line).split()
                 return getattr(self, f"_cmd_{command}")(words[1:])
         if cell is None and not line.lstrip().startswith("-"):
@@ -166,6 +173,8 @@ class LLMMagics(Magics):
         from holynb.tokens import estimate_messages_tokens
 
         session = self.session
+        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            return self._ask_models(session, text, args)
         model = args.model or session.model
         messages = self._messages(text, args.chat)
         prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
@@ -180,6 +189,7 @@ class LLMMagics(Magics):
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
             "tag": f"In[{cell_number(self.shell)}]",
+            "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
         view = make_view(model, cost_of=cost_of, note=note)
         if args.format == "text":
@@ -277,6 +287,50 @@ class LLMMagics(Magics):
                 display(JSON(value))
         return None
 
+    def _ask_models(self, session: Session, text: str, args: Any) -> None:
+        """``%%llm -m a,b,c``: the prompt to every model at once, streamed side by side; ``-o``
+        keeps the long frame (as ``Session.compare``), ``_llm`` maps each model to its text."""
+        from IPython.core.error import UsageError
+
+        from holynb.compare import models_from, stream_to_view
+        from holynb.results import Usage
+        from holynb.sidebyside import make_columns_view
+        from holynb.tokens import estimate_messages_tokens
+
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--chat", args.chat),
+                ("--bg", args.bg),
+                (f"-f {args.format}", args.format in ("code", "json")),
+            )
+            if used
+        ]
+        if unsupported:
+            raise UsageError(
+                f"%%llm: {', '.join(unsupported)} takes one model; with several (-m a,b,c) the "
+                "answers stream side by side. Pick one model for it."
+            )
+        models = models_from(args.model)
+        prompt_tokens = estimate_messages_tokens(self._messages(text, False))
+
+        def cost_of(model: str) -> Any:
+            def cost(completion_tokens: int) -> float | None:
+                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                return session.prices.cost(model, usage)
+
+            return cost
+
+        view = make_columns_view(models, cost_of=cost_of).show()
+        frame = stream_to_view(
+            session, text, models, view, system=args.system, temperature=args.temperature,
+            max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
+        )  # fmt: skip
+        ns = self.shell.user_ns
+        ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
+        if args.out:
+            ns[args.out] = frame
+
     # -- %llm subcommands ----------------------------------------------------------------------
 
     def _cmd_config(self, words: list[str]) -> None:
@@ -308,6 +362,7 @@ class LLMMagics(Magics):
             )
             fresh.prices = current.prices  # the prices, the log and the ledger carry over
             fresh._store = current._store
+            fresh.cache = current.cache.path if current.cache is not None else False
             fresh._ledger.extend(current.records)
             budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
             fresh.budget_usd = budget  # after the ledger: past spending counts
@@ -336,6 +391,24 @@ class LLMMagics(Magics):
         from IPython.display import display
 
         display(self.session)
+
+    def _cmd_cache(self, words: list[str]) -> None:
+        from holynb.cache import cache_report
+
+        session = self.session
+        command = words[0] if words else "stats"
+        if command == "on":
+            session.cache = words[1] if len(words) > 1 else True
+        elif command == "off":
+            session.cache = False
+            print("Response cache off for this session.")
+            return
+        elif command == "clear" and session.cache is not None:
+            print(f"Forgot {session.cache.clear()} cached answers.")
+        elif command not in ("stats", "clear"):
+            print("holynb: use %llm cache, %llm cache clear, %llm cache on [PATH], or off.")
+            return
+        print(cache_report(session.cache))
 
     def _cmd_history(self, words: list[str]) -> Any:
         n = int(words[0]) if words and words[0].isdigit() else 20

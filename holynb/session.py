@@ -9,6 +9,7 @@ import asyncio
 import math
 import os
 import sqlite3
+import time
 import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
     from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
+    from holynb.bulk import Prompts
+    from holynb.cache import CallCache, ResponseCache
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
@@ -65,7 +68,9 @@ class Session:
     a known price, and ``max_tokens`` unless the model is free or its context window is known);
     ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
     and a budget counts the calls other processes append to the same file; ``prices`` adds or
-    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
+    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
+    ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
+    request already asked from the file, sending nothing (see ``holynb.cache``).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Session:
         budget_usd: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
+        cache: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             base_url=base_url,
@@ -112,6 +118,11 @@ class Session:
         # The most recently finished call (with concurrent calls, whichever ended last): a
         # call's own result is what chat() returns and a stream's ``result``.
         self.last_result: ChatResult | None = None
+        self._cache: ResponseCache | None = None
+        self.cache = cache
+        from holynb.structured import FormatSupport
+
+        self._format_support = FormatSupport()  # which endpoints take response_format json_schema
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -157,6 +168,20 @@ class Session:
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
         self._budget = None if limit is None else Budget(limit, spent_usd=self.total_cost_usd)
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache (None: no cache). Settable: a path, True, False or None.
+
+        >>> s.cache.stats(); s.cache.clear()
+        """
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+        from holynb.cache import open_cache
+
+        self._cache = open_cache(cache, self.settings.base_url)
 
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
@@ -204,11 +229,33 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "chat",
+        cache: CallCache = None,
+        schema: Any = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...)."""
+        request body as they are (``top_p=``, ``response_format=``, ...). With a response cache,
+        ``cache=False`` skips it for this call and ``cache="refresh"`` asks again.
+
+        ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
+        ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
+        ``SchemaValidationError`` when it still does not fit after one repair round-trip."""
+        if schema is not None:
+            from holynb.structured import achat_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
+            return await achat_structured(
+                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
+            )
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            return hit
         client = self._client
         hold = self._reserve(body)
         try:
@@ -220,7 +267,9 @@ class Session:
             self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
             raise
         else:
-            return self._record(result, body, kind, tag, hold)
+            result = self._record(result, body, kind, tag, hold)
+            self._cache_save(body, result, cache)
+            return result
         finally:
             self._release(hold)  # whatever happened above, the reservation ends with the call
 
@@ -239,17 +288,22 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "stream",
+        cache: CallCache = None,
+        schema: Any = None,
         **params: Any,
     ) -> AsyncChatStream:
         """The answer's text as it arrives (``async for``). When the stream ends, stops early or
         fails, what arrived is recorded in the ledger and kept in the stream's own ``result``.
+        A cached answer is replayed in pieces (``cache=`` as for ``achat``). ``schema`` asks
+        for a structured answer, validated when the stream ends (into ``result.parsed``); no
+        repair round-trip, since the text was shown.
 
         >>> stream = s.astream("Count to five")
         >>> async for text in stream: print(text, end="")
         >>> stream.result.usage
         """
         stream = AsyncChatStream()
-        args = (prompt, model, system, temperature, max_tokens, tag, kind, params)
+        args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
         return stream._attach(self._stream_texts(stream, *args))
 
     async def _stream_texts(
@@ -262,11 +316,45 @@ class Session:
         max_tokens: int | None,
         tag: str | None,
         kind: str,
+        cache: CallCache,
+        schema: Any,
         params: dict[str, Any],
     ) -> AsyncGenerator[str, None]:
         from holynb._client import StreamState
 
+        if schema is not None:
+            from holynb.structured import astream_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
+            async for text in astream_structured(
+                self,
+                prompt,
+                schema,
+                stream,
+                model=model,
+                system=system,
+                tag=tag,
+                kind=kind,
+                **params,
+            ):
+                yield text
+            return
+
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            from holynb.cache import replay_pieces
+
+            stream.result = hit
+            for piece in replay_pieces(hit.text):
+                yield piece
+                await asyncio.sleep(0)
+            return
         client = self._client
         hold = self._reserve(body)
         progress = StreamState(model=body["model"])
@@ -282,6 +370,7 @@ class Session:
             raise
         else:
             stream.result = self._record(progress.result(), body, kind, tag, hold)
+            self._cache_save(body, stream.result, cache)
         finally:
             self._release(hold)
 
@@ -295,6 +384,134 @@ class Session:
         >>> stream.result.cost_usd
         """
         return ChatStream(self.astream(prompt, **kwargs), default_loop())
+
+    async def amap(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently (async); see ``map``."""
+        from holynb.bulk import amap
+
+        return await amap(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
+        )  # fmt: skip
+
+    def map(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently; one row per prompt, in input order.
+
+        >>> df = s.map(reviews, template="Classify: {review}", checkpoint="run.sqlite")
+        >>> reviews.join(df[["text", "ok"]])
+
+        ``prompts``: a list of strings or message lists, a pandas Series, or a DataFrame with
+        ``template``. A failed item is recorded on its row (``ok=False``, ``error``); with
+        ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
+        answer in a file as it arrives: running the same call again sends only what is not
+        stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
+        (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
+        structured answer: its fields become columns, and an answer that does not fit (after
+        one repair) is that item's error. See ``holynb.bulk`` for the columns.
+        """
+        from holynb.bulk import map_sync
+
+        return map_sync(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
+        )  # fmt: skip
+
+    async def acompare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently (async); see ``compare``."""
+        from holynb.compare import acompare
+
+        return await acompare(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+        )  # fmt: skip
+
+    def compare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently; one row per (prompt, model).
+
+        >>> cmp = s.compare(["Define entropy"], models=["gpt-4.1", "deepseek-v3.2"])
+        >>> holynb.side_by_side(cmp)    # one row per prompt, a column group per model
+
+        Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
+        map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
+        has the failure on its own rows; the others are intact. ``prompts``, ``template``,
+        ``checkpoint``, ``concurrency`` and the rest work as in ``map``.
+        """
+        from holynb.compare import compare_sync
+
+        return compare_sync(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+        )  # fmt: skip
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
@@ -503,6 +720,30 @@ class Session:
             result = replace(result, usage=usage)
         return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
 
+    def _cache_hit(
+        self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
+    ) -> ChatResult | None:
+        """The cached answer to ``body``, recorded in the ledger as a free hit; or None."""
+        if self._cache is None or cache is False or cache == "refresh":
+            return None
+        started = time.perf_counter()
+        stored = self._cache.lookup(body)
+        if stored is None:
+            return None
+        from holynb.cache import as_hit
+
+        saved = self.prices.cost(stored.model, stored.usage)
+        self._cache.note_saved(saved)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
+        self._append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
+        self.last_result = hit
+        return hit
+
+    def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
+        if self._cache is not None and cache is not False:
+            self._cache.save(body, result)
+
     def _append(self, record: CallRecord, hold: int | None) -> None:
         self._ledger.append(record)
         if self._budget is not None and hold is not None:
@@ -600,6 +841,8 @@ class Session:
             default_loop().run(self._client_obj.aclose())
         if self._store is not None:
             self._store.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> Session:
         return self
