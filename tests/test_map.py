@@ -278,3 +278,10 @@ def test_any_iterable_of_prompts_works_and_a_single_string_is_refused(local):
         session_for(local).map("just one", progress=False)
     with pytest.raises(holynb.ConfigurationError, match=r"pd\.Series"):
         session_for(local).map({"a": "x"}, progress=False)
+
+
+def test_no_prompts_give_an_empty_frame_with_the_columns(local):
+    df = session_for(local).map([], progress=True)
+    assert list(df.columns) == list(RESULT_COLUMNS) and len(df) == 0
+    assert df["text"].dtype == object and df["ok"].dtype == bool
+    assert local.stats.requests == 0
