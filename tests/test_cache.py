@@ -171,3 +171,14 @@ def test_the_cache_file_never_holds_the_api_key(local, tmp_path):
         "".join(s.stream("Say hi again"))
     for file in tmp_path.iterdir():
         assert PLANTED_KEY.encode() not in file.read_bytes()
+
+
+def test_the_summary_counts_hits_apart_from_what_was_sent(local, cached):
+    first = cached.chat("Say hi", max_tokens=20)
+    for _ in range(3):
+        cached.chat("Say hi", max_tokens=20)
+    row = cached.summary().iloc[0]
+    assert row["calls"] == 4 and row["cache_hits"] == 3
+    assert row["prompt_tokens"] == first.usage.prompt_tokens  # billed once
+    assert row["saved_usd"] == pytest.approx(3 * first.cost_usd)
+    assert row["latency_p50_ms"] == pytest.approx(first.latency_ms, rel=0.01)
