@@ -285,3 +285,16 @@ def test_no_prompts_give_an_empty_frame_with_the_columns(local):
     assert list(df.columns) == list(RESULT_COLUMNS) and len(df) == 0
     assert df["text"].dtype == object and df["ok"].dtype == bool
     assert local.stats.requests == 0
+
+
+def test_a_run_of_request_specs_may_ask_each_item_of_another_model(local, tmp_path):
+    from holynb.bulk import MapRun, Request
+    from holynb.server.models import echo
+
+    local.register_model("local/echo-b", echo)
+    s = session_for(local)
+    specs = [Request("same prompt", model=m) for m in ("local/echo", "local/echo-b")]
+    ckpt = tmp_path / "run.sqlite"
+    df = asyncio.run(MapRun(s, specs, checkpoint=ckpt, progress=False).arun())
+    assert df["model"].tolist() == ["local/echo", "local/echo-b"] and df["ok"].all()
+    assert len(KeyStore(ckpt)) == 2  # one key per model
