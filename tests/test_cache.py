@@ -12,7 +12,7 @@ import pytest
 import holynb
 from holynb.server import faults
 from holynb.server.models import echo
-from tests.helpers import session_for
+from tests.helpers import CHILD_ENV, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -149,7 +149,9 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, name, local.base_url, str(path)])
+        subprocess.Popen(
+            [sys.executable, "-c", script, name, local.base_url, str(path)], env=CHILD_ENV
+        )
         for name in ("a", "b")
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]

@@ -18,7 +18,7 @@ from holynb import RetryPolicy
 from holynb.bulk import RESULT_COLUMNS
 from holynb.keystore import KeyStore
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import CHILD_ENV, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -155,7 +155,9 @@ def test_sigkill_mid_map_then_a_rerun_finishes_sending_at_most_concurrency_twice
     ckpt = tmp_path / "run.sqlite"
     local.latency_ms = 10
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)], env=CHILD_ENV
+        )
         deadline = time.monotonic() + 60
         while local.stats.completed < 100 and time.monotonic() < deadline:
             time.sleep(0.01)
