@@ -10,6 +10,9 @@ import holynb
 from holynb import RetryPolicy
 
 FAST_RETRY = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# for a child Python process: import this checkout's holynb, whatever is installed
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
 
 
 def session_for(server: Any, **kwargs: Any) -> holynb.Session:
