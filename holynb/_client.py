@@ -27,6 +27,7 @@ from holynb._limits import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
 from holynb._transport import open_http_client
+from holynb._wire import wire_for
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -107,7 +108,8 @@ async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncIterator[None]:
 
 
 class ChatClient:
-    """OpenAI-compatible chat completions over one shared pool per event loop.
+    """Chat calls over one shared pool per event loop, in the settings' wire format (OpenAI's
+    chat completions or Anthropic's messages; see ``holynb._wire``).
 
     >>> client = ChatClient(settings)
     >>> result = await client.complete({"model": "gpt-4.1", "messages": [...]})
@@ -124,7 +126,8 @@ class ChatClient:
         self._tpm = Pacer(limits.tpm) if limits.tpm else None
         self._server_pause = Pacer(per_minute=1e9)  # only its block_for() is used
         self._no_stream_options: set[str] = set()
-        self._chat_url = settings.base_url + "/chat/completions"
+        self.wire = wire_for(settings.api)
+        self._chat_url = self.wire.url(settings.base_url)
         self._secret = settings.api_key.get() if settings.api_key else ""
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ class ChatClient:
             with self._states_lock:
                 headers = {}
                 if self.settings.api_key:
-                    headers["authorization"] = f"Bearer {self._secret}"
+                    headers = self.wire.auth_headers(self._secret, self.settings.bearer)
                 concurrency = self.settings.limits.concurrency
                 http = open_http_client(self.settings.base_url, headers, concurrency)
                 t = self.settings.timeout
@@ -326,6 +329,7 @@ class ChatClient:
         deadline: float | None = None
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
         retries = 0
+        sent = self.wire.request(body)
         async with state.semaphore:
             while True:
                 attempts = retries + 1
@@ -334,7 +338,7 @@ class ChatClient:
                     deadline = self._deadline()
                 try:
                     response, raw = await self._fetch_within(
-                        state, body, idempotency_key, attempts, deadline
+                        state, sent, idempotency_key, attempts, deadline
                     )
                     self._note_rate_headers(response.headers)
                     result = self._parse_completion(raw, response, started, attempts, body)
@@ -367,7 +371,7 @@ class ChatClient:
                 hint="Check that the base URL is an OpenAI-compatible endpoint ending in /v1.",
                 attempts=attempts,
             ) from None
-        if not isinstance(payload, dict) or payload.get("error"):
+        if self.wire.error_in(payload):
             raise APIError(
                 self.redact(f"The API reported an error: {_error_message(raw)}"),
                 status=response.status_code,
@@ -375,18 +379,16 @@ class ChatClient:
                 body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
                 attempts=attempts,
             )
-        choices = payload.get("choices") or [{}]
-        choice = choices[0] or {}
-        message = choice.get("message") or {}
+        text, model, finish_reason, usage, answer_id = self.wire.read_completion(payload, body)
         return ChatResult(
-            text=message.get("content") or "",
-            model=payload.get("model") or body.get("model", ""),
-            finish_reason=choice.get("finish_reason"),
-            usage=Usage.from_api(payload.get("usage")) or Usage(estimated=True),
+            text=text,
+            model=model,
+            finish_reason=finish_reason,
+            usage=usage or Usage(estimated=True),
             latency_ms=(time.perf_counter() - started) * 1000.0,
             ttft_ms=None,
             attempts=attempts,
-            request_id=request_id or payload.get("id"),
+            request_id=request_id or answer_id,
         )
 
     async def stream(self, body: dict[str, Any], progress: StreamState) -> AsyncIterator[str]:
@@ -396,7 +398,7 @@ class ChatClient:
         a failure raises StreamError with the partial result instead of re-sending.
         """
         body = dict(body, stream=True)
-        if body.get("model", "") not in self._no_stream_options:
+        if self.wire.name == "openai" and body.get("model", "") not in self._no_stream_options:
             body["stream_options"] = {"include_usage": True}
         state = await self._state()
         deadline: float | None = None
@@ -410,7 +412,7 @@ class ChatClient:
                     deadline = self._deadline()
                 try:
                     response = await self._open_within(
-                        state, body, idempotency_key, progress.attempts, deadline
+                        state, self.wire.request(body), idempotency_key, progress.attempts, deadline
                     )
                 except APIError as err:
                     if self._drop_stream_options(body, err):
@@ -446,6 +448,7 @@ class ChatClient:
         decoder = SSEDecoder(self.settings.limits.max_event_bytes)
         loads = orjson.loads
         parts = progress.parts
+        read_chunk, is_end = self.wire.read_chunk, self.wire.is_end
         try:
             async for chunk in response.aiter_raw():
                 for data in decoder.feed(chunk):
@@ -458,31 +461,24 @@ class ChatClient:
                         event = _with_bad_bytes_replaced(data, progress)
                         if event is None:
                             continue  # not JSON: some relays send stray lines; skip them
-                    if event.get("error"):
-                        raise self._stream_error(event["error"], progress)
-                    choices = event.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.get("delta")
-                        if delta:
-                            text = delta.get("content")
-                            if text:
-                                if progress.ttft_ms is None:
-                                    progress.ttft_ms = (
-                                        time.perf_counter() - progress.started
-                                    ) * 1000.0
-                                parts.append(text)
-                                progress.chunks += 1
-                                yield text
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            progress.finish_reason = reason
-                    usage = event.get("usage")
+                    error, text, reason, usage, model = read_chunk(event, progress.usage)
+                    if error:
+                        raise self._stream_error(error, progress)
+                    if text:
+                        if progress.ttft_ms is None:
+                            progress.ttft_ms = (time.perf_counter() - progress.started) * 1000.0
+                        parts.append(text)
+                        progress.chunks += 1
+                        yield text
+                    if reason:
+                        progress.finish_reason = reason
                     if usage:
-                        progress.usage = Usage.from_api(usage)
-                    model = event.get("model")
+                        progress.usage = usage
                     if model:
                         progress.model = model
+                    if is_end(event):
+                        progress.done = True
+                        return
                 if deadline is not None and time.monotonic() > deadline:
                     raise APITimeoutError(
                         "The stream went on past the call's total timeout.",
@@ -500,6 +496,19 @@ class ChatClient:
             if data == b"[DONE]":
                 progress.done = True
                 return
+            try:
+                if is_end(loads(data)):
+                    progress.done = True
+                    return
+            except (orjson.JSONDecodeError, AttributeError):
+                pass
+        if self.wire.stream_has_end_event:
+            raise StreamError(
+                f"The stream ended after {progress.chunks} chunks without finishing "
+                "(no message_stop event).",
+                request_id=progress.request_id,
+                attempts=progress.attempts,
+            )
         if progress.finish_reason is None:
             raise StreamError(
                 f"The stream ended after {progress.chunks} chunks without finishing "
@@ -525,7 +534,7 @@ class ChatClient:
     async def get_json(self, path: str) -> Any:
         """GET ``base_url/path`` and return its JSON (e.g. ``models``)."""
         state = await self._state()
-        url = f"{self.settings.base_url}/{path.lstrip('/')}"
+        url = f"{self.wire.root(self.settings.base_url)}/{path.lstrip('/')}"
         try:
             response = await state.http.get(url)
         except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -584,7 +593,10 @@ def _error_message(raw: bytes) -> str:
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, dict):
-            return str(error.get("message") or error.get("detail") or error)
+            message = str(error.get("message") or error.get("detail") or error)
+            if payload.get("type") == "error" and error.get("type"):  # Anthropic's shape
+                message = f"{message} ({error['type']})"
+            return message
         return str(error)
     return str(payload)[:200]
 

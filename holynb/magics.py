@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _default_session: Session | None = None
 _FORMATS = ("markdown", "text", "code", "json")
+_API_NAMES = {"openai": "openai (chat completions)", "anthropic": "anthropic (messages)"}
 _NAME = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 _CELL_REF = re.compile(r"\b(In|Out)\[(-?\d+)\]")
 _ERR_REF = re.compile(r"\bErr\b")
@@ -316,9 +317,9 @@ class LLMMagics(Magics):
             changes: dict[str, str] = {}
             for word in words:
                 key, sep, value = word.partition("=")
-                if not sep or key not in ("model", "base_url", "budget", "api_key"):
+                if not sep or key not in ("model", "base_url", "budget", "api_key", "api"):
                     print(
-                        f"holynb: cannot set {word!r}: use model=, base_url=, budget= or "
+                        f"holynb: cannot set {word!r}: use model=, base_url=, api=, budget= or "
                         "api_key= (better: set HOLYSHEEP_API_KEY in the environment)."
                     )
                     return
@@ -326,6 +327,8 @@ class LLMMagics(Magics):
             settings = current.settings
             fresh = Session(
                 model=changes.get("model", current.model),
+                api=changes.get("api", current.settings.api),
+                bearer=settings.bearer,
                 base_url=changes.get("base_url", current.base_url),
                 api_key=changes.get("api_key") or settings.api_key,
                 retry=settings.retry,
@@ -345,6 +348,7 @@ class LLMMagics(Magics):
         rows = [
             ("model", current.model),
             ("base_url", current.base_url),
+            ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
             ("api key", f"set ({key.masked})" if key else "missing"),
             ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),

@@ -47,6 +47,11 @@ class Session:
     >>> for text in s.stream("Count to five"): print(text, end="")
     >>> s.ledger            # one row per call, failures included
 
+    ``api="anthropic"`` (or ``HOLYNB_API``) speaks Anthropic's Messages API instead of OpenAI's
+    chat completions: ``POST {base_url}/messages`` (``{base_url}/v1/messages`` for a root URL),
+    the key as ``x-api-key`` (``bearer=True`` also sends it as ``Authorization: Bearer``, for
+    relays that want it), ``max_tokens`` always sent; everything else works the same.
+
     ``budget_usd`` refuses calls before sending once they could exceed it; ``log_path`` (or
     ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
@@ -56,6 +61,7 @@ class Session:
         self,
         model: str | None = None,
         *,
+        api: str | None = None,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
         max_retries: int | None = None,
@@ -67,8 +73,11 @@ class Session:
         budget_usd: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
+        bearer: bool | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
+            api=api,
+            bearer=bearer,
             base_url=base_url,
             api_key=api_key,
             model=model,
@@ -102,6 +111,11 @@ class Session:
         return self.settings.model
 
     @property
+    def api(self) -> str:
+        """The wire format: ``"openai"`` (chat completions) or ``"anthropic"`` (messages)."""
+        return self.settings.api
+
+    @property
     def base_url(self) -> str:
         """The endpoint this session talks to."""
         return self.settings.base_url
@@ -132,8 +146,9 @@ class Session:
 
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
+        api = f", api={self.api!r}" if self.api != "openai" else ""
         return (
-            f"Session(model={self.model!r}, base_url={self.base_url!r}, key={key}, "
+            f"Session(model={self.model!r}{api}, base_url={self.base_url!r}, key={key}, "
             f"calls={len(self._ledger)}, cost=${self.total_cost_usd:.4f})"
         )
 
@@ -163,6 +178,10 @@ class Session:
             body["temperature"] = temperature
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
+            from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
+
+            body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
         body.update(params)
         return body
 
