@@ -78,8 +78,7 @@ def error_body(message: str, kind: str) -> bytes:
 
 def error_response(err: RequestError, headers: dict[str, str] | None = None) -> web.Response:
     """``err`` as an Anthropic-style JSON error response."""
-    kind = err.type if err.type in ERROR_TYPES.values() else error_type(err.status)
-    body = error_body(err.message, kind)
+    body = error_body(err.message, error_type(err.status))
     return web.Response(body=body, status=err.status, content_type=JSON, headers=headers)
 
 
