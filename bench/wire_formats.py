@@ -21,13 +21,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
-MODEL = "bench/long"
+MODEL = "local/bench-long"  # a local/... model is free: no price warning
 SERVER = """
 import sys
 from holynb.server import LocalServer
 tokens = int(sys.argv[1])
 server = LocalServer().start()
-server.register_model("bench/long", lambda messages, params: " x" * tokens)
+server.register_model("local/bench-long", lambda messages, params: " x" * tokens)
 print(server.base_url, flush=True)
 sys.stdin.read()
 server.stop()
