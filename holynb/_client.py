@@ -232,6 +232,8 @@ class ChatClient:
         status = response.status_code
         message = _error_message(raw) or response.reason_phrase or "error"
         cls = status_error_class(status)
+        if status == 400 and b"no_db_connection" in raw:
+            cls = AuthenticationError  # LiteLLM's proxy answers a wrong key so (REFERENCE.md)
         hint = _auth_hint(self.settings) if cls is AuthenticationError else None
         err = cls(
             self.redact(f"HTTP {status} from {self.settings.base_url}: {message}"),

@@ -430,6 +430,14 @@ def test_wrong_key_is_authentication_error():
         assert ok.chat("hello").text.startswith("You said: hello.")
 
 
+def test_litellm_no_db_connection_400_is_an_authentication_error(local):
+    body = {"error": {"message": "No connected db.", "type": "no_db_connection", "code": "400"}}
+    local.faults.push(faults.status(400, body=body))
+    with pytest.raises(holynb.AuthenticationError) as info:
+        claude(local).chat("hello")
+    assert info.value.status == 400 and "No connected db." in info.value.message
+
+
 # -- everything built on a session ---------------------------------------------------------------
 
 
