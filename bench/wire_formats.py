@@ -28,16 +28,18 @@ from holynb.server import LocalServer
 tokens = int(sys.argv[1])
 server = LocalServer().start()
 server.register_model("local/bench-long", lambda messages, params: " x" * tokens)
-print(server.base_url, flush=True)
+print(server.base_url, server.api_key.get(), flush=True)
 sys.stdin.read()
 server.stop()
 """
 
 
-def holynb_stream(api: str, url: str) -> Callable[[], AsyncIterator[str]]:
+def holynb_stream(api: str, url: str, key: str) -> Callable[[], AsyncIterator[str]]:
     import holynb
 
-    session = holynb.Session(api=api, model=MODEL, base_url=url, max_retries=0, log_path="")
+    session = holynb.Session(
+        api=api, model=MODEL, base_url=url, api_key=key, max_retries=0, log_path=""
+    )
 
     def run() -> AsyncIterator[str]:
         return session.astream("hi", max_tokens=10**6)
@@ -45,14 +47,14 @@ def holynb_stream(api: str, url: str) -> Callable[[], AsyncIterator[str]]:
     return run
 
 
-def sdk_stream(api: str, url: str) -> Callable[[], AsyncIterator[str]] | None:
+def sdk_stream(api: str, url: str, key: str) -> Callable[[], AsyncIterator[str]] | None:
     messages = [{"role": "user", "content": "hi"}]
     if api == "openai":
         try:
             import openai
         except ImportError:
             return None
-        client = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=0)
+        client = openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0)
 
         async def run_openai() -> AsyncIterator[str]:
             stream = await client.chat.completions.create(
@@ -67,9 +69,7 @@ def sdk_stream(api: str, url: str) -> Callable[[], AsyncIterator[str]] | None:
         import anthropic
     except ImportError:
         return None
-    client2 = anthropic.AsyncAnthropic(
-        base_url=url.removesuffix("/v1"), api_key="sk-bench", max_retries=0
-    )
+    client2 = anthropic.AsyncAnthropic(base_url=url.removesuffix("/v1"), api_key=key, max_retries=0)
 
     async def run_anthropic() -> AsyncIterator[str]:
         async with client2.messages.stream(
@@ -90,11 +90,11 @@ async def rate(run: Callable[[], AsyncIterator[str]]) -> tuple[float, int]:
     return count / (time.perf_counter() - start), count
 
 
-async def measure(url: str, reps: int) -> dict[str, list[float]]:
+async def measure(url: str, key: str, reps: int) -> dict[str, list[float]]:
     runs: dict[str, Callable[[], AsyncIterator[str]] | None] = {}
     for api in ("openai", "anthropic"):
-        runs[f"holynb, {api} format"] = holynb_stream(api, url)
-        runs[f"{api} SDK"] = sdk_stream(api, url)
+        runs[f"holynb, {api} format"] = holynb_stream(api, url, key)
+        runs[f"{api} SDK"] = sdk_stream(api, url, key)
     results: dict[str, list[float]] = {name: [] for name, run in runs.items() if run}
     for name in results:  # warm-up: imports, connections, first-use caches
         await rate(runs[name])  # type: ignore[arg-type]
@@ -121,8 +121,8 @@ def main() -> None:
         text=True,
     )
     try:
-        url = server.stdout.readline().strip()  # type: ignore[union-attr]
-        results = asyncio.run(measure(url, args.reps))
+        url, key = server.stdout.readline().split()  # type: ignore[union-attr]
+        results = asyncio.run(measure(url, key, args.reps))
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         server.wait(timeout=10)

@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
+    "BatchJob": "holynb.batch_jobs",
+    "batch_jsonl": "holynb.batch_files",
+    "validate_batch_jsonl": "holynb.batch_files",
 }
 _ERRORS = (
     "HolynbError",
@@ -59,7 +62,10 @@ _ERRORS = (
     "ServerError",
     "StreamError",
     "StreamWarning",
+    "APIResponseError",
     "BudgetExceededError",
+    "BatchError",
+    "BatchNotSupportedError",
     "JSONExtractionError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
@@ -67,10 +73,14 @@ _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchJob",
+    "BatchNotSupportedError",
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
@@ -104,23 +114,30 @@ __all__ = [
     "Usage",
     "__version__",
     "arun_sandboxed",
+    "batch_jsonl",
     "extract_json",
     "extract_json_detailed",
     "local_session",
     "result_card_html",
     "run_sandboxed",
+    "validate_batch_jsonl",
 ]
 
 if TYPE_CHECKING:
     from holynb._config import Limits, RetryPolicy, Secret, Timeout
+    from holynb.batch_files import batch_jsonl, validate_batch_jsonl
+    from holynb.batch_jobs import BatchJob
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,
         APIError,
+        APIResponseError,
         APIStatusError,
         APITimeoutError,
         AuthenticationError,
         BadRequestError,
+        BatchError,
+        BatchNotSupportedError,
         BudgetExceededError,
         ConfigurationError,
         ConflictError,

@@ -31,6 +31,7 @@ from holynb._wire import wire_for
 from holynb.errors import (
     APIConnectionError,
     APIError,
+    APIResponseError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -65,10 +66,14 @@ class StreamState:
         return "".join(self.parts)
 
     def result(self, *, interrupted: bool = False) -> ChatResult:
-        """The ChatResult for what has arrived; usage is estimated when the server sent none."""
+        """The ChatResult for what has arrived; usage is estimated from the text (at least a
+        token a chunk) when the server sent none."""
         usage = self.usage
         if usage is None:
-            usage = Usage(completion_tokens=self.chunks, estimated=True)
+            from holynb.tokens import estimate_tokens
+
+            completion = max(self.chunks, estimate_tokens(self.text))
+            usage = Usage(completion_tokens=completion, estimated=True)
         return ChatResult(
             text=self.text,
             model=self.model,
@@ -248,6 +253,8 @@ class ChatClient:
 
     def _retry_or_raise(self, err: APIError, retries_done: int, deadline: float | None) -> float:
         """The wait before the next attempt, or raise ``err`` when no retry is due."""
+        if isinstance(err, APIResponseError):
+            raise err  # answered (and maybe billed): sending it again could pay twice
         headers = getattr(err, "headers", None)
         status = err.status if isinstance(err, APIStatusError) else None
         ok, wait = plan_retry(self.settings.retry, retries_done, status=status, headers=headers)
@@ -381,16 +388,48 @@ class ChatClient:
                 body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
                 attempts=attempts,
             )
-        text, model, finish_reason, usage, answer_id = self.wire.read_completion(payload, body)
-        return ChatResult(
-            text=text,
-            model=model,
-            finish_reason=finish_reason,
-            usage=usage or Usage(estimated=True),
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-            ttft_ms=None,
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            text, model, finish_reason, usage, answer_id = self.wire.read_completion(payload, body)
+            return ChatResult(
+                text=text,
+                model=model,
+                finish_reason=finish_reason,
+                usage=usage or Usage(estimated=True),
+                latency_ms=latency_ms,
+                ttft_ms=None,
+                attempts=attempts,
+                request_id=request_id or answer_id,
+            )
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+            partial = ChatResult(
+                text=self.wire.salvage_text(payload),
+                model=body.get("model", ""),
+                usage=Usage(estimated=True),
+                latency_ms=latency_ms,
+                attempts=attempts,
+                request_id=request_id,
+            )
+            raise self._unreadable(raw, exc, request_id, attempts, partial) from None
+
+    def _unreadable(
+        self,
+        raw: bytes,
+        exc: BaseException,
+        request_id: str | None,
+        attempts: int,
+        partial: ChatResult | None = None,
+    ) -> APIResponseError:
+        return APIResponseError(
+            self.redact(
+                f"The API at {self.settings.base_url} answered 200 with a body holynb cannot "
+                f"read ({type(exc).__name__}: {exc})."
+            ),
+            status=200,
+            request_id=request_id,
+            body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
             attempts=attempts,
-            request_id=request_id or answer_id,
+            partial=partial,
         )
 
     async def stream(self, body: dict[str, Any], progress: StreamState) -> AsyncIterator[str]:
@@ -463,7 +502,12 @@ class ChatClient:
                         event = _with_bad_bytes_replaced(data, progress)
                         if event is None:
                             continue  # not JSON: some relays send stray lines; skip them
-                    error, text, reason, usage, model = read_chunk(event, progress.usage)
+                    try:
+                        error, text, reason, usage, model = read_chunk(event, progress.usage)
+                    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+                        raise self._unreadable(
+                            data, exc, progress.request_id, progress.attempts
+                        ) from None
                     if error:
                         raise self._stream_error(error, progress)
                     if text:
@@ -544,6 +588,21 @@ class ChatClient:
         if response.status_code >= 400:
             raise self._status_error(response, response.content, 1)
         return orjson.loads(response.content)
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request to ``base_url/path``, not retried; a typed error on 4xx/5xx.
+
+        ``kwargs`` go to httpx: ``json=`` for a JSON body, ``files=``/``data=`` for multipart.
+        """
+        state = await self._state()
+        url = f"{self.settings.base_url}/{path.lstrip('/')}"
+        try:
+            response = await state.http.request(method, url, **kwargs)
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport_error(exc, 1) from None
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content, 1)
+        return response
 
 
 def _time_left(deadline: float | None) -> float | None:

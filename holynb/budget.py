@@ -61,8 +61,9 @@ class Budget:
             self._reserved[self._next] = estimate_usd
             return self._next
 
-    def settle(self, token: int, cost_usd: float | None) -> None:
-        """Replace a reservation by the call's real cost (None: nothing known to add)."""
+    def settle(self, token: int | None, cost_usd: float | None) -> None:
+        """Replace a reservation by the call's real cost (None: nothing known to add).
+        ``token=None`` adds a cost that held no reservation (another process's call)."""
         with self._lock:
             self._reserved.pop(token, None)
             if cost_usd:

@@ -11,13 +11,15 @@
     │   │   ├── AuthenticationError   401: key missing, wrong, or for another endpoint
     │   │   ├── PermissionDeniedError 403
     │   │   ├── NotFoundError         404: wrong model name or base URL
+    │   │   │   └── BatchNotSupportedError  the endpoint has no /files or /batches
     │   │   ├── ConflictError         409 (retried)
     │   │   ├── RateLimitError        429 (retried, honouring Retry-After)
     │   │   └── ServerError           5xx (retried)
-    │   └── StreamError               the stream broke after HTTP 200 (error event, cut)
+    │   ├── StreamError               the stream broke after HTTP 200 (error event, cut)
+    │   └── APIResponseError          the endpoint answered 200 with a body holynb cannot read
+    ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
     └── JSONExtractionError           no JSON could be recovered from a model's reply
-
     StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -35,10 +37,13 @@ if TYPE_CHECKING:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchNotSupportedError",
     "BudgetExceededError",
     "ConfigurationError",
     "ConflictError",
@@ -65,6 +70,11 @@ class ConfigurationError(HolynbError, ValueError):
 
 class MissingAPIKeyError(ConfigurationError):
     """No API key was given and none is in the environment."""
+
+
+class BatchError(HolynbError):
+    """A Batch API job cannot do what was asked: an unknown job id, a job still running, a
+    wait that timed out. The message says what to do; the provider's batch is not touched."""
 
 
 class BudgetExceededError(HolynbError):
@@ -156,6 +166,17 @@ class StreamError(APIError):
     hint = "The partial answer is in err.partial; run the call again for a complete answer."
 
 
+class APIResponseError(APIError):
+    """The endpoint answered 200 with a body holynb cannot read (e.g. ``"choices": ["x"]``,
+    ``data: null``, a usage count that is not a number). Not retried: the call may have been
+    paid for. ``partial`` holds any text that could be read; ``body`` an excerpt."""
+
+    hint = (
+        "The endpoint is not fully OpenAI-compatible for this call: check the base URL and "
+        "model, or report the body above to the provider."
+    )
+
+
 class StreamWarning(UserWarning):
     """A stream carried something holynb had to repair to keep the answer (bytes that are not
     valid UTF-8, replaced by U+FFFD); the result's ``warning`` and the ledger's ``error`` say so.
@@ -191,6 +212,12 @@ class NotFoundError(APIStatusError):
     """404: the model or the endpoint does not exist at this base URL."""
 
     hint = "Check the model name (Session.models() lists them) and that the base URL ends in /v1."
+
+
+class BatchNotSupportedError(NotFoundError):
+    """The endpoint has no Batch API (``/files`` or ``/batches`` answered 404)."""
+
+    hint = "Use s.map(prompts, checkpoint='run.sqlite'): concurrent, and it resumes after a crash."
 
 
 class ConflictError(APIStatusError):

@@ -336,6 +336,7 @@ class LLMMagics(Magics):
                 concurrency=settings.limits.concurrency,
                 rpm=settings.limits.rpm,
                 tpm=settings.limits.tpm,
+                log_path="",  # not HOLYNB_LOG_PATH again: the open log carries over below
             )
             fresh.prices = current.prices  # the prices, the log and the ledger carry over
             fresh._store = current._store

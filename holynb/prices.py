@@ -245,6 +245,18 @@ class PriceTable:
             return _official_price(found, _utc(at))
         return found
 
+    def context_window(self, model: str) -> int | None:
+        """How many tokens ``model`` takes in prompt and answer together, as genai-prices
+        knows it (whoever prices the model); None when unknown."""
+        if not self.official:
+            return None
+        key = _lookup_keys(model)[0]
+        if key not in self._official_cache:
+            self._official_cache[key] = _find_official(key, self.base_url, self.relay)
+        found = self._official_cache[key]
+        window = getattr(found.info, "context_window", None) if found is not None else None
+        return window if isinstance(window, int) and window > 0 else None
+
     def cost(
         self, model: str, usage: Usage, *, batch: bool = False, at: datetime | None = None
     ) -> float | None:

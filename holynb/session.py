@@ -6,7 +6,10 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import sqlite3
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -21,7 +24,7 @@ from holynb._config import (
 )
 from holynb._loop import default_loop
 from holynb.budget import Budget
-from holynb.errors import APIError
+from holynb.errors import APIError, BudgetExceededError
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -29,10 +32,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
+    from holynb.batch_jobs import BatchJob
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
 Prompt = str | Sequence[dict[str, Any]]
+
+# A budget reserves the prompt estimate plus this share (the estimate is within about 10%).
+PROMPT_MARGIN = 1.25
+
+
+class LogWriteWarning(UserWarning):
+    """A call could not be written to the ledger log file; it is in ``session.ledger`` only."""
 
 
 class Session:
@@ -52,8 +63,10 @@ class Session:
     the key as ``x-api-key`` (``bearer=True`` also sends it as ``Authorization: Bearer``, for
     relays that want it), ``max_tokens`` always sent; everything else works the same.
 
-    ``budget_usd`` refuses calls before sending once they could exceed it; ``log_path`` (or
-    ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start; ``prices`` adds or
+    ``budget_usd`` refuses calls before sending once they could exceed it (a call must then have
+    a known price, and ``max_tokens`` unless the model is free or its context window is known);
+    ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
+    and a budget counts the calls other processes append to the same file; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
     """
 
@@ -101,6 +114,7 @@ class Session:
         if budget_usd is not None:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
+        self._log_warned = False
         self.last_result: ChatResult | None = None
 
     # -- configuration -------------------------------------------------------------------------
@@ -124,6 +138,15 @@ class Session:
     def is_local(self) -> bool:
         """Whether the endpoint is on this machine (no key needed unless it asks for one)."""
         return is_loopback_url(self.settings.base_url)
+
+    @property
+    def uses_offline_server(self) -> bool:
+        """Whether the endpoint is holynb's own offline server running in this process (a
+        ``LocalServer``, e.g. from ``holynb.local_session()``; its token is sent unless another
+        ``api_key`` was given). ``is_local`` is broader: any endpoint on this machine."""
+        from holynb._config import offline_server_token
+
+        return offline_server_token(self.settings.base_url) is not None
 
     @property
     def _client(self) -> ChatClient:
@@ -210,7 +233,10 @@ class Session:
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
             raise
-        return self._record(result, body, kind, tag, hold)
+        else:
+            return self._record(result, body, kind, tag, hold)
+        finally:
+            self._release(hold)  # whatever happened above, the reservation ends with the call
 
     def chat(self, prompt: Prompt, **kwargs: Any) -> ChatResult:
         """Ask once and wait for the whole answer. Works in a notebook cell, a script, and
@@ -246,7 +272,10 @@ class Session:
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
             self._record(progress.result(interrupted=True), body, kind, tag, hold)
             raise
-        self._record(progress.result(), body, kind, tag, hold)
+        else:
+            self._record(progress.result(), body, kind, tag, hold)
+        finally:
+            self._release(hold)
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
         """The answer's text as it arrives. Same arguments as ``astream``; an interrupt or a
@@ -261,6 +290,83 @@ class Session:
     def models(self) -> list[str]:
         """The model ids the endpoint offers (also a quick check that the key works)."""
         return default_loop().run(self.amodels())
+
+    # -- the Batch API -------------------------------------------------------------------------
+
+    async def abatch(
+        self,
+        prompts: Any,
+        template: str | None = None,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        metadata: dict[str, str] | None = None,
+        max_requests_per_file: int = 50_000,
+        max_bytes_per_file: int = 200 * 2**20,
+        **params: Any,
+    ) -> BatchJob:
+        """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
+        from holynb.batch_jobs import BatchJob
+
+        return await BatchJob.acreate(
+            self,
+            prompts,
+            template=template,
+            model=model,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            metadata=metadata,
+            max_requests_per_file=max_requests_per_file,
+            max_bytes_per_file=max_bytes_per_file,
+            params=params,
+        )
+
+    def batch(
+        self,
+        prompts: Any,
+        template: str | None = None,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        metadata: dict[str, str] | None = None,
+        max_requests_per_file: int = 50_000,
+        max_bytes_per_file: int = 200 * 2**20,
+        **params: Any,
+    ) -> BatchJob:
+        """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
+        return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
+        files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
+        batch each. An endpoint without a Batch API raises BatchNotSupportedError.
+
+        >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
+        >>> job.wait(); job.results()
+        """
+        return default_loop().run(
+            self.abatch(
+                prompts,
+                template,
+                model=model,
+                system=system,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                metadata=metadata,
+                max_requests_per_file=max_requests_per_file,
+                max_bytes_per_file=max_bytes_per_file,
+                **params,
+            )
+        )
+
+    def batches(self) -> pd.DataFrame:
+        """The batch jobs this machine knows (from the manifests under ``HOLYNB_HOME``), newest
+        first, as last seen; nothing is sent. ``BatchJob.attach(s, job_id)`` picks one up."""
+        from holynb.batch_jobs import jobs_frame
+
+        return jobs_frame()
 
     # -- the ledger ----------------------------------------------------------------------------
 
@@ -291,31 +397,107 @@ class Session:
         )
 
     def _reserve(self, body: dict[str, Any]) -> int | None:
-        if self._budget is None:
+        """Hold the call's worst-case cost against the budget; refuse a call whose worst case
+        is unknown (no price, or no bound on the answer's length)."""
+        budget = self._budget
+        if budget is None:
             return None
+        from holynb.tokens import estimate_messages_tokens
+
+        self._count_other_processes(budget)
+        model = body["model"]
+        price = self.prices.lookup(model)
+        if price is None:
+            raise self._refusal(
+                budget,
+                f"holynb knows no price for model {model!r}, so the budget cannot bound this "
+                f"call; it was not sent. Add its price in USD per million tokens, e.g. "
+                f"Session(prices={{{model!r}: {{'input': 3.0, 'output': 15.0}}}}), or remove "
+                "the budget (session.budget_usd = None).",
+            )
+        prompt = math.ceil(estimate_messages_tokens(body["messages"]) * PROMPT_MARGIN)
         out = body.get("max_tokens") or body.get("max_completion_tokens")
-        worst = self.estimate(body["messages"], body["model"], out).cost_usd
-        return self._budget.reserve(worst or 0.0)
+        if out is None and price.output > 0:
+            window = self.prices.context_window(model)
+            if window is None:
+                raise self._refusal(
+                    budget,
+                    f"This call sets no max_tokens and holynb knows no output limit for model "
+                    f"{model!r}, so its cost has no upper bound and the budget cannot hold it; "
+                    "it was not sent. Pass max_tokens=... (%%llm --max-tokens N), or remove "
+                    "the budget (session.budget_usd = None).",
+                )
+            out = max(window - prompt, 0)  # the answer cannot outgrow the context window
+        usage = Usage(prompt_tokens=prompt, completion_tokens=out or 0, estimated=True)
+        worst = self.prices.cost(model, usage)
+        if worst is None:
+            raise self._refusal(
+                budget,
+                f"holynb could not price model {model!r}, so the budget cannot bound this "
+                f"call; it was not sent. Set its price with Session(prices={{{model!r}: "
+                "{'input': 3.0, 'output': 15.0}}), or remove the budget.",
+            )
+        return budget.reserve(worst)
+
+    @staticmethod
+    def _refusal(budget: Budget, message: str) -> BudgetExceededError:
+        return BudgetExceededError(message, spent_usd=budget.spent_usd, limit_usd=budget.limit_usd)
+
+    def _release(self, hold: int | None) -> None:
+        if self._budget is not None and hold is not None:
+            self._budget.settle(hold, None)  # a no-op once the call was settled
+
+    def _count_other_processes(self, budget: Budget) -> None:
+        """Add what other processes sharing the log file spent since we last looked."""
+        if self._store is None:
+            return
+        try:
+            others = self._store.load_others()
+        except sqlite3.Error as err:
+            self._warn_log(err, "read")
+            return
+        if others:
+            self._ledger.extend(others)
+            budget.settle(None, sum(r.cost_usd for r in others if r.cost_usd))
+
+    def _warn_log(self, err: Exception, action: str = "write") -> None:
+        if self._log_warned:
+            return
+        self._log_warned = True
+        what = "this call is" if action == "write" else "calls are"
+        warnings.warn(
+            f"holynb could not {action} the ledger log ({err}); {what} kept in session.ledger "
+            "only. This warning is shown once.",
+            LogWriteWarning,
+            stacklevel=4,
+        )
 
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
         usage = result.usage
         if usage.estimated:  # the server sent no usage: count offline, and say so
             from holynb.tokens import estimate_messages_tokens, estimate_tokens
 
+            completion = usage.completion_tokens or estimate_tokens(result.text)
+            limit = body.get("max_tokens") or body.get("max_completion_tokens")
+            if isinstance(limit, int) and limit > 0:
+                completion = min(completion, limit)  # the server stops there
             usage = replace(
                 usage,
                 prompt_tokens=usage.prompt_tokens or estimate_messages_tokens(body["messages"]),
-                completion_tokens=usage.completion_tokens or estimate_tokens(result.text),
+                completion_tokens=completion,
             )
             result = replace(result, usage=usage)
         return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
 
     def _append(self, record: CallRecord, hold: int | None) -> None:
         self._ledger.append(record)
-        if self._store is not None:
-            self._store.append(record)
         if self._budget is not None and hold is not None:
             self._budget.settle(hold, record.cost_usd)
+        if self._store is not None:
+            try:
+                self._store.append(record)
+            except sqlite3.Error as err:  # locked by another process, disk full, ...
+                self._warn_log(err)
 
     def _record(
         self,

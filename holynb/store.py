@@ -24,7 +24,7 @@ from typing import Any
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord
 
-__all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path"]
+__all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path", "foreign_database"]
 
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
@@ -96,6 +96,16 @@ def migrate(db: sqlite3.Connection) -> int:
     return version
 
 
+def foreign_database(db: sqlite3.Connection) -> bool:
+    """Whether ``db`` already holds tables that are not a holynb log (read only: it changes
+    nothing, so a refused file stays byte-identical)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return False  # a new or empty file
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    return TABLE not in tables or version == 0
+
+
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -114,6 +124,8 @@ class LedgerStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pid = -1
+        self._last_id = 0  # the highest row id this store has read or written
+        self._mine: set[int] = set()  # ids this store wrote above _last_id
         self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -126,6 +138,13 @@ class LedgerStore:
             db = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
+            if foreign_database(db):
+                db.close()
+                raise ConfigurationError(
+                    f"{self.path.name!r} is an SQLite database that is not a holynb log; holynb "
+                    "leaves it untouched. Choose another file for log_path= (or "
+                    "HOLYNB_LOG_PATH), e.g. a new name ending in .sqlite."
+                )
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             migrate(db)
@@ -141,7 +160,9 @@ class LedgerStore:
         """Write one record; it is committed (crash-safe) when this returns. Thread-safe."""
         row = _to_row(record)
         with self._lock:
-            self._connect().execute(_INSERT, row)
+            rowid = self._connect().execute(_INSERT, row).lastrowid
+            if rowid is not None and rowid > self._last_id:
+                self._mine.add(rowid)
 
     def extend(self, records: Iterable[CallRecord]) -> None:
         """Write several records in one transaction (all or none)."""
@@ -150,7 +171,9 @@ class LedgerStore:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")
             try:
+                first = self._max_id(db) + 1
                 db.executemany(_INSERT, rows)
+                self._mine.update(range(max(first, self._last_id + 1), self._max_id(db) + 1))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -160,8 +183,31 @@ class LedgerStore:
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""
         with self._lock:
-            rows = self._connect().execute(f"SELECT {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
-            return [_from_row(row) for row in rows]
+            rows = self._connect().execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
+            rows = rows.fetchall()
+            if rows:
+                self._last_id = max(self._last_id, rows[-1][0])
+            self._mine.clear()
+            return [_from_row(row[1:]) for row in rows]
+
+    def load_others(self) -> list[CallRecord]:
+        """The records other connections (other processes, kernels) appended since this store
+        last read or wrote, oldest first: what a budget on a shared log must also count."""
+        with self._lock:
+            rows = self._connect().execute(
+                f"SELECT id, {_COLUMN_LIST} FROM {TABLE} WHERE id > ? ORDER BY id",
+                (self._last_id,),
+            )
+            records = []
+            for row in rows.fetchall():
+                self._last_id = max(self._last_id, row[0])
+                if row[0] not in self._mine:
+                    records.append(_from_row(row[1:]))
+            self._mine.clear()
+            return records
+
+    def _max_id(self, db: sqlite3.Connection) -> int:
+        return db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
 
     def __len__(self) -> int:
         with self._lock:

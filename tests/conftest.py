@@ -13,14 +13,16 @@ PLANTED_KEY = "sk-hs-PLANTEDsecret0123456789abcdefXYZ"
 
 # Tests never talk to anything but loopback, and never see a real key.
 for _name in ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY", "HOLYNB_BASE_URL", "HOLYNB_MODEL",
-              "HOLYNB_LOG_PATH"):
+              "HOLYNB_LOG_PATH", "HOLYNB_API"):
     os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[LocalServer]:
-    """The local server, started once."""
-    srv = LocalServer().start()
+    """The local server, started once, with its code-running models (local/python) turned on.
+    It requires its random token: sessions of this process send it by themselves; raw HTTP
+    and other processes use ``server.api_key.get()``."""
+    srv = LocalServer(python=True).start()
     yield srv
     srv.stop()
 

@@ -101,7 +101,7 @@ def sse(*events: dict) -> str:
 
 
 def test_chat_posts_to_messages_with_x_api_key_and_version(local):
-    s = claude(local, api_key="sk-ant-test-key-123456")
+    s = claude(local)  # the local server's token, sent by itself
     r = s.chat("hello")
     assert r.text.startswith("You said: hello.")
     assert r.finish_reason == "stop"
@@ -113,7 +113,7 @@ def test_chat_posts_to_messages_with_x_api_key_and_version(local):
 
 
 def test_bearer_option_also_sends_authorization(local):
-    s = claude(local, api_key="sk-ant-test-key-123456", bearer=True)
+    s = claude(local, bearer=True)
     s.chat("hello")
     headers = last_request(local)["headers"]
     assert headers["authorization"] == "<redacted>" and headers["x-api-key"] == "<redacted>"
@@ -481,7 +481,8 @@ def test_llm_config_shows_and_switches_the_format(local, capsys):
 @pytest.fixture
 def sdk(server: LocalServer):
     root = server.base_url.removesuffix("/v1")
-    with anthropic.Anthropic(base_url=root, api_key="sk-test", max_retries=0) as client:
+    key = server.api_key.get()  # the server's token, sent as x-api-key
+    with anthropic.Anthropic(base_url=root, api_key=key, max_retries=0) as client:
         yield client
 
 
@@ -523,7 +524,8 @@ def test_sdk_sees_typed_errors(sdk, local):
 def test_sdk_async_stream_sees_error_event(server, local):
     async def run() -> str:
         root = server.base_url.removesuffix("/v1")
-        client = anthropic.AsyncAnthropic(base_url=root, api_key="k", max_retries=0)
+        key = server.api_key.get()
+        client = anthropic.AsyncAnthropic(base_url=root, api_key=key, max_retries=0)
         got = ""
         try:
             async with client.messages.stream(

@@ -166,6 +166,13 @@ def test_interpret_magic_shows_a_card_and_stores_the_result(shell, capsys):
     assert magics.get_default_session().records[-1].kind == "interpret"
 
 
+def test_interpret_magic_on_the_shared_local_server_with_python_enabled(shell):
+    # what notebooks do offline: the default session on this process's own server, code on
+    magics.set_default_session(holynb.local_session(model="local/python", python=True))
+    run(shell, "%%interpret -o res\nprint(6 * 7)")
+    assert shell.user_ns["res"].success and shell.user_ns["res"].output.strip() == "42"
+
+
 def test_interpret_magic_catches_a_wrong_claim(shell):
     magics.set_default_session(session_for(magics.get_default_session(), model="local/python"))
     run(shell, "%%interpret --verify -o res\n# holynb: lie\nprint('truth')")
@@ -182,7 +189,7 @@ def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tm
     fresh = magics.get_default_session()
     assert fresh.prices is s.prices and fresh.settings.retry == s.settings.retry
     assert fresh._budget.spent_usd == spent > 0
-    run(shell, "%llm again")
+    run(shell, "%llm --max-tokens 20 again")  # under a budget, a priced call needs a bound
     assert len(session_for(local, log_path=tmp_path / "log.sqlite").records) == 2
 
 
@@ -199,3 +206,22 @@ def test_format_text_shows_the_answer_verbatim(shell, local, monkeypatch):
     html = shown[0].answer_html
     assert "<pre><code>" in html and "**not bold**" in html and "&lt;b&gt;" in html
     assert shell.user_ns["_llm"] == "plain **not bold** <b>x</b>"
+
+
+def test_config_with_a_log_in_the_environment_does_not_double_the_ledger(
+    shell, local, tmp_path, monkeypatch
+):
+    path = tmp_path / "env.sqlite"
+    monkeypatch.setenv("HOLYNB_LOG_PATH", str(path))
+    s = session_for(local, prices={"local/echo": {"input": 1000.0, "output": 1000.0}})
+    magics.set_default_session(s)
+    for i in range(3):
+        run(shell, f"%llm call {i}")
+    spent = s.total_cost_usd
+    run(shell, "%llm config budget=100")
+    fresh = magics.get_default_session()
+    assert len(fresh.records) == 3 and fresh.total_cost_usd == pytest.approx(spent)
+    assert fresh._budget.spent_usd == pytest.approx(spent)
+    run(shell, "%llm --max-tokens 20 one more")
+    assert len(fresh.records) == 4
+    assert len(session_for(local, log_path=path).records) == 4

@@ -8,6 +8,7 @@ import pytest
 
 import holynb
 from holynb.server import faults
+from holynb.tokens import estimate_tokens
 from tests.helpers import session_for
 
 
@@ -73,8 +74,42 @@ def test_no_usage_marks_the_estimate(local):
     chunks = list(s.stream("hello"))
     r = s.last_result
     assert r.usage.estimated
-    assert r.usage.completion_tokens == len(chunks)
+    assert r.usage.completion_tokens == max(len(chunks), estimate_tokens(r.text))
     assert s.records[-1].usage_estimated
+
+
+def test_a_stream_without_usage_is_charged_per_token_not_per_chunk(local):
+    # ~100 tokens in 2 chunks (coalesced), no usage: the estimate counts the text
+    local.faults.push([faults.no_usage(), faults.coalesce(60)])
+    s = session_for(local, prices={"local/echo": {"input": 3.0, "output": 15.0}})
+    chunks = list(s.stream("hello"))
+    r = s.last_result
+    sent = local.stats.completion_tokens
+    assert len(chunks) == 2 and sent > 90
+    assert r.usage.estimated and abs(r.usage.completion_tokens - sent) <= 0.15 * sent
+    assert r.cost_usd == pytest.approx(
+        (r.usage.prompt_tokens * 3.0 + r.usage.completion_tokens * 15.0) / 1e6
+    )
+
+
+def test_a_cut_stream_without_usage_is_charged_for_its_text(local):
+    local.faults.push([faults.coalesce(30), faults.cut_stream(after_chunks=2)])
+    s = session_for(local)
+    with pytest.raises(holynb.StreamError) as info:
+        list(s.stream("hello"))
+    sent = local.stats.completion_tokens
+    assert sent == 60
+    assert abs(info.value.partial.usage.completion_tokens - sent) <= 9
+    assert s.records[-1].completion_tokens == info.value.partial.usage.completion_tokens
+
+
+def test_a_server_rejecting_stream_options_is_charged_per_token(local):
+    local.faults.push([faults.reject_stream_options(), faults.coalesce(50)], times=2)
+    s = session_for(local)
+    list(s.stream("hello"))
+    sent = local.stats.completion_tokens
+    assert local.stats.requests == 2 and sent > 90
+    assert abs(s.records[-1].completion_tokens - sent) <= 0.15 * sent
 
 
 def test_cut_stream_raises_with_partial_text_and_is_not_resent(local):

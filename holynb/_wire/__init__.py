@@ -49,11 +49,17 @@ class Wire(Protocol):
         ...
 
     def error_in(self, payload: Any) -> Any:
-        """The error object of a 200 answer that reports one, else None."""
+        """The error object of a 200 answer that reports one, else None (also for a body that
+        is not an object: ``read_completion`` then refuses it)."""
         ...
 
-    def read_completion(self, payload: dict[str, Any], body: dict[str, Any]) -> Completion:
-        """``(text, model, finish_reason, usage, id)`` of a whole answer."""
+    def read_completion(self, payload: Any, body: dict[str, Any]) -> Completion:
+        """``(text, model, finish_reason, usage, id)`` of a whole answer; a builtin error
+        (TypeError, AttributeError, ...) when it is not shaped as this format's answers are."""
+        ...
+
+    def salvage_text(self, payload: Any) -> str:
+        """The text of an answer ``read_completion`` could not read, when it can be found."""
         ...
 
     def read_chunk(self, event: Any, usage: Usage | None) -> Chunk:

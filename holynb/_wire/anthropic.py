@@ -61,31 +61,37 @@ class AnthropicWire:
         return to_messages_request(body)
 
     def error_in(self, payload: Any) -> Any:
-        if not isinstance(payload, dict):
-            return payload or "the body is not a JSON object"
-        if payload.get("type") == "error":
+        if isinstance(payload, dict) and payload.get("type") == "error":
             return payload.get("error") or "error"
         return None
 
-    def read_completion(self, payload: dict[str, Any], body: dict[str, Any]) -> Completion:
-        blocks = payload.get("content") or []
-        text = "".join(
-            b.get("text") or "" for b in blocks if isinstance(b, dict) and b.get("type") == "text"
-        )
+    def read_completion(self, payload: Any, body: dict[str, Any]) -> Completion:
         return (
-            text,
-            payload.get("model") or body.get("model", ""),
+            _text(payload.get("content") or []),
+            str(payload.get("model") or body.get("model", "")),
             finish_reason(payload.get("stop_reason")),
             usage_from_anthropic(payload.get("usage")),
             payload.get("id"),
         )
 
+    def salvage_text(self, payload: Any) -> str:
+        """The text blocks of a malformed message, when they can still be found."""
+        try:
+            return _text(payload["content"])
+        except (LookupError, TypeError, AttributeError):
+            return ""
+
     def read_chunk(self, event: Any, usage: Usage | None) -> Chunk:
+        if not isinstance(event, dict):
+            raise TypeError(f"an event is {type(event).__name__}, not an object")
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta":
-                return None, delta.get("text"), None, None, None
+                text = delta.get("text")
+                if not isinstance(text, str):
+                    raise TypeError(f"text_delta.text is {type(text).__name__}, not a string")
+                return None, text, None, None, None
             return None, None, None, None, None  # input_json_delta, thinking_delta, ...
         if kind == "message_delta":
             delta = event.get("delta") or {}
@@ -113,6 +119,15 @@ class AnthropicWire:
 
 
 ANTHROPIC = AnthropicWire()
+
+
+def _text(blocks: Any) -> str:
+    """The text blocks of a message's content, joined."""
+    texts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"a text block's text is {type(text).__name__}, not a string")
+    return "".join(texts)
 
 
 def finish_reason(stop_reason: str | None) -> str | None:

@@ -31,23 +31,34 @@ class OpenAIWire:
         return body  # already in this format
 
     def error_in(self, payload: Any) -> Any:
-        if not isinstance(payload, dict):
-            return payload or "the body is not a JSON object"
-        return payload.get("error")
+        return payload.get("error") if isinstance(payload, dict) else None
 
-    def read_completion(self, payload: dict[str, Any], body: dict[str, Any]) -> Completion:
+    def read_completion(self, payload: Any, body: dict[str, Any]) -> Completion:
         choices = payload.get("choices") or [{}]
         choice = choices[0] or {}
         message = choice.get("message") or {}
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError(f"message.content is {type(text).__name__}, not a string")
         return (
-            message.get("content") or "",
-            payload.get("model") or body.get("model", ""),
+            text,
+            str(payload.get("model") or body.get("model", "")),
             choice.get("finish_reason"),
             Usage.from_api(payload.get("usage")),
             payload.get("id"),
         )
 
+    def salvage_text(self, payload: Any) -> str:
+        """The answer's text from a malformed completion, when it can still be found."""
+        try:
+            text = payload["choices"][0]["message"]["content"]
+        except (LookupError, TypeError):
+            return ""
+        return text if isinstance(text, str) else ""
+
     def read_chunk(self, event: Any, usage: Usage | None) -> Chunk:
+        if not isinstance(event, dict):
+            raise TypeError(f"a chunk is {type(event).__name__}, not an object")
         text = reason = None
         choices = event.get("choices")
         if choices:
@@ -55,14 +66,11 @@ class OpenAIWire:
             delta = choice.get("delta")
             if delta:
                 text = delta.get("content")
+                if text is not None and not isinstance(text, str):
+                    raise TypeError(f"delta.content is {type(text).__name__}, not a string")
             reason = choice.get("finish_reason")
-        return (
-            event.get("error"),
-            text,
-            reason,
-            Usage.from_api(event.get("usage")),
-            event.get("model"),
-        )
+        model = event.get("model")
+        return event.get("error"), text, reason, Usage.from_api(event.get("usage")), model
 
     def is_end(self, event: Any) -> bool:
         return False  # the end is the [DONE] line, seen before JSON decoding

@@ -272,7 +272,8 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
         answer.completion_id, answer.created, answer.model, include_usage and not no_usage
     )
     writer = _Writer(response, keepalive="keepalive_comments" in fault)
-    pieces = answer.pieces
+    size = fault["coalesce"]["tokens"] if "coalesce" in fault else 1
+    pieces = [answer.pieces[i : i + size] for i in range(0, len(answer.pieces), size)]
     stop_at, ending = len(pieces), "complete"
     for kind in ("error_event", "cut_stream"):
         if kind in fault:
@@ -302,7 +303,7 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
                 if wait > 0:
                     await writer.flush()
                     await asyncio.sleep(wait)
-            writer.add(render.content(pieces[i]), 1)
+            writer.add(render.content("".join(pieces[i])), len(pieces[i]))
             if i + 1 == stall_at:
                 await writer.flush()
                 await asyncio.sleep(stall_s)
@@ -319,6 +320,7 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
         return response
 
     completed = ending == "complete"
+    stop_at = sum(len(chunk) for chunk in pieces[:stop_at])  # in tokens from here on
     if ending == "error_event":
         writer.add(render.error(fault["error_event"]["message"]))
     elif no_usage is not None:

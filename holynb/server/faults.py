@@ -20,7 +20,8 @@ Examples: ``"429:retry_after=1"``, ``"503"``, ``"drop"``, ``"cut:5"``, ``"error:
 Faults that only make sense for streams act on non-streamed requests as follows: ``cut_stream``
 sends the headers and half the body then closes the connection, ``error_event`` answers 200 with
 an ``{"error": ...}`` body, ``stall`` adds its pause before the answer, ``no_usage`` leaves usage
-out; the others do nothing there. ``trickle`` acts on non-streamed answers only.
+out, ``raw_body`` sends its body as it is; the others do nothing there. ``trickle`` acts on
+non-streamed answers only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import orjson
 __all__ = [
     "Fault",
     "FaultQueue",
+    "coalesce",
     "cut_stream",
     "delay",
     "drop",
@@ -46,6 +48,7 @@ __all__ = [
     "no_done",
     "no_usage",
     "parse",
+    "raw_body",
     "reject_stream_options",
     "stall",
     "status",
@@ -79,6 +82,8 @@ _SCHEMAS: dict[str, tuple[tuple[str, type, Any], ...]] = {
     "delay": (("seconds", float, 1.0),),
     "trickle": (("seconds", float, 0.5),),
     "invalid_utf8": (("after_chunks", int, 1),),
+    "coalesce": (("tokens", int, 100),),
+    "raw_body": (("body", str, ""),),
 }
 _ALIASES = {
     "cut": "cut_stream",
@@ -193,6 +198,8 @@ def _check(kind: str, params: dict[str, Any]) -> None:
             raise ValueError(f"status() takes an error status (400-599), not {params['code']}.")
         if params["retry_after_date"] and params["retry_after"] is None:
             raise ValueError("retry_after_date=True needs retry_after (seconds from now).")
+    if kind == "coalesce" and params["tokens"] < 1:
+        raise ValueError("coalesce() takes at least 1 token a chunk.")
     if kind == "reject_stream_options" and not 400 <= params["status"] <= 599:
         raise ValueError("reject_stream_options() takes an error status such as 400 or 422.")
     for name in ("after_chunks", "seconds", "retry_after", "retry_after_ms"):
@@ -296,6 +303,18 @@ def invalid_utf8(after_chunks: int = 1) -> Fault:
     """After ``after_chunks`` content chunks, send one more whose text ``"café "`` is encoded
     as Latin-1 (a lone ``0xE9`` byte), which is not valid UTF-8, as a broken relay does."""
     return make("invalid_utf8", after_chunks=after_chunks)
+
+
+def coalesce(tokens: int = 100) -> Fault:
+    """Stream ``tokens`` tokens in each content chunk instead of one (``cut``, ``error`` and
+    ``stall`` then count these bigger chunks)."""
+    return make("coalesce", tokens=tokens)
+
+
+def raw_body(body: str) -> Fault:
+    """Answer 200 with ``body`` sent as it is: JSON for a plain request, an event stream for a
+    streamed one (e.g. ``'{"choices": ["x"]}'`` or ``"data: null\\n\\n"``)."""
+    return make("raw_body", body=body)
 
 
 # -- parsing -----------------------------------------------------------------------------------
