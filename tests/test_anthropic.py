@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -436,6 +437,65 @@ def test_litellm_no_db_connection_400_is_an_authentication_error(local):
     with pytest.raises(holynb.AuthenticationError) as info:
         claude(local).chat("hello")
     assert info.value.status == 400 and "No connected db." in info.value.message
+
+
+def test_unreadable_message_is_an_api_response_error_with_the_text_found(canned):
+    message = canned_message(input_tokens=5, output_tokens=5)
+    message["content"].append({"type": "text", "text": 5})
+    canned.answer(message)
+    with pytest.raises(holynb.APIResponseError) as info:
+        canned.session().chat("hi")
+    assert info.value.partial.text == ""  # the blocks cannot be joined
+    assert len(canned.requests) == 1  # answered, maybe billed: not sent again
+
+
+def test_unreadable_stream_event_is_an_api_response_error(canned):
+    canned.answer(sse({"type": "content_block_delta", "delta": {"type": "text_delta", "text": 1}}))
+    with pytest.raises(holynb.APIResponseError):
+        list(canned.session().stream("hi"))
+
+
+# -- the local server's route --------------------------------------------------------------------
+
+
+def raw_post(server: LocalServer, headers: dict[str, str], body: dict) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", "/v1/messages", orjson.dumps(body), headers)
+        r = conn.getresponse()
+        return r.status, orjson.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_messages_route_is_guarded_like_chat(local):
+    body = {"model": "local/echo", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    key = {"x-api-key": local.api_key.get(), "anthropic-version": "2023-06-01"}
+    assert raw_post(local, {**key, "content-type": "application/json"}, body)[0] == 200
+    assert raw_post(local, {**key, "content-type": "text/plain"}, body)[0] == 415
+    status, _ = raw_post(local, {**key, "content-type": "application/json", "origin": "x"}, body)
+    assert status == 403
+    status, error = raw_post(local, {"content-type": "application/json"}, body)
+    assert status == 401 and error["error"]["type"] == "authentication_error"
+
+
+def test_messages_route_keeps_code_models_off_unless_enabled():
+    with LocalServer() as server:
+        s = holynb.Session(api="anthropic", model="local/python", base_url=server.base_url)
+        with pytest.raises(holynb.PermissionDeniedError) as info:
+            s.chat("print(1)")
+        assert "(permission_error)" in info.value.message
+
+
+def test_messages_route_refuses_a_missing_max_tokens(local):
+    key = {"x-api-key": local.api_key.get(), "content-type": "application/json"}
+    status, error = raw_post(
+        local, key, {"model": "local/echo", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert status == 400 and error == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
 
 
 # -- everything built on a session ---------------------------------------------------------------
