@@ -190,6 +190,10 @@ class ChatClient:
             reset = parse_reset(headers.get("x-ratelimit-reset-requests"))
             if reset:
                 self._server_pause.block_for(min(reset, 60.0))
+        elif headers.get("anthropic-ratelimit-requests-remaining") == "0":
+            reset = parse_reset(headers.get("anthropic-ratelimit-requests-reset"))
+            if reset:
+                self._server_pause.block_for(min(reset, 60.0))
 
     async def _open(
         self, state: _LoopState, body: dict[str, Any], idempotency_key: str, attempts: int

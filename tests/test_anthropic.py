@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -307,6 +308,21 @@ def test_stream_usage_from_message_start_and_cumulative_message_delta(canned):
     )
     expected = (20 * 3.0 + 1000 * 0.3 + 100 * 3.75 + 12 * 15.0) / 1e6
     assert r.cost_usd == pytest.approx(expected)
+
+
+def test_anthropic_ratelimit_headers_saying_zero_left_pause_the_next_request(local):
+    from datetime import UTC, datetime, timedelta
+
+    reset = (datetime.now(UTC) + timedelta(seconds=0.8)).isoformat().replace("+00:00", "Z")
+    headers = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": reset,
+    }
+    local.faults.push(faults.status(429, headers=headers))
+    s = claude(local)  # backoff alone would wait ~10 ms
+    t0 = time.monotonic()
+    assert s.chat("first").attempts == 2
+    assert time.monotonic() - t0 >= 0.5
 
 
 # -- streaming -----------------------------------------------------------------------------------
