@@ -24,6 +24,7 @@ from holynb.batch_jobs import normalise_status
 from holynb.server import LocalServer
 from holynb.server.batches import BatchSettings
 from tests.conftest import PLANTED_KEY
+from tests.helpers import key_env
 
 PRICES = {"local/flaky": {"input": 2.0, "output": 4.0}, "local/echo": {"input": 2.0, "output": 4.0}}
 
@@ -90,7 +91,7 @@ def test_round_trip_of_250_prompts_in_3_parts_reattached_from_a_new_process(s, s
         """
     )
     env = {
-        **os.environ,
+        **key_env(srv),
         "HOLYNB_HOME": str(home),
         "PYTHONPATH": str(Path(holynb.__file__).parents[1]),
     }

@@ -41,7 +41,9 @@ def batch_server(local: LocalServer) -> Iterator[LocalServer]:
 
 @pytest.fixture
 def client(batch_server: LocalServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=batch_server.base_url, api_key="sk-test", max_retries=0) as c:
+    with openai.OpenAI(
+        base_url=batch_server.base_url, api_key=batch_server.api_key.get(), max_retries=0
+    ) as c:
         yield c
 
 
@@ -200,8 +202,11 @@ def test_uploads_are_limited_in_size_and_purpose(client, batch_server):
 def test_upper_case_statuses_on_request(client, batch_server):
     batch_server.batches.settings.uppercase_status = True
     batch = submit(client, [line(0)])
+    auth = {"Authorization": f"Bearer {batch_server.api_key.get()}"}
     for _ in range(200):
-        status = httpx.get(f"{batch_server.base_url}/batches/{batch.id}").json()["status"]
+        status = httpx.get(f"{batch_server.base_url}/batches/{batch.id}", headers=auth).json()[
+            "status"
+        ]
         if status == "COMPLETED":
             break
         time.sleep(0.01)
