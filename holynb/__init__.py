@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Session": "holynb.session",
+    "ChatStream": "holynb.chat_stream",
+    "AsyncChatStream": "holynb.chat_stream",
     "ChatResult": "holynb.results",
     "Usage": "holynb.results",
     "CostEstimate": "holynb.results",
@@ -36,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "CodeInterpreter": "holynb.interpreter",
     "ExecutionResult": "holynb.execution",
     "ExecutionError": "holynb.execution",
-    "SandboxLimits": "holynb.interpret_protocol",
+    "SandboxLimits": "holynb.sandbox",
     "RunManyResult": "holynb.execution",
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
@@ -67,6 +69,7 @@ _ERRORS = (
     "BatchError",
     "BatchNotSupportedError",
     "JSONExtractionError",
+    "PromptError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -76,6 +79,7 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
     "BatchError",
@@ -84,6 +88,7 @@ __all__ = [
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
+    "ChatStream",
     "CodeInterpreter",
     "ConfigurationError",
     "ConflictError",
@@ -100,6 +105,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PriceTable",
+    "PromptError",
     "RateLimitError",
     "RetryPolicy",
     "RunManyResult",
@@ -127,6 +133,7 @@ if TYPE_CHECKING:
     from holynb._config import Limits, RetryPolicy, Secret, Timeout
     from holynb.batch_files import batch_jsonl, validate_batch_jsonl
     from holynb.batch_jobs import BatchJob
+    from holynb.chat_stream import AsyncChatStream, ChatStream
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,
@@ -146,6 +153,7 @@ if TYPE_CHECKING:
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,
+        PromptError,
         RateLimitError,
         ServerError,
         StreamError,

@@ -19,7 +19,8 @@
     │   └── APIResponseError          the endpoint answered 200 with a body holynb cannot read
     ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
-    └── JSONExtractionError           no JSON could be recovered from a model's reply
+    ├── JSONExtractionError           no JSON could be recovered from a model's reply
+    └── PromptError                   a %%llm prompt refers to something that does not exist
     StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -52,6 +53,7 @@ __all__ = [
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PromptError",
     "RateLimitError",
     "ServerError",
     "StreamError",
@@ -92,6 +94,11 @@ class JSONExtractionError(HolynbError, ValueError):
     def __init__(self, message: str, *, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class PromptError(HolynbError, ValueError):
+    """A ``%%llm`` prompt refers to a variable, cell, output or error that does not exist, or
+    has a brace that is not a reference; the message says what to write instead."""
 
 
 class APIError(HolynbError):

@@ -10,7 +10,7 @@ import math
 import os
 import sqlite3
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from holynb._config import (
 )
 from holynb._loop import default_loop
 from holynb.budget import Budget
+from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
@@ -55,7 +56,9 @@ class Session:
     >>> s = holynb.Session(model="gpt-4.1")
     >>> r = s.chat("Say hi")
     >>> r.text, r.usage.total_tokens, r.latency_ms
-    >>> for text in s.stream("Count to five"): print(text, end="")
+    >>> stream = s.stream("Count to five")
+    >>> for text in stream: print(text, end="")
+    >>> stream.result.cost_usd
     >>> s.ledger            # one row per call, failures included
 
     ``api="anthropic"`` (or ``HOLYNB_API``) speaks Anthropic's Messages API instead of OpenAI's
@@ -115,6 +118,8 @@ class Session:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
         self._log_warned = False
+        # The most recently finished call (with concurrent calls, whichever ended last): a
+        # call's own result is what chat() returns and a stream's ``result``.
         self.last_result: ChatResult | None = None
 
     # -- configuration -------------------------------------------------------------------------
@@ -243,7 +248,7 @@ class Session:
         inside a running asyncio program. Same arguments as ``achat``."""
         return default_loop().run(self.achat(prompt, **kwargs))
 
-    async def astream(
+    def astream(
         self,
         prompt: Prompt,
         *,
@@ -254,9 +259,30 @@ class Session:
         tag: str | None = None,
         kind: str = "stream",
         **params: Any,
-    ) -> AsyncIterator[str]:
-        """The answer's text as it arrives (async). When the stream ends, stops early or fails,
-        what arrived is recorded in the ledger and kept in ``session.last_result``."""
+    ) -> AsyncChatStream:
+        """The answer's text as it arrives (``async for``). When the stream ends, stops early or
+        fails, what arrived is recorded in the ledger and kept in the stream's own ``result``.
+
+        >>> stream = s.astream("Count to five")
+        >>> async for text in stream: print(text, end="")
+        >>> stream.result.usage
+        """
+        stream = AsyncChatStream()
+        args = (prompt, model, system, temperature, max_tokens, tag, kind, params)
+        return stream._attach(self._stream_texts(stream, *args))
+
+    async def _stream_texts(
+        self,
+        stream: AsyncChatStream,
+        prompt: Prompt,
+        model: str | None,
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        tag: str | None,
+        kind: str,
+        params: dict[str, Any],
+    ) -> AsyncGenerator[str, None]:
         from holynb._client import StreamState
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
@@ -268,19 +294,26 @@ class Session:
                 yield text
         except APIError as err:
             self._record_failure(body, kind, tag, hold, err, err.partial)
+            stream.result = err.partial
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            self._record(progress.result(interrupted=True), body, kind, tag, hold)
+            stream.result = self._record(progress.result(interrupted=True), body, kind, tag, hold)
             raise
         else:
-            self._record(progress.result(), body, kind, tag, hold)
+            stream.result = self._record(progress.result(), body, kind, tag, hold)
         finally:
             self._release(hold)
 
-    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
-        """The answer's text as it arrives. Same arguments as ``astream``; an interrupt or a
-        ``break`` stops the request and records what arrived."""
-        return default_loop().iterate(self.astream(prompt, **kwargs))
+    def stream(self, prompt: Prompt, **kwargs: Any) -> ChatStream:
+        """The answer's text as it arrives (``for``), then the call's own ``result``. Same
+        arguments as ``astream``; an interrupt or a ``break`` stops the request and records
+        what arrived.
+
+        >>> stream = s.stream("Count to five")
+        >>> text = "".join(stream)
+        >>> stream.result.cost_usd
+        """
+        return ChatStream(self.astream(prompt, **kwargs), default_loop())
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
