@@ -110,8 +110,8 @@ class LLMMagics(Magics):
         one), ``{Err}`` the last traceback and ``{Err[3]}`` cell 3's; ``{{``/``}}`` are literal
         braces. The option line takes ``{name}``/``$name`` too (IPython's expansion).
 
-        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
-        ``%llm models``, ``%llm cost``, ``%llm history``.
+        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... api=...
+        budget=...]``, ``%llm models``, ``%llm cost``, ``%llm history``.
         """
         if cell is None:
             words = line.split()
@@ -281,6 +281,7 @@ class LLMMagics(Magics):
     # -- %llm subcommands ----------------------------------------------------------------------
 
     def _cmd_config(self, words: list[str]) -> None:
+        from holynb._config import APIS
         from holynb.session import Session
 
         current = self.session
@@ -296,6 +297,10 @@ class LLMMagics(Magics):
                     return
                 changes[key] = value
             settings = current.settings
+            if changes.get("api", "openai").lower() not in APIS:
+                raise UsageError(
+                    f"%llm config: api= takes {' or '.join(APIS)}, not {changes['api']!r}."
+                )
             fresh = Session(
                 model=changes.get("model", current.model),
                 api=changes.get("api", current.settings.api),

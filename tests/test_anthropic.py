@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import anthropic
 import orjson
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
@@ -547,6 +548,9 @@ def test_llm_config_shows_and_switches_the_format(local, capsys):
         shell.run_cell("%llm hi there")
         assert shell.user_ns["_llm"].startswith("You said: hi there")
         assert last_request(local)["path"] == "/v1/messages"
+        result = shell.run_cell("%llm config api=claude")
+        assert isinstance(result.error_in_exec, UsageError)
+        assert magics.get_default_session().api == "anthropic"  # unchanged
     finally:
         shell.run_cell("%llm --new")
 
