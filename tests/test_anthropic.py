@@ -326,6 +326,24 @@ def test_anthropic_ratelimit_headers_saying_zero_left_pause_the_next_request(loc
     assert time.monotonic() - t0 >= 0.5
 
 
+def test_stream_without_input_tokens_counts_the_prompt_itself(canned):
+    body = sse(
+        {"type": "message_start", "message": {**canned_message(), "content": []}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 7},
+        },
+        {"type": "message_stop"},
+    )
+    canned.answer(body)
+    s = canned.session()
+    assert list(s.stream("a prompt of several words")) == ["Hi"]
+    usage = s.last_result.usage
+    assert usage.estimated and usage.prompt_tokens > 0 and usage.completion_tokens == 7
+
+
 # -- streaming -----------------------------------------------------------------------------------
 
 

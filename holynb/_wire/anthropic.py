@@ -142,10 +142,12 @@ def usage_from_anthropic(
 ) -> Usage | None:
     """Usage from an Anthropic ``usage`` object, on top of ``previous`` (a stream's usage so
     far): a count present in ``data`` replaces the earlier one, since Anthropic's counts are
-    cumulative; an absent count keeps the earlier one."""
+    cumulative; an absent count keeps the earlier one. Until some event has said
+    ``input_tokens`` (relays may leave it out) the usage is marked ``estimated``, so the session
+    counts the prompt itself instead of charging it as 0."""
     if not data:
         return previous
-    old = previous or Usage()
+    old = previous or Usage(estimated=True)
     old_read = old.cached_tokens
     old_write = old.cache_write_tokens
     old_input = old.prompt_tokens - old_read - old_write
@@ -163,7 +165,7 @@ def usage_from_anthropic(
         completion_tokens=count("output_tokens", old.completion_tokens),
         cached_tokens=read,
         cache_write_tokens=write,
-        estimated=False,
+        estimated=old.estimated and data.get("input_tokens") is None,
     )
 
 
