@@ -522,15 +522,16 @@ def test_messages_route_keeps_code_models_off_unless_enabled():
         assert "(permission_error)" in info.value.message
 
 
-def test_messages_route_refuses_a_missing_max_tokens(local):
+def test_messages_route_refuses_a_missing_max_tokens_or_version(local):
     key = {"x-api-key": local.api_key.get(), "content-type": "application/json"}
-    status, error = raw_post(
-        local, key, {"model": "local/echo", "messages": [{"role": "user", "content": "x"}]}
-    )
+    body = {"model": "local/echo", "messages": [{"role": "user", "content": "x"}]}
+    status, error = raw_post(local, {**key, "anthropic-version": "2023-06-01"}, body)
     assert status == 400 and error == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
     }
+    status, error = raw_post(local, key, {**body, "max_tokens": 5})
+    assert status == 400 and error["error"]["message"] == "anthropic-version: header is required"
 
 
 # -- everything built on a session ---------------------------------------------------------------

@@ -386,6 +386,7 @@ class _Handlers:
         if auth is not None:
             raise auth
         if ex.anthropic:
+            _anthropic.require_version(request.headers)
             body = ex.body = _anthropic.parse_messages_request(ex.raw)
             messages = _anthropic.model_messages(body)
         else:

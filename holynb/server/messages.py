@@ -22,11 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from holynb.server.answer import JSON, Answer, Exchange, _Writer
+from holynb.server.answer import FLUSH_BYTES, JSON, Answer, Exchange, _Writer
 from holynb.server.wire import RequestError
-
-VERSION = "2023-06-01"
-FLUSH_BYTES = 64 * 1024
 
 # Anthropic's error type for each HTTP status
 ERROR_TYPES = {
@@ -84,6 +81,12 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 
 def _bad(message: str) -> RequestError:
     return RequestError(400, message)
+
+
+def require_version(headers: Any) -> None:
+    """Refuse a request without ``anthropic-version``, as Anthropic does (any value is taken)."""
+    if not headers.get("anthropic-version"):
+        raise _bad("anthropic-version: header is required")
 
 
 def parse_messages_request(raw: bytes) -> dict[str, Any]:
