@@ -101,7 +101,8 @@ def test_tags_references_and_option_errors_in_a_kernel(local):
             f"""
             %load_ext holynb
             import holynb
-            s = holynb.Session(model="local/echo", base_url={local.base_url!r})
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                               api_key={local.api_key.get()!r})
             holynb.magics.set_default_session(s)
             """,
             "answer = 6 * 7",
