@@ -141,6 +141,17 @@ def test_system_is_top_level_and_max_tokens_always_sent(local):
     assert body["max_tokens"] == DEFAULT_MAX_TOKENS
 
 
+def test_system_blocks_keep_cache_control(local):
+    cached = {"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral"}}
+    messages = [
+        {"role": "system", "content": "Rules."},
+        {"role": "system", "content": [cached]},
+        {"role": "user", "content": "q"},
+    ]
+    assert claude(local).chat(messages).text.startswith("You said: q.")
+    assert last_request(local)["body"]["system"] == [{"type": "text", "text": "Rules."}, cached]
+
+
 def test_max_tokens_cut_is_finish_reason_length(local):
     r = claude(local).chat("hello", max_tokens=3)
     assert r.finish_reason == "length" and r.usage.completion_tokens == 3

@@ -176,12 +176,13 @@ def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
     (``stream_options``, ``n=1``); anything else unknown goes through, for the API to judge.
     """
     out: dict[str, Any] = {}
-    system: list[str] = []
+    system: list[Any] = []  # strings, or lists of text blocks (which may carry cache_control)
     messages: list[dict[str, Any]] = []
     for message in body.get("messages", ()):
         role = message.get("role")
         if role in _SYSTEM_ROLES:
-            system.append(_plain_text(message.get("content")))
+            content = message.get("content")
+            system.append(content if isinstance(content, list) else _plain_text(content))
         else:
             messages.append({**message, "content": _blocks(message.get("content"))})
     for key, value in body.items():
@@ -202,10 +203,25 @@ def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
         out[key] = value
     out["messages"] = messages
     if system:
-        out["system"] = "\n\n".join(s for s in system if s)
+        out["system"] = _system(system)
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
     out["max_tokens"] = limit if limit else DEFAULT_MAX_TOKENS
     return out
+
+
+def _system(parts: list[Any]) -> str | list[Any]:
+    """The top-level ``system``: one string, or text blocks when any part came as blocks (so
+    ``cache_control`` marks survive for prompt caching)."""
+    if all(isinstance(p, str) for p in parts):
+        return "\n\n".join(p for p in parts if p)
+    blocks: list[Any] = []
+    for part in parts:
+        if isinstance(part, str):
+            if part:
+                blocks.append({"type": "text", "text": part})
+        else:
+            blocks.extend(_block(b) for b in part)
+    return blocks
 
 
 def _plain_text(content: Any) -> str:
