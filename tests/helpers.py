@@ -25,7 +25,7 @@ def session_for(server: Any, **kwargs: Any) -> holynb.Session:
 def key_env(server: Any) -> dict[str, str]:
     """The environment for another process using ``server``: its token as HOLYNB_API_KEY
     (only sessions of the server's own process know it by themselves)."""
-    return {**os.environ, "HOLYNB_API_KEY": server.api_key.get()}
+    return {**CHILD_ENV, "HOLYNB_API_KEY": server.api_key.get()}
 
 
 def processes_with(marker: str) -> list[int]:

@@ -10,9 +10,9 @@ import textwrap
 import pytest
 
 import holynb
-from holynb.server import faults
+from holynb.server import LocalServer, faults
 from holynb.server.models import echo
-from tests.helpers import CHILD_ENV, session_for
+from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -150,7 +150,7 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, name, local.base_url, str(path)], env=CHILD_ENV
+            [sys.executable, "-c", script, name, local.base_url, str(path)], env=key_env(local)
         )
         for name in ("a", "b")
     ]
@@ -164,11 +164,14 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
         assert df["cache_hit"].all() and local.stats.requests == before
 
 
-def test_the_cache_file_never_holds_the_api_key(local, tmp_path):
+def test_the_cache_file_never_holds_the_api_key(tmp_path):
     from tests.conftest import PLANTED_KEY
 
     path = tmp_path / "cache.sqlite"
-    with session_for(local, api_key=PLANTED_KEY, cache=path) as s:
+    with (
+        LocalServer(api_key=PLANTED_KEY).start() as server,
+        session_for(server, api_key=PLANTED_KEY, cache=path) as s,
+    ):
         s.chat("Say hi")
         "".join(s.stream("Say hi again"))
     for file in tmp_path.iterdir():

@@ -18,7 +18,7 @@ from holynb import RetryPolicy
 from holynb.bulk import RESULT_COLUMNS
 from holynb.keystore import KeyStore
 from holynb.server import faults
-from tests.helpers import CHILD_ENV, session_for
+from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -156,7 +156,7 @@ def test_sigkill_mid_map_then_a_rerun_finishes_sending_at_most_concurrency_twice
     local.latency_ms = 10
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)], env=CHILD_ENV
+            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)], env=key_env(local)
         )
         deadline = time.monotonic() + 60
         while local.stats.completed < 100 and time.monotonic() < deadline:
