@@ -70,10 +70,17 @@ def test_quickstart_runs_all_cells_in_jupyterlab(page: Any, lab: Any) -> None:
     )
     # the first cell alone, to know the kernel is up; then Run All
     first = page.locator(".jp-Notebook .jp-CodeCell").first
-    first.locator(".jp-InputPrompt").click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Enter")
-    first.locator(".jp-OutputArea-output").first.wait_for(timeout=30_000)
+    output = first.locator(".jp-OutputArea-output").first
+    for attempt in range(3):  # a key press that lands before Lab has wired the kernel is lost
+        first.locator(".jp-InputPrompt").click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+Enter")
+        try:
+            output.wait_for(timeout=15_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     assert "No API key found: using holynb's local server" in first.inner_text()
     menu(page, "Run", "Run All Cells")
     # local/slow streams for more than a second: the live widget shows while it does
