@@ -25,6 +25,7 @@ from holynb._config import (
 from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.errors import APIError, BudgetExceededError
+from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
+    from holynb.images import ImagePreset, PreparedImage
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
@@ -61,7 +63,8 @@ class Session:
     a known price, and ``max_tokens`` unless the model is free or its context window is known);
     ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
     and a budget counts the calls other processes append to the same file; ``prices`` adds or
-    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``.
+    overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
+    ``max_image_bytes`` is the size limit per image (20 MB; see ``holynb.images``).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Session:
         budget_usd: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> None:
         self.settings: Settings = resolve_settings(
             base_url=base_url,
@@ -106,6 +110,7 @@ class Session:
         self._client_obj: ChatClient | None = None
         self._log_warned = False
         self.last_result: ChatResult | None = None
+        self.max_image_bytes = max_image_bytes
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -179,6 +184,19 @@ class Session:
         body.update(params)
         return body
 
+    def _attach_images(
+        self, body: dict[str, Any], images: Any, preset: str | ImagePreset | None
+    ) -> list[PreparedImage]:
+        """Prepare ``images`` (refusing bad or oversized ones before anything is sent) and add
+        them to the last user message of ``body`` as ``image_url`` blocks."""
+        if images is None:
+            return []
+        from holynb.images import attach_images, prepare_images
+
+        prepared = prepare_images(images, preset, max_bytes=self.max_image_bytes)
+        body["messages"] = attach_images(body["messages"], prepared)
+        return prepared
+
     async def achat(
         self,
         prompt: Prompt,
@@ -189,11 +207,16 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "chat",
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...)."""
+        request body as they are (``top_p=``, ``response_format=``, ...). ``images``: paths,
+        bytes, PIL images, URLs, figures or arrays sent with the prompt, shrunk by
+        ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``)."""
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        self._attach_images(body, images, image_preset)
         client = self._client
         hold = self._reserve(body)
         try:
@@ -224,13 +247,17 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "stream",
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> AsyncIterator[str]:
         """The answer's text as it arrives (async). When the stream ends, stops early or fails,
-        what arrived is recorded in the ledger and kept in ``session.last_result``."""
+        what arrived is recorded in the ledger and kept in ``session.last_result``. ``images``
+        and ``image_preset`` as for ``achat``."""
         from holynb._client import StreamState
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
+        self._attach_images(body, images, image_preset)
         client = self._client
         hold = self._reserve(body)
         progress = StreamState(model=body["model"])
@@ -271,16 +298,23 @@ class Session:
         max_tokens: int | None = None,
         *,
         system: str | None = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
     ) -> CostEstimate:
         """What a call would cost, before sending it, from an offline token estimate.
 
         The prompt is counted with holynb's tokenizer heuristic (within about 10% for English
-        and code); the completion is counted as ``max_tokens`` (the most it can cost).
+        and code); the completion is counted as ``max_tokens`` (the most it can cost). Images
+        are prepared as a call would send them and counted by the rule of this session's wire
+        format (``image_tokens``; see ``holynb.images``).
         """
+        from holynb.images import prepare_images
         from holynb.tokens import estimate_messages_tokens
 
         model = model or self.settings.model
-        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system))
+        prepared = prepare_images(images, image_preset, max_bytes=self.max_image_bytes)
+        image_tokens = sum(i.tokens(getattr(self.settings, "api", "openai")) for i in prepared)
+        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system)) + image_tokens
         out = max_tokens or 0
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
         return CostEstimate(
@@ -288,6 +322,7 @@ class Session:
             prompt_tokens=prompt_tokens,
             max_completion_tokens=max_tokens,
             cost_usd=self.prices.cost(model, usage),
+            image_tokens=image_tokens,
         )
 
     def _reserve(self, body: dict[str, Any]) -> int | None:
