@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
+    "ImagePreset": "holynb.images",
 }
 _ERRORS = (
     "HolynbError",
@@ -61,6 +62,7 @@ _ERRORS = (
     "StreamWarning",
     "APIResponseError",
     "BudgetExceededError",
+    "ImageError",
     "JSONExtractionError",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
@@ -83,6 +85,8 @@ __all__ = [
     "ExecutionError",
     "ExecutionResult",
     "HolynbError",
+    "ImageError",
+    "ImagePreset",
     "JSONExtraction",
     "JSONExtractionError",
     "Limits",
@@ -128,6 +132,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         ConflictError,
         HolynbError,
+        ImageError,
         JSONExtractionError,
         MissingAPIKeyError,
         NotFoundError,
@@ -137,6 +142,7 @@ if TYPE_CHECKING:
         StreamError,
         StreamWarning,
     )
+    from holynb.images import ImagePreset
     from holynb.interpreter import (
         CodeInterpreter,
         ExecutionError,

@@ -7,6 +7,7 @@ view from ``holynb.display``. ``%load_ext holynb`` registers them.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,13 @@ class LLMMagics(Magics):
     @argument("--chat", action="store_true", help="continue this notebook's conversation")
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument(
+        "--image",
+        action="append",
+        metavar="PATH_OR_VAR",
+        help="send an image: a variable (a figure, PIL image, array, bytes) or a path; repeatable",
+    )
+    @argument("--image-preset", help="shrink images first: high, medium or low")
     @argument("words", nargs="*", help="line form: the prompt, or config | models | cost | history")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
@@ -202,7 +210,13 @@ class LLMMagics(Magics):
         session = self.session
         model = args.model or session.model
         messages = self._messages(text, args.chat)
+        try:
+            images = self._images(args, session)
+        except HolynbError as err:  # bad or oversized image: nothing is sent
+            print(f"holynb: {err}")
+            return None
         prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
+        prompt_tokens += sum(i.tokens(getattr(session.settings, "api", "openai")) for i in images)
 
         def cost_of(completion_tokens: int) -> float | None:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -215,7 +229,9 @@ class LLMMagics(Magics):
             "max_tokens": args.max_tokens,
             "tag": f"In[{self.shell.execution_count}]",
         }
-        view = make_view(model, cost_of=cost_of)
+        if images:
+            kwargs["images"] = images
+        view = make_view(model, cost_of=cost_of, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
@@ -238,6 +254,29 @@ class LLMMagics(Magics):
             return None
         view.finish(result)
         return self._deliver(result, messages, args)
+
+    def _images(self, args: Any, session: Session) -> list[Any]:
+        """``--image`` values prepared: a name in the user's namespace is that variable, anything
+        else a path."""
+        if not args.image:
+            return []
+        from holynb.images import prepare_image
+
+        ns = self.shell.user_ns
+        images = []
+        for value in args.image:
+            value = _unquote(value) or ""
+            source = ns[value] if value.isidentifier() and value in ns else value
+            name = None if isinstance(source, str | os.PathLike) else value
+            images.append(
+                prepare_image(
+                    source,
+                    preset=_unquote(args.image_preset),
+                    max_bytes=session.max_image_bytes,
+                    name=name,
+                )
+            )
+        return images
 
     def _start_background(
         self,

@@ -8,7 +8,8 @@ Trailing whitespace is one more token, so the tokens of a text always join back 
 ['Hello', ',', ' world', '!']
 
 A prompt costs ``sum(tokens(content) + 4 for each message) + 2``; a text part of a content list
-counts its text, any other part (an image, audio, a file) counts ``NON_TEXT_PART_TOKENS``. A
+counts its text, an image whose data URL can be read counts OpenAI's tile rule (see
+``holynb.images``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
 completion costs one token per streamed content chunk, and the server streams one chunk per
 token, so streamed and non-streamed answers report the same usage.
 
@@ -72,6 +73,11 @@ def content_tokens(content: Any) -> int:
     for part in content:
         if isinstance(part, dict) and isinstance(part.get("text"), str):
             total += count_tokens(part["text"])
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            from holynb.server.vision import image_part_tokens
+
+            tokens = image_part_tokens(part)
+            total += NON_TEXT_PART_TOKENS if tokens is None else tokens
         else:
             total += NON_TEXT_PART_TOKENS
     return total
@@ -223,14 +229,17 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
 
 
 def default_models() -> ModelRegistry:
-    """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing) and
-    the code-interpreter models ``local/python`` and ``local/broken``."""
+    """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing),
+    ``local/vision`` (describes the images it got) and the code-interpreter models
+    ``local/python`` and ``local/broken``."""
     from holynb.server.python_model import register_python_models
+    from holynb.server.vision import vision
 
     registry = ModelRegistry(
         [
             Model("local/echo", echo),
             Model("local/slow", echo, latency_ms=400.0, tokens_per_second=40.0),
+            Model("local/vision", vision),
         ]
     )
     register_python_models(registry)
