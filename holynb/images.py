@@ -65,6 +65,7 @@ PHOTO_COLOURS = 4096  # more distinct colours than this: "photographic"
 # The formats every provider takes as they are, by the first bytes of the file.
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 _LOSSY_SOURCES = {"JPEG", "MPO", "HEIF", "HEIC", "AVIF"}
+_ORIENTATION = 0x0112  # the EXIF tag
 _DETAILS = ("auto", "low", "high")
 
 # Token rules (see the module docstring).
@@ -366,6 +367,10 @@ def _from_bytes(data: bytes, name: str, preset: ImagePreset | None, limit: int) 
     image = _pil(name)
     try:
         im = image.open(io.BytesIO(data))
+        original_size = im.size
+        if preset is not None and preset.max_side and im.format == "JPEG":
+            # decode at 1/2, 1/4 or 1/8 scale when that still covers max_side: much faster
+            im.draft("RGB", (preset.max_side, preset.max_side))
         im.load()
     except Exception as err:
         unknown = type(err).__name__ == "UnidentifiedImageError"
@@ -378,7 +383,17 @@ def _from_bytes(data: bytes, name: str, preset: ImagePreset | None, limit: int) 
             name=name,
             size_bytes=len(data),
         ) from None
-    return _encode(im, name, preset, limit, im.format)
+    upright = im.getexif().get(_ORIENTATION, 1) == 1
+    prepared = _encode(im, name, preset, limit, im.format)
+    if (
+        fmt is not None
+        and upright
+        and (prepared.width, prepared.height) == original_size
+        and len(data) <= min(limit, len(prepared.data or b""))
+    ):  # the preset changed nothing but the bytes, and made them no smaller: send the original
+        width, height = original_size
+        return PreparedImage(name, MEDIA_TYPES[fmt], width, height, data, detail=prepared.detail)
+    return prepared
 
 
 def _header_size(data: bytes, name: str) -> tuple[int, int]:
