@@ -240,6 +240,7 @@ class PreparedImage:
             return None
         try:
             with Image.open(io.BytesIO(self.data)) as im:
+                im.draft("RGB", (max_side, max_side))  # a JPEG decodes at a fraction of its size
                 thumb = ImageOps.exif_transpose(im)
                 thumb.thumbnail((max_side, max_side))
                 if thumb.mode not in ("RGB", "RGBA", "L", "LA"):
