@@ -508,6 +508,8 @@ def _encode(
     from PIL import Image, ImageOps
 
     im = ImageOps.exif_transpose(im) or im
+    if im.mode.startswith(("I", "F")):
+        im = _to_8bit(im)
     alpha = _has_alpha(im)
     im = im.convert("RGBA" if alpha else ("L" if im.mode in ("1", "L") else "RGB"))
     if preset is not None and preset.max_side and max(im.size) > preset.max_side:
@@ -524,6 +526,23 @@ def _encode(
     detail = preset.detail if preset is not None else "auto"
     media = f"image/{fmt.lower()}"
     return PreparedImage(name, media, im.width, im.height, data, detail=detail, converted=True)
+
+
+def _to_8bit(im: Any) -> Any:
+    """A 16-bit, 32-bit or float greyscale image as 8-bit ``L``: 16-bit values divided by 257,
+    floats in 0..1 times 255, anything else stretched from its minimum to its maximum."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(im, dtype=np.float64)
+    low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and low >= 0 and 255 < high <= 65535):
+        arr = arr / 257
+    elif im.mode == "F" and low >= 0 and high <= 1:
+        arr = arr * 255
+    elif low < 0 or high > 255:
+        arr = (arr - low) * (255 / (high - low or 1))
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
 def _save(im: Any, fmt: str, quality: int) -> bytes:

@@ -185,6 +185,12 @@ def test_other_formats_are_converted_to_png(vision, local, fmt):
     assert r.text == "image 1: PNG 12x9, mean colour #00ff00"
 
 
+def test_16_bit_images_are_scaled_not_clipped(vision, local):
+    grey16 = Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16))  # half of 65535
+    r = vision.chat("?", images=[encoded(grey16, "TIFF")])
+    assert r.text == "image 1: PNG 8x8, mean colour #808080"
+
+
 def test_heic_is_converted_when_pillow_heif_is_installed(vision, local):
     pillow_heif = pytest.importorskip("pillow_heif")
     pillow_heif.register_heif_opener()
