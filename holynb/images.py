@@ -36,7 +36,7 @@ import io
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ PHOTO_COLOURS = 4096  # more distinct colours than this: "photographic"
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 _LOSSY_SOURCES = {"JPEG", "MPO", "HEIF", "HEIC", "AVIF"}
 _ORIENTATION = 0x0112  # the EXIF tag
+_HEADER_CHARS = 256 * 1024  # base64 characters decoded first to find an image's size
 _DETAILS = ("auto", "low", "high")
 
 # Token rules (see the module docstring).
@@ -643,19 +644,50 @@ def attach_images(
 
 def image_dimensions(url: str) -> tuple[int, int] | None:
     """Width and height of the image in a base64 ``data:`` URL, from its header only (no
-    Pillow); None when it cannot be read."""
+    Pillow; the start of the payload is decoded first); None when it cannot be read."""
+    import imagesize
+
     head, _, payload = url.partition(",")
     if not head.startswith("data:") or not head.endswith(";base64"):
         return None
-    try:
-        import imagesize
+    for chars in (_HEADER_CHARS, len(payload)):
+        try:
+            data = base64.b64decode(payload[: chars - chars % 4], validate=False)
+            width, height = imagesize.get(io.BytesIO(data))
+        except Exception:
+            continue
+        if width > 0 and height > 0:
+            return width, height
+        if chars >= len(payload):
+            break
+    return None
 
-        data = base64.b64decode(payload, validate=False)
 
-        width, height = imagesize.get(io.BytesIO(data))
-    except Exception:
-        return None
-    return (width, height) if width > 0 and height > 0 else None
+def part_tokens(part: Mapping[str, Any], api: str = "openai") -> int:
+    """Estimated tokens of one ``image_url`` content block by the rule of ``api``, from the
+    image's header; a URL (or an unreadable image) counts the most an image can cost."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    detail = image.get("detail", "auto") if isinstance(image, Mapping) else "auto"
+    size = image_dimensions(url) if isinstance(url, str) else None
+    width, height = size if size is not None else (None, None)
+    return PreparedImage("", width=width, height=height, detail=detail).tokens(api)
+
+
+def messages_image_tokens(
+    messages: Iterable[Mapping[str, Any]], api: str = "openai"
+) -> tuple[int, int]:
+    """How many ``image_url`` blocks ``messages`` hold, and their tokens by the rule of ``api``."""
+    count = total = 0
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "image_url":
+                count += 1
+                total += part_tokens(part, api)
+    return count, total
 
 
 def count_image_tokens(images: Iterable[PreparedImage], api: str = "openai") -> int:

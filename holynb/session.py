@@ -331,8 +331,6 @@ class Session:
         budget = self._budget
         if budget is None:
             return None
-        from holynb.tokens import estimate_messages_tokens
-
         self._count_other_processes(budget)
         model = body["model"]
         price = self.prices.lookup(model)
@@ -344,7 +342,7 @@ class Session:
                 f"Session(prices={{{model!r}: {{'input': 3.0, 'output': 15.0}}}}), or remove "
                 "the budget (session.budget_usd = None).",
             )
-        prompt = math.ceil(estimate_messages_tokens(body["messages"]) * PROMPT_MARGIN)
+        prompt = math.ceil(self._prompt_tokens(body["messages"]) * PROMPT_MARGIN)
         out = body.get("max_tokens") or body.get("max_completion_tokens")
         if out is None and price.output > 0:
             window = self.prices.context_window(model)
@@ -367,6 +365,15 @@ class Session:
                 "{'input': 3.0, 'output': 15.0}}), or remove the budget.",
             )
         return budget.reserve(worst)
+
+    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The offline prompt estimate, its images counted by the rule of this session's wire
+        format (``holynb.images``) instead of a fixed amount."""
+        from holynb.images import messages_image_tokens
+        from holynb.tokens import IMAGE_TOKENS, estimate_messages_tokens
+
+        count, tokens = messages_image_tokens(messages, getattr(self.settings, "api", "openai"))
+        return estimate_messages_tokens(messages) - count * IMAGE_TOKENS + tokens
 
     @staticmethod
     def _refusal(budget: Budget, message: str) -> BudgetExceededError:
@@ -404,7 +411,7 @@ class Session:
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
         usage = result.usage
         if usage.estimated:  # the server sent no usage: count offline, and say so
-            from holynb.tokens import estimate_messages_tokens, estimate_tokens
+            from holynb.tokens import estimate_tokens
 
             completion = usage.completion_tokens or estimate_tokens(result.text)
             limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -412,7 +419,7 @@ class Session:
                 completion = min(completion, limit)  # the server stops there
             usage = replace(
                 usage,
-                prompt_tokens=usage.prompt_tokens or estimate_messages_tokens(body["messages"]),
+                prompt_tokens=usage.prompt_tokens or self._prompt_tokens(body["messages"]),
                 completion_tokens=completion,
             )
             result = replace(result, usage=usage)

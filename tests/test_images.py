@@ -392,6 +392,27 @@ def test_estimate_counts_a_url_at_the_most_it_can_cost(local):
     assert s.estimate("?", images=["https://example.invalid/a.png"]).image_tokens == 1445
 
 
+def test_budget_holds_image_tokens_by_the_wire_formats_rule(local):
+    square = solid((1568, 1568))  # OpenAI: 765 tokens; Anthropic: 1600
+    prices = {"local/vision": {"input": 1000.0, "output": 0.0}}  # $0.001 a token
+    s = session_for(local, model="local/vision", budget_usd=1.5, prices=prices)
+    s.chat("?", images=[square], max_tokens=1)  # (765 + text) x 1.25 fits in $1.50
+    assert local.stats.requests == 1
+
+    class AnthropicSettings:
+        api = "anthropic"
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(base, name)
+
+    s = session_for(local, model="local/vision", budget_usd=1.5, prices=prices)
+    base = s.settings
+    s.settings = AnthropicSettings()  # type: ignore[assignment]
+    with pytest.raises(holynb.BudgetExceededError):
+        s.chat("?", images=[square], max_tokens=1)  # 1600 x 1.25 tokens do not
+    assert local.stats.requests == 1
+
+
 # -- the other call forms ----------------------------------------------------------------------
 
 
