@@ -459,6 +459,37 @@ def test_widget_shows_small_sanitised_thumbnails():
     assert max(im.size) <= 96 and im.size == (96, 48)
 
 
+def test_settled_output_keeps_the_thumbnails():
+    updates: list[dict[str, str]] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, str], raw: bool = False) -> None:
+            updates.append(bundle)
+
+    view = StreamView("local/vision", images=[prepare_image(solid((40, 20)), name="red.png")])
+    view._handle = Handle()  # what show() keeps to replace the widget by static HTML
+    view.append("A red rectangle.")
+    view.finish(holynb.ChatResult(text="A red rectangle.", model="local/vision"))
+    html = updates[-1]["text/html"]
+    assert html.startswith('<div class="holynb-images"') and "red.png, 40x20, PNG" in html
+
+
+def test_vision_model_reads_anthropic_image_blocks_too():
+    from holynb.server.vision import anthropic_images, describe_images
+
+    data = encoded(solid((4, 3), (0, 255, 0)), "PNG")
+    blocks = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": base64.b64encode(data).decode()}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.invalid/a.png"}},
+        {"type": "text", "text": "What are these?"},
+    ]  # fmt: skip
+    images = anthropic_images([{"role": "user", "content": blocks}])
+    assert describe_images(images) == (
+        "image 1: PNG 4x3, mean colour #00ff00\nimage 2: URL not fetched"
+    )
+
+
 def test_widget_without_images_has_no_thumbnail_row():
     view = StreamView("local/echo")
     assert view.images_html == "" and len(view.widget.children) == 3

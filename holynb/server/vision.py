@@ -66,6 +66,28 @@ def openai_images(messages: list[dict[str, Any]]) -> list[bytes | None]:
     return images
 
 
+def anthropic_images(messages: list[dict[str, Any]]) -> list[bytes | None]:
+    """The decoded bytes of every ``image`` block of the last user message of an Anthropic
+    Messages request (a ``url`` source is None: never fetched)."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    content = last.get("content") if last is not None else None
+    if not isinstance(content, list):
+        return []
+    images: list[bytes | None] = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "image":
+            continue
+        source = part.get("source") or {}
+        if source.get("type") != "base64":
+            images.append(None)
+            continue
+        try:
+            images.append(base64.b64decode(source.get("data", ""), validate=True))
+        except (binascii.Error, ValueError):
+            images.append(b"not base64")
+    return images
+
+
 def decode_data_url(url: str) -> bytes | None:
     """The bytes of a base64 ``data:`` URL; None for any other URL (never fetched)."""
     head, _, payload = url.partition(",")
