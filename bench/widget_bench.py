@@ -56,7 +56,7 @@ def _counting(self, msg_type, data=None, metadata=None, buffers=None, **keys):
     return _publish(self, msg_type, data, metadata, buffers, **keys)
 
 COMM_CLASS.publish_msg = _counting
-s = holynb.Session(model=MODEL, base_url=BASE_URL)
+s = holynb.Session(model=MODEL, base_url=BASE_URL, api_key=API_KEY)
 
 
 class OneHTML:
@@ -139,7 +139,8 @@ def run_kernel(base_url: str, reps: int, paced: float | None, server: object) ->
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    setup = f"MODEL = {MODEL!r}\nBASE_URL = {base_url!r}\n" + KERNEL_SETUP
+    key = server.api_key.get()  # type: ignore[attr-defined]  # the kernel is another process
+    setup = f"MODEL = {MODEL!r}\nBASE_URL = {base_url!r}\nAPI_KEY = {key!r}\n" + KERNEL_SETUP
     cells = [setup, "consume('none'); consume('StreamView'); None  # warm-up"]
     for rep in range(reps):
         for kind in KINDS:

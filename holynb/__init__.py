@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
+    "BatchJob": "holynb.batch_jobs",
+    "batch_jsonl": "holynb.batch_files",
+    "validate_batch_jsonl": "holynb.batch_files",
     "ImagePreset": "holynb.images",
 }
 _ERRORS = (
@@ -62,6 +65,8 @@ _ERRORS = (
     "StreamWarning",
     "APIResponseError",
     "BudgetExceededError",
+    "BatchError",
+    "BatchNotSupportedError",
     "ImageError",
     "JSONExtractionError",
 )
@@ -75,6 +80,9 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchJob",
+    "BatchNotSupportedError",
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
@@ -110,15 +118,19 @@ __all__ = [
     "Usage",
     "__version__",
     "arun_sandboxed",
+    "batch_jsonl",
     "extract_json",
     "extract_json_detailed",
     "local_session",
     "result_card_html",
     "run_sandboxed",
+    "validate_batch_jsonl",
 ]
 
 if TYPE_CHECKING:
     from holynb._config import Limits, RetryPolicy, Secret, Timeout
+    from holynb.batch_files import batch_jsonl, validate_batch_jsonl
+    from holynb.batch_jobs import BatchJob
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,
@@ -128,6 +140,8 @@ if TYPE_CHECKING:
         APITimeoutError,
         AuthenticationError,
         BadRequestError,
+        BatchError,
+        BatchNotSupportedError,
         BudgetExceededError,
         ConfigurationError,
         ConflictError,

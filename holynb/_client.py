@@ -571,6 +571,21 @@ class ChatClient:
             raise self._status_error(response, response.content, 1)
         return orjson.loads(response.content)
 
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request to ``base_url/path``, not retried; a typed error on 4xx/5xx.
+
+        ``kwargs`` go to httpx: ``json=`` for a JSON body, ``files=``/``data=`` for multipart.
+        """
+        state = await self._state()
+        url = f"{self.settings.base_url}/{path.lstrip('/')}"
+        try:
+            response = await state.http.request(method, url, **kwargs)
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport_error(exc, 1) from None
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content, 1)
+        return response
+
 
 def _time_left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()

@@ -6,6 +6,7 @@ Resolution order is always: explicit argument > environment variable > default.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field, replace
 
 from holynb.errors import ConfigurationError, MissingAPIKeyError
@@ -161,8 +162,8 @@ class Settings:
             return self.api_key
         raise MissingAPIKeyError(
             "No API key: set HOLYSHEEP_API_KEY (or HOLYNB_API_KEY), or pass "
-            "Session(api_key=...). To work offline, run `holynb serve` and set "
-            "HOLYNB_BASE_URL=http://127.0.0.1:8765/v1, or use holynb.local_session()."
+            "Session(api_key=...). To work offline, run `holynb serve` and paste the export "
+            "lines it prints, or use holynb.local_session()."
         )
 
 
@@ -190,6 +191,40 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+# -- holynb's own offline servers in this process ------------------------------------------------
+
+_offline_servers: dict[str, Secret] = {}
+_offline_lock = threading.Lock()
+
+
+def _offline_key(base_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.hostname == "localhost":  # the same server under its other loopback name
+        url = url.replace("//localhost", "//127.0.0.1", 1)
+    return url
+
+
+def register_offline_server(base_url: str, token: Secret) -> None:
+    """Record that a holynb LocalServer in this process serves ``base_url`` with ``token``, so
+    sessions on that URL send the token without being told (called by the server on start)."""
+    with _offline_lock:
+        _offline_servers[_offline_key(base_url)] = token
+
+
+def unregister_offline_server(base_url: str) -> None:
+    """Forget ``base_url`` (called by the server on stop)."""
+    with _offline_lock:
+        _offline_servers.pop(_offline_key(base_url), None)
+
+
+def offline_server_token(base_url: str) -> Secret | None:
+    """The token of the holynb LocalServer running in this process at ``base_url``, if any."""
+    return _offline_servers.get(_offline_key(base_url))
+
+
 def normalize_base_url(url: str) -> str:
     """The base URL without a trailing slash; an error for anything that is not http(s)."""
     url = url.strip().rstrip("/")
@@ -213,19 +248,25 @@ def resolve_settings(
     rpm: float | None = None,
     tpm: float | None = None,
 ) -> Settings:
-    """Settings from explicit arguments, then the environment, then defaults."""
+    """Settings from explicit arguments, then the environment, then defaults.
+
+    Without an explicit ``api_key``, a base URL served by a holynb LocalServer in this process
+    gets that server's token (not the environment's key, which belongs to the real API)."""
     env = os.environ
+    url = normalize_base_url(base_url or env.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
     if isinstance(api_key, str):
         key: Secret | None = Secret(api_key.strip()) if api_key.strip() else None
+    elif api_key is not None:
+        key = api_key
     else:
-        key = api_key if api_key is not None else env_api_key()
+        key = offline_server_token(url) or env_api_key()
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}.")
     policy = retry or RetryPolicy()
     if max_retries is not None:
         policy = replace(policy, max_retries=max_retries)
     return Settings(
-        base_url=normalize_base_url(base_url or env.get(BASE_URL_ENV) or DEFAULT_BASE_URL),
+        base_url=url,
         api_key=key,
         model=model or env.get(MODEL_ENV) or DEFAULT_MODEL,
         timeout=Timeout.coerce(timeout),

@@ -18,7 +18,19 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local OpenAI-compatible server (127.0.0.1)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
-    serve.add_argument("--api-key", default=None, help="require this Bearer key (default: none)")
+    serve.add_argument(
+        "--api-key", default=None, help="require this key (default: a random token, printed)"
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="require no key at all (any program or user on this machine can then use it)",
+    )
+    serve.add_argument(
+        "--enable-python",
+        action="store_true",
+        help="serve local/python and local/broken, which run the code they are sent",
+    )
     serve.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     serve.add_argument(
         "--tokens-per-second",
@@ -42,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from holynb.server.runner import serve_forever
 
+        if args.no_auth and args.api_key is not None:
+            print("holynb serve: give either --api-key or --no-auth, not both.", file=sys.stderr)
+            return 2
         try:
             serve_forever(
                 host=args.host,
@@ -49,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 api_key=args.api_key,
                 latency_ms=args.latency_ms,
                 tokens_per_second=args.tokens_per_second,
+                auth=not args.no_auth,
+                python=args.enable_python,
             )
         except (ValueError, OSError) as err:
             print(f"holynb serve: {err}", file=sys.stderr)

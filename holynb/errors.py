@@ -11,15 +11,16 @@
     │   │   ├── AuthenticationError   401: key missing, wrong, or for another endpoint
     │   │   ├── PermissionDeniedError 403
     │   │   ├── NotFoundError         404: wrong model name or base URL
+    │   │   │   └── BatchNotSupportedError  the endpoint has no /files or /batches
     │   │   ├── ConflictError         409 (retried)
     │   │   ├── RateLimitError        429 (retried, honouring Retry-After)
     │   │   └── ServerError           5xx (retried)
     │   ├── StreamError               the stream broke after HTTP 200 (error event, cut)
     │   └── APIResponseError          the endpoint answered 200 with a body holynb cannot read
+    ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
     ├── ImageError                    an image cannot be read, converted or sent (too big)
     └── JSONExtractionError           no JSON could be recovered from a model's reply
-
     StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -42,6 +43,8 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchNotSupportedError",
     "BudgetExceededError",
     "ConfigurationError",
     "ConflictError",
@@ -69,6 +72,11 @@ class ConfigurationError(HolynbError, ValueError):
 
 class MissingAPIKeyError(ConfigurationError):
     """No API key was given and none is in the environment."""
+
+
+class BatchError(HolynbError):
+    """A Batch API job cannot do what was asked: an unknown job id, a job still running, a
+    wait that timed out. The message says what to do; the provider's batch is not touched."""
 
 
 class BudgetExceededError(HolynbError):
@@ -217,6 +225,12 @@ class NotFoundError(APIStatusError):
     """404: the model or the endpoint does not exist at this base URL."""
 
     hint = "Check the model name (Session.models() lists them) and that the base URL ends in /v1."
+
+
+class BatchNotSupportedError(NotFoundError):
+    """The endpoint has no Batch API (``/files`` or ``/batches`` answered 404)."""
+
+    hint = "Use s.map(prompts, checkpoint='run.sqlite'): concurrent, and it resumes after a crash."
 
 
 class ConflictError(APIStatusError):

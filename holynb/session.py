@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
+    from holynb.batch_jobs import BatchJob
     from holynb.images import ImagePreset, PreparedImage
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
@@ -128,6 +129,15 @@ class Session:
     def is_local(self) -> bool:
         """Whether the endpoint is on this machine (no key needed unless it asks for one)."""
         return is_loopback_url(self.settings.base_url)
+
+    @property
+    def uses_offline_server(self) -> bool:
+        """Whether the endpoint is holynb's own offline server running in this process (a
+        ``LocalServer``, e.g. from ``holynb.local_session()``; its token is sent unless another
+        ``api_key`` was given). ``is_local`` is broader: any endpoint on this machine."""
+        from holynb._config import offline_server_token
+
+        return offline_server_token(self.settings.base_url) is not None
 
     @property
     def _client(self) -> ChatClient:
@@ -288,6 +298,83 @@ class Session:
     def models(self) -> list[str]:
         """The model ids the endpoint offers (also a quick check that the key works)."""
         return default_loop().run(self.amodels())
+
+    # -- the Batch API -------------------------------------------------------------------------
+
+    async def abatch(
+        self,
+        prompts: Any,
+        template: str | None = None,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        metadata: dict[str, str] | None = None,
+        max_requests_per_file: int = 50_000,
+        max_bytes_per_file: int = 200 * 2**20,
+        **params: Any,
+    ) -> BatchJob:
+        """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
+        from holynb.batch_jobs import BatchJob
+
+        return await BatchJob.acreate(
+            self,
+            prompts,
+            template=template,
+            model=model,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            metadata=metadata,
+            max_requests_per_file=max_requests_per_file,
+            max_bytes_per_file=max_bytes_per_file,
+            params=params,
+        )
+
+    def batch(
+        self,
+        prompts: Any,
+        template: str | None = None,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        metadata: dict[str, str] | None = None,
+        max_requests_per_file: int = 50_000,
+        max_bytes_per_file: int = 200 * 2**20,
+        **params: Any,
+    ) -> BatchJob:
+        """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
+        return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
+        files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
+        batch each. An endpoint without a Batch API raises BatchNotSupportedError.
+
+        >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
+        >>> job.wait(); job.results()
+        """
+        return default_loop().run(
+            self.abatch(
+                prompts,
+                template,
+                model=model,
+                system=system,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                metadata=metadata,
+                max_requests_per_file=max_requests_per_file,
+                max_bytes_per_file=max_bytes_per_file,
+                **params,
+            )
+        )
+
+    def batches(self) -> pd.DataFrame:
+        """The batch jobs this machine knows (from the manifests under ``HOLYNB_HOME``), newest
+        first, as last seen; nothing is sent. ``BatchJob.attach(s, job_id)`` picks one up."""
+        from holynb.batch_jobs import jobs_frame
+
+        return jobs_frame()
 
     # -- the ledger ----------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ for _name in ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY", "HOLYNB_BASE_URL", "HOLYNB_
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[LocalServer]:
-    """The local server, started once."""
-    srv = LocalServer().start()
+    """The local server, started once, with its code-running models (local/python) turned on.
+    It requires its random token: sessions of this process send it by themselves; raw HTTP
+    and other processes use ``server.api_key.get()``."""
+    srv = LocalServer(python=True).start()
     yield srv
     srv.stop()
 

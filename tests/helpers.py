@@ -19,6 +19,12 @@ def session_for(server: Any, **kwargs: Any) -> holynb.Session:
     return holynb.Session(base_url=server.base_url, **kwargs)
 
 
+def key_env(server: Any) -> dict[str, str]:
+    """The environment for another process using ``server``: its token as HOLYNB_API_KEY
+    (only sessions of the server's own process know it by themselves)."""
+    return {**os.environ, "HOLYNB_API_KEY": server.api_key.get()}
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids whose command line contains ``marker`` (a /proc scan; zombies have none)."""
     found = []

@@ -16,7 +16,7 @@ import pytest
 from nbclient import NotebookClient
 
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 
 def test_many_sync_calls_in_a_row(local):
@@ -120,7 +120,7 @@ def test_keyboard_interrupt_during_sync_stream_stops_cleanly(local):
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", SCRIPT, local.base_url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=key_env(local),
         )
         assert proc.stdout.readline().strip() == "READY"
         time.sleep(1.0)
@@ -147,7 +147,8 @@ def test_sync_async_and_stream_in_a_real_kernel(local):
     nb = _notebook([
         f"""
         import holynb
-        s = holynb.Session(model="local/echo", base_url={local.base_url!r})
+        s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                           api_key={local.api_key.get()!r})
         r = s.chat("kernel")
         print(r.text[:17])
         """,
@@ -174,7 +175,8 @@ def test_kernel_interrupt_during_a_call_keeps_the_kernel_usable(local):
     nb = _notebook([
         f"""
         import holynb, os, signal, threading
-        s = holynb.Session(model="local/echo", base_url={local.base_url!r})
+        s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                           api_key={local.api_key.get()!r})
         threading.Timer(0.7, os.kill, (os.getpid(), signal.SIGINT)).start()
         try:
             s.chat("slow")
@@ -197,7 +199,7 @@ def test_no_stray_threads_block_interpreter_exit(local):
         "print(s.chat('bye').text[:3])"
     )
     out = subprocess.run([sys.executable, "-c", code, local.base_url], capture_output=True,
-                         text=True, timeout=30)
+                         text=True, timeout=30, env=key_env(local))
     assert out.stdout.strip() == "You" and "Unclosed" not in out.stderr, out.stderr
 
 

@@ -16,7 +16,7 @@ import holynb
 from holynb.budget import BudgetWarning
 from holynb.prices import UnknownPriceWarning
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0, "cached_input": 0.3}}
 
@@ -105,8 +105,9 @@ def test_budget_holds_for_concurrent_calls(local):
     s.budget_usd = one * 3.5
 
     async def main():
-        out = await asyncio.gather(*(s.achat("q", max_tokens=30) for _ in range(8)),
-                                   return_exceptions=True)
+        out = await asyncio.gather(
+            *(s.achat("q", max_tokens=30) for _ in range(8)), return_exceptions=True
+        )
         await s.aclose()
         return out
 
@@ -175,8 +176,12 @@ KILLED_WRITER = textwrap.dedent(
 
 def test_kill_9_mid_run_loses_no_completed_row(local, tmp_path):
     path = tmp_path / "calls.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, local.base_url, str(path)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, local.base_url, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=key_env(local),
+    )
     lines = []
     deadline = time.monotonic() + 30
     while len(lines) < 40 and time.monotonic() < deadline:

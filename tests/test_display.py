@@ -397,7 +397,7 @@ def test_missing_ipywidgets_falls_back_to_text(monkeypatch):
 CELL = """
 import holynb
 from holynb.display import make_view
-s = holynb.Session(model={model!r}, base_url={url!r})
+s = holynb.Session(model={model!r}, base_url={url!r}, api_key={key!r})
 view = make_view(s.model)
 print(type(view).__name__)
 view.show()
@@ -417,7 +417,7 @@ def run_cell(source: str) -> list[dict[str, Any]]:
 
 def test_nbclient_gets_plain_text_and_a_sanitised_final_display(local, no_env):
     local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
-    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url))
+    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url, key=local.api_key.get()))
     stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     lines = stdout.splitlines()
     assert lines[0] == "PlainView"
@@ -434,7 +434,7 @@ def test_widget_output_becomes_static_html_when_the_answer_is_complete(local, mo
     # what a saved notebook keeps: the answer and its figures, not a widget without state
     monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
     local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
-    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url))
+    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url, key=local.api_key.get()))
     stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert stdout.strip() == "StreamView"
     (shown,) = [o for o in outputs if o.output_type == "display_data"]
@@ -450,9 +450,10 @@ def test_interrupt_keeps_the_partial_answer_in_view_and_ledger(local, no_env):
     import os, signal, threading
     import holynb
     from holynb.display import make_view
-    s = holynb.Session(model="local/slow", base_url={local.base_url!r})
+    s = holynb.Session(model="local/slow", base_url={local.base_url!r},
+                      api_key={local.api_key.get()!r})
     view = make_view(s.model)
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
     try:
         for text in s.stream("hello"):
             view.append(text)

@@ -32,6 +32,7 @@ LIMITS = SandboxLimits(timeout_s=4, memory_mb=256, max_output_bytes=100_000)  # 
 @pytest.fixture
 def python(local: LocalServer) -> Iterator[PythonModel]:
     """The server's local/python model with its counters at zero."""
+    assert local.python  # the fixture server runs code models: LocalServer(python=True)
     model = python_model(local.models)
     assert model is not None
     model.reset()
@@ -357,3 +358,11 @@ def test_the_prompt_fence_survives_backticks_in_the_code() -> None:
     code = 'print("```")\nprint("````")'
     message = code_message(code)
     assert code_from_messages([{"role": "user", "content": message}]) == ("python", code)
+
+
+def test_a_server_without_python_says_how_to_enable_it():
+    with LocalServer() as srv:  # code-running models are off by default
+        s = session_for(srv, model="local/python")
+        r = CodeInterpreter(s).run("print(1)")
+        s.close()
+    assert not r.success and "--enable-python" in " ".join(r.notes)

@@ -166,6 +166,13 @@ def test_interpret_magic_shows_a_card_and_stores_the_result(shell, capsys):
     assert magics.get_default_session().records[-1].kind == "interpret"
 
 
+def test_interpret_magic_on_the_shared_local_server_with_python_enabled(shell):
+    # what notebooks do offline: the default session on this process's own server, code on
+    magics.set_default_session(holynb.local_session(model="local/python", python=True))
+    run(shell, "%%interpret -o res\nprint(6 * 7)")
+    assert shell.user_ns["res"].success and shell.user_ns["res"].output.strip() == "42"
+
+
 def test_interpret_magic_catches_a_wrong_claim(shell):
     magics.set_default_session(session_for(magics.get_default_session(), model="local/python"))
     run(shell, "%%interpret --verify -o res\n# holynb: lie\nprint('truth')")

@@ -31,7 +31,8 @@ def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r}))
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
         """,
         "%%llm -o r\nhello kernel",
         "print(r.text == _llm, r.usage.completion_tokens > 0)",
@@ -60,7 +61,8 @@ def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r}))
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
         """,
         "%%llm\nhello",
     ])
@@ -76,7 +78,8 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
             f"""
             %load_ext holynb
             import holynb, os, signal, threading
-            s = holynb.Session(model="local/echo", base_url={local.base_url!r})
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                               api_key={local.api_key.get()!r})
             holynb.magics.set_default_session(s)
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
             """,

@@ -14,7 +14,7 @@ import pytest
 import holynb
 from holynb.server import faults
 from holynb.session import LogWriteWarning
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 CENT_A_TOKEN = {"local/echo": {"input": 10_000.0, "output": 10_000.0}}  # $0.01 a token
 OUTPUT_ONLY = {"local/echo": {"input": 0.0, "output": 20_000.0}}  # 50 answer tokens: $1
@@ -179,6 +179,7 @@ def test_a_budget_on_a_shared_log_counts_the_other_processes_spending(local, tmp
         capture_output=True,
         text=True,
         timeout=60,
+        env=key_env(local),
     )
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(5.0)  # it saw my $1 on start, then spent $4

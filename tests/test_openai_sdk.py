@@ -14,7 +14,8 @@ MESSAGES = [{"role": "user", "content": "hello from the SDK"}]
 
 @pytest.fixture
 def client(server: LocalServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0) as c:
+    key = server.api_key.get()  # the server's token: the SDK sends it as Bearer key
+    with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as c:
         yield c
 
 
@@ -49,7 +50,8 @@ def test_sdk_stream_matches_the_non_stream_answer(client):
 
 
 async def test_async_sdk_stream_matches_the_non_stream_answer(server):
-    async with openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test") as client:
+    key = server.api_key.get()
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=key) as client:
         whole = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
         text, usage = [], None
         stream = await client.chat.completions.create(
@@ -69,7 +71,8 @@ async def test_async_sdk_stream_matches_the_non_stream_answer(server):
 
 def test_sdk_honours_retry_after_ms(local):
     local.faults.push(faults.status(429, retry_after_ms=10), times=2)
-    with openai.OpenAI(base_url=local.base_url, api_key="sk-test", max_retries=2) as client:
+    key = local.api_key.get()
+    with openai.OpenAI(base_url=local.base_url, api_key=key, max_retries=2) as client:
         r = client.chat.completions.create(model="local/echo", messages=MESSAGES)
     assert r.choices[0].message.content
     assert local.stats.requests == 3

@@ -49,11 +49,12 @@ def test_key_echoed_by_a_server_is_redacted(local):
     assert "***" in str(info.value)
 
 
-def test_key_never_shown_in_stream_errors(local):
-    local.faults.push(faults.error_event(after_chunks=2, message=f"oops {PLANTED_KEY}"))
-    s = holynb.Session(model="local/echo", base_url=local.base_url, api_key=PLANTED_KEY)
-    with pytest.raises(holynb.StreamError) as info:
-        list(s.stream("hello"))
+def test_key_never_shown_in_stream_errors():
+    with LocalServer(api_key=PLANTED_KEY) as srv:
+        srv.faults.push(faults.error_event(after_chunks=2, message=f"oops {PLANTED_KEY}"))
+        s = holynb.Session(model="local/echo", base_url=srv.base_url, api_key=PLANTED_KEY)
+        with pytest.raises(holynb.StreamError) as info:
+            list(s.stream("hello"))
     assert PLANTED_KEY not in _everything_shown(s, info.value)
 
 

@@ -51,6 +51,14 @@ class Reply:
         ]
 
 
+def auth(server: LocalServer) -> dict[str, str]:
+    """The server's token as a header; none for ``keyed``, whose tests send (or omit) KEY."""
+    key = server.api_key
+    if key is None or key.get() == KEY:
+        return {}
+    return {"authorization": f"Bearer {key.get()}"}
+
+
 def request(
     server: LocalServer,
     method: str,
@@ -62,7 +70,8 @@ def request(
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
         data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-        conn.request(method, path, data, {"content-type": "application/json", **(headers or {})})
+        sent = {"content-type": "application/json", **auth(server), **(headers or {})}
+        conn.request(method, path, data, sent)
         r = conn.getresponse()
         return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     finally:
@@ -99,7 +108,8 @@ def open_stream(
 ) -> http.client.HTTPResponse:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     body = json.dumps(chat_body(stream=True)).encode()
-    conn.request("POST", "/v1/chat/completions", body, headers or {})
+    sent = {"content-type": "application/json", **auth(server), **(headers or {})}
+    conn.request("POST", "/v1/chat/completions", body, sent)
     return conn.getresponse()
 
 
@@ -614,12 +624,13 @@ def test_stats_count_connections(local):
 
 
 def test_requests_log_records_each_request(local):
-    chat(local, "logged", headers={"authorization": "Bearer sk-secret-value"})
+    chat(local, "logged")  # with the server's token as Bearer key
     (entry,) = local.requests_log
     assert entry["path"] == "/v1/chat/completions" and entry["model"] == "local/echo"
     assert entry["stream"] is False and entry["status"] == 200
     assert entry["body"]["messages"][0]["content"] == "logged"
     assert entry["headers"]["authorization"] == "<redacted>"
+    assert local.api_key.get() not in json.dumps(local.requests_log)
     assert entry["time"] <= time.time()
 
 
@@ -674,8 +685,8 @@ def test_serve_forever_prints_the_base_url():
     code = "from holynb.server import serve_forever; serve_forever(port=0)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
+        lines = [proc.stdout.readline() for _ in range(3)] if proc.stdout else []
     finally:
         proc.terminate()
         proc.wait(timeout=5)
-    assert "HOLYNB_BASE_URL=http://127.0.0.1:" in line and line.count("\n") == 1
+    assert lines[2].startswith("  export HOLYNB_BASE_URL=http://127.0.0.1:")

@@ -10,6 +10,11 @@
 Models: ``local/echo`` (answers ``"You said: ..."`` and a deterministic passage) and
 ``local/slow`` (the same with latency and paced streaming); add more with
 ``server.register_model(name, respond)``. ``holynb serve`` runs one from the command line.
+
+Every server requires a key (a random token unless ``api_key=`` is given; this process's sessions
+send it by themselves, others use ``server.api_key.get()``), refuses requests from web pages
+(``Origin``), non-loopback ``Host`` headers and non-JSON posts (see ``holynb.server.guard``), and
+serves the code-running ``local/python`` and ``local/broken`` only with ``python=True``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completi
 ``GET /health``; the control API for ``holynb serve`` users: ``GET|POST|DELETE
 /_holynb/faults``, ``GET /_holynb/stats``, ``POST /_holynb/reset``. Every response carries
 ``x-request-id``. Per-request test headers: ``x-holynb-fault`` (a compact fault spec),
-``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``.
+``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``. Before any handler, ``guard``
+refuses requests from web pages, with a non-loopback ``Host`` or a non-JSON body on JSON routes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from holynb.server.answer import (
     send_stream,
     send_whole,
 )
+from holynb.server.batches import BatchStore, add_routes
 from holynb.server.faults import Fault, FaultQueue
-from holynb.server.models import ModelRegistry, prompt_tokens, tokenize
+from holynb.server.guard import guard, json_body
+from holynb.server.models import Model, ModelRegistry, prompt_tokens, tokenize
 from holynb.server.stats import Recorder
 from holynb.server.wire import (
     RequestError,
@@ -73,20 +76,26 @@ _STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
 @dataclass
 class ServerState:
     """What the handlers share: settings (read per request, so they can change live), the
-    models, the fault queue and the counters."""
+    models, the fault queue and the counters. ``python`` enables the models that run code;
+    ``check_host`` refuses Host headers that are not loopback names (see ``guard``)."""
 
     models: ModelRegistry
     faults: FaultQueue = field(default_factory=FaultQueue)
     recorder: Recorder = field(default_factory=Recorder)
     api_key: str | None = None
+    python: bool = False
+    check_host: bool = True
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    batches: BatchStore = field(default_factory=BatchStore)
 
 
 def build_app(state: ServerState) -> web.Application:
     """The aiohttp application serving ``state``."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[guard(check_host=state.check_host)]
+    )
     h = _Handlers(state)
     add = app.router.add_route
     add("GET", "/health", h.health)
@@ -98,6 +107,7 @@ def build_app(state: ServerState) -> web.Application:
     add("GET", "/_holynb/faults", h.list_faults)
     add("POST", "/_holynb/faults", h.push_faults)
     add("DELETE", "/_holynb/faults", h.clear_faults)
+    add_routes(app, state.batches, state.models, h._autherror_response)
     add("*", "/{tail:.*}", h.not_found)
     app.on_response_prepare.append(_stamp_request_id)
     return app
@@ -106,6 +116,10 @@ def build_app(state: ServerState) -> web.Application:
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     if "x-request-id" not in response.headers:
         response.headers["x-request-id"] = new_request_id()
+
+
+def _runs_code(model: Model) -> bool:
+    return model.runs_code or bool(getattr(model.respond, "runs_code", False))
 
 
 def new_request_id() -> str:
@@ -227,6 +241,7 @@ class _Handlers:
         data["pending_faults"] = self.state.faults.pending()
         return _json(data)
 
+    @json_body
     async def reset(self, request: web.Request) -> web.Response:
         err = self._autherror_response(request)
         if err is not None:
@@ -241,6 +256,7 @@ class _Handlers:
             return error_response(err)
         return _json({"pending": self.state.faults.pending()})
 
+    @json_body
     async def push_faults(self, request: web.Request) -> web.Response:
         err = self._autherror_response(request)
         if err is not None:
@@ -269,6 +285,7 @@ class _Handlers:
 
     # -- chat ----------------------------------------------------------------------------------
 
+    @json_body
     async def chat(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         ex = Exchange(
@@ -356,6 +373,16 @@ class _Handlers:
         model = state.models.get(body["model"])
         if model is None:
             raise self._unknown_model(body["model"])
+        if _runs_code(model) and not state.python:
+            raise RequestError(
+                403,
+                f"The model `{model.name}` runs the code it is sent on this machine, so it is "
+                "off unless enabled: start the server with `holynb serve --enable-python` or "
+                "`LocalServer(python=True)`; in a notebook use "
+                "`holynb.local_session(python=True)` or `holynb.demo.auto_session(python=True)`.",
+                code="model_disabled",
+                param="model",
+            )
         reject = fault.get("reject_stream_options")
         if reject is not None and "stream_options" in body:
             raise RequestError(

@@ -97,7 +97,9 @@ class Model:
     """One model the server answers for.
 
     ``latency_ms`` is added to the server's own latency before the first byte;
-    ``tokens_per_second`` paces its streams (None: the server's setting).
+    ``tokens_per_second`` paces its streams (None: the server's setting). ``runs_code`` marks a
+    model that executes what the request sends (``local/python``): the server refuses it unless
+    started with ``python=True`` (``holynb serve --enable-python``).
     """
 
     name: str
@@ -105,6 +107,7 @@ class Model:
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
     owned_by: str = "holynb"
+    runs_code: bool = False
 
 
 class ModelRegistry:
@@ -126,13 +129,19 @@ class ModelRegistry:
         *,
         latency_ms: float = 0.0,
         tokens_per_second: float | None = None,
+        runs_code: bool | None = None,
     ) -> Model:
-        """Add (or replace) the model ``name``, answering with ``respond(messages, params)``."""
+        """Add (or replace) the model ``name``, answering with ``respond(messages, params)``.
+
+        ``runs_code`` (default: the ``runs_code`` attribute of ``respond``, else False) marks a
+        model that executes code from the request; the server serves it only when enabled."""
         if not name or not isinstance(name, str):
             raise ValueError("A model needs a non-empty string name, e.g. 'local/mine'.")
         if not callable(respond):
             raise TypeError("respond must be a function (messages, params) -> str.")
-        model = Model(name, respond, latency_ms, tokens_per_second)
+        if runs_code is None:
+            runs_code = bool(getattr(respond, "runs_code", False))
+        model = Model(name, respond, latency_ms, tokens_per_second, runs_code=runs_code)
         with self._lock:
             self._models = {**self._models, name: model}  # copy-on-write: readers never lock
         return model

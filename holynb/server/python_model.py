@@ -56,7 +56,12 @@ class PythonModel:
     ``active`` and ``peak_active`` (requests being answered at once). ``reset()`` zeroes them.
 
     >>> server.register_model("local/python-fast", PythonModel(SandboxLimits(timeout_s=2)))
+
+    It runs code from the request, so the server serves it only when code models are enabled
+    (``LocalServer(python=True)``, ``holynb serve --enable-python``).
     """
+
+    runs_code = True
 
     def __init__(self, limits: SandboxLimits | None = None) -> None:
         self.limits = limits or SandboxLimits(timeout_s=10.0, max_output_bytes=100_000)
@@ -163,8 +168,8 @@ def register_python_models(
     >>> python = register_python_models(server.models, SandboxLimits(timeout_s=2))
     """
     python = PythonModel(limits)
-    registry.register(name, python)
-    registry.register(broken_name, broken)
+    registry.register(name, python, runs_code=True)
+    registry.register(broken_name, broken, runs_code=True)  # the interpreter's pair: off too
     return python
 
 

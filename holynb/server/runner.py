@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import secrets
 import signal
 import socket
 import threading
@@ -12,13 +13,16 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from holynb._config import Secret, register_offline_server, unregister_offline_server
 from holynb.server.app import ServerState, build_app
+from holynb.server.batches import BatchStore
 from holynb.server.faults import FaultQueue
 from holynb.server.models import Model, ModelRegistry, Respond, default_models
 from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
 _BACKLOG = 1024
+TOKEN_PREFIX = "holynb-local-"  # made tokens are recognisable (and their masked form is stable)
 
 
 def _bind_host(host: str, allow_remote: bool) -> str:
@@ -32,7 +36,7 @@ def _bind_host(host: str, allow_remote: bool) -> str:
     if not loopback and not allow_remote:
         raise ValueError(
             f"The local server only binds to loopback addresses (127.0.0.1, ::1), not {host!r}: "
-            "it has no real authentication. Pass allow_remote=True if you mean it."
+            "it is a test server. Pass allow_remote=True if you mean it."
         )
     return host
 
@@ -44,7 +48,8 @@ class LocalServer:
     Jupyter kernel alike.
 
     >>> with LocalServer() as server:
-    ...     client = openai.OpenAI(base_url=server.base_url, api_key="anything")
+    ...     holynb.Session(base_url=server.base_url).chat("hi")   # knows the token by itself
+    ...     client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key.get())
     ...     client.chat.completions.create(model="local/echo", messages=[...])
     >>> server.faults.push(faults.status(429, retry_after=1))   # the next request gets a 429
     >>> server.stats.requests, server.stats.completion_tokens
@@ -52,6 +57,14 @@ class LocalServer:
     ``latency_ms`` delays the first byte of every answer; ``tokens_per_second`` paces streamed
     chunks (None: as fast as possible). Both can be changed while it runs, and per request with
     the headers ``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``.
+
+    Security: it requires a key, a random token made per server unless ``api_key`` is given
+    (``auth=False`` turns that off), sent as ``Authorization: Bearer`` or ``x-api-key``. Sessions
+    of this process on its ``base_url`` send it by themselves; other programs need
+    ``server.api_key.get()``. It refuses requests from web pages (an ``Origin`` header), a
+    ``Host`` that is not a loopback name, and JSON routes posted with another content type.
+    Models that run code (``local/python``, ``local/broken``) answer only with ``python=True``
+    (settable while running).
     """
 
     def __init__(
@@ -65,14 +78,22 @@ class LocalServer:
         allow_remote: bool = False,
         models: ModelRegistry | None = None,
         log_limit: int = 10_000,
+        python: bool = False,
+        auth: bool = True,
     ) -> None:
         self.host = _bind_host(host, allow_remote)
+        if api_key is not None and not auth:
+            raise ValueError("Pass either api_key= or auth=False, not both.")
+        token = (api_key or TOKEN_PREFIX + secrets.token_urlsafe(32)) if auth else None
+        self._token = Secret(token) if token else None
         self._requested_port = port
         self._port: int | None = None
         self._state = ServerState(
             models=models if models is not None else default_models(),
             recorder=Recorder(log_limit),
-            api_key=api_key or None,
+            api_key=token,
+            python=bool(python),
+            check_host=not allow_remote,
             latency_ms=float(latency_ms),
             tokens_per_second=tokens_per_second or None,
         )
@@ -108,6 +129,8 @@ class LocalServer:
                 raise failure[0]
             self._port = sock.getsockname()[1]
             self._thread = thread
+            if self._token is not None:
+                register_offline_server(self.base_url, self._token)
         return self
 
     def stop(self) -> None:
@@ -116,6 +139,7 @@ class LocalServer:
             thread, loop, stopping = self._thread, self._loop, self._stopping
             if thread is None or loop is None or stopping is None:
                 return
+            unregister_offline_server(self.base_url)
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(stopping.set)
             thread.join(timeout=10)
@@ -191,6 +215,21 @@ class LocalServer:
         return self.url + "/v1"
 
     @property
+    def api_key(self) -> Secret | None:
+        """The key clients must send (None when started with ``auth=False``); a ``Secret``,
+        so it never shows itself: ``server.api_key.get()`` for the openai SDK or curl."""
+        return self._token
+
+    @property
+    def python(self) -> bool:
+        """Whether the models that run code (``local/python``...) answer (settable live)."""
+        return self._state.python
+
+    @python.setter
+    def python(self, value: bool) -> None:
+        self._state.python = bool(value)
+
+    @property
     def running(self) -> bool:
         """Whether it is listening now."""
         return self._thread is not None and self._thread.is_alive()
@@ -227,16 +266,27 @@ class LocalServer:
         *,
         latency_ms: float = 0.0,
         tokens_per_second: float | None = None,
+        runs_code: bool | None = None,
     ) -> Model:
-        """Answer for model ``name`` with ``respond(messages, params) -> str`` (works live)."""
+        """Answer for model ``name`` with ``respond(messages, params) -> str`` (works live);
+        ``runs_code=True`` for a model that executes code (served only with ``python=True``)."""
         return self._state.models.register(
-            name, respond, latency_ms=latency_ms, tokens_per_second=tokens_per_second
+            name,
+            respond,
+            latency_ms=latency_ms,
+            tokens_per_second=tokens_per_second,
+            runs_code=runs_code,
         )
 
     @property
     def faults(self) -> FaultQueue:
         """The queue of faults for the next chat requests (see ``holynb.server.faults``)."""
         return self._state.faults
+
+    @property
+    def batches(self) -> BatchStore:
+        """The Batch API's batches and its processing knobs (``batches.settings``)."""
+        return self._state.batches
 
     @property
     def stats(self) -> ServerStats:
@@ -255,8 +305,9 @@ class LocalServer:
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None and self.running else "not running"
-        auth = ", api_key=set" if self._state.api_key else ""
-        return f"LocalServer({where}{auth})"
+        auth = ", api_key=set" if self._state.api_key else ", no auth"
+        python = ", python=True" if self._state.python else ""
+        return f"LocalServer({where}{auth}{python})"
 
 
 def serve_forever(
@@ -267,17 +318,24 @@ def serve_forever(
     tokens_per_second: float | None = None,
     *,
     allow_remote: bool = False,
+    auth: bool = True,
+    python: bool = False,
 ) -> None:
-    """Run the local server until Ctrl+C or SIGTERM (the ``holynb serve`` command)."""
+    """Run the local server until Ctrl+C or SIGTERM (the ``holynb serve`` command).
+
+    It prints the base URL and the lines to paste into another shell, with the token it made
+    (unless ``api_key`` is given, which it does not echo, or ``auth=False``)."""
     server = LocalServer(
-        host, port, api_key, latency_ms, tokens_per_second, allow_remote=allow_remote
+        host,
+        port,
+        api_key,
+        latency_ms,
+        tokens_per_second,
+        allow_remote=allow_remote,
+        auth=auth,
+        python=python,
     ).start()
-    key = " HOLYNB_API_KEY=<the --api-key value>" if api_key else ""
-    print(
-        f"holynb local server on {server.base_url} (models: {', '.join(server.models.names())}); "
-        f"point holynb at it with HOLYNB_BASE_URL={server.base_url}{key}. Ctrl+C stops it.",
-        flush=True,
-    )
+    print(serve_banner(server, key_given=api_key is not None), flush=True)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -288,3 +346,30 @@ def serve_forever(
         pass
     finally:
         server.stop()
+
+
+def serve_banner(server: LocalServer, *, key_given: bool = False) -> str:
+    """What ``holynb serve`` prints: where it listens and the export lines to paste."""
+    code_models = [m.name for m in server.models if m.runs_code]
+    if server.python:
+        python = f"{', '.join(code_models)} ON: they run the code sent to them, as you"
+    else:
+        python = f"{', '.join(code_models)} off (--enable-python turns them on)"
+    lines = [
+        f"holynb local server on {server.base_url} "
+        f"(models: {', '.join(server.models.names())}; {python}). Ctrl+C stops it.",
+        "Point holynb (or any OpenAI client) at it from another shell:",
+        f"  export HOLYNB_BASE_URL={server.base_url}",
+    ]
+    key = server.api_key
+    if key is None:
+        lines.append(
+            "  (--no-auth: no key needed, so any program or user on this machine can use it"
+            + (", and run code as you)" if server.python else ")")
+        )
+    elif key_given:
+        lines.append("  export HOLYNB_API_KEY=<the --api-key value>")
+    else:
+        lines.append(f"  export HOLYNB_API_KEY={key.get()}")
+    lines.append("  export HOLYNB_MODEL=local/echo")
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ SETUP = """\
 import holynb
 from holynb.display import display_mode
 
-s = holynb.Session(model="local/echo", base_url={base_url!r})
+s = holynb.Session(model="local/echo", base_url={base_url!r}, api_key={api_key!r})
 holynb.magics.set_default_session(s)
 print("display mode:", display_mode())
 """
@@ -77,7 +77,7 @@ def write_notebook(lab: Any, server: LocalServer, name: str, *cells: str) -> str
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
     }
-    sources = (SETUP.format(base_url=server.base_url), *cells)
+    sources = (SETUP.format(base_url=server.base_url, api_key=server.api_key.get()), *cells)
     nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
     nbformat.write(nb, lab.root / name)
     return lab.notebook_url(name)

@@ -1,0 +1,291 @@
+"""BatchJob against the local server: split, wait, join, reattach, resubmit, cancel, interrupt."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pandas as pd
+import pytest
+
+import holynb
+from holynb.batch_jobs import normalise_status
+from holynb.server import LocalServer
+from holynb.server.batches import BatchSettings
+from tests.conftest import PLANTED_KEY
+from tests.helpers import key_env
+
+PRICES = {"local/flaky": {"input": 2.0, "output": 4.0}, "local/echo": {"input": 2.0, "output": 4.0}}
+
+
+def flaky(messages: list[dict], params: dict) -> str:
+    """Fails for prompts containing 'FAIL', answers the others."""
+    text = messages[-1]["content"]
+    if "FAIL" in text:
+        raise RuntimeError("cannot answer this one")
+    return f"answer to {text}"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOLYNB_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def srv(local: LocalServer, home: Path) -> Iterator[LocalServer]:
+    local.batches.settings = BatchSettings()
+    local.register_model("local/flaky", flaky)
+    yield local
+    local.batches.settings = BatchSettings()
+
+
+@pytest.fixture
+def s(srv: LocalServer) -> Iterator[holynb.Session]:
+    with holynb.Session(base_url=srv.base_url, model="local/flaky", prices=PRICES) as session:
+        yield session
+
+
+def reviews(n: int) -> pd.DataFrame:
+    """n reviews with a shuffled, labelled index; every 10th one makes the model fail."""
+    texts = [f"review {i}" + (" FAIL" if i % 10 == 3 else "") for i in range(n)]
+    return pd.DataFrame({"review": texts}, index=[f"r{(i * 7) % n}" for i in range(n)])
+
+
+def test_round_trip_of_250_prompts_in_3_parts_reattached_from_a_new_process(s, srv, home):
+    frame = reviews(250)
+    srv.batches.settings.seconds_per_request = 0.002
+    job = s.batch(frame, template="Classify: {review}", max_requests_per_file=100, max_tokens=8)
+    assert len(job.batch_ids) == 3
+    for n, batch_id in enumerate(job.batch_ids, start=1):
+        assert srv.batches.get(batch_id).metadata == {
+            "holynb_job": job.id,
+            "holynb_part": f"0:{n}/3",
+        }
+    batches_before = len(srv.batches.all())
+
+    script = textwrap.dedent(
+        f"""
+        import json, holynb
+        s = holynb.Session(base_url={s.base_url!r}, prices={PRICES!r})
+        known = s.batches().job_id.tolist()
+        job = holynb.BatchJob.attach(s, {job.id!r})
+        job.wait(progress=False)
+        df = job.results()
+        print(json.dumps({{
+            "known": known, "status": job.status, "batch_ids": job.batch_ids,
+            "frame": df.to_json(orient="split"),
+            "ledger": s.ledger[["kind", "ok", "cost_usd"]].to_dict("list"),
+        }}))
+        """
+    )
+    env = {
+        **key_env(srv),
+        "HOLYNB_HOME": str(home),
+        "PYTHONPATH": str(Path(holynb.__file__).parents[1]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["known"] == [job.id]
+    assert report["status"] == "completed" and report["batch_ids"] == job.batch_ids
+    assert len(srv.batches.all()) == batches_before  # attaching created nothing
+
+    df = pd.read_json(io.StringIO(report["frame"]), orient="split")
+    assert list(df.index) == list(frame.index)  # input order, input index, every row
+    assert df["prompt"].tolist() == [f"Classify: {t}" for t in frame.review]
+    assert df["custom_id"].tolist() == [f"row-{i}" for i in range(250)]
+    failed = df[~df.ok]
+    assert len(failed) == 25 and failed.prompt.str.contains("FAIL").all()
+    assert failed.error.str.startswith("ServerError: HTTP 500").all()
+    assert failed.error.str.contains("cannot answer this one").all()
+    good = df[df.ok]
+    assert (good.text == "answer to " + good.prompt).all()
+    assert (good.attempts == 1).all() and (~df.cache_hit).all()
+
+    ledger = pd.DataFrame(report["ledger"])
+    assert len(ledger) == 250 and (ledger.kind == "batch").all()
+    assert ledger.ok.sum() == 225
+    row = good.iloc[0]
+    full = (row.prompt_tokens * 2.0 + row.completion_tokens * 4.0) / 1e6
+    assert row.cost_usd == pytest.approx(full / 2)  # the Batch API's half price
+
+    # The other process entered these lines in its ledger: reading them here adds none.
+    again = holynb.BatchJob.attach(s, job.id).results()
+    assert again.ok.sum() == 225 and len(s.ledger) == 0
+
+
+def test_results_enter_the_ledger_once(s, srv):
+    job = s.batch(["a", "b FAIL", "c"]).wait(progress=False)
+    first = job.results()
+    assert len(s.ledger) == 3 and list(s.ledger.kind) == ["batch"] * 3
+    second = job.results()
+    assert len(s.ledger) == 3
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_upper_case_statuses_are_normalised(s, srv):
+    srv.batches.settings.uppercase_status = True
+    job = s.batch(["a", "b"]).wait(progress=False)
+    assert job.status == "completed"
+    assert srv.batches.get(job.batch_ids[0]).as_json(True)["status"] == "COMPLETED"
+    assert normalise_status(" In_Progress ") == "in_progress"
+
+
+def test_an_endpoint_without_batch_endpoints_says_so(srv, home):
+    bare = holynb.Session(base_url=srv.url + "/no-batches/v1", model="local/echo")
+    with pytest.raises(holynb.BatchNotSupportedError) as info:
+        bare.batch(["a"])
+    assert isinstance(info.value, holynb.NotFoundError)
+    assert "has no Batch API" in str(info.value) and "s.map(" in str(info.value)
+    assert "checkpoint=" in str(info.value)
+    assert bare.batches().empty  # nothing left behind
+
+
+def test_resubmit_failed_sends_only_failed_items(s, srv):
+    frame = reviews(30)
+    job = s.batch(frame, template="{review}").wait(progress=False)
+    failed_ids = job.results().query("not ok").custom_id.tolist()
+    assert len(failed_ids) == 3
+
+    srv.register_model("local/flaky", lambda messages, params: "fixed")
+    job.resubmit_failed()
+    assert len(job.batch_ids) == 2
+    new = srv.batches.get(job.batch_ids[-1])
+    sent = httpx.get(f"{srv.base_url}/files/{new.input_file_id}/content").content
+    assert [orjson.loads(x)["custom_id"] for x in sent.splitlines()] == failed_ids
+
+    df = job.wait(progress=False).results()
+    assert df.ok.all() and len(df) == 30
+    assert df.set_index("custom_id").loc[failed_ids, "text"].eq("fixed").all()
+    assert df.attempts.value_counts().to_dict() == {1: 27, 2: 3}
+    assert job.resubmit_failed().batch_ids == job.batch_ids  # nothing left to send
+
+
+def test_expired_items_are_reported_and_resubmitted(s, srv):
+    srv.batches.settings.expire_after = 5
+    job = s.batch([f"p{i}" for i in range(12)], model="local/echo").wait(progress=False)
+    assert job.status == "expired"
+    df = job.results()
+    assert df.ok.sum() == 5
+    assert df[~df.ok].error.str.startswith("BatchExpired:").all()
+    srv.batches.settings.expire_after = None
+    job.resubmit_failed()
+    assert job.parts.requests.tolist() == [12, 7]
+    assert job.wait(progress=False).results().ok.all()
+
+
+def test_interrupt_stops_waiting_and_leaves_the_batch_running(s, srv, capsys):
+    srv.batches.settings.seconds_per_request = 0.02
+    job = s.batch([f"p{i}" for i in range(100)])
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        returned = job.wait(poll_s=0.05, progress=False)
+    finally:
+        timer.cancel()
+    assert returned is job and time.monotonic() - started < 1.5
+    assert job.status == "in_progress"
+    assert srv.batches.get(job.batch_ids[0]).status == "in_progress"  # still running there
+    assert "Stopped waiting" in capsys.readouterr().err
+    with pytest.raises(holynb.BatchError, match="wait"):
+        job.results()
+    partial = job.results(partial=True)
+    assert len(partial) == 100 and partial[~partial.ok].error.str.startswith("Pending").all()
+    job.cancel()
+    assert job.status in ("cancelling", "cancelled")
+    assert job.wait(progress=False).status == "cancelled"
+
+
+def test_cancel_keeps_what_finished(s, srv):
+    srv.batches.settings.seconds_per_request = 0.01
+    job = s.batch([f"p{i}" for i in range(60)], model="local/echo")
+    time.sleep(0.15)
+    df = job.cancel().wait(progress=False).results()
+    assert job.status == "cancelled" and len(df) == 60
+    assert 0 < df.ok.sum() < 60
+    assert df[~df.ok].error.str.startswith("BatchCancelled:").all()
+
+
+def test_attach_refuses_unknown_jobs_and_other_endpoints(s, srv):
+    with pytest.raises(holynb.BatchError, match="knows no batch job"):
+        holynb.BatchJob.attach(s, "job-nope")
+    job = s.batch(["a"])
+    other = holynb.Session(base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(holynb.BatchError, match="was created at"):
+        holynb.BatchJob.attach(other, job.id)
+
+
+def test_too_much_metadata_is_refused_before_anything_is_sent(s, srv):
+    before = len(srv.batches.all())
+    with pytest.raises(holynb.ConfigurationError, match="at most 14"):
+        s.batch(["a"], metadata={f"k{i}": "v" for i in range(15)})
+    assert len(srv.batches.all()) == before and s.batches().empty
+
+
+def test_wait_shows_progress_and_batches_lists_jobs(s, srv, capsys):
+    job = s.batch(["a", "b", "c"], metadata={"project": "demo"}).wait(poll_s=0.01)
+    assert "3/3" in capsys.readouterr().err
+    listed = s.batches()
+    assert listed.job_id.tolist() == [job.id]
+    assert listed.iloc[0][["status", "requests", "parts"]].tolist() == ["completed", 3, 1]
+
+
+def test_the_budget_refuses_a_batch_that_could_exceed_it_and_counts_its_cost(srv, home):
+    with holynb.Session(base_url=srv.base_url, model="local/echo", prices=PRICES) as s:
+        s.budget_usd = 0.001
+        prompts = ["hello there"] * 20  # ~ 20 x (10 in + 100 out) tokens at half price
+        with pytest.raises(holynb.BudgetExceededError, match="not sent"):
+            s.batch(prompts, max_tokens=100)
+        assert s.batches().empty
+        s.budget_usd = 1.0
+        df = s.batch(prompts, max_tokens=100).wait(progress=False).results()
+        assert s._budget.spent_usd == pytest.approx(df.cost_usd.sum()) and df.cost_usd.sum() > 0
+
+
+def test_a_refused_file_gives_its_reason_on_every_row(s, srv):
+    srv.batches.settings.max_requests = 2
+    job = s.batch(["a", "b", "c"]).wait(progress=False)
+    assert job.status == "failed"
+    assert "at most 2" in job.parts.errors[0]
+    df = job.results()
+    assert not df.ok.any()
+    assert df.error.str.startswith("BatchFailed: the provider refused the batch file").all()
+    assert df.error.str.contains("at most 2").all()
+
+
+def test_a_part_failing_to_upload_names_the_job_and_how_to_finish_it(s, srv):
+    srv.batches.files.max_file_bytes = 400
+    try:
+        with pytest.raises(holynb.BatchError, match=r"1 of 2 parts were created") as info:
+            s.batch(["short", "long " * 100], max_requests_per_file=1)
+    finally:
+        srv.batches.files.max_file_bytes = 200 * 2**20
+    job_id = s.batches().job_id.iloc[0]
+    assert f"BatchJob.attach(s, {job_id!r}).resubmit_failed()" in str(info.value)
+    job = holynb.BatchJob.attach(s, job_id).wait(progress=False)
+    assert job.results().ok.tolist() == [True, False]
+    assert job.resubmit_failed().wait(progress=False).results().ok.all()
+
+
+def test_the_api_key_never_reaches_the_manifest_or_the_downloads(srv, home):
+    with holynb.Session(base_url=srv.base_url, model="local/echo", api_key=PLANTED_KEY) as s:
+        job = s.batch(["a", "b"]).wait(progress=False)
+        job.results()
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert len(files) >= 3  # manifest, requests, output
+    assert not [p for p in files if PLANTED_KEY.encode() in p.read_bytes()]
