@@ -22,10 +22,7 @@ What is sent (OpenAI-style ``image_url`` blocks; another wire format converts th
 - An image over the size limit (20 MB by default) is refused before anything is sent, with the
   preset that would bring it under the limit.
 
-Token estimates follow each provider's published rule: OpenAI counts 85 tokens for
-``detail="low"``, otherwise it fits the image in 2048x2048, shrinks its short side to 768, and
-counts 170 per 512-px tile plus 85; Anthropic shrinks the image until its long side is at most
-1568 px and it is at most about 1,600 tokens, then counts ``width * height / 750``.
+Token estimates follow each provider's published rule (``holynb.image_tokens``).
 """
 
 from __future__ import annotations
@@ -33,24 +30,22 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from holynb.errors import ImageError
+from holynb.image_tokens import image_tokens
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
     "PRESETS",
     "ImagePreset",
     "PreparedImage",
-    "anthropic_image_tokens",
     "attach_images",
-    "openai_image_tokens",
     "prepare_image",
     "prepare_images",
     "sniff_format",
@@ -66,18 +61,7 @@ PHOTO_COLOURS = 4096  # more distinct colours than this: "photographic"
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 _LOSSY_SOURCES = {"JPEG", "MPO", "HEIF", "HEIC", "AVIF"}
 _ORIENTATION = 0x0112  # the EXIF tag
-_HEADER_CHARS = 256 * 1024  # base64 characters decoded first to find an image's size
 _DETAILS = ("auto", "low", "high")
-
-# Token rules (see the module docstring).
-OPENAI_LOW_TOKENS = 85
-OPENAI_TILE_TOKENS = 170
-OPENAI_BASE_TOKENS = 85
-ANTHROPIC_PIXELS_PER_TOKEN = 750
-ANTHROPIC_MAX_SIDE = 1568
-ANTHROPIC_MAX_TOKENS = 1600
-# An image of unknown size (a URL) is counted at the most it can cost.
-OPENAI_MAX_TOKENS = 1445  # e.g. 2048x800: 4x2 tiles after the resize
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,44 +115,6 @@ def _preset_name(preset: ImagePreset) -> str:
     return repr(preset)
 
 
-# -- token rules -------------------------------------------------------------------------------
-
-
-def openai_image_tokens(width: int, height: int, detail: str = "auto") -> int:
-    """OpenAI's count for one image: 85 at ``detail="low"``; otherwise fit in 2048x2048, shrink
-    the short side to 768, then 170 per 512-px tile plus 85.
-
-    >>> openai_image_tokens(1024, 1024)
-    765
-    """
-    if detail == "low":
-        return OPENAI_LOW_TOKENS
-    w, h = float(width), float(height)
-    if max(w, h) > 2048:
-        scale = 2048 / max(w, h)
-        w, h = w * scale, h * scale
-    if min(w, h) > 768:
-        scale = 768 / min(w, h)
-        w, h = w * scale, h * scale
-    tiles = math.ceil(w / 512) * math.ceil(h / 512)
-    return OPENAI_TILE_TOKENS * tiles + OPENAI_BASE_TOKENS
-
-
-def anthropic_image_tokens(width: int, height: int) -> int:
-    """Anthropic's count for one image: shrunk (aspect kept) until the long side is at most
-    1568 px and the image at most about 1,600 tokens, then ``width * height / 750``.
-
-    >>> anthropic_image_tokens(1000, 1000)
-    1334
-    """
-    scale = min(1.0, ANTHROPIC_MAX_SIDE / max(width, height, 1))
-    area = width * height * scale * scale
-    cap = ANTHROPIC_MAX_TOKENS * ANTHROPIC_PIXELS_PER_TOKEN
-    if area > cap:
-        area = cap
-    return max(1, math.ceil(area / ANTHROPIC_PIXELS_PER_TOKEN))
-
-
 # -- the prepared image ------------------------------------------------------------------------
 
 
@@ -216,13 +162,7 @@ class PreparedImage:
     def tokens(self, api: str = "openai") -> int:
         """Estimated prompt tokens for this image in the wire format ``api``
         (``"openai"`` or ``"anthropic"``)."""
-        if api == "anthropic":
-            if self.width is None or self.height is None:
-                return ANTHROPIC_MAX_TOKENS
-            return anthropic_image_tokens(self.width, self.height)
-        if self.width is None or self.height is None:
-            return OPENAI_LOW_TOKENS if self.detail == "low" else OPENAI_MAX_TOKENS
-        return openai_image_tokens(self.width, self.height, self.detail)
+        return image_tokens(self.width, self.height, self.detail, api)
 
     def label(self) -> str:
         """``[image: name, WxH, FORMAT, size]`` (``[image: URL]`` for a URL)."""
@@ -640,56 +580,3 @@ def attach_images(
     blocks.extend(image.block() for image in images)
     message["content"] = blocks
     return [*messages[:i], message, *messages[i + 1 :]]
-
-
-def image_dimensions(url: str) -> tuple[int, int] | None:
-    """Width and height of the image in a base64 ``data:`` URL, from its header only (no
-    Pillow; the start of the payload is decoded first); None when it cannot be read."""
-    import imagesize
-
-    head, _, payload = url.partition(",")
-    if not head.startswith("data:") or not head.endswith(";base64"):
-        return None
-    for chars in (_HEADER_CHARS, len(payload)):
-        try:
-            data = base64.b64decode(payload[: chars - chars % 4], validate=False)
-            width, height = imagesize.get(io.BytesIO(data))
-        except Exception:
-            continue
-        if width > 0 and height > 0:
-            return width, height
-        if chars >= len(payload):
-            break
-    return None
-
-
-def part_tokens(part: Mapping[str, Any], api: str = "openai") -> int:
-    """Estimated tokens of one ``image_url`` content block by the rule of ``api``, from the
-    image's header; a URL (or an unreadable image) counts the most an image can cost."""
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    detail = image.get("detail", "auto") if isinstance(image, Mapping) else "auto"
-    size = image_dimensions(url) if isinstance(url, str) else None
-    width, height = size if size is not None else (None, None)
-    return PreparedImage("", width=width, height=height, detail=detail).tokens(api)
-
-
-def messages_image_tokens(
-    messages: Iterable[Mapping[str, Any]], api: str = "openai"
-) -> tuple[int, int]:
-    """How many ``image_url`` blocks ``messages`` hold, and their tokens by the rule of ``api``."""
-    count = total = 0
-    for message in messages:
-        content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type") == "image_url":
-                count += 1
-                total += part_tokens(part, api)
-    return count, total
-
-
-def count_image_tokens(images: Iterable[PreparedImage], api: str = "openai") -> int:
-    """The estimated prompt tokens of all ``images`` in the wire format ``api``."""
-    return sum(image.tokens(api) for image in images)

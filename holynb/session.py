@@ -456,7 +456,7 @@ class Session:
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         """The offline prompt estimate, its images counted by the rule of this session's wire
         format (``holynb.images``) instead of a fixed amount."""
-        from holynb.images import messages_image_tokens
+        from holynb.image_tokens import messages_image_tokens
         from holynb.tokens import IMAGE_TOKENS, estimate_messages_tokens
 
         count, tokens = messages_image_tokens(messages, getattr(self.settings, "api", "openai"))

@@ -18,11 +18,8 @@ from PIL import Image
 import holynb
 from holynb import ImageError, ImagePreset, magics
 from holynb.display import PlainView, StreamView
-from holynb.images import (
-    anthropic_image_tokens,
-    openai_image_tokens,
-    prepare_image,
-)
+from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
+from holynb.images import prepare_image
 from tests.helpers import session_for
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Trailing whitespace is one more token, so the tokens of a text always join back 
 
 A prompt costs ``sum(tokens(content) + 4 for each message) + 2``; a text part of a content list
 counts its text, an image whose data URL can be read counts OpenAI's tile rule (see
-``holynb.images``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
+``holynb.image_tokens``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
 completion costs one token per streamed content chunk, and the server streams one chunk per
 token, so streamed and non-streamed answers report the same usage.
 

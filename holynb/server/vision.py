@@ -21,7 +21,7 @@ import binascii
 import io
 from typing import Any
 
-from holynb.images import image_dimensions, openai_image_tokens
+from holynb.image_tokens import image_dimensions, openai_image_tokens
 
 
 def describe_images(images: list[bytes | None]) -> str:
