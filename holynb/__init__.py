@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Session": "holynb.session",
+    "ChatStream": "holynb.chat_stream",
+    "AsyncChatStream": "holynb.chat_stream",
     "ChatResult": "holynb.results",
     "Usage": "holynb.results",
     "CostEstimate": "holynb.results",
@@ -36,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "CodeInterpreter": "holynb.interpreter",
     "ExecutionResult": "holynb.execution",
     "ExecutionError": "holynb.execution",
-    "SandboxLimits": "holynb.interpret_protocol",
+    "SandboxLimits": "holynb.sandbox",
     "RunManyResult": "holynb.execution",
     "result_card_html": "holynb.execution",
     "arun_sandboxed": "holynb.sandbox",
@@ -44,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "BatchJob": "holynb.batch_jobs",
     "batch_jsonl": "holynb.batch_files",
     "validate_batch_jsonl": "holynb.batch_files",
+    "side_by_side": "holynb.sidebyside",
     "ImagePreset": "holynb.images",
 }
 _ERRORS = (
@@ -69,6 +72,9 @@ _ERRORS = (
     "BatchNotSupportedError",
     "ImageError",
     "JSONExtractionError",
+    "PromptError",
+    "SchemaValidationError",
+    "MapInterrupted",
 )
 _EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
@@ -78,6 +84,7 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
     "BatchError",
@@ -86,6 +93,7 @@ __all__ = [
     "BudgetExceededError",
     "CallRecord",
     "ChatResult",
+    "ChatStream",
     "CodeInterpreter",
     "ConfigurationError",
     "ConflictError",
@@ -99,16 +107,19 @@ __all__ = [
     "JSONExtractionError",
     "Limits",
     "LocalServer",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "ModelPrice",
     "NotFoundError",
     "PermissionDeniedError",
     "PriceTable",
+    "PromptError",
     "RateLimitError",
     "RetryPolicy",
     "RunManyResult",
     "SandboxLimits",
     "SandboxResult",
+    "SchemaValidationError",
     "Secret",
     "ServerError",
     "Session",
@@ -124,6 +135,7 @@ __all__ = [
     "local_session",
     "result_card_html",
     "run_sandboxed",
+    "side_by_side",
     "validate_batch_jsonl",
 ]
 
@@ -131,6 +143,7 @@ if TYPE_CHECKING:
     from holynb._config import Limits, RetryPolicy, Secret, Timeout
     from holynb.batch_files import batch_jsonl, validate_batch_jsonl
     from holynb.batch_jobs import BatchJob
+    from holynb.chat_stream import AsyncChatStream, ChatStream
     from holynb.demo import local_session
     from holynb.errors import (
         APIConnectionError,
@@ -148,10 +161,13 @@ if TYPE_CHECKING:
         HolynbError,
         ImageError,
         JSONExtractionError,
+        MapInterrupted,
         MissingAPIKeyError,
         NotFoundError,
         PermissionDeniedError,
+        PromptError,
         RateLimitError,
+        SchemaValidationError,
         ServerError,
         StreamError,
         StreamWarning,
@@ -172,6 +188,7 @@ if TYPE_CHECKING:
     from holynb.sandbox import SandboxResult, arun_sandboxed, run_sandboxed
     from holynb.server import LocalServer
     from holynb.session import Session
+    from holynb.sidebyside import side_by_side
 
 
 def __getattr__(name: str) -> Any:

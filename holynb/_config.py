@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from holynb.errors import ConfigurationError, MissingAPIKeyError
 
@@ -273,3 +274,13 @@ def resolve_settings(
         retry=policy,
         limits=Limits(concurrency=16 if concurrency is None else concurrency, rpm=rpm, tpm=tpm),
     )
+
+
+HOME_ENV = "HOLYNB_HOME"
+
+
+def holynb_home() -> Path:
+    """Where holynb keeps its state (the default cache, the batch manifest): ``HOLYNB_HOME``
+    (``~`` expanded), else ``~/.holynb``. Not created here."""
+    value = os.environ.get(HOME_ENV, "").strip()
+    return Path(value or "~/.holynb").expanduser()

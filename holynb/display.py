@@ -4,9 +4,10 @@ The views receive text and figures; they never call the network. ``make_view`` p
 
 >>> view = make_view("gpt-4.1", cost_of=lambda tokens: tokens * 8e-6)
 >>> view.show()
->>> for text in session.stream("Tell me about otters"):
+>>> stream = session.stream("Tell me about otters")
+>>> for text in stream:
 ...     view.append(text)
->>> view.finish(session.last_result)
+>>> view.finish(stream.result)
 
 ``StreamView`` (ipywidgets) shows the answer as sanitised Markdown while it arrives, with a status
 line (model, tokens, tokens/s, elapsed, cost so far) and, when ``set_stop`` gave it a callback, a
@@ -259,19 +260,22 @@ def make_view(
     *,
     cost_of: CostOf | None = None,
     mode: str | None = None,
+    note: str = "",
     images: Sequence[PreparedImage] = (),
 ) -> StreamView | PlainView:
     """The right view for this frontend: ``StreamView`` where widgets show, else ``PlainView``.
 
     ``mode`` (``"widget"``, ``"text"``, ``"auto"``) overrides the ``HOLYNB_DISPLAY`` variable;
-    ``images`` (sent with the prompt) are shown as thumbnails, or as one line each in text.
+    ``note`` ends the status and figures lines (e.g. what the prompt pulled in:
+    ``"+ traceback of In[30]"``); ``images`` (sent with the prompt) are shown as thumbnails, or
+    as one line each in text.
 
     >>> view = make_view("gpt-4.1")
     >>> view.show(); view.append("Hello"); view.finish(result)
     """
     if display_mode(mode) == "widget":
-        return StreamView(model, cost_of=cost_of, images=images)
-    return PlainView(model, cost_of=cost_of, images=images)
+        return StreamView(model, cost_of=cost_of, note=note, images=images)
+    return PlainView(model, cost_of=cost_of, note=note, images=images)
 
 
 # -- the shared bookkeeping --------------------------------------------------------------------
@@ -280,8 +284,11 @@ def make_view(
 class _Progress:
     """Text received, deltas counted, timing, and when the next refresh is due."""
 
-    def __init__(self, model: str, cost_of: CostOf | None, min_interval: float) -> None:
+    def __init__(
+        self, model: str, cost_of: CostOf | None, min_interval: float, note: str = ""
+    ) -> None:
         self.model = model
+        self.note = note  # said at the end of every status and figures line
         self.cost_of = cost_of
         self.min_interval = min_interval
         self.parts: list[str] = []
@@ -329,7 +336,10 @@ class _Progress:
         if self.cost_of is not None:
             cost = self.cost()
             parts.append("cost unknown" if cost is None else f"{_usd(cost)} so far")
-        return " · ".join(parts)
+        return self.noted(" · ".join(parts))
+
+    def noted(self, line: str) -> str:
+        return f"{line} · {self.note}" if self.note else line
 
 
 class _View:
@@ -352,6 +362,16 @@ class _View:
         """``streaming``, ``done``, ``failed`` or ``interrupted``."""
         return self._progress.state
 
+    @property
+    def note(self) -> str:
+        """What ends the status and figures lines (``""`` for nothing)."""
+        return self._progress.note
+
+    def _figures(self, result: ChatResult | None) -> str:
+        if result is None:
+            return self._progress.status()  # already noted
+        return self._progress.noted(figures_line(result))
+
 
 # -- the widget --------------------------------------------------------------------------------
 
@@ -362,9 +382,10 @@ class StreamView(_View):
 
     >>> view = StreamView("gpt-4.1", cost_of=lambda tokens: tokens * 8e-6)
     >>> view.show()
-    >>> for text in session.stream("Tell me about otters"):
+    >>> stream = session.stream("Tell me about otters")
+    >>> for text in stream:
     ...     view.append(text)
-    >>> view.finish(session.last_result)
+    >>> view.finish(stream.result)
 
     ``append`` is cheap: the view re-renders at most ``MAX_UPDATES_PER_SECOND`` times a second
     (less when rendering gets slow), and ``finish``, ``fail`` and ``interrupted`` show everything.
@@ -377,12 +398,13 @@ class StreamView(_View):
         *,
         cost_of: CostOf | None = None,
         min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
+        note: str = "",
         images: Sequence[PreparedImage] = (),
     ) -> None:
         import ipywidgets as widgets
 
         self._widgets = widgets
-        self._progress = _Progress(model, cost_of, min_interval)
+        self._progress = _Progress(model, cost_of, min_interval, note)
         self._markdown = MarkdownStream()
         self._chunks: list[Any] = []  # one HTML widget per settled chunk, each sent once
         self._tail = widgets.HTML(layout=widgets.Layout(width="100%"))
@@ -462,12 +484,12 @@ class StreamView(_View):
 
     def finish(self, result: ChatResult) -> None:
         """The answer is complete: show all of it and the final figures."""
-        self._end("done", result.text or self.text, figures_line(result))
+        self._end("done", result.text or self.text, self._figures(result))
 
     def interrupted(self, result: ChatResult | None = None) -> None:
         """The call was stopped: keep the partial answer, say so, with its figures."""
         text = result.text if result is not None and result.text else self.text
-        figures = figures_line(result) if result is not None else self._progress.status()
+        figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:
@@ -482,7 +504,7 @@ class StreamView(_View):
             text = partial.text
         self._error.value = error_html(error)
         self._error.layout.display = None
-        figures = figures_line(partial) if partial is not None else self._progress.status()
+        figures = self._figures(partial)
         self._end("failed", text, f"Failed · {figures}")
 
     # -- internals -----------------------------------------------------------------------------
@@ -571,9 +593,10 @@ class PlainView(_View):
     a figures line, then (inside a kernel) the answer as sanitised HTML.
 
     >>> view = PlainView("gpt-4.1")
-    >>> for text in session.stream("Tell me about otters"):
+    >>> stream = session.stream("Tell me about otters")
+    >>> for text in stream:
     ...     view.append(text)
-    >>> view.finish(session.last_result)
+    >>> view.finish(stream.result)
 
     Only the figures line has times in it; the final display depends on the answer alone, so
     nbval can compare it (sanitise the figures line: it is the last line of stdout).
@@ -587,9 +610,10 @@ class PlainView(_View):
         min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
         out: Any = None,
         err: Any = None,
+        note: str = "",
         images: Sequence[PreparedImage] = (),
     ) -> None:
-        self._progress = _Progress(model, cost_of, min_interval)
+        self._progress = _Progress(model, cost_of, min_interval, note)
         self._images = list(images)
         self._out = out
         self._err = err
@@ -631,12 +655,12 @@ class PlainView(_View):
 
     def finish(self, result: ChatResult) -> None:
         """Print the figures line, then display the answer as sanitised HTML (in a kernel)."""
-        self._end("done", result.text or self.text, figures_line(result))
+        self._end("done", result.text or self.text, self._figures(result))
 
     def interrupted(self, result: ChatResult | None = None) -> None:
         """Say the call was stopped, with its figures; the partial answer stays."""
         text = result.text if result is not None and result.text else self.text
-        figures = figures_line(result) if result is not None else self._progress.status()
+        figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:

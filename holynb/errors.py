@@ -20,7 +20,11 @@
     ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
     ├── ImageError                    an image cannot be read, converted or sent (too big)
-    └── JSONExtractionError           no JSON could be recovered from a model's reply
+    ├── JSONExtractionError           no JSON could be recovered from a model's reply
+    ├── PromptError                   a %%llm prompt refers to something that does not exist
+    └── SchemaValidationError         the answer did not match ``schema=``, even after a repair
+    KeyboardInterrupt
+    └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
     StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -51,10 +55,13 @@ __all__ = [
     "HolynbError",
     "ImageError",
     "JSONExtractionError",
+    "MapInterrupted",
     "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PromptError",
     "RateLimitError",
+    "SchemaValidationError",
     "ServerError",
     "StreamError",
     "StreamWarning",
@@ -105,6 +112,42 @@ class JSONExtractionError(HolynbError, ValueError):
     def __init__(self, message: str, *, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class PromptError(HolynbError, ValueError):
+    """A ``%%llm`` prompt refers to a variable, cell, output or error that does not exist, or
+    has a brace that is not a reference; the message says what to write instead."""
+
+
+class SchemaValidationError(HolynbError, ValueError):
+    """The answer did not match ``schema=``, even after one repair round-trip.
+
+    ``raw`` holds the last reply's text, ``errors`` what did not match, and ``result`` the
+    last ChatResult (its usage and cost cover every round trip; the ledger has each call).
+    """
+
+    def __init__(
+        self, message: str, *, raw: str = "", errors: str = "", result: ChatResult | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message.split("\nHint:")[0]
+        self.raw = raw
+        self.errors = errors
+        self.result = result
+
+    @property
+    def partial(self) -> ChatResult | None:
+        """The last result (as ``APIError.partial``: what arrived and was paid for)."""
+        return self.result
+
+
+class MapInterrupted(KeyboardInterrupt):
+    """``Session.map`` was interrupted (the kernel's Interrupt, Ctrl-C): the requests in flight
+    were cancelled; ``frame`` holds every row finished before (also kept in the checkpoint)."""
+
+    def __init__(self, message: str, *, frame: Any = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 class APIError(HolynbError):

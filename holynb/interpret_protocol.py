@@ -12,13 +12,22 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from holynb.errors import JSONExtractionError
 from holynb.execution import ExecutionError
+from holynb.sandbox import SandboxLimits, SandboxResult
 
-if TYPE_CHECKING:
-    from holynb.sandbox import SandboxResult
+__all__ = [
+    "REPAIR_PROMPT",
+    "SYSTEM_PROMPT",
+    "Claim",
+    "SandboxLimits",  # lives in holynb.sandbox; the interpreter and the server take it from here
+    "code_from_messages",
+    "code_message",
+    "read_reply",
+    "sandbox_error",
+]
 
 SYSTEM_PROMPT = """\
 You are a code execution engine. The user sends {language} code in a fenced block. Work out \
@@ -83,33 +92,6 @@ def code_from_messages(messages: Sequence[Mapping[str, Any]]) -> tuple[str, str]
         if isinstance(content, str) and (m := _FENCE_RE.search(content)):
             return m.group(2).lower(), m.group(3)
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxLimits:
-    """Limits for running code locally (``verify=True``, and the local/python model).
-
-    >>> holynb.CodeInterpreter(session, verify=True, limits=SandboxLimits(timeout_s=5))
-    """
-
-    timeout_s: float = 10.0
-    memory_mb: int = 512
-    max_output_bytes: int = 1_000_000
-    cpu_s: float | None = None
-    isolate: bool | None = None  # None: namespaces when they work (see holynb.sandbox)
-
-    async def run(self, code: str) -> SandboxResult:
-        """Run ``code`` in the sandbox under these limits, off the event loop."""
-        from holynb.sandbox import arun_sandboxed
-
-        return await arun_sandboxed(
-            code,
-            timeout_s=self.timeout_s,
-            memory_mb=self.memory_mb,
-            max_output_bytes=self.max_output_bytes,
-            cpu_s=self.cpu_s,
-            isolate=self.isolate,
-        )
 
 
 _STOP_NAMES = {

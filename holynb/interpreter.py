@@ -18,11 +18,13 @@ memory (a per-process memory limit), floods output (a cap on what is read back),
 end (a process limit for non-root users; the whole process group, and where user namespaces
 work the whole PID namespace, is killed at the end, so nothing is left behind), or reads API
 keys from the environment (it gets PATH and LANG only). Where user namespaces work it also has
-no network.
+no network and its own ``/proc``.
 
 What it does NOT protect against: it is not a security boundary. The code runs as your user
-and can read and write every file you can; without user namespaces it can use the network and
-leave behind processes that call ``setsid()``; as root the process limit does nothing; memory
+and can read and write every file you can; without user namespaces it can read your processes'
+environment through ``/proc/<pid>/environ`` (so it refuses to run while a key is set, unless
+``SandboxLimits(allow_unisolated=True)``), use the network and leave behind processes that call
+``setsid()``; as root the process limit does nothing; memory
 and CPU limits bind each process, not the tree. Verify only code you would run yourself, and use
 a container or a VM for hostile code. Details: :mod:`holynb.sandbox`.
 

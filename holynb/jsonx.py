@@ -21,7 +21,11 @@ Strategy, cheapest first:
 With ``expect_keys`` the candidate whose keys overlap most wins (ties: the first one); an array
 found in prose ("see [1]") ranks after any object. Limits keep hostile input cheap: at most 400
 spans per reply, nesting deeper than 2 is not searched, and json-repair is not run on text nested
-deeper than 64 levels.
+deeper than 64 levels, nor on more than ``max_repair_chars`` characters per reply (valid JSON of
+any size is still parsed). A reply cut at ``max_tokens`` loses its half-written end before the
+repair (a key without its value, a cut ``tr``, a broken ``\\u00`` escape, an object just
+opened), so no value is made up for it; what is left is closed exactly when it is valid JSON, and
+handed to json-repair only when it is not.
 """
 
 from __future__ import annotations
@@ -32,11 +36,18 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from importlib.util import find_spec
 from typing import Any
 
 from holynb.errors import JSONExtractionError
 
-__all__ = ["JSONExtraction", "JSONExtractionError", "extract_json", "extract_json_detailed"]
+__all__ = [
+    "MAX_REPAIR_CHARS",
+    "JSONExtraction",
+    "JSONExtractionError",
+    "extract_json",
+    "extract_json_detailed",
+]
 
 _HINT = (
     "Ask the model for JSON mode (response_format={'type': 'json_object'}, or a json_schema), "
@@ -67,6 +78,7 @@ def extract_json(
     *,
     expect_keys: Iterable[str] | None = None,
     allow_repair: bool = True,
+    max_repair_chars: int | None = None,
 ) -> dict[str, Any] | list[Any]:
     """Return the JSON object (or array) in a model's reply.
 
@@ -76,9 +88,16 @@ def extract_json(
     {'success': True}
 
     ``expect_keys`` picks among several objects (most keys in common wins); with
-    ``allow_repair=False`` only valid JSON is accepted. Raises :class:`JSONExtractionError`.
+    ``allow_repair=False`` only valid JSON is accepted. Valid JSON of any size is parsed, but
+    broken JSON is repaired only up to ``max_repair_chars`` characters in all (default
+    :data:`MAX_REPAIR_CHARS`, 64,000: repairing a long string cut at ``max_tokens`` takes
+    seconds, and the time grows with the square of its length). Raises
+    :class:`JSONExtractionError`.
     """
-    return extract_json_detailed(text, expect_keys=expect_keys, allow_repair=allow_repair).value
+    found = extract_json_detailed(
+        text, expect_keys=expect_keys, allow_repair=allow_repair, max_repair_chars=max_repair_chars
+    )
+    return found.value
 
 
 def extract_json_detailed(
@@ -86,6 +105,7 @@ def extract_json_detailed(
     *,
     expect_keys: Iterable[str] | None = None,
     allow_repair: bool = True,
+    max_repair_chars: int | None = None,
 ) -> JSONExtraction:
     """Like :func:`extract_json`, but also say how the value was found.
 
@@ -105,7 +125,12 @@ def extract_json_detailed(
         return JSONExtraction(value, False, "plain")
     if isinstance(value, str) and value.strip():  # the reply was JSON-encoded as a string
         try:
-            inner = extract_json_detailed(value, expect_keys=expect, allow_repair=allow_repair)
+            inner = extract_json_detailed(
+                value,
+                expect_keys=expect,
+                allow_repair=allow_repair,
+                max_repair_chars=max_repair_chars,
+            )
         except JSONExtractionError:
             pass
         else:
@@ -125,7 +150,8 @@ def extract_json_detailed(
             raw=raw,
         )
     body, cut_in_reasoning = _strip_reasoning(body)
-    return _Search(body, raw, expect, allow_repair, cut_in_reasoning).run()
+    budget = MAX_REPAIR_CHARS if max_repair_chars is None else max_repair_chars
+    return _Search(body, raw, expect, allow_repair, cut_in_reasoning, budget).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +352,7 @@ _EMPTY_RE = re.compile(r"(?://[^\n]*|/\*.*?\*/|[\s,])+", re.S)
 # An object starts with a quoted key, an identifier key (JavaScript style), a comment or "}".
 _OBJECT_START_RE = re.compile(r"\{\s*(?:[\"'“}]|/[/*]|[^\W\d][\w$-]*\s*:)")
 _BRACKETS_RE = re.compile(r"[{}\[\]]")
-_MAX_REPAIR_CHARS = 2_000_000
+MAX_REPAIR_CHARS = 64_000  # json-repair is quadratic on a long cut string: ~0.4 s here
 _MAX_REPAIR_DEPTH = 64
 _repair_json: Any = None
 
@@ -386,24 +412,128 @@ def _json_repair(text: str) -> Any:
 
 def _repair(text: str) -> tuple[Any, str]:
     """Repair one span; ``(_FAIL, "")`` when nothing believable comes out."""
-    if len(text) > _MAX_REPAIR_CHARS or _nesting(text) > _MAX_REPAIR_DEPTH:
+    if _nesting(text) > _MAX_REPAIR_DEPTH:
         return _FAIL, ""  # json-repair is pure Python and recursive
+    original = text
+    text, closers = _drop_cut_tail(text)
+    if not text.strip():
+        return _FAIL, ""
+    if closers:  # cut at max_tokens: valid JSON up to the cut is closed exactly
+        text += closers
+        value = _loads(text)
+        if isinstance(value, dict | list) and value:
+            return value, "repair"
     opener = text.lstrip()[:1]
     value = _python_literal(text)
     source = "python-literal"
     if value is _FAIL:
-        value, source = _json_repair(text), "repair"
+        value, source = _json_repair(_ESCAPES_RE.sub(_plain_escape, text)), "repair"
+        if value is not _FAIL and _SURROGATE_RE.search(text):
+            value = _join_surrogates(value)
     if opener == "{" and isinstance(value, list):  # json-repair found several values
         value = next((v for v in value if isinstance(v, dict)), _FAIL)
     if not isinstance(value, dict if opener == "{" else list):
         return _FAIL, ""
     if not value:  # json-repair's answer for garbage, unless the text really was empty
-        return (value, source) if _EMPTY_RE.sub("", text) in ("{}", "[]") else (_FAIL, "")
+        return (value, source) if _EMPTY_RE.sub("", original) in ("{}", "[]") else (_FAIL, "")
     if isinstance(value, dict) and not _OBJECT_START_RE.match(text):
         return _FAIL, ""  # "{ brace. Result: ..." is prose, not a key
     if isinstance(value, list) and _PROSE_LIST_RE.match(text):
         return _FAIL, ""  # "[see below]", "[Note: ...]" are prose, not lists of strings
     return value, source
+
+
+# What a reply cut at max_tokens may end with, after the last complete value. json-repair would
+# turn each into a value nobody wrote ("b": "" for a key cut before its value, "tr" for a cut
+# true), so these are dropped before repairing.
+_PARTIAL = (  # a proper prefix of true/false/null/True/False/None, or a number cut mid-way
+    r"(?:[tT](?:ru?)?|[fF](?:a(?:ls?)?)?|[nN](?:ul?)?|No?n?"
+    r"|-|-?\d+\.|-?\d+(?:\.\d*)?[eE][+-]?)"
+)
+_KEY = r"(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\W\d][\w$]*)"
+_CUT_MEMBER_RE = re.compile(rf"(?:,|(?<=\{{))\s*{_KEY}\s*(?::\s*{_PARTIAL}?)?\s*$")
+_CUT_ITEM_RE = re.compile(rf"(?:,|(?<=\[))\s*{_PARTIAL}\s*$")
+_CUT_ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u[0-9a-fA-F]{0,3})?)$")
+_HIGH_SURROGATE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})$")
+_TRAILING_COMMA_RE = re.compile(r",\s*$")
+_CUT_TOKEN_RE = re.compile(r"[{}\[\]\"']")
+
+
+def _drop_cut_tail(text: str) -> tuple[str, str]:
+    """``text`` without the half-written end of a reply cut off mid-value, and what closes it
+    (a quote and brackets; "" when nothing is open).
+
+    >>> _drop_cut_tail('{"a": [1, {"b": 2, "c":')
+    ('{"a": [1, {"b": 2', '}]}')
+    >>> _drop_cut_tail('{"s": "caf\\u00')
+    ('{"s": "caf"', '}')
+    """
+    stack: list[str] = []
+    pos = 0
+    while m := _CUT_TOKEN_RE.search(text, pos):
+        c, pos = m.group(), m.end()
+        if c in "{[":
+            stack.append(c)
+        elif c in "}]":
+            if stack:
+                stack.pop()
+        elif c == '"' or _at_value_start(text, m.start()):
+            end = _string_end(text, pos, c)
+            if end < 0:  # cut inside this string: end it before a broken escape
+                if cut := _CUT_ESCAPE_RE.search(text, pos):
+                    text = text[: cut.start(1)]
+                if high := _HIGH_SURROGATE_RE.search(text, pos):
+                    text = text[: high.start(1)]  # the first half of a surrogate pair
+                text += c
+                break
+            pos = end
+    while stack:
+        cut_re = _CUT_MEMBER_RE if stack[-1] == "{" else _CUT_ITEM_RE
+        if m := cut_re.search(text, max(0, len(text) - 1000)):
+            text = text[: m.start()]
+        text = _TRAILING_COMMA_RE.sub("", text).rstrip()
+        if not text.endswith(stack[-1]):
+            break
+        text = text[:-1]  # opened at the cut, nothing inside: as if never begun
+        stack.pop()
+    return text, "".join("}" if c == "{" else "]" for c in reversed(stack))
+
+
+def _string_end(text: str, pos: int, quote: str) -> int:
+    """Where the string opened before ``pos`` ends, or -1 when the text ends inside it."""
+    pattern = _STRING_END[quote]
+    while m := pattern.search(text, pos):
+        if m.group() == "\\":
+            pos = m.end() + 1
+        else:
+            return m.end()
+    return -1
+
+
+# json-repair keeps the backslash of \f and \/ ("x\\f" becomes 'x\\\\f'): spell them out first.
+_ESCAPES_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\([f/])")
+
+
+def _plain_escape(m: re.Match[str]) -> str:
+    return m.group(1) + ("/" if m.group(2) == "/" else "\\u000c")
+
+
+_SURROGATE_RE = re.compile(r"\\u[dD][89abAB]")
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(value: Any) -> Any:
+    """``value`` with each ``\\ud83d\\ude00`` pair as one character: json-repair leaves the
+    two halves apart."""
+    if isinstance(value, str):
+        if not _LONE_SURROGATE_RE.search(value):
+            return value
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [_join_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(k): _join_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _nesting(text: str) -> int:
@@ -439,10 +569,18 @@ class _Search:
     """
 
     def __init__(
-        self, body: str, raw: str, expect: frozenset[str] | None, repair: bool, cut: bool
+        self,
+        body: str,
+        raw: str,
+        expect: frozenset[str] | None,
+        repair: bool,
+        cut: bool,
+        repair_budget: int,
     ) -> None:
         self.body, self.raw, self.expect, self.allow_repair = body, raw, expect, repair
         self.cut_in_reasoning = cut
+        self.max_repair_chars = self.repair_budget = repair_budget
+        self.too_large = 0  # size of the largest span not repaired for lack of budget
         self.found: list[_Found] = []
         self.empty_fence = False
         self.truncated = False
@@ -534,6 +672,10 @@ class _Search:
         for c in cands:
             if not c.bracketed or self._covered(c, phase):
                 continue
+            if c.end - c.start > self.repair_budget:
+                self.too_large = max(self.too_large, c.end - c.start)
+                continue
+            self.repair_budget -= c.end - c.start
             self.tried_repair = True
             value, source = _repair(self.body[c.start : c.end])
             if value is _FAIL:
@@ -553,7 +695,9 @@ class _Search:
             return f"The reply has {what} JSON object or array in it ({_excerpt(self.body)})."
         if not self.allow_repair:
             why = "is not valid JSON, and allow_repair=False"
-        elif self.tried_repair and _repair_json is None:
+        elif self.too_large and not self.tried_repair:
+            return self._too_large()
+        elif self.tried_repair and _repair_json is None and not find_spec("json_repair"):
             why = "is not valid JSON; install json-repair (pip install json-repair) to repair it"
         else:
             why = "could not be parsed or repaired"
@@ -561,6 +705,19 @@ class _Search:
         if self.truncated:
             msg += " It looks cut off (brackets left open): raise max_tokens."
         return msg
+
+    def _too_large(self) -> str:
+        msg = (
+            f"The JSON in the reply is not valid, and at {self.too_large:,} characters it is too "
+            f"large to repair (max_repair_chars={self.max_repair_chars:,}: repairing it could "
+            "take seconds)."
+        )
+        if self.truncated:
+            return msg + (
+                " It looks cut off: raise max_tokens so the reply is not cut, or ask for a "
+                "shorter answer."
+            )
+        return msg + " Ask for a shorter answer, or pass a larger max_repair_chars to try anyway."
 
 
 def _excerpt(text: str, limit: int = 80) -> str:

@@ -35,6 +35,8 @@ class CallRecord:
     tag: str | None = None
     interrupted: bool = False
     usage_estimated: bool = False
+    cache_hit: bool = False
+    saved_usd: float | None = None
 
     @classmethod
     def from_result(
@@ -62,6 +64,8 @@ class CallRecord:
             tag=tag,
             interrupted=result.interrupted,
             usage_estimated=u.estimated,
+            cache_hit=result.cache_hit,
+            saved_usd=result.saved_usd,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """IPython magics: ``%%llm`` / ``%llm`` (ask, stream, configure) and ``%%interpret``.
 
-Thin by design: parse the arguments, build the prompt, call the Session, hand the stream to a
-view from ``holynb.display``. ``%load_ext holynb`` registers them.
+Thin by design: parse the arguments, fill the prompt (``holynb.prompt_template``), call the
+Session, hand the stream to a view from ``holynb.display``. ``%load_ext holynb`` registers them.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import traceback
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from holynb.errors import HolynbError
+from holynb.errors import HolynbError, PromptError
+from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:
     from holynb.results import ChatResult
@@ -23,9 +24,7 @@ if TYPE_CHECKING:
 
 _default_session: Session | None = None
 _FORMATS = ("markdown", "text", "code", "json")
-_NAME = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
-_CELL_REF = re.compile(r"\b(In|Out)\[(-?\d+)\]")
-_ERR_REF = re.compile(r"\bErr\b")
+_KEPT_TRACEBACKS = 50  # the latest cells' tracebacks, for {Err[n]}
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 
 
@@ -46,73 +45,14 @@ def set_default_session(session: Session) -> None:
     _default_session = session
 
 
-class PromptError(HolynbError, ValueError):
-    """The cell's prompt refers to something that does not exist."""
-
-
-def build_prompt(text: str, shell: Any) -> str:
-    """The prompt with ``{name}`` filled from the user namespace, ``{{``/``}}`` as literal
-    braces, ``In[n]``/``Out[n]`` replaced by that cell's input/output and ``Err`` by the last
-    error's traceback."""
-    ns = shell.user_ns
-
-    def name(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in ns:
-            raise PromptError(
-                f"{{{key}}} in the prompt: no variable {key!r} is defined. Define it, or write "
-                f"{{{{{key}}}}} for literal braces."
-            )
-        return str(ns[key])
-
-    def cell(match: re.Match[str]) -> str:
-        kind, n = match.group(1), int(match.group(2))
-        if kind == "In":
-            history = ns.get("In", [])
-            if not -len(history) <= n < len(history):
-                raise PromptError(f"In[{n}] in the prompt: there is no cell {n} yet.")
-            return f"\n```python\n{history[n]}\n```\n"
-        outputs = ns.get("Out", {})
-        if n not in outputs:
-            raise PromptError(f"Out[{n}] in the prompt: cell {n} has no output.")
-        return f"\n```\n{outputs[n]!r}\n```\n"
-
-    def err(_match: re.Match[str]) -> str:
-        import sys
-
-        value = getattr(sys, "last_value", None)
-        if value is None:
-            raise PromptError("Err in the prompt: no error has happened in this session yet.")
-        return f"\n```\n{_readable_traceback(value, shell)}\n```\n"
-
-    text = _NAME.sub(name, text)
-    text = _CELL_REF.sub(cell, text)
-    text = _ERR_REF.sub(err, text)
-    return text.replace("{{", "{").replace("}}", "}")
-
-
-def _readable_traceback(error: BaseException, shell: Any) -> str:
-    """The traceback a person saw: IPython's own frames dropped, cells named ``Cell In[n]``,
-    library files shown from ``site-packages/`` on (no machine paths)."""
-    frames = []
-    for frame in traceback.extract_tb(error.__traceback__):
-        filename = frame.filename
-        if "/IPython/" in filename or "/ipykernel/" in filename:
-            continue
-        label = None
-        compiler = getattr(shell, "compile", None)
-        if compiler is not None and hasattr(compiler, "format_code_name"):
-            label = compiler.format_code_name(filename)
-        if label:
-            where = f"{label[0]} {label[1]}"
-        elif "site-packages/" in filename:
-            where = filename.split("site-packages/", 1)[1]
-        else:
-            where = filename
-        frames.append(f"  {where}, line {frame.lineno}, in {frame.name}\n    {frame.line or ''}")
-    head = "Traceback (most recent call last):\n" if frames else ""
-    last = "".join(traceback.format_exception_only(type(error), error)).strip()
-    return head + "\n".join(frames) + ("\n" if frames else "") + last
+def _options(magic: Any, line: str, name: str) -> Any:
+    """The parsed option line; bad options are a one-line ``UsageError``."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as err:
+        raise UsageError(f"%%{name}: {err} (see %%{name}? for the options)") from None
+    except ValueError as err:  # shlex: an unclosed quote
+        raise UsageError(f"%%{name}: {err} in the option line {line.strip()!r}.") from None
 
 
 @magics_class
@@ -123,6 +63,19 @@ class LLMMagics(Magics):
         super().__init__(shell)
         self.conversation: list[dict[str, Any]] = []
         self._interpreters: dict[tuple[int, str | None, bool], Any] = {}
+        self.tracebacks: dict[int, str] = {}  # cell number -> its traceback, for {Err[n]}
+        if shell is not None:
+            shell.events.register("post_run_cell", self._remember_error)
+
+    def _remember_error(self, result: Any) -> None:
+        error = result.error_in_exec or result.error_before_exec
+        number = result.execution_count
+        if error is None or not isinstance(number, int):
+            return
+        # text, not the exception: its frames would keep the cell's locals alive
+        self.tracebacks[number] = readable_traceback(error, self.shell)
+        for old in sorted(self.tracebacks)[:-_KEPT_TRACEBACKS]:
+            del self.tracebacks[old]
 
     @property
     def session(self) -> Session:
@@ -132,7 +85,12 @@ class LLMMagics(Magics):
     # -- %%llm / %llm --------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-m", "--model", help="model to ask (default: the session's)")
+    @argument(
+        "-m",
+        "--model",
+        help="model to ask (default: the session's); several, comma-separated, answer side by "
+        "side (-o VAR keeps their long frame)",
+    )
     @argument("-s", "--system", help="system prompt")
     @argument("-t", "--temperature", type=float, help="sampling temperature")
     @argument("--max-tokens", type=int, help="most tokens to generate")
@@ -148,6 +106,8 @@ class LLMMagics(Magics):
     @argument("--chat", action="store_true", help="continue this notebook's conversation")
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument("--refresh", action="store_true", help="ask again and replace the cached answer")
     @argument(
         "--image",
         action="append",
@@ -155,30 +115,38 @@ class LLMMagics(Magics):
         help="send an image: a variable (a figure, PIL image, array, bytes) or a path; repeatable",
     )
     @argument("--image-preset", help="shrink images first: high, medium or low")
-    @argument("words", nargs="*", help="line form: the prompt, or config | models | cost | history")
+    @argument("words", nargs="*", help="line form only: the prompt")
+    @no_var_expand  # the prompt is filled once, by build_prompt; the option line is expanded below
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
-        """Ask a model. The cell body is the prompt; ``{name}`` pulls in variables, ``In[3]``
-        and ``Out[3]`` cell inputs and outputs, ``Err`` the last traceback.
+        """Ask a model. The cell body is the prompt: ``{name}`` pulls in a variable,
+        ``{In[3]}``/``{Out[3]}`` a cell's input or output (``{In[-1]}``: the cell before this
+        one), ``{Err}`` the last traceback and ``{Err[3]}`` cell 3's; ``{{``/``}}`` are literal
+        braces. The option line takes ``{name}``/``$name`` too (IPython's expansion).
 
         Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
-        ``%llm models``, ``%llm cost``, ``%llm history``.
+        ``%llm models``, ``%llm cost``, ``%llm history``, ``%llm cache [clear | on [PATH] | off]``.
         """
         if cell is None:
             words = line.split()
             command = words[0] if words else ""
-            if command in ("config", "models", "cost", "history"):
+            if command in ("config", "models", "cost", "history", "cache"):
+                words = self._expand(line).split()
                 return getattr(self, f"_cmd_{command}")(words[1:])
         if cell is None and not line.lstrip().startswith("-"):
             # "%llm what's new?" is a prompt, not options (and may hold unbalanced quotes)
             args = parse_argstring(self.llm, "")
             args.words = [line]
+        elif cell is None:
+            args = _options(self.llm, line, "llm")
         else:
-            try:
-                args = parse_argstring(self.llm, line)
-            except Exception as err:  # UsageError or a quoting error
-                print(f"holynb: {err} (see %%llm? for the options)")
-                return None
+            args = _options(self.llm, self._expand(line), "llm")
+            if args.words:  # e.g. "max-tokens 5" without its "--"
+                raise UsageError(
+                    f"%%llm: unknown words in the option line: {' '.join(args.words)!r}. "
+                    "Options start with - or -- (e.g. --max-tokens 5); the prompt goes in the "
+                    "cell below. See %%llm? for the options."
+                )
         for name in ("model", "system", "out"):
             setattr(args, name, _unquote(getattr(args, name)))
         if args.new:
@@ -191,23 +159,33 @@ class LLMMagics(Magics):
             print("Nothing to ask: put the prompt in the cell (%%llm) or after %llm.")
             return None
         try:
-            text = build_prompt(prompt, self.shell)
+            filled = build_prompt(prompt, self.shell, self.tracebacks)
         except PromptError as err:
             print(f"holynb: {err}")
             return None
-        return self._ask(text, args)
+        return self._ask(filled.text, args, note=filled.note)
+
+    def _expand(self, line: str) -> str:
+        # IPython's own {name}/$name expansion, as for any magic's line, done here because the
+        # prompt must not be expanded twice: frames up are _expand, llm, run_*_magic, the caller.
+        return str(self.shell.var_expand(line, 3))
 
     def _messages(self, text: str, chat: bool) -> list[dict[str, Any]]:
         if not chat:
             return [{"role": "user", "content": text}]
         return [*self.conversation, {"role": "user", "content": text}]
 
-    def _ask(self, text: str, args: Any) -> Any:
+    def _ask(self, text: str, args: Any, note: str = "") -> Any:
         from holynb.display import make_view
         from holynb.results import Usage
         from holynb.tokens import estimate_messages_tokens
 
         session = self.session
+        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            if args.image:
+                print("holynb: --image goes with one model for now; ask each model in turn.")
+                return None
+            return self._ask_models(session, text, args)
         model = args.model or session.model
         messages = self._messages(text, args.chat)
         try:
@@ -227,27 +205,30 @@ class LLMMagics(Magics):
             "system": args.system,
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
-            "tag": f"In[{self.shell.execution_count}]",
+            "tag": f"In[{cell_number(self.shell)}]",
+            "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
         if images:
             kwargs["images"] = images
-        view = make_view(model, cost_of=cost_of, images=images)
+        view = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
         if args.bg:
             self._start_background(session, messages, kwargs, view, args)
             return None
+        stream = None
         try:
             if args.no_stream:
                 result = session.chat(messages, **kwargs)
                 view.append(result.text)
             else:
-                for delta in session.stream(messages, **kwargs):
+                stream = session.stream(messages, **kwargs)
+                for delta in stream:
                     view.append(delta)
-                result = session.last_result
+                result = stream.result  # this call's own, whatever else is running
         except KeyboardInterrupt:
-            view.interrupted(session.last_result)
+            view.interrupted(stream.result if stream is not None else None)
             return None
         except HolynbError as err:
             view.fail(err)
@@ -289,16 +270,19 @@ class LLMMagics(Magics):
         from holynb._loop import default_loop
 
         async def work() -> None:
+            stream = session.astream(messages, **kwargs)
             try:
-                async for delta in session.astream(messages, **kwargs):
+                async for delta in stream:
                     view.append(delta)
             except asyncio.CancelledError:
-                view.interrupted(session.last_result)
+                view.interrupted(stream.result)
                 raise
             except HolynbError as err:
                 view.fail(err)
                 return
-            result = session.last_result
+            result = stream.result
+            if result is None:
+                return
             view.finish(result)
             self._deliver(result, messages, args, background=True)
 
@@ -345,6 +329,50 @@ class LLMMagics(Magics):
                 display(JSON(value))
         return None
 
+    def _ask_models(self, session: Session, text: str, args: Any) -> None:
+        """``%%llm -m a,b,c``: the prompt to every model at once, streamed side by side; ``-o``
+        keeps the long frame (as ``Session.compare``), ``_llm`` maps each model to its text."""
+        from IPython.core.error import UsageError
+
+        from holynb.compare import models_from, stream_to_view
+        from holynb.results import Usage
+        from holynb.sidebyside import make_columns_view
+        from holynb.tokens import estimate_messages_tokens
+
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--chat", args.chat),
+                ("--bg", args.bg),
+                (f"-f {args.format}", args.format in ("code", "json")),
+            )
+            if used
+        ]
+        if unsupported:
+            raise UsageError(
+                f"%%llm: {', '.join(unsupported)} takes one model; with several (-m a,b,c) the "
+                "answers stream side by side. Pick one model for it."
+            )
+        models = models_from(args.model)
+        prompt_tokens = estimate_messages_tokens(self._messages(text, False))
+
+        def cost_of(model: str) -> Any:
+            def cost(completion_tokens: int) -> float | None:
+                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                return session.prices.cost(model, usage)
+
+            return cost
+
+        view = make_columns_view(models, cost_of=cost_of).show()
+        frame = stream_to_view(
+            session, text, models, view, system=args.system, temperature=args.temperature,
+            max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
+        )  # fmt: skip
+        ns = self.shell.user_ns
+        ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
+        if args.out:
+            ns[args.out] = frame
+
     # -- %llm subcommands ----------------------------------------------------------------------
 
     def _cmd_config(self, words: list[str]) -> None:
@@ -376,6 +404,7 @@ class LLMMagics(Magics):
             )
             fresh.prices = current.prices  # the prices, the log and the ledger carry over
             fresh._store = current._store
+            fresh.cache = current.cache.path if current.cache is not None else False
             fresh._ledger.extend(current.records)
             budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
             fresh.budget_usd = budget  # after the ledger: past spending counts
@@ -404,6 +433,24 @@ class LLMMagics(Magics):
         from IPython.display import display
 
         display(self.session)
+
+    def _cmd_cache(self, words: list[str]) -> None:
+        from holynb.cache import cache_report
+
+        session = self.session
+        command = words[0] if words else "stats"
+        if command == "on":
+            session.cache = words[1] if len(words) > 1 else True
+        elif command == "off":
+            session.cache = False
+            print("Response cache off for this session.")
+            return
+        elif command == "clear" and session.cache is not None:
+            print(f"Forgot {session.cache.clear()} cached answers.")
+        elif command not in ("stats", "clear"):
+            print("holynb: use %llm cache, %llm cache clear, %llm cache on [PATH], or off.")
+            return
+        print(cache_report(session.cache))
 
     def _cmd_history(self, words: list[str]) -> Any:
         n = int(words[0]) if words and words[0].isdigit() else 20
@@ -438,7 +485,7 @@ class LLMMagics(Magics):
 
         from holynb.interpreter import CodeInterpreter, result_card_html
 
-        args = parse_argstring(self.interpret, line)
+        args = _options(self.interpret, line, "interpret")
         code = cell if cell is not None else ""
         if not code.strip():
             print("Nothing to run: put the code in the cell under %%interpret.")
@@ -514,4 +561,10 @@ def register(shell: Any) -> None:
     shell.register_magics(LLMMagics)
 
 
-__all__ = ["LLMMagics", "build_prompt", "get_default_session", "set_default_session"]
+__all__ = [
+    "LLMMagics",
+    "PromptError",
+    "build_prompt",
+    "get_default_session",
+    "set_default_session",
+]

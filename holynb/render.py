@@ -11,7 +11,8 @@ Two layers: markdown-it-py (CommonMark, tables, strikethrough; raw HTML disabled
 ``http``, ``https``, ``mailto`` and ``#anchors``; images become links, so an answer cannot make
 the browser fetch a URL by itself) and nh3, an allow-list sanitiser (no scripts, styles, frames,
 event handlers or ``javascript:`` URLs; links get ``rel="noopener noreferrer"``). When either
-library is missing or fails, the text is escaped and shown as it is.
+library is missing or fails, or the Markdown nests deeper than ``MAX_NESTING`` (markdown-it would
+skip the rest), the text is escaped and shown as it is: an answer never loses text on screen.
 
 ``MarkdownStream`` renders a growing answer cheaply: blocks that can no longer change are
 rendered once; only the open tail is rendered again on each update.
@@ -34,6 +35,11 @@ _TAGS = {
 _ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}}
 _URL_SCHEMES = {"http", "https", "mailto"}
 _LINK = re.compile(r"(?:https?:|mailto:|#)", re.IGNORECASE)
+
+# How deep Markdown may nest (a list item in a list counts two) and still render as Markdown;
+# deeper answers are shown as escaped text, whole. markdown-it's default of 20 cut answers with
+# lists 10 deep.
+MAX_NESTING = 100
 
 _render: Callable[[str], str] | None = None
 _unavailable = False
@@ -92,7 +98,8 @@ def _build_renderer() -> Callable[[str], str]:
     import nh3
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    options = {"html": False, "linkify": False, "typographer": False, "maxNesting": MAX_NESTING}
+    md = MarkdownIt("commonmark", options)
     md.enable(["table", "strikethrough"])
     md.validateLink = lambda url: bool(_LINK.match(url.strip()))  # type: ignore[method-assign]
     md.add_render_rule("image", _image_as_link)
@@ -106,9 +113,24 @@ def _build_renderer() -> Callable[[str], str]:
     )
 
     def render(text: str) -> str:
-        return cleaner.clean(md.render(text))
+        env: dict[str, Any] = {}
+        tokens = md.parse(text, env)
+        if _too_deep(tokens):  # markdown-it skips what lies deeper than maxNesting: show it all
+            return plain_html(text)
+        return cleaner.clean(md.renderer.render(tokens, md.options, env))
 
     return render
+
+
+def _too_deep(tokens: list[Any]) -> bool:
+    # markdown-it stops parsing (and drops the rest of the text) once a block or an inline
+    # span opens at MAX_NESTING; a token that deep means some text may not have been parsed.
+    for token in tokens:
+        if token.level >= MAX_NESTING - 1:
+            return True
+        if token.children and _too_deep(token.children):
+            return True
+    return False
 
 
 def _image_as_link(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:

@@ -47,6 +47,8 @@ class ChatResult:
 
     >>> r = session.chat("Say hi")
     >>> r.text, r.usage.total_tokens, r.cost_usd, r.latency_ms
+    >>> r.cache_hit, r.saved_usd    # from the cache: cost_usd is 0.0, saved_usd what it saved
+    >>> session.chat("Classify: ...", schema=Sentiment).parsed   # the validated answer
     """
 
     text: str
@@ -60,6 +62,9 @@ class ChatResult:
     cost_usd: float | None = None
     interrupted: bool = False
     warning: str | None = None  # what holynb had to repair in the answer, if anything
+    parsed: Any = None  # with schema=: the validated answer (a pydantic instance or a dict)
+    cache_hit: bool = False  # answered from the response cache or a checkpoint: nothing sent
+    saved_usd: float | None = None  # for a cache hit, what the call would have cost
 
     def with_cost(self, cost_usd: float | None) -> ChatResult:
         """A copy with the cost filled in."""

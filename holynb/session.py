@@ -9,8 +9,9 @@ import asyncio
 import math
 import os
 import sqlite3
+import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from holynb._config import (
 )
 from holynb._loop import default_loop
 from holynb.budget import Budget
+from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError
 from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
 
     from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
-    from holynb.images import ImagePreset, PreparedImage
+    from holynb.bulk import Prompts
+    from holynb.cache import CallCache, ResponseCache
+    from holynb.images import ImagePreset
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
@@ -57,7 +61,9 @@ class Session:
     >>> s = holynb.Session(model="gpt-4.1")
     >>> r = s.chat("Say hi")
     >>> r.text, r.usage.total_tokens, r.latency_ms
-    >>> for text in s.stream("Count to five"): print(text, end="")
+    >>> stream = s.stream("Count to five")
+    >>> for text in stream: print(text, end="")
+    >>> stream.result.cost_usd
     >>> s.ledger            # one row per call, failures included
 
     ``budget_usd`` refuses calls before sending once they could exceed it (a call must then have
@@ -65,6 +71,8 @@ class Session:
     ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
     and a budget counts the calls other processes append to the same file; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
+    ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
+    request already asked from the file, sending nothing (see ``holynb.cache``);
     ``max_image_bytes`` is the size limit per image (20 MB; see ``holynb.images``).
     """
 
@@ -83,6 +91,7 @@ class Session:
         budget_usd: float | None = None,
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
+        cache: bool | str | os.PathLike[str] | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> None:
         self.settings: Settings = resolve_settings(
@@ -110,7 +119,14 @@ class Session:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
         self._log_warned = False
+        # The most recently finished call (with concurrent calls, whichever ended last): a
+        # call's own result is what chat() returns and a stream's ``result``.
         self.last_result: ChatResult | None = None
+        self._cache: ResponseCache | None = None
+        self.cache = cache
+        from holynb.structured import FormatSupport
+
+        self._format_support = FormatSupport()  # which endpoints take response_format json_schema
         self.max_image_bytes = max_image_bytes
 
     # -- configuration -------------------------------------------------------------------------
@@ -158,6 +174,20 @@ class Session:
     def budget_usd(self, limit: float | None) -> None:
         self._budget = None if limit is None else Budget(limit, spent_usd=self.total_cost_usd)
 
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache (None: no cache). Settable: a path, True, False or None.
+
+        >>> s.cache.stats(); s.cache.clear()
+        """
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+        from holynb.cache import open_cache
+
+        self._cache = open_cache(cache, self.settings.base_url)
+
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
         return (
@@ -194,18 +224,17 @@ class Session:
         body.update(params)
         return body
 
-    def _attach_images(
-        self, body: dict[str, Any], images: Any, preset: str | ImagePreset | None
-    ) -> list[PreparedImage]:
-        """Prepare ``images`` (refusing bad or oversized ones before anything is sent) and add
-        them to the last user message of ``body`` as ``image_url`` blocks."""
+    def _with_images(
+        self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None
+    ) -> tuple[Prompt, str | None]:
+        """The prompt as messages with ``images`` prepared (bad or oversized ones refused
+        before anything is sent) and added to its last user message; unchanged without."""
         if images is None:
-            return []
+            return prompt, system
         from holynb.images import attach_images, prepare_images
 
         prepared = prepare_images(images, preset, max_bytes=self.max_image_bytes)
-        body["messages"] = attach_images(body["messages"], prepared)
-        return prepared
+        return attach_images(build_messages(prompt, system), prepared), None
 
     async def achat(
         self,
@@ -217,16 +246,40 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "chat",
+        cache: CallCache = None,
+        schema: Any = None,
         images: Any = None,
         image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...). ``images``: paths,
-        bytes, PIL images, URLs, figures or arrays sent with the prompt, shrunk by
-        ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``)."""
+        request body as they are (``top_p=``, ``response_format=``, ...). With a response cache,
+        ``cache=False`` skips it for this call and ``cache="refresh"`` asks again.
+
+        ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
+        ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
+        ``SchemaValidationError`` when it still does not fit after one repair round-trip.
+
+        ``images``: paths, bytes, PIL images, URLs, figures or arrays sent with the prompt,
+        shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
+        see :mod:`holynb.images`."""
+        prompt, system = self._with_images(prompt, system, images, image_preset)
+        if schema is not None:
+            from holynb.structured import achat_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
+            return await achat_structured(
+                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
+            )
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        self._attach_images(body, images, image_preset)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            return hit
         client = self._client
         hold = self._reserve(body)
         try:
@@ -238,7 +291,9 @@ class Session:
             self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
             raise
         else:
-            return self._record(result, body, kind, tag, hold)
+            result = self._record(result, body, kind, tag, hold)
+            self._cache_save(body, result, cache)
+            return result
         finally:
             self._release(hold)  # whatever happened above, the reservation ends with the call
 
@@ -247,7 +302,7 @@ class Session:
         inside a running asyncio program. Same arguments as ``achat``."""
         return default_loop().run(self.achat(prompt, **kwargs))
 
-    async def astream(
+    def astream(
         self,
         prompt: Prompt,
         *,
@@ -257,17 +312,77 @@ class Session:
         max_tokens: int | None = None,
         tag: str | None = None,
         kind: str = "stream",
+        cache: CallCache = None,
+        schema: Any = None,
         images: Any = None,
         image_preset: str | ImagePreset | None = None,
         **params: Any,
-    ) -> AsyncIterator[str]:
-        """The answer's text as it arrives (async). When the stream ends, stops early or fails,
-        what arrived is recorded in the ledger and kept in ``session.last_result``. ``images``
-        and ``image_preset`` as for ``achat``."""
+    ) -> AsyncChatStream:
+        """The answer's text as it arrives (``async for``). When the stream ends, stops early or
+        fails, what arrived is recorded in the ledger and kept in the stream's own ``result``.
+        A cached answer is replayed in pieces (``cache=`` as for ``achat``). ``schema`` asks
+        for a structured answer, validated when the stream ends (into ``result.parsed``); no
+        repair round-trip, since the text was shown. ``images`` and ``image_preset`` as for
+        ``achat`` (prepared, or refused, when the stream is made).
+
+        >>> stream = s.astream("Count to five")
+        >>> async for text in stream: print(text, end="")
+        >>> stream.result.usage
+        """
+        prompt, system = self._with_images(prompt, system, images, image_preset)
+        stream = AsyncChatStream()
+        args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
+        return stream._attach(self._stream_texts(stream, *args))
+
+    async def _stream_texts(
+        self,
+        stream: AsyncChatStream,
+        prompt: Prompt,
+        model: str | None,
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        tag: str | None,
+        kind: str,
+        cache: CallCache,
+        schema: Any,
+        params: dict[str, Any],
+    ) -> AsyncGenerator[str, None]:
         from holynb._client import StreamState
 
+        if schema is not None:
+            from holynb.structured import astream_structured
+
+            if temperature is not None:
+                params["temperature"] = temperature
+            if max_tokens is not None:
+                params["max_tokens"] = max_tokens
+            if cache is not None:
+                params["cache"] = cache
+            async for text in astream_structured(
+                self,
+                prompt,
+                schema,
+                stream,
+                model=model,
+                system=system,
+                tag=tag,
+                kind=kind,
+                **params,
+            ):
+                yield text
+            return
+
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        self._attach_images(body, images, image_preset)
+        hit = self._cache_hit(body, cache, kind, tag)
+        if hit is not None:
+            from holynb.cache import replay_pieces
+
+            stream.result = hit
+            for piece in replay_pieces(hit.text):
+                yield piece
+                await asyncio.sleep(0)
+            return
         client = self._client
         hold = self._reserve(body)
         progress = StreamState(model=body["model"])
@@ -276,19 +391,155 @@ class Session:
                 yield text
         except APIError as err:
             self._record_failure(body, kind, tag, hold, err, err.partial)
+            stream.result = err.partial
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            self._record(progress.result(interrupted=True), body, kind, tag, hold)
+            stream.result = self._record(progress.result(interrupted=True), body, kind, tag, hold)
             raise
         else:
-            self._record(progress.result(), body, kind, tag, hold)
+            stream.result = self._record(progress.result(), body, kind, tag, hold)
+            self._cache_save(body, stream.result, cache)
         finally:
             self._release(hold)
 
-    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
-        """The answer's text as it arrives. Same arguments as ``astream``; an interrupt or a
-        ``break`` stops the request and records what arrived."""
-        return default_loop().iterate(self.astream(prompt, **kwargs))
+    def stream(self, prompt: Prompt, **kwargs: Any) -> ChatStream:
+        """The answer's text as it arrives (``for``), then the call's own ``result``. Same
+        arguments as ``astream``; an interrupt or a ``break`` stops the request and records
+        what arrived.
+
+        >>> stream = s.stream("Count to five")
+        >>> text = "".join(stream)
+        >>> stream.result.cost_usd
+        """
+        return ChatStream(self.astream(prompt, **kwargs), default_loop())
+
+    async def amap(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently (async); see ``map``."""
+        from holynb.bulk import amap
+
+        return await amap(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
+        )  # fmt: skip
+
+    def map(
+        self,
+        prompts: Prompts,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Ask many prompts concurrently; one row per prompt, in input order.
+
+        >>> df = s.map(reviews, template="Classify: {review}", checkpoint="run.sqlite")
+        >>> reviews.join(df[["text", "ok"]])
+
+        ``prompts``: a list of strings or message lists, a pandas Series, or a DataFrame with
+        ``template``. A failed item is recorded on its row (``ok=False``, ``error``); with
+        ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
+        answer in a file as it arrives: running the same call again sends only what is not
+        stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
+        (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
+        structured answer: its fields become columns, and an answer that does not fit (after
+        one repair) is that item's error. See ``holynb.bulk`` for the columns.
+        """
+        from holynb.bulk import map_sync
+
+        return map_sync(
+            self, prompts, template=template, model=model, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            **params,
+        )  # fmt: skip
+
+    async def acompare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently (async); see ``compare``."""
+        from holynb.compare import acompare
+
+        return await acompare(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+        )  # fmt: skip
+
+    def compare(
+        self,
+        prompts: Prompts,
+        models: str | Sequence[str],
+        *,
+        template: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        errors: str = "record",
+        tag: str | None = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> pd.DataFrame:
+        """Every prompt to every model, concurrently; one row per (prompt, model).
+
+        >>> cmp = s.compare(["Define entropy"], models=["gpt-4.1", "deepseek-v3.2"])
+        >>> holynb.side_by_side(cmp)    # one row per prompt, a column group per model
+
+        Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
+        map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
+        has the failure on its own rows; the others are intact. ``prompts``, ``template``,
+        ``checkpoint``, ``concurrency`` and the rest work as in ``map``.
+        """
+        from holynb.compare import compare_sync
+
+        return compare_sync(
+            self, prompts, models, template=template, system=system, temperature=temperature,
+            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
+            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+        )  # fmt: skip
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
@@ -512,6 +763,30 @@ class Session:
             result = replace(result, usage=usage)
         return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
 
+    def _cache_hit(
+        self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
+    ) -> ChatResult | None:
+        """The cached answer to ``body``, recorded in the ledger as a free hit; or None."""
+        if self._cache is None or cache is False or cache == "refresh":
+            return None
+        started = time.perf_counter()
+        stored = self._cache.lookup(body)
+        if stored is None:
+            return None
+        from holynb.cache import as_hit
+
+        saved = self.prices.cost(stored.model, stored.usage)
+        self._cache.note_saved(saved)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
+        self._append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
+        self.last_result = hit
+        return hit
+
+    def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
+        if self._cache is not None and cache is not False:
+            self._cache.save(body, result)
+
     def _append(self, record: CallRecord, hold: int | None) -> None:
         self._ledger.append(record)
         if self._budget is not None and hold is not None:
@@ -609,6 +884,8 @@ class Session:
             default_loop().run(self._client_obj.aclose())
         if self._store is not None:
             self._store.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> Session:
         return self

@@ -69,7 +69,12 @@ def _m001_calls(db: sqlite3.Connection) -> None:
     db.execute(f"CREATE INDEX {TABLE}_ts ON {TABLE} (ts)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_calls,)
+def _m002_cache_columns(db: sqlite3.Connection) -> None:
+    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN saved_usd REAL")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_calls, _m002_cache_columns)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -165,7 +165,8 @@ def test_resubmit_failed_sends_only_failed_items(s, srv):
     job.resubmit_failed()
     assert len(job.batch_ids) == 2
     new = srv.batches.get(job.batch_ids[-1])
-    sent = httpx.get(f"{srv.base_url}/files/{new.input_file_id}/content").content
+    auth = {"Authorization": f"Bearer {srv.api_key.get()}"}
+    sent = httpx.get(f"{srv.base_url}/files/{new.input_file_id}/content", headers=auth).content
     assert [orjson.loads(x)["custom_id"] for x in sent.splitlines()] == failed_ids
 
     df = job.wait(progress=False).results()
@@ -282,8 +283,11 @@ def test_a_part_failing_to_upload_names_the_job_and_how_to_finish_it(s, srv):
     assert job.resubmit_failed().wait(progress=False).results().ok.all()
 
 
-def test_the_api_key_never_reaches_the_manifest_or_the_downloads(srv, home):
-    with holynb.Session(base_url=srv.base_url, model="local/echo", api_key=PLANTED_KEY) as s:
+def test_the_api_key_never_reaches_the_manifest_or_the_downloads(home):
+    with (
+        LocalServer(api_key=PLANTED_KEY).start() as srv,
+        holynb.Session(base_url=srv.base_url, model="local/echo", api_key=PLANTED_KEY) as s,
+    ):
         job = s.batch(["a", "b"]).wait(progress=False)
         job.results()
     files = [p for p in home.rglob("*") if p.is_file()]

@@ -478,3 +478,16 @@ def test_session_stream_through_the_widget(local):
     view.finish(s.last_result)
     assert view.text == s.last_result.text
     assert figures_line(s.last_result) in view.status_html.replace("&#x27;", "'")
+
+
+@pytest.mark.parametrize("finish", ["finish", "interrupted"])
+def test_the_note_ends_the_status_and_figures_lines_of_both_views(finish):
+    note = "+ In[3] and traceback of In[4]"
+    widget = StreamView("gpt-4.1", note=note)
+    plain = PlainView("gpt-4.1", note=note, out=io.StringIO())
+    widget.append("partial")
+    assert widget.note == note and note in widget.status_html
+    for view in (widget, plain):
+        getattr(view, finish)(result("answer"))
+    assert widget.status_html.endswith(f"$0.0028 · {note}</div>")
+    assert plain._out.getvalue().endswith(f"$0.0028 · {note}\n")

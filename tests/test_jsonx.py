@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -419,3 +420,110 @@ def test_prose_brace_before_a_truncated_object() -> None:
 
 def test_prose_array_ranks_after_a_repaired_object() -> None:
     assert extract_json("See [1]. {'success': True}") == {"success": True}
+
+
+# -- replies cut at max_tokens: nothing made up --------------------------------------------------
+
+CUT = {
+    "key cut before its value": ('{"a": 1, "b":', {"a": 1}),
+    "key cut before its value, a space after": ('{"a": 1, "b": ', {"a": 1}),
+    "key cut before its colon": ('{"a": 1, "b"', {"a": 1}),
+    "nested key cut before its value": ('{"a": {"b": 1, "c":', {"a": {"b": 1}}),
+    "key cut in an object in an array": ('{"a": [1, {"k":', {"a": [1]}),
+    "cut true": ('{"a": 1, "b": tr', {"a": 1}),
+    "cut false in Python style": ("{'a': 1, 'b': Fal", {"a": 1}),
+    "cut null in an array": ("[1, 2, nu", [1, 2]),
+    "cut exponent": ('{"a": 1, "b": 1.5e', {"a": 1}),
+    "escape cut after \\u00": ('{"a": 1, "s": "caf\\u00', {"a": 1, "s": "caf"}),
+    "escape cut after the backslash": ('{"a": 1, "s": "x\\', {"a": 1, "s": "x"}),
+    "escape cut in an array": ('["a", "b\\u0', ["a", "b"]),
+    "escaped form feed and slash": ('{"s": "a\\fb\\/c\\\\f", "b":', {"s": "a\fb/c\\f"}),
+    "surrogate pair cut after its first half": ('["ok \\ud83d', ["ok "]),
+    "surrogate pair cut in half": ('{"a": 1, "s": "ok \\ud83d\\ude', {"a": 1, "s": "ok "}),
+    "complete values are kept": (
+        '{"a": true, "b": None, "c": 1.5',
+        {"a": True, "b": None, "c": 1.5},
+    ),
+    "an escaped backslash is no escape": ('{"s": "a\\\\', {"s": "a\\"}),
+    "a complete escape is kept": ('{"s": "caf\\u00e9 x', {"s": "café x"}),
+    "an escaped surrogate pair is one character": (
+        '{"s": "\\ud83d\\ude00", "b":',
+        {"s": "\U0001f600"},
+    ),
+}
+
+
+@pytest.mark.parametrize(("reply", "expected"), CUT.values(), ids=CUT)
+def test_a_cut_reply_loses_its_half_written_end(reply: str, expected: Any) -> None:
+    found = extract_json_detailed(reply)
+    assert found.value == expected
+    assert found.repaired
+
+
+def test_an_object_whose_only_key_was_cut_is_refused() -> None:
+    with pytest.raises(JSONExtractionError, match="cut off"):
+        extract_json('{"success":')
+
+
+# -- size limit on repair ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_huge_cut_string_fails_fast_with_a_size_error() -> None:
+    reply = '{"success": true, "output": "' + "line of output\\n" * 70_000  # ~1 MB
+    start = time.perf_counter()
+    with pytest.raises(JSONExtractionError) as info:
+        extract_json(reply)
+    assert time.perf_counter() - start < 3
+    message = str(info.value)
+    assert "too large to repair" in message and "max_repair_chars" in message
+    assert "raise max_tokens" in message and "shorter answer" in message
+    assert info.value.raw == reply
+
+
+def test_a_huge_valid_reply_still_parses() -> None:
+    obj = {"success": True, "output": "line of output\n" * 70_000}
+    assert extract_json(json.dumps(obj)) == obj
+    assert extract_json(f"Here it is:\n```json\n{json.dumps(obj)}\n```") == obj
+
+
+def test_the_repair_size_limit_can_be_raised() -> None:
+    reply = '{"success": true, "output": "' + "x" * 5_000
+    with pytest.raises(JSONExtractionError, match="too large to repair"):
+        extract_json(reply, max_repair_chars=1_000)
+    assert extract_json(reply, max_repair_chars=10_000) == {"success": True, "output": "x" * 5_000}
+
+
+flat_objects = st.dictionaries(
+    st.text(alphabet="abcxyz_", min_size=1, max_size=5),
+    st.one_of(st.booleans(), st.none(), st.integers(-999, 999), st.text(max_size=8)),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=flat_objects, data=st.data())
+def test_a_cut_reply_never_gets_a_made_up_value(obj: dict[str, Any], data: st.DataObject) -> None:
+    text = json.dumps(obj, ensure_ascii=data.draw(st.booleans()))
+    cut = data.draw(st.integers(min_value=1, max_value=len(text) - 1))
+    try:
+        value = extract_json(text[:cut])
+    except JSONExtractionError:
+        return
+    assert isinstance(value, dict) and set(value) <= set(obj)
+    last = list(value)[-1] if value else None
+    for key, got in value.items():
+        want = obj[key]
+        if key == last and isinstance(want, str) and isinstance(got, str):
+            assert want.startswith(got)  # the string the reply was cut in
+        elif key == last and isinstance(want, int) and not isinstance(want, bool):
+            assert str(want).startswith(str(got))  # the number it was cut in
+        else:
+            assert got == want
+
+
+def test_a_cut_reply_with_nothing_in_it_says_cut_off_not_install() -> None:
+    with pytest.raises(JSONExtractionError) as info:
+        extract_json('[[{"a":')
+    assert "cut off" in str(info.value) and "install" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
@@ -76,7 +77,7 @@ def test_in_out_and_err_references(shell, local):
     run(shell, "x")
     m = shell.execution_count - 1
     shell.run_cell("1 / 0", store_history=True)
-    run(shell, f"%%llm\nExplain In[{n}] giving Out[{m}] and Err")
+    run(shell, f"%%llm\nExplain {{In[{n}]}} giving {{Out[{m}]}} and {{Err}}")
     sent = local.requests_log[-1]["body"]["messages"][-1]["content"]
     assert "x = 6 * 7" in sent and "42" in sent and "ZeroDivisionError" in sent
 
@@ -225,3 +226,77 @@ def test_config_with_a_log_in_the_environment_does_not_double_the_ledger(
     run(shell, "%llm --max-tokens 20 one more")
     assert len(fresh.records) == 4
     assert len(session_for(local, log_path=path).records) == 4
+
+
+def test_out_binds_the_cells_own_answer_while_background_cells_finish(shell, local):
+    # 40 background answers that finish one after another while the foreground cells run
+    local.register_model("bg", lambda m, p: "background " * (4 * len(m[-1]["content"])),
+                         tokens_per_second=200)
+    local.register_model("fg", lambda m, p: f"foreground {m[-1]['content'].strip()}")
+    magics.get_default_session().prices.update({"bg": {"input": 0, "output": 0},
+                                                "fg": {"input": 0, "output": 0}})
+    tasks = []
+    for i in range(40):
+        run(shell, f"%%llm --bg -m bg\nq{'x' * i}")
+        tasks.append(shell.user_ns["_llm_task"])
+    wrong = []
+    for i in range(100):
+        run(shell, f"%%llm -m fg -o ans\nq{i}")
+        if shell.user_ns["ans"].text != f"foreground q{i}":
+            wrong.append((i, shell.user_ns["ans"].text))
+    for task in tasks:
+        task.result(timeout=30)
+    assert not wrong
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        ("%%llm max-tokens 5\nhi", "unknown words in the option line: 'max-tokens 5'"),
+        ("%%llm --max-tokens 5 please\nhi", "unknown words in the option line: 'please'"),
+        ("%%llm --bogus\nhi", "unrecognized arguments: --bogus"),
+        ('%%llm -s "unclosed\nhi', "No closing quotation"),
+        ("%%llm -f yaml\nhi", "invalid choice"),
+        ("%%interpret verify\nprint(1)", "unrecognized arguments: verify"),
+        ("%%interpret --verify extra words\nprint(1)", "unrecognized arguments: extra words"),
+    ],
+)
+def test_bad_option_lines_are_a_one_line_usage_error_and_nothing_is_sent(
+    shell, local, capsys, cell, says
+):
+    result = shell.run_cell(cell, store_history=True)
+    err = capsys.readouterr().err
+    assert isinstance(result.error_in_exec, UsageError)
+    assert says in str(result.error_in_exec)
+    assert err.startswith("UsageError: %%") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert local.stats.requests == 0
+
+
+def test_line_magic_still_takes_any_words_as_the_prompt(shell, local):
+    run(shell, "%llm max-tokens 5 is not an option here")
+    assert sent_prompt(local) == "max-tokens 5 is not an option here"
+
+
+def test_option_line_takes_variables_but_the_prompt_is_filled_once(shell, local):
+    shell.user_ns["which"] = "local/echo"
+    shell.user_ns["data"] = '{"user": {"id": 7}}'
+    run(shell, "%%llm -m {which} -s $which\nCheck {data}")
+    body = local.requests_log[-1]["body"]
+    assert body["model"] == "local/echo" and body["messages"][0]["content"] == "local/echo"
+    assert sent_prompt(local) == 'Check {"user": {"id": 7}}'
+
+
+def test_line_magic_prompt_is_filled_once(shell, local):
+    shell.user_ns["data"] = '{"user": {"id": 7}} In[1] Err'
+    run(shell, "%llm Check {data}")
+    assert sent_prompt(local) == 'Check {"user": {"id": 7}} In[1] Err'
+
+
+def test_ledger_tag_is_the_cell_number_the_user_sees(shell, local):
+    result = run(shell, "%%llm\ntagged")
+    assert magics.get_default_session().records[-1].tag == f"In[{result.execution_count}]"
+
+
+def sent_prompt(local):
+    return local.requests_log[-1]["body"]["messages"][-1]["content"].rstrip("\n")

@@ -11,10 +11,10 @@ from nbclient import NotebookClient
 from holynb.server import faults
 
 
-def execute(cells):
+def execute(cells, allow_errors=False):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
-    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=allow_errors).execute()
     return nb.cells
 
 
@@ -93,3 +93,31 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
     assert "You said" in out and "Interrupted" in out
     assert not [o for o in cells[1].outputs if o.output_type == "error"]
     assert texts(cells[2]).strip() == "True True True"
+
+
+def test_tags_references_and_option_errors_in_a_kernel(local):
+    nb_cells = execute(
+        [
+            f"""
+            %load_ext holynb
+            import holynb
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                               api_key={local.api_key.get()!r})
+            holynb.magics.set_default_session(s)
+            """,
+            "answer = 6 * 7",
+            "%%llm -o r\nExplain {In[-1]}",
+            "print(s.records[-1].tag, 'answer = 6 * 7' in r.text, '%%llm' in r.text)",
+            "%%llm max-tokens 5\nhi",
+            "print(len(s.records))",
+        ],
+        allow_errors=True,
+    )
+    asked, shown, bad = nb_cells[2], nb_cells[3], nb_cells[4]
+    assert texts(shown).strip() == f"In[{asked.execution_count}] True False"
+    assert texts(asked).strip().splitlines()[-1].endswith(f"+ In[{asked.execution_count - 1}]")
+    errors = [o for o in bad.outputs if o.output_type == "error"]
+    shown_error = texts(bad, "stderr") + "".join("\n".join(o.traceback) for o in errors)
+    assert "UsageError" in shown_error and "max-tokens 5" in shown_error
+    assert "Traceback" not in shown_error and "File " not in shown_error
+    assert texts(nb_cells[5]).strip() == "1"  # nothing was sent

@@ -168,11 +168,10 @@ def test_missing_library_warns_and_escapes(monkeypatch):
 
 
 def test_deeply_nested_markdown_renders_without_error():
-    # markdown-it stops nesting at 20 levels (what lies deeper is dropped), and never raises
+    # deeper than markdown-it parses: shown whole as escaped text, never dropped, never raising
     text = ">" * 5000 + " deep <img src=x onerror=alert(1)>\n\n" + "[" * 5000 + "x" + "]" * 5000
     html = render_markdown(text)
-    assert html.count("<blockquote>") == 20
-    assert_inert(html)
+    assert html == plain_html(text)  # escaped: no tag of the answer's survives
 
 
 # -- a growing answer --------------------------------------------------------------------------
@@ -223,3 +222,52 @@ def test_stream_settles_a_block_once_the_next_one_has_a_complete_line():
     assert settled == ["<p>First paragraph.</p>\n"]
     assert tail == "<p>Second paragraph.\nMore</p>\n"
     assert stream.settled_chars == len("First paragraph.\n\n")
+
+
+def _nested_list(depth):
+    lines = ["  " * i + f"- item{i}" for i in range(depth)]
+    return "\n".join(lines) + "\n\nThe end of the answer.\n"
+
+
+def _nested_quotes(depth):
+    return "> " * depth + "deepest\n\nThe end of the answer.\n"
+
+
+def _all_text_shown(html, words):
+    return all(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", html) for word in words)
+
+
+@pytest.mark.parametrize("depth", [10, 12, 100])
+def test_deeply_nested_lists_lose_no_text(depth):
+    html = render_markdown(_nested_list(depth))
+    assert _all_text_shown(html, [f"item{i}" for i in range(depth)] + ["The end of the answer."])
+
+
+@pytest.mark.parametrize("depth", [12, 100, 1000])
+def test_deeply_nested_blockquotes_lose_no_text(depth):
+    html = render_markdown(_nested_quotes(depth))
+    assert "deepest" in html and "The end of the answer." in html
+
+
+def test_twelve_levels_still_render_as_markdown():
+    html = render_markdown(_nested_list(12))
+    assert html.count("<ul>") == 12
+
+
+def test_deeper_than_the_limit_is_shown_escaped_and_whole():
+    text = _nested_list(render.MAX_NESTING) + "<b>not bold</b>"
+    html = render_markdown(text)
+    assert "<ul>" not in html and "&lt;b&gt;not bold&lt;/b&gt;" in html
+    assert "The end of the answer." in html
+
+
+def test_a_streamed_deep_answer_loses_no_text():
+    text = _nested_list(12) + "\n\nMore after.\n\n" + _nested_quotes(30)
+    stream = MarkdownStream(min_chunk=16)
+    settled, tail = [], ""
+    for end in range(0, len(text) + 1, 37):
+        new, tail = stream.update(text[:end])
+        settled.extend(new)
+    new, tail = stream.update(text)
+    html = "".join([*settled, *new, tail])
+    assert _all_text_shown(html, ["item11", "More after.", "deepest", "The end of the answer."])

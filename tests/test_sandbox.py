@@ -9,7 +9,16 @@ import uuid
 
 import pytest
 
-from holynb.sandbox import SandboxResult, arun_sandboxed, isolation_available, run_sandboxed
+import holynb
+from holynb import sandbox
+from holynb.errors import ConfigurationError
+from holynb.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    arun_sandboxed,
+    isolation_available,
+    run_sandboxed,
+)
 from tests.helpers import wait_until_gone
 
 needs_isolation = pytest.mark.skipif(
@@ -93,7 +102,7 @@ for _ in range(200):  # bounded on purpose
         break
 time.sleep(30)
 """
-    r = run_sandboxed(code, timeout_s=2, isolate=isolate)
+    r = run_sandboxed(code, timeout_s=2, isolate=isolate, allow_unisolated=True)
     assert r.killed_reason == "timeout"
     assert wait_until_gone(marker) == []
 
@@ -117,7 +126,7 @@ print("spawned")
 def test_background_child_does_not_hold_the_run_open(isolate: bool | None) -> None:
     marker = f"holynb-test-{uuid.uuid4().hex}"
     code = f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 30; exit 0', '{marker}'])"
-    r = run_sandboxed(code, timeout_s=10, isolate=isolate)
+    r = run_sandboxed(code, timeout_s=10, isolate=isolate, allow_unisolated=True)
     assert r.success and r.duration_ms < 5000
     assert wait_until_gone(marker) == []
 
@@ -184,3 +193,114 @@ async def test_async_run_does_not_block_the_event_loop() -> None:
         task.cancel()
     assert r.stdout == "done\n"
     assert ticks >= 10
+
+
+# -- what the code cannot forge or read --------------------------------------------------------
+
+modes = pytest.mark.parametrize("isolate", [None, False], ids=["auto", "process-group-only"])
+
+
+@modes
+def test_a_forged_status_file_is_still_a_failure(isolate: bool | None) -> None:
+    code = "open('.status', 'w').write('0')\nraise SystemExit(3)"
+    r = run_sandboxed(code, isolate=isolate, allow_unisolated=True)
+    assert r.returncode == 3 and not r.success
+
+
+@needs_isolation
+def test_a_forged_status_pipe_record_is_still_a_failure() -> None:
+    # The wrapper's status pipe is reachable through /proc/1/fd: write a "success" record to it.
+    code = """
+import os
+for fd in os.listdir('/proc/1/fd'):
+    if int(fd) > 2 and os.readlink(f'/proc/1/fd/{fd}').startswith('pipe:'):
+        with open(f'/proc/1/fd/{fd}', 'w') as f:
+            f.write('0\\n')
+        print('forged')
+raise SystemExit(3)
+"""
+    r = run_sandboxed(code)
+    assert r.isolated and r.stdout == "forged\n"
+    assert r.returncode == 3 and not r.success
+
+
+@needs_isolation
+def test_exit_code_above_128_is_not_taken_for_a_signal() -> None:
+    r = run_sandboxed("raise SystemExit(137)")
+    assert r.isolated and r.returncode == 137 and r.killed_reason is None
+    r = run_sandboxed("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)")
+    assert r.returncode == -15 and r.killed_reason == "signal"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["HOLYSHEEP_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "DB_SECRET"],
+)
+def test_unisolated_run_is_refused_while_a_key_is_set(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    secret = f"sk-planted-{uuid.uuid4().hex}"
+    monkeypatch.setenv(name, secret)
+    with pytest.raises(ConfigurationError, match=f"{name}.*allow_unisolated=True") as err:
+        run_sandboxed("print('ran')", isolate=False)
+    assert secret not in str(err.value)
+    assert run_sandboxed("print('ran')", isolate=False, allow_unisolated=True).stdout == "ran\n"
+
+
+def test_fallback_without_namespaces_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where unshare is blocked (Docker's default seccomp profile): simulated, since it works here.
+    monkeypatch.setattr(sandbox, "isolation_available", lambda: False)
+    monkeypatch.setenv("HOLYNB_API_KEY", "sk-planted")
+    with pytest.raises(ConfigurationError, match="namespaces are not available"):
+        run_sandboxed("print('ran')")
+    limits = SandboxLimits(allow_unisolated=True)
+    with pytest.warns(RuntimeWarning, match="/proc/<pid>/environ"):
+        r = asyncio.run(limits.run("print('ran')"))
+    assert r.stdout == "ran\n" and not r.isolated
+
+
+def test_variables_that_only_contain_key_are_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYBOARD_LAYOUT", "us")
+    monkeypatch.setenv("MONKEY", "1")
+    assert run_sandboxed("print('ran')", isolate=False).stdout == "ran\n"
+
+
+@needs_isolation
+def test_namespaced_code_cannot_see_this_process() -> None:
+    pid, mnt_ns = os.getpid(), os.readlink("/proc/self/ns/mnt")
+    code = f"""
+import ctypes, os
+if os.readlink('/proc/self/ns/mnt') != {mnt_ns!r}:  # never unmount the real /proc
+    print('umount', ctypes.CDLL(None).umount2(b'/proc', 2))
+print('visible' if os.path.exists('/proc/{pid}/environ') else 'hidden')
+"""
+    r = run_sandboxed(code)
+    assert r.isolated
+    assert r.stdout == "umount -1\nhidden\n"
+
+
+def test_sandbox_limits_is_one_object_everywhere() -> None:
+    from holynb import interpret_protocol
+
+    assert holynb.SandboxLimits is interpret_protocol.SandboxLimits is SandboxLimits
+
+
+async def test_concurrent_runs_keep_their_own_output() -> None:
+    runs = [arun_sandboxed(f"print({i} * {i})", timeout_s=20) for i in range(12)]
+    results = await asyncio.gather(*runs)
+    assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(12)]
+    assert all(r.success for r in results)
+
+
+@needs_isolation
+def test_old_unshare_without_map_user_still_isolates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # util-linux before 2.38 rejects --map-user: the sandbox falls back to `unshare -r`.
+    monkeypatch.setattr(sandbox, "_unshare_args", lambda: ("--no-such-option",))
+    sandbox._unshare_command.cache_clear()
+    try:
+        r = run_sandboxed("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)")
+        assert r.isolated and r.error is not None and "Network is unreachable" in r.error
+    finally:
+        monkeypatch.undo()
+        sandbox._unshare_command.cache_clear()
+    assert run_sandboxed("pass").isolated

@@ -244,3 +244,22 @@ def test_default_log_path_comes_from_holynb_log_path(monkeypatch: pytest.MonkeyP
     assert default_log_path() is None
     monkeypatch.delenv("HOLYNB_LOG_PATH")
     assert default_log_path() is None
+
+
+def test_a_log_written_before_the_cache_columns_still_loads(tmp_path: Path) -> None:
+    from holynb.store import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # a version-1 file, as holynb wrote it then
+        MIGRATIONS[0](db)
+        db.execute(
+            "INSERT INTO calls (ts, model, kind, ok, cost_usd) "
+            "VALUES (?, 'gpt-4.1', 'chat', 1, 0.5)",
+            (datetime(2026, 11, 1, tzinfo=UTC).isoformat(),),
+        )
+        db.execute("PRAGMA user_version = 1")
+    with LedgerStore(path) as store:
+        (old,) = store.load()
+        assert old.cost_usd == 0.5 and old.cache_hit is False and old.saved_usd is None
+        store.append(record(1, cache_hit=True, cost_usd=0.0, saved_usd=0.02))
+        assert store.load()[1].cache_hit and store.load()[1].saved_usd == 0.02

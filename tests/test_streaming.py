@@ -242,3 +242,45 @@ async def test_cancelling_a_task_mid_stream_records_partial(local):
     row = s.records[-1]
     assert row.interrupted and row.completion_tokens == 3
     await s.aclose()
+
+
+async def test_concurrent_streams_each_keep_their_own_result(local):
+    s = session_for(local, concurrency=120, prices={"id": {"input": 0, "output": 0}})
+    local.register_model("id", lambda m, p: f"answer {m[-1]['content']} " * 3)
+
+    async def one(i):
+        stream = s.astream(f"q{i}", model="id")
+        text = "".join([t async for t in stream])
+        return i, text, stream.result
+
+    results = await asyncio.gather(*(one(i) for i in range(120)))
+    for i, text, result in results:
+        assert result.text == text == f"answer q{i} " * 3
+    assert len(s.records) == 120
+    assert s.last_result in {r for _, _, r in results}  # the most recently finished one
+    await s.aclose()
+
+
+def test_a_sync_stream_carries_its_own_result(local):
+    s = session_for(local)
+    stream = s.stream("hello")
+    assert stream.result is None  # nothing sent before iterating
+    text = "".join(stream)
+    assert stream.result.text == text and s.records[-1].completion_tokens > 0
+    assert stream.result.usage.completion_tokens > 0
+
+
+def test_a_stopped_sync_stream_keeps_what_arrived_in_its_result(local):
+    local.tokens_per_second = 50
+    s = session_for(local)
+    got = []
+    try:
+        stream = s.stream("hello")
+        for text in stream:
+            got.append(text)
+            if len(got) == 3:
+                stream.close()
+                break
+    finally:
+        local.tokens_per_second = None
+    assert stream.result.interrupted and stream.result.text == "".join(got)

@@ -7,8 +7,10 @@
 ...     session.chat("hello").text          # retried after the 429
 ...     server.stats.requests               # 2
 
-Models: ``local/echo`` (answers ``"You said: ..."`` and a deterministic passage) and
-``local/slow`` (the same with latency and paced streaming); add more with
+Models: ``local/echo`` (answers ``"You said: ..."`` and a deterministic passage),
+``local/slow`` (the same with latency and paced streaming), ``local/python`` and
+``local/broken`` (code interpreter), ``local/json`` (honours ``response_format`` json_schema)
+and ``local/json-noformat`` (refuses it with a 400); add more with
 ``server.register_model(name, respond)``. ``holynb serve`` runs one from the command line.
 
 Every server requires a key (a random token unless ``api_key=`` is given; this process's sessions

@@ -403,6 +403,8 @@ class _Handlers:
                 text = await text
             if not isinstance(text, str):
                 raise TypeError(f"it returned {type(text).__name__}, not str")
+        except RequestError:
+            raise  # the model refuses the request, as an API does (e.g. local/json-noformat)
         except Exception as exc:
             raise RequestError(
                 500, f"The model {model.name!r} failed: {exc}", type="server_error"

@@ -14,7 +14,8 @@ completion costs one token per streamed content chunk, and the server streams on
 token, so streamed and non-streamed answers report the same usage.
 
 Models are plain functions ``respond(messages, params) -> str`` (or async ones, awaited on the
-server's loop) kept in a ``ModelRegistry``:
+server's loop) kept in a ``ModelRegistry``; one may raise ``wire.RequestError`` to refuse a
+request with that status, as an API does:
 
 >>> models = default_models()
 >>> models.register("local/upper", lambda messages, params: messages[-1]["content"].upper())
@@ -239,8 +240,10 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
 
 def default_models() -> ModelRegistry:
     """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing),
-    ``local/vision`` (describes the images it got) and the code-interpreter models
-    ``local/python`` and ``local/broken``."""
+    ``local/vision`` (describes the images it got), the code-interpreter models
+    ``local/python`` and ``local/broken``, and the structured-answer models ``local/json`` and
+    ``local/json-noformat``."""
+    from holynb.server.json_model import register_json_models
     from holynb.server.python_model import register_python_models
     from holynb.server.vision import vision
 
@@ -252,4 +255,5 @@ def default_models() -> ModelRegistry:
         ]
     )
     register_python_models(registry)
+    register_json_models(registry)
     return registry

@@ -1,0 +1,95 @@
+"""One streamed call: its text as it arrives, then that call's own ``ChatResult``.
+
+``Session.stream()`` and ``Session.astream()`` return these, so concurrent streams on one session
+each keep their own answer (``session.last_result`` is only the most recently finished call).
+
+>>> stream = session.stream("Count to five")
+>>> for text in stream:
+...     print(text, end="")
+>>> stream.result.usage.completion_tokens
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from holynb._loop import LoopThread
+    from holynb.results import ChatResult
+
+__all__ = ["AsyncChatStream", "ChatStream"]
+
+
+class AsyncChatStream:
+    """The text of one streamed answer (``async for``), and ``result`` once it has ended.
+
+    ``result`` is the call's ``ChatResult`` as recorded in the ledger: the whole answer, or what
+    arrived before the stream was stopped or broke (None if nothing was recorded yet).
+
+    >>> stream = session.astream("Count to five")
+    >>> async for text in stream:
+    ...     print(text, end="")
+    >>> stream.result.text
+    """
+
+    def __init__(self) -> None:
+        self.result: ChatResult | None = None
+        self._texts: AsyncGenerator[str, None] | None = None
+
+    def _attach(self, texts: AsyncGenerator[str, None]) -> AsyncChatStream:
+        self._texts = texts
+        return self
+
+    def __aiter__(self) -> AsyncChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        assert self._texts is not None
+        return await self._texts.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the request; what arrived is recorded and kept in ``result``."""
+        if self._texts is not None:
+            await self._texts.aclose()
+
+    def __repr__(self) -> str:
+        state = "running" if self.result is None else "done"
+        return f"<{type(self).__name__} {state}>"
+
+
+class ChatStream:
+    """The text of one streamed answer (``for``), and ``result`` once it has ended.
+
+    The synchronous twin of ``AsyncChatStream``: the request runs on holynb's loop thread;
+    ``break``, ``close()`` or KeyboardInterrupt stop it, and ``result`` then holds what arrived.
+
+    >>> stream = session.stream("Count to five")
+    >>> text = "".join(stream)
+    >>> stream.result.cost_usd
+    """
+
+    def __init__(self, source: AsyncChatStream, loop: LoopThread) -> None:
+        self._source = source
+        self._texts: Iterator[str] = loop.iterate(source)
+
+    @property
+    def result(self) -> ChatResult | None:
+        """This call's ``ChatResult`` once the stream has ended (None before)."""
+        return self._source.result
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._texts)
+
+    def close(self) -> None:
+        """Stop the request; what arrived is recorded and kept in ``result``."""
+        close = getattr(self._texts, "close", None)
+        if close is not None:
+            close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.result is None else "done"
+        return f"<{type(self).__name__} {state}>"

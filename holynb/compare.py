@@ -1,0 +1,238 @@
+"""Several models at once: ``Session.compare`` (every prompt to every model, one long frame)
+and ``astream_models`` (one prompt streamed from several models, for ``%%llm -m a,b,c``).
+
+The long frame has one row per (prompt, model), prompts in input order and models in the
+order given: ``prompt_index``, ``prompt``, ``model`` and the columns of ``map``
+(``holynb.bulk.RESULT_COLUMNS``). A model that fails (404, 429s after the retries, timeouts)
+has its failure on its own rows; the other models' rows are intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from holynb.errors import APIError, HolynbError, MapInterrupted
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from holynb.bulk import MapRun, Prompts
+    from holynb.results import ChatResult
+    from holynb.session import Prompt, Session
+
+__all__ = [
+    "LEADING_COLUMNS",
+    "acompare",
+    "astream_models",
+    "compare_sync",
+    "long_frame",
+    "models_from",
+    "stream_to_view",
+]
+
+LEADING_COLUMNS = ("prompt_index", "prompt", "model")
+_RUN_OPTIONS = ("concurrency", "checkpoint", "progress", "errors", "tag")
+
+Event = tuple[int, str, Any]  # (column, "text" | "done" | "failed" | "interrupted", payload)
+
+
+def models_from(models: str | Sequence[str]) -> list[str]:
+    """A list of model names from a list or a comma-separated string; duplicates dropped.
+
+    >>> models_from("gpt-4.1, claude-sonnet-4-5,gpt-4.1")
+    ['gpt-4.1', 'claude-sonnet-4-5']
+    """
+    names = models.split(",") if isinstance(models, str) else list(models)
+    cleaned = [n.strip() for n in names if isinstance(n, str) and n.strip()]
+    if not cleaned or len(cleaned) != len(names):
+        raise ValueError(
+            "models must be model names, e.g. ['gpt-4.1', 'deepseek-v3.2'] or "
+            f"'gpt-4.1,deepseek-v3.2', got {models!r}."
+        )
+    return list(dict.fromkeys(cleaned))
+
+
+async def astream_models(
+    session: Session, prompt: Prompt, models: Sequence[str], **kwargs: Any
+) -> AsyncIterator[Event]:
+    """Stream ``prompt`` from every model in ``models`` at once; yields ``(i, kind, payload)``
+    events as they happen: ``"text"`` (a delta), then one ``"done"`` (the ChatResult),
+    ``"failed"`` (the error) or ``"interrupted"`` per model. One model failing does not stop
+    the others. Closing the generator (an interrupt) cancels every stream; each records what
+    arrived in the ledger.
+
+    >>> async for i, kind, payload in astream_models(s, "Hi", ["gpt-4.1", "deepseek-v3.2"]):
+    ...     ...
+    """
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def one(i: int, model: str) -> None:
+        try:
+            stream = session.astream(prompt, model=model, **kwargs)
+            async for text in stream:
+                queue.put_nowait((i, "text", text))
+            queue.put_nowait((i, "done", stream.result))
+        except asyncio.CancelledError:
+            raise
+        except (HolynbError, ValueError, TypeError) as err:
+            queue.put_nowait((i, "failed", err))
+        except Exception as err:  # an unexpected bug in one column must not hide the others
+            queue.put_nowait((i, "failed", err))
+
+    tasks = [asyncio.ensure_future(one(i, m)) for i, m in enumerate(models)]
+    ended = 0
+    try:
+        while ended < len(tasks):
+            event = await queue.get()
+            if event[1] in ("done", "failed"):
+                ended += 1
+            yield event
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def failure_text(err: BaseException) -> str:
+    """``"Class: message"`` for a row's ``error`` column (no hint, no traceback)."""
+    message = err.message if isinstance(err, APIError) else str(err).split("\nHint:")[0]
+    return f"{type(err).__name__}: {message}"
+
+
+def partial_of(err: BaseException) -> ChatResult | None:
+    """What arrived before ``err`` (a stream cut, a schema mismatch), or None."""
+    from holynb.results import ChatResult
+
+    for name in ("partial", "result"):
+        value = getattr(err, name, None)
+        if isinstance(value, ChatResult):
+            return value
+    return None
+
+
+# -- compare: every prompt to every model ------------------------------------------------------
+
+
+def _make_run(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> tuple[MapRun, list[Any]]:
+    from holynb.bulk import MapRun, requests_from
+
+    names = models_from(models)
+    if isinstance(prompts, str) or (
+        isinstance(prompts, list) and prompts and all(isinstance(m, dict) for m in prompts)
+    ):
+        prompts = [prompts]  # one prompt (a string or a message list) is welcome here
+    options = {name: kwargs.pop(name) for name in _RUN_OPTIONS if name in kwargs}
+    template = kwargs.pop("template", None)
+    base, index = requests_from(prompts, template, **kwargs)
+    requests, labels = [], []
+    for label, request in zip(range(len(base)) if index is None else index, base, strict=True):
+        for model in names:  # prompt by prompt: every model gets its share from the start
+            requests.append(replace(request, model=model))
+            labels.append(label)
+    run = MapRun(session, requests, kind="compare", description="compare", **options)
+    return run, labels
+
+
+def long_frame(frame: pd.DataFrame, labels: Sequence[Any]) -> pd.DataFrame:
+    """``frame`` (MapRun's rows, indexed by position) with ``prompt_index`` (the prompt's
+    label in the input), ``prompt`` and ``model`` first."""
+    out = frame.copy()
+    out.insert(0, "prompt_index", [labels[i] for i in frame.index])
+    rest = [c for c in out.columns if c not in LEADING_COLUMNS]
+    return out[[*LEADING_COLUMNS, *rest]]
+
+
+async def acompare(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> pd.DataFrame:
+    """``Session.acompare``: the long frame (see the module docstring)."""
+    run, labels = _make_run(session, prompts, models, **kwargs)
+    return long_frame(await run.arun(), labels)
+
+
+def compare_sync(
+    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+) -> pd.DataFrame:
+    """``Session.compare``: ``acompare`` on holynb's loop thread; an interrupt raises
+    ``MapInterrupted`` with the finished rows (in the long form)."""
+    from holynb._loop import default_loop
+
+    run, labels = _make_run(session, prompts, models, **kwargs)
+    try:
+        return long_frame(default_loop().run(run.arun()), labels)
+    except KeyboardInterrupt:
+        frame = long_frame(run.frame(), labels)
+        raise MapInterrupted(
+            f"compare interrupted: {len(frame)} of {len(run.requests)} answers finished; they "
+            "are in this exception's .frame (with checkpoint=, running the same call again "
+            "continues).",
+            frame=frame,
+        ) from None
+
+
+# -- one prompt, several models, streamed into a view ------------------------------------------
+
+
+def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) -> dict[str, Any]:
+    from holynb.bulk import RESULT_COLUMNS
+
+    row: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
+    row.update(prompt=prompt, model=model, ok=error is None, error=error, cache_hit=False)
+    row.update(prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=0.0, attempts=0)
+    if result is not None:
+        u = result.usage
+        row.update(
+            text=result.text, finish_reason=result.finish_reason, model=result.model,
+            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+            cost_usd=result.cost_usd, latency_ms=result.latency_ms, attempts=result.attempts,
+            cache_hit=result.cache_hit,
+        )  # fmt: skip
+    return row
+
+
+def stream_to_view(
+    session: Session, prompt: Prompt, models: Sequence[str], view: Any, **kwargs: Any
+) -> pd.DataFrame:
+    """Stream ``prompt`` from every model at once into ``view`` (``sidebyside.ColumnsView`` or
+    ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row
+    per model. An interrupt stops every stream: what arrived stays in the view and the ledger,
+    and those rows say ``Interrupted``.
+    """
+    import pandas as pd
+
+    from holynb._loop import default_loop
+    from holynb.bulk import _DTYPES
+
+    rows: list[dict[str, Any] | None] = [None] * len(models)
+    texts: list[list[str]] = [[] for _ in models]
+    try:
+        for i, kind, payload in default_loop().iterate(
+            astream_models(session, prompt, models, **kwargs)
+        ):
+            if kind == "text":
+                texts[i].append(payload)
+                view.append(i, payload)
+            elif kind == "done":
+                view.finish(i, payload)
+                rows[i] = _row(prompt, models[i], payload, None)
+            else:
+                view.fail(i, payload)
+                rows[i] = _row(prompt, models[i], partial_of(payload), failure_text(payload))
+    except KeyboardInterrupt:
+        for i, row in enumerate(rows):
+            if row is None:
+                view.interrupted(i, None)
+                rows[i] = _row(prompt, models[i], None, "Interrupted: stopped by the user")
+                rows[i]["text"] = "".join(texts[i])  # type: ignore[index]
+    frame = pd.DataFrame([r for r in rows if r is not None])
+    frame.insert(0, "prompt_index", 0)
+    rest = [c for c in frame.columns if c not in LEADING_COLUMNS]
+    frame = frame[[*LEADING_COLUMNS, *rest]]
+    for name, dtype in _DTYPES.items():
+        frame[name] = frame[name].astype(dtype)
+    return frame

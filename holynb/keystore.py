@@ -1,0 +1,261 @@
+"""The keyed store of finished answers: one SQLite file behind both the checkpoint and the cache.
+
+Each answer is stored under the key of its exact request (``request_key``): a sha256 of a
+canonical JSON of the endpoint's base URL and the request body (model, messages and every
+parameter that changes the answer). Editing one prompt changes that prompt's key only, so a
+re-run sends exactly the requests that are not stored yet (not curator's whole-run fingerprint,
+where one edited row re-requests every row).
+
+The file is SQLite in WAL mode with ``synchronous=NORMAL``: a ``put`` is committed when it
+returns, a ``kill -9`` at any moment loses only the puts that had not returned, and the file is
+never corrupted (JSONL tears under SIGKILL with big records: see REFERENCE.md). Several threads
+and processes may read and write one file at once: writes wait for each other (busy timeout) and
+the last writer of a key wins (``INSERT OR REPLACE``), so no row is lost. Keep the file on a local
+disk: WAL does not work over network shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from holynb.errors import ConfigurationError
+from holynb.results import ChatResult, Usage
+
+__all__ = ["KeyStore", "request_key"]
+
+# Body fields that change how an answer is delivered or billed to whom, never what it says.
+IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+_RESULT_FIELDS = frozenset(f.name for f in fields(ChatResult))
+_NOT_STORED = frozenset({"cache_hit", "saved_usd", "interrupted", "parsed"})  # parsed: from text
+_SCHEMA_VERSION = 1
+_CHUNK = 500  # keys per SELECT ... IN (...)
+
+
+def request_key(body: Mapping[str, Any], base_url: str) -> str:
+    """The key of one request: sha256 (hex) of a canonical JSON of the endpoint and the body.
+
+    Keys are sorted at every level, so ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` give one key;
+    ``stream``, ``stream_options``, ``user``, ``metadata`` and ``store`` are left out (a streamed
+    and a whole answer to the same request share one key).
+
+    >>> request_key({"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}]},
+    ...             "https://api.holysheep.ai/v1")
+    """
+    payload = {
+        "base_url": base_url.rstrip("/"),
+        "body": {k: v for k, v in body.items() if k not in IGNORED_PARAMS},
+    }
+    data = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_jsonable)
+    return sha256(data).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    # e.g. a pydantic model or a set passed as a parameter: something stable and readable
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
+def result_to_json(result: ChatResult) -> str:
+    """A ChatResult as JSON text (what the store keeps; cache flags are not stored)."""
+    data = {k: v for k, v in asdict(result).items() if k not in _NOT_STORED}
+    return orjson.dumps(data, default=_jsonable).decode()
+
+
+def result_from_json(data: bytes | str) -> ChatResult:
+    """The ChatResult stored by ``result_to_json`` (fields this holynb does not know are
+    ignored, so a file written by a newer holynb still reads)."""
+    values = orjson.loads(data)
+    usage = values.pop("usage", None) or {}
+    known_usage = {f.name for f in fields(Usage)}
+    values = {k: v for k, v in values.items() if k in _RESULT_FIELDS and k not in _NOT_STORED}
+    return ChatResult(**values, usage=Usage(**{k: v for k, v in usage.items() if k in known_usage}))
+
+
+class KeyStore:
+    """A SQLite file of finished answers keyed by their exact request; safe across processes.
+
+    >>> store = KeyStore("run.sqlite")
+    >>> key = request_key(body, session.base_url)
+    >>> store.put(key, result)          # committed when it returns
+    >>> store.get(key)                  # the ChatResult, or None
+    >>> store.get_many([k1, k2])        # {key: ChatResult} for the keys that are stored
+    >>> store.stats(), store.clear()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        # First use, or in a forked child: never reuse a parent's connection.
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db)
+        except sqlite3.DatabaseError as err:
+            raise ConfigurationError(
+                f"Cannot use {str(self.path)!r} as a holynb answer store ({err}): give a new "
+                "file name, or a checkpoint/cache file holynb wrote."
+            ) from err
+        self._db, self._pid = db, os.getpid()
+        return db
+
+    def put(self, key: str, result: ChatResult) -> None:
+        """Store ``result`` under ``key`` (replacing what was there); committed on return."""
+        row = (key, result.model, datetime.now(UTC).isoformat(), result_to_json(result))
+        with self._lock:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO answers (key, model, created, value) VALUES (?, ?, ?, ?)",
+                row,
+            )
+
+    def get(self, key: str) -> ChatResult | None:
+        """The answer stored under ``key``, or None."""
+        with self._lock:
+            row = (
+                self._connect()
+                .execute("SELECT value FROM answers WHERE key = ?", (key,))
+                .fetchone()
+            )
+        return None if row is None else result_from_json(row[0])
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
+        """``{key: answer}`` for those of ``keys`` that are stored (one query per 500 keys)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, ChatResult] = {}
+        with self._lock:
+            db = self._connect()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk
+                ).fetchall()
+                for key, value in rows:
+                    found[key] = result_from_json(value)
+        return found
+
+    def present(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` that are stored (keys only: cheaper than ``get_many``)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:
+            db = self._connect()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key FROM answers WHERE key IN ({marks})", chunk)
+                found.update(key for (key,) in rows)
+        return found
+
+    def delete(self, key: str) -> bool:
+        """Forget the answer under ``key``; whether there was one."""
+        with self._lock:
+            cur = self._connect().execute("DELETE FROM answers WHERE key = ?", (key,))
+        return cur.rowcount > 0
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            row = self._connect().execute("SELECT 1 FROM answers WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._connect().execute("SELECT count(*) FROM answers").fetchone()[0]
+
+    def stats(self) -> dict[str, Any]:
+        """What the file holds: ``path``, ``entries``, ``bytes`` (file plus WAL), ``models``
+        (entries per model)."""
+        with self._lock:
+            rows = (
+                self._connect()
+                .execute("SELECT model, count(*) FROM answers GROUP BY model ORDER BY model")
+                .fetchall()
+            )
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(str(self.path) + suffix)
+        return {
+            "path": str(self.path),
+            "entries": sum(n for _, n in rows),
+            "bytes": size,
+            "models": dict(rows),
+        }
+
+    def clear(self) -> int:
+        """Forget every stored answer; how many there were."""
+        with self._lock:
+            cur = self._connect().execute("DELETE FROM answers")
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Close the file (the last connection to close folds the WAL back into it)."""
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KeyStore({str(self.path)!r})"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"This answer store has schema version {version}, newer than this holynb knows "
+                f"({_SCHEMA_VERSION}): upgrade holynb, or use another file."
+            )
+        if version < 1:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if tables and "answers" not in tables:
+                raise sqlite3.DatabaseError("the file holds other tables (is it a ledger log?)")
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS answers (
+                    key TEXT PRIMARY KEY,
+                    model TEXT NOT NULL,
+                    created TEXT NOT NULL,
+                    value TEXT NOT NULL
+                ) WITHOUT ROWID"""
+            )
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

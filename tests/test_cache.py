@@ -1,0 +1,173 @@
+"""The response cache: a repeated request is answered from the file; nothing sent or billed."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import holynb
+from holynb.server import faults
+from holynb.server.models import echo
+from tests.helpers import session_for
+
+PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
+
+
+@pytest.fixture
+def cached(local, tmp_path):
+    s = session_for(local, prices=PRICES, cache=tmp_path / "cache.sqlite")
+    yield s
+    s.close()
+
+
+def test_a_repeated_call_is_a_free_hit_that_sends_nothing(local, cached):
+    first = cached.chat("Say hi", max_tokens=20)
+    second = cached.chat("Say hi", max_tokens=20)
+    assert local.stats.requests == 1
+    assert not first.cache_hit and first.cost_usd > 0
+    assert second.cache_hit and second.text == first.text and second.usage == first.usage
+    assert second.cost_usd == 0.0 and second.saved_usd == pytest.approx(first.cost_usd)
+    assert second.attempts == 0
+    rows = cached.ledger
+    assert rows["cache_hit"].tolist() == [False, True]
+    assert rows["cost_usd"].iloc[1] == 0.0
+    assert rows["saved_usd"].iloc[1] == pytest.approx(first.cost_usd)
+    assert cached.total_cost_usd == pytest.approx(first.cost_usd)
+    stats = cached.cache.stats()
+    assert (stats["entries"], stats["hits"], stats["misses"]) == (1, 1, 1)
+    assert stats["saved_usd"] == pytest.approx(first.cost_usd)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 0.5},
+        {"max_tokens": 7},
+        {"system": "Be brief."},
+        {"model": "local/echo-b"},
+        {"prompt": "Say hello"},
+        {"top_p": 0.9},
+        {"seed": 3},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_any_parameter_that_changes_the_answer_is_a_miss(local, cached, change):
+    local.register_model("local/echo-b", echo)
+    base = {"prompt": "Say hi", "temperature": 0.0, "max_tokens": 20}
+    cached.chat(base.pop("prompt"), **base)
+    args = {"prompt": "Say hi", "temperature": 0.0, "max_tokens": 20, **change}
+    again = cached.chat(args.pop("prompt"), **args)
+    assert not again.cache_hit
+    assert local.stats.requests == 2
+
+
+def test_a_different_endpoint_is_a_miss(local, tmp_path):
+    path = tmp_path / "cache.sqlite"
+    session_for(local, cache=path).chat("Say hi")
+    other = holynb.Session(base_url=local.url + "/v1/", model="local/echo", cache=path)
+    assert other.chat("Say hi").cache_hit  # the same endpoint, spelled differently
+    with holynb.Session(base_url="http://localhost:1/v1", model="local/echo", cache=path) as s:
+        assert s.cache.lookup(s._body("Say hi", None, None, None, None, {})) is None
+
+
+def test_a_stream_hit_is_replayed_in_pieces(local, cached):
+    original = cached.chat("Tell me something long", max_tokens=60)
+    pieces = list(cached.stream("Tell me something long", max_tokens=60))
+    assert local.stats.requests == 1
+    assert len(pieces) > 3 and "".join(pieces) == original.text
+    assert cached.last_result.cache_hit
+    assert cached.ledger["kind"].tolist() == ["chat", "stream"]
+
+
+def test_a_streamed_answer_is_stored_and_answers_a_chat(local, cached):
+    text = "".join(cached.stream("stream me", max_tokens=30))
+    assert cached.chat("stream me", max_tokens=30).text == text
+    assert local.stats.requests == 1
+
+
+def test_no_cache_and_refresh_per_call(local, cached):
+    first = cached.chat("Say hi")
+    assert not cached.chat("Say hi", cache=False).cache_hit
+    refreshed = cached.chat("Say hi", cache="refresh")
+    assert not refreshed.cache_hit and local.stats.requests == 3
+    assert cached.chat("Say hi").request_id == refreshed.request_id != first.request_id
+
+
+def test_only_complete_successful_answers_are_stored(local, cached):
+    local.faults.push(faults.cut_stream(after_chunks=2))
+    with pytest.raises(holynb.StreamError):
+        list(cached.stream("cut me"))
+    for _ in cached.stream("break me", model="local/slow", max_tokens=50):
+        break
+    local.faults.push(faults.status(400))
+    with pytest.raises(holynb.BadRequestError):
+        cached.chat("refused")
+    assert len(cached.cache) == 0
+    assert not cached.chat("cut me").cache_hit
+
+
+def test_clear_forgets_everything(local, cached):
+    cached.chat("one")
+    cached.chat("two")
+    assert cached.cache.clear() == 2
+    assert not cached.chat("one").cache_hit
+
+
+def test_cache_true_lives_under_holynb_home(local, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLYNB_HOME", str(tmp_path / "home"))
+    with session_for(local, cache=True) as s:
+        assert s.cache.path == tmp_path / "home" / "cache.sqlite"
+
+
+def test_the_environment_turns_the_cache_on(local, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLYNB_CACHE", str(tmp_path / "env.sqlite"))
+    with session_for(local) as s:
+        assert s.cache.path == tmp_path / "env.sqlite"
+    monkeypatch.setenv("HOLYNB_CACHE", "0")
+    assert session_for(local).cache is None
+    monkeypatch.delenv("HOLYNB_CACHE")
+    assert session_for(local).cache is None
+    with pytest.raises(holynb.ConfigurationError, match="cache must be"):
+        session_for(local, cache=3)
+
+
+def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
+    path = tmp_path / "shared.sqlite"
+    script = textwrap.dedent(
+        """
+        import sys, holynb
+        name, url, path = sys.argv[1:]
+        s = holynb.Session(base_url=url, model="local/echo", cache=path, concurrency=16)
+        mine = [f"{name} item {i}" for i in range(150)]
+        shared = [f"shared item {i}" for i in range(100)]
+        df = s.map(mine + shared, progress=False, max_tokens=8)
+        assert df["ok"].all(), df[~df["ok"]]
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, name, local.base_url, str(path)])
+        for name in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with session_for(local, cache=path) as s:
+        assert len(s.cache) == 150 + 150 + 100
+        before = local.stats.requests
+        df = s.map([f"a item {i}" for i in range(150)], progress=False, max_tokens=8)
+        assert df["cache_hit"].all() and local.stats.requests == before
+
+
+def test_the_cache_file_never_holds_the_api_key(local, tmp_path):
+    from tests.conftest import PLANTED_KEY
+
+    path = tmp_path / "cache.sqlite"
+    with session_for(local, api_key=PLANTED_KEY, cache=path) as s:
+        s.chat("Say hi")
+        "".join(s.stream("Say hi again"))
+    for file in tmp_path.iterdir():
+        assert PLANTED_KEY.encode() not in file.read_bytes()

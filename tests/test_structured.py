@@ -1,0 +1,339 @@
+"""Structured answers (``schema=``) end to end against the local server's local/json models:
+response_format json_schema, the fallback to instructions, validation, the repair round-trip."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pydantic
+import pytest
+
+import holynb
+from holynb.schema_check import check
+from holynb.server import LocalServer, faults
+from holynb.server.json_model import sample
+from holynb.structured import AnswerSchema
+from tests.helpers import session_for
+
+
+class Sentiment(pydantic.BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+SENTIMENT_SCHEMA: dict[str, Any] = {
+    "title": "Sentiment",
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["label", "confidence"],
+}
+
+
+@pytest.fixture
+def session(local: LocalServer) -> Iterator[holynb.Session]:
+    s = session_for(local, model="local/json", log_path="")
+    yield s
+    s.close()
+
+
+def _chat_log(server: LocalServer) -> list[dict[str, Any]]:
+    return [e for e in server.requests_log if e["path"] == "/v1/chat/completions"]
+
+
+# -- the answer --------------------------------------------------------------------------------
+
+
+def test_a_pydantic_model_gives_a_validated_instance(session: holynb.Session) -> None:
+    r = session.chat("Classify this review: a negative experience.", schema=Sentiment)
+    assert r.parsed == Sentiment(label="negative", confidence=0.5)
+    assert r.text == '{"label": "negative", "confidence": 0.5}'
+
+
+def test_the_request_carries_a_strict_json_schema(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    session.chat("Classify: fine", schema=Sentiment)
+    body = _chat_log(local)[0]["body"]
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["json_schema"]["name"] == "Sentiment" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["additionalProperties"] is False
+    assert body["messages"] == [{"role": "user", "content": "Classify: fine"}]
+
+
+def test_a_json_schema_dict_gives_a_dict(session: holynb.Session) -> None:
+    r = session.chat("Classify: I stay neutral", schema=SENTIMENT_SCHEMA)
+    assert r.parsed == {"label": "neutral", "confidence": 0.5}
+
+
+async def test_achat_takes_a_schema_too(session: holynb.Session) -> None:
+    r = await session.achat("Classify: positive!", schema=Sentiment)
+    assert r.parsed.label == "positive"
+    await session.aclose()
+
+
+def test_sampling_parameters_reach_the_request(session: holynb.Session, local: LocalServer) -> None:
+    session.chat("x", schema=Sentiment, temperature=0.2, max_tokens=50, seed=3)
+    body = _chat_log(local)[0]["body"]
+    assert (body["temperature"], body["max_tokens"], body["seed"]) == (0.2, 50, 3)
+
+
+# -- repair ------------------------------------------------------------------------------------
+
+
+def test_a_wrong_answer_is_repaired_with_one_round_trip(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    r = session.chat("holynb: invalid. Classify: neutral", schema=Sentiment)
+    assert r.parsed == Sentiment(label="neutral", confidence=0.5)
+    log = _chat_log(local)
+    assert len(log) == 2
+    repair = log[1]["body"]["messages"]
+    assert repair[1] == {"role": "assistant", "content": '{"label": 12345, "confidence": 0.5}'}
+    assert repair[2]["role"] == "user" and "label" in repair[2]["content"]
+    first, second = (row for _, row in session.ledger.iterrows())
+    assert first.ok and second.ok
+    assert r.usage.prompt_tokens == first.prompt_tokens + second.prompt_tokens
+    assert r.attempts == 2
+
+
+def test_still_wrong_after_the_repair_raises_with_the_raw_text(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    with pytest.raises(holynb.SchemaValidationError) as info:
+        session.chat("holynb: invalid-always. Classify: meh", schema=Sentiment)
+    err = info.value
+    assert err.raw == '{"label": 12345, "confidence": 0.5}'
+    assert "label" in err.errors and "Hint:" in str(err)
+    assert err.result is not None and err.result.usage.completion_tokens > 0
+    assert len(_chat_log(local)) == 2
+    assert len(session.ledger) == 2  # both calls were paid for and recorded
+
+
+def test_prose_instead_of_json_is_a_mismatch_too() -> None:
+    with pytest.raises(Exception, match="not JSON"):
+        AnswerSchema.of(Sentiment).parse("I think it is positive.")
+
+
+# -- endpoints without json_schema -------------------------------------------------------------
+
+
+def test_a_refused_response_format_falls_back_to_instructions(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    r = session.chat("Classify: negative", schema=Sentiment, model="local/json-noformat")
+    assert r.parsed == Sentiment(label="negative", confidence=0.5)
+    first, second = (e["body"] for e in _chat_log(local))
+    assert "response_format" in first and "response_format" not in second
+    assert second["messages"][0]["role"] == "system"
+    assert '"confidence"' in second["messages"][0]["content"]
+    assert "```json" in r.text  # the answer came wrapped in prose and recovered
+
+
+def test_the_refusal_is_remembered_per_endpoint_and_model(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    session.chat("a", schema=Sentiment, model="local/json-noformat")
+    session.chat("b", schema=Sentiment, model="local/json-noformat")
+    session.chat("c", schema=Sentiment, model="local/json")
+    sent = [("response_format" in e["body"], e["status"]) for e in _chat_log(local)]
+    assert sent == [(True, 400), (False, 200), (False, 200), (True, 200)]
+
+
+def test_concurrent_calls_wait_for_the_first_verdict(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    async def many() -> list[holynb.ChatResult]:
+        calls = [
+            session.achat(f"item {i}", schema=Sentiment, model="local/json-noformat")
+            for i in range(6)
+        ]
+        try:
+            return await asyncio.gather(*calls)
+        finally:
+            await session.aclose()
+
+    results = asyncio.run(many())
+    assert all(r.parsed is not None for r in results)
+    assert [e["status"] for e in _chat_log(local)].count(400) == 1
+
+
+def test_the_users_system_prompt_is_kept_in_the_fallback(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    session.chat("x", schema=Sentiment, model="local/json-noformat", system="Be terse.")
+    system = _chat_log(local)[1]["body"]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("Be terse.\n\n")
+
+
+def test_a_refused_schema_falls_back_for_that_call_only(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    message = "Invalid schema for response_format 'Sentiment': 'required' is required."
+    local.faults.push(faults.status(400, message=message))
+    assert session.chat("a", schema=Sentiment).parsed is not None
+    session.chat("b", schema=Sentiment)
+    sent = [("response_format" in e["body"], e["status"]) for e in _chat_log(local)]
+    assert sent == [(True, 400), (False, 200), (True, 200)]
+
+
+def test_another_bad_request_is_raised_not_remembered(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    local.faults.push(faults.status(400, message="temperature is out of range"))
+    with pytest.raises(holynb.BadRequestError):
+        session.chat("x", schema=Sentiment)
+    assert session._format_support.known == {}
+
+
+def test_schema_and_response_format_together_are_refused(session: holynb.Session) -> None:
+    with pytest.raises(TypeError, match="not both"):
+        session.chat("x", schema=Sentiment, response_format={"type": "json_object"})
+
+
+def test_a_schema_of_the_wrong_kind_is_refused(session: holynb.Session) -> None:
+    with pytest.raises(TypeError, match="pydantic model class"):
+        session.chat("x", schema="label, confidence")
+
+
+# -- the schema sent ---------------------------------------------------------------------------
+
+
+def test_optional_fields_turn_strict_mode_off() -> None:
+    class Loose(pydantic.BaseModel):
+        label: str
+        note: str | None = None
+
+    assert AnswerSchema.of(Loose).strict is False
+    assert AnswerSchema.of(Sentiment).strict is True
+
+
+def test_an_openai_style_wrapper_is_accepted() -> None:
+    spec = AnswerSchema.of({"name": "my answer!", "schema": SENTIMENT_SCHEMA})
+    assert spec.name == "my_answer_" and spec.fields == ["label", "confidence"]
+
+
+# -- validation without jsonschema -------------------------------------------------------------
+
+CASES: list[tuple[Any, bool]] = [
+    ({"label": "positive", "confidence": 0.9}, True),
+    ({"label": "great", "confidence": 0.9}, False),
+    ({"label": "positive"}, False),
+    ({"label": "positive", "confidence": "high"}, False),
+    ({"label": "positive", "confidence": 1.5}, False),
+    ({"label": "positive", "confidence": 1, "extra": 1}, False),
+    (["positive"], False),
+]
+
+
+@pytest.mark.parametrize(("value", "valid"), CASES)
+def test_the_builtin_check_agrees_with_jsonschema(value: Any, valid: bool) -> None:
+    import jsonschema
+
+    schema = AnswerSchema.of(SENTIMENT_SCHEMA).schema
+    assert jsonschema.Draft202012Validator(schema).is_valid(value) is valid
+    assert (not check(value, schema)) is valid
+
+
+def test_the_builtin_check_follows_refs_and_arrays() -> None:
+    schema = Sentiment.model_json_schema()
+    wrapper = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/S"}}},
+        "$defs": {"S": schema},
+    }
+    ok = {"items": [{"label": "neutral", "confidence": 0.1}]}
+    bad = {"items": [{"label": "nope", "confidence": 0.1}]}
+    assert check(ok, wrapper) == []
+    assert check(bad, wrapper)[0].startswith("items[0].label")
+
+
+# -- the local server's json models ------------------------------------------------------------
+
+
+def test_sample_fits_the_schema_it_was_built_from() -> None:
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 5},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "kind": {"anyOf": [{"type": "null"}, {"const": "x"}]},
+            "ok": {"type": "boolean"},
+        },
+    }
+    value = sample(schema, "some words here")
+    jsonschema.validate(value, schema)
+    assert value == {"n": 5, "tags": ["some words here"] * 2, "kind": "x", "ok": True}
+
+
+def test_local_json_checks_the_response_format_like_openai(local: LocalServer) -> None:
+    import openai
+
+    key = getattr(local, "api_key", None)  # a Secret when the server requires its token
+    key = key.get() if hasattr(key, "get") else "anything"
+    client = openai.OpenAI(base_url=local.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match=r"json_schema\.name"):
+        client.chat.completions.create(
+            model="local/json",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"schema": {}}},  # type: ignore[typeddict-item]
+        )
+    with pytest.raises(openai.BadRequestError, match="not supported with this model"):
+        client.chat.completions.create(
+            model="local/json-noformat",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": SENTIMENT_SCHEMA},
+            },
+        )
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+def test_a_stream_is_validated_when_it_ends(session: holynb.Session) -> None:
+    text = "".join(session.stream("Classify: positive", schema=Sentiment))
+    assert text == '{"label": "positive", "confidence": 0.5}'
+    assert session.last_result is not None
+    assert session.last_result.parsed == Sentiment(label="positive", confidence=0.5)
+
+
+def test_a_stream_falls_back_to_instructions_once(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    for _ in range(2):
+        "".join(session.stream("Classify: neutral", schema=Sentiment, model="local/json-noformat"))
+        assert session.last_result is not None and session.last_result.parsed.label == "neutral"
+    log = _chat_log(local)
+    # (the client also retries a refused stream once without stream_options: two 400s)
+    assert [e["status"] for e in log][-2:] == [200, 200]
+    assert {e["status"] for e in log[:-2]} == {400}
+    assert not any("response_format" in e["body"] for e in log[-2:])
+
+
+def test_a_stream_that_breaks_the_schema_raises_at_the_end(session: holynb.Session) -> None:
+    seen: list[str] = []
+    with pytest.raises(holynb.SchemaValidationError):
+        for text in session.stream("holynb: invalid x", schema=Sentiment):
+            seen.append(text)
+    assert "".join(seen) == '{"label": 12345, "confidence": 0.5}'
+
+
+def test_without_jsonschema_the_builtin_check_validates_dict_schemas(
+    session: holynb.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    assert session.chat("Classify: neutral", schema=SENTIMENT_SCHEMA).parsed["label"] == "neutral"
+    with pytest.raises(holynb.SchemaValidationError) as info:
+        session.chat("holynb: invalid-always", schema=SENTIMENT_SCHEMA)
+    assert info.value.errors == "label: 12345 is not of type string"
