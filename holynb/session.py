@@ -428,6 +428,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently (async); see ``map``."""
@@ -437,7 +439,7 @@ class Session:
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
-            **params,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     def map(
@@ -455,6 +457,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently; one row per prompt, in input order.
@@ -469,7 +473,9 @@ class Session:
         stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
         (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
         structured answer: its fields become columns, and an answer that does not fit (after
-        one repair) is that item's error. See ``holynb.bulk`` for the columns.
+        one repair) is that item's error. ``images``: one entry per prompt (a source, a list of
+        sources, or None), or with a DataFrame the name of its column of images; a bad image
+        is that item's error. See ``holynb.bulk`` for the columns.
         """
         from holynb.bulk import map_sync
 
@@ -477,7 +483,7 @@ class Session:
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
-            **params,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     async def acompare(

@@ -439,6 +439,59 @@ def test_images_go_with_the_last_user_message_of_a_conversation(vision, local):
     assert sent[2]["content"][0] == {"type": "text", "text": "and this?"}
 
 
+# -- map ---------------------------------------------------------------------------------------
+
+
+def test_map_sends_each_prompts_images_and_a_bad_one_fails_alone(vision, local, tmp_path):
+    (tmp_path / "red.png").write_bytes(encoded(solid((8, 8), (255, 0, 0)), "PNG"))
+    (tmp_path / "blue.bmp").write_bytes(encoded(solid((6, 4), (0, 0, 255)), "BMP"))
+    (tmp_path / "broken.png").write_text("not a picture")
+    images = [
+        tmp_path / "red.png",
+        [tmp_path / "red.png", tmp_path / "blue.bmp"],
+        tmp_path / "broken.png",
+        None,
+    ]
+    df = vision.map(["one", "two", "three", "four"], images=images, progress=False)
+    assert df["ok"].tolist() == [True, True, False, True]
+    assert df.loc[0, "text"] == "image 1: PNG 8x8, mean colour #ff0000"
+    assert df.loc[1, "text"].splitlines()[1] == "image 2: PNG 6x4, mean colour #0000ff"
+    assert df.loc[2, "error"].startswith("ImageError: broken.png is not an image")
+    assert df.loc[3, "text"] == "No image received."
+    assert df["prompt"].tolist() == ["one", "two", "three", "four"]
+    assert local.stats.requests == 3
+
+
+def test_map_takes_a_column_of_images_with_a_preset_and_resumes_from_a_checkpoint(
+    vision, local, tmp_path
+):
+    import pandas as pd
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"photo{i}.jpg")
+        paths[-1].write_bytes(encoded(noise((900, 600), seed=i), "JPEG"))
+    frame = pd.DataFrame({"name": ["a", "b", "c"], "photo": paths})
+    checkpoint = tmp_path / "run.sqlite"
+    kwargs = {"template": "Describe {name}", "images": "photo", "image_preset": "low"}
+    df = vision.map(frame, checkpoint=checkpoint, progress=False, **kwargs)
+    assert df["text"].str.startswith("image 1: JPEG 512x341").all()
+    assert local.stats.requests == 3
+    again = vision.map(frame, checkpoint=checkpoint, progress=False, **kwargs)
+    assert local.stats.requests == 3  # every answer came from the checkpoint
+    assert again["text"].tolist() == df["text"].tolist()
+
+
+def test_map_images_need_one_entry_per_prompt(vision, local):
+    with pytest.raises(holynb.ConfigurationError, match="one entry per prompt"):
+        vision.map(["a", "b"], images=[solid()], progress=False)
+    with pytest.raises(holynb.ConfigurationError, match="not a column"):
+        import pandas as pd
+
+        vision.map(pd.DataFrame({"x": [1]}), template="{x}", images="photo", progress=False)
+    assert local.stats.requests == 0
+
+
 # -- display -----------------------------------------------------------------------------------
 
 
