@@ -27,6 +27,7 @@ from holynb._limits import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
 from holynb._transport import open_http_client
+from holynb._wire import wire_for
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -112,7 +113,8 @@ async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncIterator[None]:
 
 
 class ChatClient:
-    """OpenAI-compatible chat completions over one shared pool per event loop.
+    """Chat calls over one shared pool per event loop, in the settings' wire format (OpenAI's
+    chat completions or Anthropic's messages; see ``holynb._wire``).
 
     >>> client = ChatClient(settings)
     >>> result = await client.complete({"model": "gpt-4.1", "messages": [...]})
@@ -129,7 +131,8 @@ class ChatClient:
         self._tpm = Pacer(limits.tpm) if limits.tpm else None
         self._server_pause = Pacer(per_minute=1e9)  # only its block_for() is used
         self._no_stream_options: set[str] = set()
-        self._chat_url = settings.base_url + "/chat/completions"
+        self.wire = wire_for(settings.api)
+        self._chat_url = self.wire.url(settings.base_url)
         self._secret = settings.api_key.get() if settings.api_key else ""
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class ChatClient:
             with self._states_lock:
                 headers = {}
                 if self.settings.api_key:
-                    headers["authorization"] = f"Bearer {self._secret}"
+                    headers = self.wire.auth_headers(self._secret, self.settings.bearer)
                 concurrency = self.settings.limits.concurrency
                 http = open_http_client(self.settings.base_url, headers, concurrency)
                 t = self.settings.timeout
@@ -185,6 +188,10 @@ class ChatClient:
     def _note_rate_headers(self, headers: httpx.Headers) -> None:
         if headers.get("x-ratelimit-remaining-requests") == "0":
             reset = parse_reset(headers.get("x-ratelimit-reset-requests"))
+            if reset:
+                self._server_pause.block_for(min(reset, 60.0))
+        elif headers.get("anthropic-ratelimit-requests-remaining") == "0":
+            reset = parse_reset(headers.get("anthropic-ratelimit-requests-reset"))
             if reset:
                 self._server_pause.block_for(min(reset, 60.0))
 
@@ -234,6 +241,8 @@ class ChatClient:
         status = response.status_code
         message = _error_message(raw) or response.reason_phrase or "error"
         cls = status_error_class(status)
+        if status == 400 and b"no_db_connection" in raw:
+            cls = AuthenticationError  # LiteLLM's proxy answers a wrong key so (REFERENCE.md)
         hint = _auth_hint(self.settings) if cls is AuthenticationError else None
         err = cls(
             self.redact(f"HTTP {status} from {self.settings.base_url}: {message}"),
@@ -333,6 +342,7 @@ class ChatClient:
         deadline: float | None = None
         idempotency_key = f"holynb-{uuid.uuid4().hex}"
         retries = 0
+        sent = self.wire.request(body)
         async with state.semaphore:
             while True:
                 attempts = retries + 1
@@ -341,7 +351,7 @@ class ChatClient:
                     deadline = self._deadline()
                 try:
                     response, raw = await self._fetch_within(
-                        state, body, idempotency_key, attempts, deadline
+                        state, sent, idempotency_key, attempts, deadline
                     )
                     self._note_rate_headers(response.headers)
                     result = self._parse_completion(raw, response, started, attempts, body)
@@ -374,7 +384,7 @@ class ChatClient:
                 hint="Check that the base URL is an OpenAI-compatible endpoint ending in /v1.",
                 attempts=attempts,
             ) from None
-        if isinstance(payload, dict) and payload.get("error"):
+        if self.wire.error_in(payload):
             raise APIError(
                 self.redact(f"The API reported an error: {_error_message(raw)}"),
                 status=response.status_code,
@@ -384,25 +394,20 @@ class ChatClient:
             )
         latency_ms = (time.perf_counter() - started) * 1000.0
         try:
-            choices = payload.get("choices") or [{}]
-            choice = choices[0] or {}
-            message = choice.get("message") or {}
-            text = message.get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError(f"message.content is {type(text).__name__}, not a string")
+            text, model, finish_reason, usage, answer_id = self.wire.read_completion(payload, body)
             return ChatResult(
                 text=text,
-                model=str(payload.get("model") or body.get("model", "")),
-                finish_reason=choice.get("finish_reason"),
-                usage=Usage.from_api(payload.get("usage")) or Usage(estimated=True),
+                model=model,
+                finish_reason=finish_reason,
+                usage=usage or Usage(estimated=True),
                 latency_ms=latency_ms,
                 ttft_ms=None,
                 attempts=attempts,
-                request_id=request_id or payload.get("id"),
+                request_id=request_id or answer_id,
             )
         except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
             partial = ChatResult(
-                text=_salvage_text(payload),
+                text=self.wire.salvage_text(payload),
                 model=body.get("model", ""),
                 usage=Usage(estimated=True),
                 latency_ms=latency_ms,
@@ -438,7 +443,7 @@ class ChatClient:
         a failure raises StreamError with the partial result instead of re-sending.
         """
         body = dict(body, stream=True)
-        if body.get("model", "") not in self._no_stream_options:
+        if self.wire.name == "openai" and body.get("model", "") not in self._no_stream_options:
             body["stream_options"] = {"include_usage": True}
         state = await self._state()
         deadline: float | None = None
@@ -452,7 +457,7 @@ class ChatClient:
                     deadline = self._deadline()
                 try:
                     response = await self._open_within(
-                        state, body, idempotency_key, progress.attempts, deadline
+                        state, self.wire.request(body), idempotency_key, progress.attempts, deadline
                     )
                 except APIError as err:
                     if self._drop_stream_options(body, err):
@@ -488,6 +493,7 @@ class ChatClient:
         decoder = SSEDecoder(self.settings.limits.max_event_bytes)
         loads = orjson.loads
         parts = progress.parts
+        read_chunk, is_end = self.wire.read_chunk, self.wire.is_end
         try:
             async for chunk in response.aiter_raw():
                 for data in decoder.feed(chunk):
@@ -501,7 +507,7 @@ class ChatClient:
                         if event is None:
                             continue  # not JSON: some relays send stray lines; skip them
                     try:
-                        error, text, reason, usage, model = _read_chunk(event)
+                        error, text, reason, usage, model = read_chunk(event, progress.usage)
                     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                         raise self._unreadable(
                             data, exc, progress.request_id, progress.attempts
@@ -520,6 +526,9 @@ class ChatClient:
                         progress.usage = usage
                     if model:
                         progress.model = model
+                    if is_end(event):
+                        progress.done = True
+                        return
                 if deadline is not None and time.monotonic() > deadline:
                     raise APITimeoutError(
                         "The stream went on past the call's total timeout.",
@@ -537,6 +546,19 @@ class ChatClient:
             if data == b"[DONE]":
                 progress.done = True
                 return
+            try:
+                if is_end(loads(data)):
+                    progress.done = True
+                    return
+            except (orjson.JSONDecodeError, AttributeError):
+                pass
+        if self.wire.stream_has_end_event:
+            raise StreamError(
+                f"The stream ended after {progress.chunks} chunks without finishing "
+                "(no message_stop event).",
+                request_id=progress.request_id,
+                attempts=progress.attempts,
+            )
         if progress.finish_reason is None:
             raise StreamError(
                 f"The stream ended after {progress.chunks} chunks without finishing "
@@ -562,7 +584,7 @@ class ChatClient:
     async def get_json(self, path: str) -> Any:
         """GET ``base_url/path`` and return its JSON (e.g. ``models``)."""
         state = await self._state()
-        url = f"{self.settings.base_url}/{path.lstrip('/')}"
+        url = f"{self.wire.root(self.settings.base_url)}/{path.lstrip('/')}"
         try:
             response = await state.http.get(url)
         except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -622,34 +644,6 @@ def _with_bad_bytes_replaced(data: bytes, progress: StreamState) -> Any:
     return event
 
 
-def _read_chunk(event: Any) -> tuple[Any, str | None, str | None, Usage | None, str | None]:
-    """``(error, text, finish_reason, usage, model)`` of one stream chunk; a builtin error
-    (TypeError, ValueError, ...) when the chunk is not shaped like an OpenAI one."""
-    if not isinstance(event, dict):
-        raise TypeError(f"a chunk is {type(event).__name__}, not an object")
-    text = reason = None
-    choices = event.get("choices")
-    if choices:
-        choice = choices[0]
-        delta = choice.get("delta")
-        if delta:
-            text = delta.get("content")
-            if text is not None and not isinstance(text, str):
-                raise TypeError(f"delta.content is {type(text).__name__}, not a string")
-        reason = choice.get("finish_reason")
-    model = event.get("model")
-    return event.get("error"), text, reason, Usage.from_api(event.get("usage")), model
-
-
-def _salvage_text(payload: Any) -> str:
-    """The answer's text from a malformed completion, when it can still be found."""
-    try:
-        text = payload["choices"][0]["message"]["content"]
-    except (LookupError, TypeError):
-        return ""
-    return text if isinstance(text, str) else ""
-
-
 def _request_id(headers: httpx.Headers) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id")
 
@@ -664,7 +658,10 @@ def _error_message(raw: bytes) -> str:
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, dict):
-            return str(error.get("message") or error.get("detail") or error)
+            message = str(error.get("message") or error.get("detail") or error)
+            if payload.get("type") == "error" and error.get("type"):  # Anthropic's shape
+                message = f"{message} ({error['type']})"
+            return message
         return str(error)
     return str(payload)[:200]
 

@@ -17,6 +17,8 @@ DEFAULT_MODEL = "gpt-4.1"
 KEY_ENV_VARS = ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY")
 BASE_URL_ENV = "HOLYNB_BASE_URL"
 MODEL_ENV = "HOLYNB_MODEL"
+API_ENV = "HOLYNB_API"
+APIS = ("openai", "anthropic")  # the wire formats a session can speak (see holynb._wire)
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # the largest stream event accepted by default
 
 
@@ -148,7 +150,13 @@ class Limits:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the client needs to talk to one endpoint."""
+    """Everything the client needs to talk to one endpoint.
+
+    ``api`` is the wire format: ``"openai"`` (chat completions, the default) or
+    ``"anthropic"`` (Anthropic's Messages API, key sent as ``x-api-key``). ``bearer`` True also
+    sends the key as ``Authorization: Bearer`` in Anthropic's format, for relays that want it
+    (OpenAI's format always does).
+    """
 
     base_url: str
     api_key: Secret | None
@@ -156,6 +164,8 @@ class Settings:
     timeout: Timeout = field(default_factory=Timeout)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
+    api: str = "openai"
+    bearer: bool | None = None
 
     def require_key(self) -> Secret:
         """The key, or a MissingAPIKeyError that says how to get going."""
@@ -201,7 +211,7 @@ _offline_lock = threading.Lock()
 def _offline_key(base_url: str) -> str:
     from urllib.parse import urlsplit
 
-    url = base_url.strip().rstrip("/")
+    url = base_url.strip().rstrip("/").removesuffix("/v1")  # the root URL is the same server
     parts = urlsplit(url)
     if parts.hostname == "localhost":  # the same server under its other loopback name
         url = url.replace("//localhost", "//127.0.0.1", 1)
@@ -237,8 +247,21 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
+def normalize_api(api: str) -> str:
+    """The wire format's name in lower case; an error naming the choices for anything else."""
+    name = api.strip().lower() if isinstance(api, str) else api
+    if name not in APIS:
+        raise ConfigurationError(
+            f"api must be one of {', '.join(map(repr, APIS))} (the wire format: OpenAI's chat "
+            f"completions or Anthropic's Messages API), got {api!r}."
+        )
+    return name
+
+
 def resolve_settings(
     *,
+    api: str | None = None,
+    bearer: bool | None = None,
     base_url: str | None = None,
     api_key: str | Secret | None = None,
     model: str | None = None,
@@ -273,6 +296,8 @@ def resolve_settings(
         timeout=Timeout.coerce(timeout),
         retry=policy,
         limits=Limits(concurrency=16 if concurrency is None else concurrency, rpm=rpm, tpm=tpm),
+        api=normalize_api(api or env.get(API_ENV) or "openai"),
+        bearer=bearer,
     )
 
 

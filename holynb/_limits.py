@@ -12,6 +12,7 @@ import asyncio
 import re
 import threading
 import time
+from datetime import UTC, datetime
 
 
 class Pacer:
@@ -59,13 +60,22 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_reset(value: str | None) -> float | None:
-    """Seconds from an ``x-ratelimit-reset-*`` value such as ``6s``, ``1m30s`` or ``250ms``."""
+    """Seconds from an ``x-ratelimit-reset-*`` value such as ``6s``, ``1m30s`` or ``250ms``, or
+    until an ``anthropic-ratelimit-*-reset`` time (RFC 3339, e.g. ``2026-11-27T10:00:30Z``)."""
     if not value:
         return None
     try:
         return float(value)
     except ValueError:
         pass
+    if "T" in value:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - time.time())
     parts = _DURATION.findall(value)
     if not parts:
         return None

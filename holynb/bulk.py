@@ -41,7 +41,15 @@ if TYPE_CHECKING:
     from holynb.results import ChatResult
     from holynb.session import Prompt, Session
 
-__all__ = ["RESULT_COLUMNS", "MapRun", "Request", "amap", "map_sync", "requests_from"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "MapRun",
+    "Request",
+    "amap",
+    "map_sync",
+    "requests_from",
+    "result_frame",
+]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "prompt",
@@ -303,17 +311,11 @@ class MapRun:
 
     def frame(self) -> pd.DataFrame:
         """The rows finished so far (every row once the run is over), in input order."""
-        import pandas as pd
-
         self._load_stored_now()
         positions = [i for i, row in enumerate(self.rows) if row is not None]
         rows = [self.rows[i] for i in positions]
-        data = {c: [r[k] for r in rows] for k, c in enumerate(self.columns)}  # type: ignore[index]
         index = self.index if len(positions) == len(self.rows) else self.index[positions]
-        frame = pd.DataFrame(data, index=index, columns=list(self.columns))
-        for name, dtype in _DTYPES.items():
-            if name in frame.columns:
-                frame[name] = frame[name].astype(dtype)
+        frame = result_frame(rows, index, self.columns)  # type: ignore[arg-type]
         if self.schema is not None:  # schema=: the answer's fields become columns
             frame = self.schema.add_columns(frame)
         return frame
@@ -503,6 +505,24 @@ def _schema_of(requests: Sequence[Request]) -> Any:
         if req.params.get("schema") is not None:
             return AnswerSchema.of(req.params["schema"])
     return None
+
+
+def result_frame(
+    rows: Sequence[Sequence[Any]],
+    index: pd.Index | None = None,
+    columns: Sequence[str] = RESULT_COLUMNS,
+) -> pd.DataFrame:
+    """A bulk result frame from rows in ``columns`` order, with the usual dtypes (``ok`` and
+    ``cache_hit`` bool, token counts and attempts int, cost and latency float)."""
+    import pandas as pd
+
+    data = {c: [r[k] for r in rows] for k, c in enumerate(columns)}
+    frame = pd.DataFrame(data, index=index, columns=list(columns))
+    for name in frame.columns:
+        dtype = _DTYPES.get(name, None if rows else object)  # empty text columns stay object
+        if dtype is not None:
+            frame[name] = frame[name].astype(dtype)
+    return frame
 
 
 _DTYPES = {

@@ -6,7 +6,8 @@ claims is not trusted blindly:
 
 - JSON mode (``response_format={"type": "json_object"}``) is requested; an endpoint that
   rejects it (HTTP 400/422 naming ``response_format``) is asked again without, and that is
-  remembered per (base URL, model) for the interpreter's lifetime;
+  remembered per (base URL, model) for the interpreter's lifetime; Anthropic's format has no
+  JSON mode, so there the system prompt and the reply reader do it alone;
 - the reply is read with :func:`holynb.extract_json_detailed` (fences, prose, Python literals,
   trailing commas, cut-off JSON); when nothing readable comes out, the model gets ONE repair
   round-trip (its own reply plus the parse error), then the next fallback model is tried;
@@ -307,6 +308,8 @@ class CodeInterpreter:
     ) -> ChatResult:
         key = (self.session.base_url, model)
         json_mode = self.json_mode if self.json_mode is not None else self._json_support.get(key)
+        if self.session.settings.api == "anthropic":
+            json_mode = False  # no response_format there: the prompt and extract_json do it
         params = dict(self.extra_body)
         if json_mode is not False:
             params["response_format"] = {"type": "json_object"}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _default_session: Session | None = None
 _FORMATS = ("markdown", "text", "code", "json")
+_API_NAMES = {"openai": "openai (chat completions)", "anthropic": "anthropic (messages)"}
 _KEPT_TRACEBACKS = 50  # the latest cells' tracebacks, for {Err[n]}
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 
@@ -124,8 +125,9 @@ class LLMMagics(Magics):
         one), ``{Err}`` the last traceback and ``{Err[3]}`` cell 3's; ``{{``/``}}`` are literal
         braces. The option line takes ``{name}``/``$name`` too (IPython's expansion).
 
-        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... budget=...]``,
-        ``%llm models``, ``%llm cost``, ``%llm history``, ``%llm cache [clear | on [PATH] | off]``.
+        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... api=...
+        budget=...]``, ``%llm models``, ``%llm cost``, ``%llm history``,
+        ``%llm cache [clear | on [PATH] | off]``.
         """
         if cell is None:
             words = line.split()
@@ -376,6 +378,7 @@ class LLMMagics(Magics):
     # -- %llm subcommands ----------------------------------------------------------------------
 
     def _cmd_config(self, words: list[str]) -> None:
+        from holynb._config import APIS
         from holynb.session import Session
 
         current = self.session
@@ -383,16 +386,22 @@ class LLMMagics(Magics):
             changes: dict[str, str] = {}
             for word in words:
                 key, sep, value = word.partition("=")
-                if not sep or key not in ("model", "base_url", "budget", "api_key"):
+                if not sep or key not in ("model", "base_url", "budget", "api_key", "api"):
                     print(
-                        f"holynb: cannot set {word!r}: use model=, base_url=, budget= or "
+                        f"holynb: cannot set {word!r}: use model=, base_url=, api=, budget= or "
                         "api_key= (better: set HOLYSHEEP_API_KEY in the environment)."
                     )
                     return
                 changes[key] = value
             settings = current.settings
+            if changes.get("api", "openai").lower() not in APIS:
+                raise UsageError(
+                    f"%llm config: api= takes {' or '.join(APIS)}, not {changes['api']!r}."
+                )
             fresh = Session(
                 model=changes.get("model", current.model),
+                api=changes.get("api", current.settings.api),
+                bearer=settings.bearer,
                 base_url=changes.get("base_url", current.base_url),
                 api_key=changes.get("api_key") or settings.api_key,
                 retry=settings.retry,
@@ -414,6 +423,7 @@ class LLMMagics(Magics):
         rows = [
             ("model", current.model),
             ("base_url", current.base_url),
+            ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
             ("api key", f"set ({key.masked})" if key else "missing"),
             ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),

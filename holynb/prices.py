@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["ModelPrice", "PriceTable", "UnknownPriceWarning", "is_relay_url"]
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are USD per million tokens
+CACHE_WRITE_FACTOR = 1.25  # a cache write without its own price: Anthropic's 5-minute rate
 _NUMBER_KEYS = ("input", "output", "cached_input", "cache_write", "batch_discount")
 _ALLOWED_KEYS = (*_NUMBER_KEYS, "source", "as_of")
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|20\d{6})$")
@@ -65,7 +66,8 @@ class ModelPrice:
     """The price of one model, in USD per million tokens.
 
     ``cached_input`` is what a cached prompt token costs (None: the same as ``input``).
-    ``cache_write`` is kept for reference: OpenAI-style usage reports no cache writes.
+    ``cache_write`` is what a prompt token written to the provider's cache costs (None: 1.25x
+    ``input``, Anthropic's 5-minute cache price); only Anthropic's format reports cache writes.
     ``batch_discount`` is the share taken off for Batch API calls (0.5: half price, 0: none).
     ``source`` and ``as_of`` say where the numbers come from and when they were true.
 
@@ -101,17 +103,26 @@ class ModelPrice:
         """What a cached prompt token costs per million (``input`` when no cached price is set)."""
         return self.input if self.cached_input is None else self.cached_input
 
+    @property
+    def cache_write_price(self) -> float:
+        """What a prompt token written to the cache costs per million (1.25x ``input`` when no
+        cache-write price is set)."""
+        return self.input * CACHE_WRITE_FACTOR if self.cache_write is None else self.cache_write
+
     def cost(self, usage: Usage, *, batch: bool = False) -> float:
         """What ``usage`` costs at this price, in USD.
 
-        Cached tokens are inside ``prompt_tokens`` and charged at ``cached_input``; reasoning
-        tokens are inside ``completion_tokens`` and not charged again.
+        Cached tokens are inside ``prompt_tokens`` and charged at ``cached_input``, cache writes
+        too and charged at ``cache_write``; reasoning tokens are inside ``completion_tokens`` and
+        not charged again.
         """
         cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
-        uncached = usage.prompt_tokens - cached
+        written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
+        uncached = usage.prompt_tokens - cached - written
         usd = (
             uncached * self.input
             + cached * self.cached_input_price
+            + written * self.cache_write_price
             + usage.completion_tokens * self.output
         ) / TOKENS_PER_PRICE_UNIT
         if batch:
@@ -332,6 +343,7 @@ def _relay_prices() -> dict[str, ModelPrice]:
             input=entry["input"],
             output=entry["output"],
             cached_input=entry.get("cached_input"),
+            cache_write=entry.get("cache_write"),
             source=source,
             as_of=as_of,
         )
@@ -395,9 +407,11 @@ def _official_cost(found: _Official, usage: Usage, batch: bool, at: datetime) ->
     import genai_prices
 
     cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
+    written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
     counted = genai_prices.Usage(
-        input_tokens=usage.prompt_tokens,  # includes cache reads, as genai-prices expects
+        input_tokens=usage.prompt_tokens,  # with cache reads and writes, as genai-prices expects
         cache_read_tokens=cached,
+        cache_write_tokens=written,
         output_tokens=usage.completion_tokens,  # includes reasoning tokens: not added again
     )
     context = None

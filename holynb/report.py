@@ -21,35 +21,45 @@ SUMMARY_COLUMNS = [
     "latency_p95_ms",
     "latency_p99_ms",
     "ttft_p50_ms",
+    "cache_hits",
+    "saved_usd",
 ]
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model: calls, successes, success rate, tokens, cost (None when any price is
-    unknown), latency percentiles of successful calls and median time to first token."""
+    unknown), latency percentiles of successful calls and median time to first token; answers
+    from the response cache count as calls and in ``cache_hits`` / ``saved_usd``, not in tokens
+    or latency (nothing was sent for them)."""
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
     for model, group in frame.groupby("model", sort=True):
+        hit = group["cache_hit"].astype(bool)
+        sent = group[~hit]
         ok = group[group["ok"]]
+        ok_sent = sent[sent["ok"]]
         costs = group["cost_usd"]
         known = costs.notna().all() and len(costs) > 0
-        latency = ok["latency_ms"].astype(float)
-        ttft = ok["ttft_ms"].dropna().astype(float)
+        latency = ok_sent["latency_ms"].astype(float)
+        ttft = ok_sent["ttft_ms"].dropna().astype(float)
+        saved = group.loc[hit, "saved_usd"]
         rows.append(
             {
                 "model": model,
                 "calls": len(group),
                 "ok": len(ok),
                 "success_rate": len(ok) / len(group),
-                "prompt_tokens": int(group["prompt_tokens"].sum()),
-                "completion_tokens": int(group["completion_tokens"].sum()),
-                "cached_tokens": int(group["cached_tokens"].sum()),
+                "prompt_tokens": int(sent["prompt_tokens"].sum()),
+                "completion_tokens": int(sent["completion_tokens"].sum()),
+                "cached_tokens": int(sent["cached_tokens"].sum()),
                 "cost_usd": float(costs.sum()) if known else None,
                 "latency_p50_ms": latency.quantile(0.50) if len(latency) else None,
                 "latency_p95_ms": latency.quantile(0.95) if len(latency) else None,
                 "latency_p99_ms": latency.quantile(0.99) if len(latency) else None,
                 "ttft_p50_ms": ttft.quantile(0.50) if len(ttft) else None,
+                "cache_hits": int(hit.sum()),
+                "saved_usd": float(saved.fillna(0.0).sum()),
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -10,8 +10,10 @@ from typing import Any
 class Usage:
     """Tokens a call used, as the API reported them.
 
-    ``cached_tokens`` are already inside ``prompt_tokens`` and ``reasoning_tokens`` already
-    inside ``completion_tokens`` (OpenAI's convention); they are never added twice.
+    ``cached_tokens`` (cache reads) and ``cache_write_tokens`` (prompt tokens written to the
+    provider's cache, Anthropic's ``cache_creation_input_tokens``) are already inside
+    ``prompt_tokens``, and ``reasoning_tokens`` already inside ``completion_tokens`` (OpenAI's
+    convention, which Anthropic's usage is mapped onto); they are never added twice.
     ``estimated`` is True when the server sent no usage and holynb counted it itself.
     """
 
@@ -20,6 +22,7 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

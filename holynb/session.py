@@ -66,6 +66,11 @@ class Session:
     >>> stream.result.cost_usd
     >>> s.ledger            # one row per call, failures included
 
+    ``api="anthropic"`` (or ``HOLYNB_API``) speaks Anthropic's Messages API instead of OpenAI's
+    chat completions: ``POST {base_url}/messages`` (``{base_url}/v1/messages`` for a root URL),
+    the key as ``x-api-key`` (``bearer=True`` also sends it as ``Authorization: Bearer``, for
+    relays that want it), ``max_tokens`` always sent; everything else works the same.
+
     ``budget_usd`` refuses calls before sending once they could exceed it (a call must then have
     a known price, and ``max_tokens`` unless the model is free or its context window is known);
     ``log_path`` (or ``HOLYNB_LOG_PATH``) keeps every call in SQLite and reloads it on start,
@@ -80,6 +85,7 @@ class Session:
         self,
         model: str | None = None,
         *,
+        api: str | None = None,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
         max_retries: int | None = None,
@@ -92,9 +98,12 @@ class Session:
         log_path: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, Any]] | None = None,
         cache: bool | str | os.PathLike[str] | None = None,
+        bearer: bool | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> None:
         self.settings: Settings = resolve_settings(
+            api=api,
+            bearer=bearer,
             base_url=base_url,
             api_key=api_key,
             model=model,
@@ -135,6 +144,11 @@ class Session:
     def model(self) -> str:
         """The default model of this session."""
         return self.settings.model
+
+    @property
+    def api(self) -> str:
+        """The wire format: ``"openai"`` (chat completions) or ``"anthropic"`` (messages)."""
+        return self.settings.api
 
     @property
     def base_url(self) -> str:
@@ -190,8 +204,9 @@ class Session:
 
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
+        api = f", api={self.api!r}" if self.api != "openai" else ""
         return (
-            f"Session(model={self.model!r}, base_url={self.base_url!r}, key={key}, "
+            f"Session(model={self.model!r}{api}, base_url={self.base_url!r}, key={key}, "
             f"calls={len(self._ledger)}, cost=${self.total_cost_usd:.4f})"
         )
 
@@ -221,6 +236,10 @@ class Session:
             body["temperature"] = temperature
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
+            from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
+
+            body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
         body.update(params)
         return body
 

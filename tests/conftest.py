@@ -13,7 +13,7 @@ PLANTED_KEY = "sk-hs-PLANTEDsecret0123456789abcdefXYZ"
 
 # Tests never talk to anything but loopback, and never see a real key.
 for _name in ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY", "HOLYNB_BASE_URL", "HOLYNB_MODEL",
-              "HOLYNB_LOG_PATH", "HOLYNB_CACHE", "HOLYNB_HOME"):
+              "HOLYNB_LOG_PATH", "HOLYNB_CACHE", "HOLYNB_HOME", "HOLYNB_API"):
     os.environ.pop(_name, None)
 
 

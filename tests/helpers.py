@@ -10,6 +10,9 @@ import holynb
 from holynb import RetryPolicy
 
 FAST_RETRY = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# for a child Python process: import this checkout's holynb, whatever is installed
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
 
 
 def session_for(server: Any, **kwargs: Any) -> holynb.Session:
@@ -22,7 +25,7 @@ def session_for(server: Any, **kwargs: Any) -> holynb.Session:
 def key_env(server: Any) -> dict[str, str]:
     """The environment for another process using ``server``: its token as HOLYNB_API_KEY
     (only sessions of the server's own process know it by themselves)."""
-    return {**os.environ, "HOLYNB_API_KEY": server.api_key.get()}
+    return {**CHILD_ENV, "HOLYNB_API_KEY": server.api_key.get()}
 
 
 def processes_with(marker: str) -> list[int]:

@@ -10,9 +10,9 @@ import textwrap
 import pytest
 
 import holynb
-from holynb.server import faults
+from holynb.server import LocalServer, faults
 from holynb.server.models import echo
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -149,7 +149,9 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, name, local.base_url, str(path)])
+        subprocess.Popen(
+            [sys.executable, "-c", script, name, local.base_url, str(path)], env=key_env(local)
+        )
         for name in ("a", "b")
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -162,12 +164,26 @@ def test_two_processes_writing_one_cache_file_lose_nothing(local, tmp_path):
         assert df["cache_hit"].all() and local.stats.requests == before
 
 
-def test_the_cache_file_never_holds_the_api_key(local, tmp_path):
+def test_the_cache_file_never_holds_the_api_key(tmp_path):
     from tests.conftest import PLANTED_KEY
 
     path = tmp_path / "cache.sqlite"
-    with session_for(local, api_key=PLANTED_KEY, cache=path) as s:
+    with (
+        LocalServer(api_key=PLANTED_KEY).start() as server,
+        session_for(server, api_key=PLANTED_KEY, cache=path) as s,
+    ):
         s.chat("Say hi")
         "".join(s.stream("Say hi again"))
     for file in tmp_path.iterdir():
         assert PLANTED_KEY.encode() not in file.read_bytes()
+
+
+def test_the_summary_counts_hits_apart_from_what_was_sent(local, cached):
+    first = cached.chat("Say hi", max_tokens=20)
+    for _ in range(3):
+        cached.chat("Say hi", max_tokens=20)
+    row = cached.summary().iloc[0]
+    assert row["calls"] == 4 and row["cache_hits"] == 3
+    assert row["prompt_tokens"] == first.usage.prompt_tokens  # billed once
+    assert row["saved_usd"] == pytest.approx(3 * first.cost_usd)
+    assert row["latency_p50_ms"] == pytest.approx(first.latency_ms, rel=0.01)

@@ -370,15 +370,7 @@ def test_estimate_follows_the_sessions_wire_format(local):
     s = session_for(local)
     image = solid((2000, 1000))
     assert s.estimate("?", images=[image]).image_tokens == openai_image_tokens(2000, 1000)
-
-    class AnthropicSettings:
-        api = "anthropic"
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(base, name)
-
-    base = s.settings
-    s.settings = AnthropicSettings()  # type: ignore[assignment]
+    s = session_for(local, api="anthropic")
     estimate = s.estimate("?", images=[image], image_preset="low")
     assert estimate.image_tokens == anthropic_image_tokens(512, 256) == 175
     assert "image_tokens=175" in repr(estimate)
@@ -396,15 +388,7 @@ def test_budget_holds_image_tokens_by_the_wire_formats_rule(local):
     s.chat("?", images=[square], max_tokens=1)  # (765 + text) x 1.25 fits in $1.50
     assert local.stats.requests == 1
 
-    class AnthropicSettings:
-        api = "anthropic"
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(base, name)
-
-    s = session_for(local, model="local/vision", budget_usd=1.5, prices=prices)
-    base = s.settings
-    s.settings = AnthropicSettings()  # type: ignore[assignment]
+    s = session_for(local, model="local/vision", budget_usd=1.5, prices=prices, api="anthropic")
     with pytest.raises(holynb.BudgetExceededError):
         s.chat("?", images=[square], max_tokens=1)  # 1600 x 1.25 tokens do not
     assert local.stats.requests == 1
@@ -425,6 +409,17 @@ async def test_achat_and_astream_send_images(local):
         assert r.text == "image 1: PNG 3x2, mean colour #ff0000"
         parts = [t async for t in s.astream("?", images=[solid((3, 2)), solid((4, 4))])]
         assert "".join(parts).splitlines()[1].startswith("image 2: PNG 4x4")
+
+
+def test_anthropic_format_sends_image_blocks_the_vision_model_reads(local):
+    s = session_for(local, model="local/vision", api="anthropic")
+    r = s.chat("What is it?", images=[encoded(solid((9, 7), (0, 255, 0)), "PNG")])
+    assert r.text == "image 1: PNG 9x7, mean colour #00ff00"
+    (block,) = [b for b in local.requests_log[-1]["body"]["messages"][-1]["content"]
+                if b["type"] == "image"]  # fmt: skip
+    assert block["source"]["type"] == "base64" and block["source"]["media_type"] == "image/png"
+    text = "".join(s.stream("And this?", images=["https://example.invalid/a.png"]))
+    assert text == "image 1: URL not fetched"
 
 
 def test_images_go_with_the_last_user_message_of_a_conversation(vision, local):

@@ -18,7 +18,7 @@ from holynb import RetryPolicy
 from holynb.bulk import RESULT_COLUMNS
 from holynb.keystore import KeyStore
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -155,7 +155,9 @@ def test_sigkill_mid_map_then_a_rerun_finishes_sending_at_most_concurrency_twice
     ckpt = tmp_path / "run.sqlite"
     local.latency_ms = 10
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt)], env=key_env(local)
+        )
         deadline = time.monotonic() + 60
         while local.stats.completed < 100 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -278,3 +280,23 @@ def test_any_iterable_of_prompts_works_and_a_single_string_is_refused(local):
         session_for(local).map("just one", progress=False)
     with pytest.raises(holynb.ConfigurationError, match=r"pd\.Series"):
         session_for(local).map({"a": "x"}, progress=False)
+
+
+def test_no_prompts_give_an_empty_frame_with_the_columns(local):
+    df = session_for(local).map([], progress=True)
+    assert list(df.columns) == list(RESULT_COLUMNS) and len(df) == 0
+    assert df["text"].dtype == object and df["ok"].dtype == bool
+    assert local.stats.requests == 0
+
+
+def test_a_run_of_request_specs_may_ask_each_item_of_another_model(local, tmp_path):
+    from holynb.bulk import MapRun, Request
+    from holynb.server.models import echo
+
+    local.register_model("local/echo-b", echo)
+    s = session_for(local)
+    specs = [Request("same prompt", model=m) for m in ("local/echo", "local/echo-b")]
+    ckpt = tmp_path / "run.sqlite"
+    df = asyncio.run(MapRun(s, specs, checkpoint=ckpt, progress=False).arun())
+    assert df["model"].tolist() == ["local/echo", "local/echo-b"] and df["ok"].all()
+    assert len(KeyStore(ckpt)) == 2  # one key per model

@@ -1,5 +1,8 @@
 """A local OpenAI-compatible server: offline demo models, fault injection, server-side counters.
 
+It also speaks Anthropic's Messages API (``POST /v1/messages``, see ``holynb.server.messages``),
+for ``Session(api="anthropic")`` and the official anthropic SDK (``base_url`` the root URL).
+
 >>> from holynb.server import LocalServer, faults
 >>> with LocalServer() as server:
 ...     server.faults.push(faults.status(429, retry_after=1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,8 @@ class Exchange:
     raw: bytes = b""
     faults: dict[str, Fault] = field(default_factory=dict)
     body: dict[str, Any] | None = None
+    anthropic: bool = False  # the request came to /v1/messages: errors in Anthropic's shape
+    render_error: Callable[[RequestError, dict[str, str]], web.Response] = error_response
 
     @property
     def headers(self) -> dict[str, str]:
@@ -127,7 +130,7 @@ class Exchange:
     def fail(self, err: RequestError, outcome: str = "error") -> web.Response:
         """Record ``err`` as the outcome and return it as a response."""
         self.finish(err.status, outcome)
-        return error_response(err, self.headers)
+        return self.render_error(err, self.headers)
 
     def client_gone(self) -> bool:
         """Whether the client has closed its connection already."""

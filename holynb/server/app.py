@@ -1,11 +1,12 @@
 """The local server's HTTP handlers (aiohttp.web): the OpenAI endpoints and the control API.
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``GET /health``; the control API for ``holynb serve`` users: ``GET|POST|DELETE
-/_holynb/faults``, ``GET /_holynb/stats``, ``POST /_holynb/reset``. Every response carries
-``x-request-id``. Per-request test headers: ``x-holynb-fault`` (a compact fault spec),
-``x-holynb-latency-ms`` and ``x-holynb-tokens-per-second``. Before any handler, ``guard``
-refuses requests from web pages, with a non-loopback ``Host`` or a non-JSON body on JSON routes.
+``POST /v1/messages`` (Anthropic's format, see ``messages``), ``GET /health``; the control API
+for ``holynb serve`` users: ``GET|POST|DELETE /_holynb/faults``, ``GET /_holynb/stats``,
+``POST /_holynb/reset``. Every response carries ``x-request-id``. Per-request test headers:
+``x-holynb-fault`` (a compact fault spec), ``x-holynb-latency-ms`` and
+``x-holynb-tokens-per-second``. Before any handler, ``guard`` refuses requests from web pages,
+with a non-loopback ``Host`` or a non-JSON body on JSON routes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from holynb.server import faults as faultlib
+from holynb.server import messages as _anthropic
 from holynb.server.answer import (
     JSON,
     Answer,
@@ -51,6 +53,7 @@ _KNOWN_PATHS = {
     "/health": "GET",
     "/v1/models": "GET",
     "/v1/chat/completions": "POST",
+    "/v1/messages": "POST",
     "/_holynb/stats": "GET",
     "/_holynb/reset": "POST",
     "/_holynb/faults": "GET, POST, DELETE",
@@ -102,6 +105,7 @@ def build_app(state: ServerState) -> web.Application:
     add("GET", "/v1/models", h.list_models)
     add("GET", "/v1/models/{name:.+}", h.get_model)
     add("POST", "/v1/chat/completions", h.chat)
+    add("POST", "/v1/messages", h.messages)
     add("GET", "/_holynb/stats", h.stats)
     add("POST", "/_holynb/reset", h.reset)
     add("GET", "/_holynb/faults", h.list_faults)
@@ -286,7 +290,12 @@ class _Handlers:
     # -- chat ----------------------------------------------------------------------------------
 
     @json_body
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: the chat handler speaking Anthropic's format."""
+        return await self.chat(request, anthropic=True)
+
+    @json_body
+    async def chat(self, request: web.Request, anthropic: bool = False) -> web.StreamResponse:
         state = self.state
         ex = Exchange(
             request=request,
@@ -294,6 +303,8 @@ class _Handlers:
             epoch=state.recorder.request(),
             request_id=new_request_id(),
             received=time.time(),
+            anthropic=anthropic,
+            render_error=_anthropic.error_response if anthropic else error_response,
         )
         queued = state.faults.take()
         ex.faults = {f.kind: f for f in queued}
@@ -353,7 +364,12 @@ class _Handlers:
                 kind = "server_error" if code >= 500 else "invalid_request_error"
                 default = (kind, None, HTTPStatus(code).phrase if code in HTTPStatus else "Error")
             kind, error_code, message = default
-            payload = error_body(fault["message"] or message, kind, error_code)
+            if ex.anthropic:
+                payload = _anthropic.error_body(
+                    fault["message"] or message, _anthropic.error_type(code)
+                )
+            else:
+                payload = error_body(fault["message"] or message, kind, error_code)
             content_type = JSON
         elif isinstance(body, dict | list):
             payload, content_type = orjson.dumps(body), JSON
@@ -369,7 +385,13 @@ class _Handlers:
         auth = self._autherror_response(request)
         if auth is not None:
             raise auth
-        body = ex.body = parse_chat_request(ex.raw)
+        if ex.anthropic:
+            _anthropic.require_version(request.headers)
+            body = ex.body = _anthropic.parse_messages_request(ex.raw)
+            messages = _anthropic.model_messages(body)
+        else:
+            body = ex.body = parse_chat_request(ex.raw)
+            messages = body["messages"]
         model = state.models.get(body["model"])
         if model is None:
             raise self._unknown_model(body["model"])
@@ -396,7 +418,6 @@ class _Handlers:
             latency_ms = state.latency_ms + model.latency_ms
         if tps is None:
             tps = model.tokens_per_second or state.tokens_per_second
-        messages = body["messages"]
         try:
             text = model.respond(messages, body)
             if inspect.isawaitable(text):  # async models (e.g. local/python) keep the loop free
@@ -415,7 +436,7 @@ class _Handlers:
         if limit is not None and len(pieces) > limit:
             pieces, finish_reason = pieces[:limit], "length"
         answer = Answer(
-            completion_id="chatcmpl-" + ex.request_id[4:],
+            completion_id=("msg_" if ex.anthropic else "chatcmpl-") + ex.request_id[4:],
             created=int(time.time()),
             model=model.name,
             pieces=pieces,
@@ -425,6 +446,10 @@ class _Handlers:
         )
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
+        if ex.anthropic:
+            if body.get("stream"):
+                return await _anthropic.send_message_stream(ex, answer)
+            return await _anthropic.send_message(ex, answer)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await send_stream(ex, answer, include_usage)

@@ -2,7 +2,8 @@
 
 Counting rules (chat requests only):
 
-- ``requests``: every ``POST /v1/chat/completions`` received, faulted or not.
+- ``requests``: every ``POST /v1/chat/completions`` or ``/v1/messages`` received, faulted or
+  not.
 - ``by_status``: responses by HTTP status; ``0`` means the connection was dropped without a
   response (``drop`` fault) and ``499`` that the client had gone before the answer was sent.
 - ``completed``: answers delivered to the end (a stream through its finish chunk).

@@ -1,0 +1,83 @@
+"""Wire formats: how a chat request is sent and its answer read, one adapter per API.
+
+The client builds its requests from an OpenAI-shaped body (``model``, ``messages``,
+``max_tokens``, ``temperature``, ``stop``, ``stream``, ...) and hands it to the session's wire
+format, which says where to send it, with which headers, as which body, and how to read the
+answer (whole or as stream events) back into holynb's ChatResult and StreamState. Like httpx's
+``_transports/``: the client keeps retries, limits and timeouts; a wire format only translates.
+
+>>> wire = wire_for("anthropic")
+>>> wire.url("https://api.holysheep.ai/v1")
+'https://api.holysheep.ai/v1/messages'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from holynb._config import normalize_api
+
+if TYPE_CHECKING:
+    from holynb.results import Usage
+
+# (error, text, finish_reason, usage, model) of one stream event; see Wire.read_chunk
+Chunk = tuple[Any, "str | None", "str | None", "Usage | None", "str | None"]
+# (text, model, finish_reason, usage, id) of a whole answer; see Wire.read_completion
+Completion = tuple[str, str, "str | None", "Usage | None", "str | None"]
+
+
+class Wire(Protocol):
+    """One API's wire format (see the module docstring)."""
+
+    name: str
+    stream_has_end_event: bool  # a stream is complete only after its end event, not a reason
+
+    def url(self, base_url: str) -> str:
+        """Where chat requests go for an endpoint whose base URL is ``base_url``."""
+        ...
+
+    def root(self, base_url: str) -> str:
+        """The base URL other endpoints (``models``) hang under."""
+        ...
+
+    def auth_headers(self, key: str, bearer: bool | None) -> dict[str, str]:
+        """The headers carrying ``key``; ``bearer`` True adds ``Authorization: Bearer``."""
+        ...
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request body to send, from holynb's OpenAI-shaped ``body``."""
+        ...
+
+    def error_in(self, payload: Any) -> Any:
+        """The error object of a 200 answer that reports one, else None (also for a body that
+        is not an object: ``read_completion`` then refuses it)."""
+        ...
+
+    def read_completion(self, payload: Any, body: dict[str, Any]) -> Completion:
+        """``(text, model, finish_reason, usage, id)`` of a whole answer; a builtin error
+        (TypeError, AttributeError, ...) when it is not shaped as this format's answers are."""
+        ...
+
+    def salvage_text(self, payload: Any) -> str:
+        """The text of an answer ``read_completion`` could not read, when it can be found."""
+        ...
+
+    def read_chunk(self, event: Any, usage: Usage | None) -> Chunk:
+        """``(error, text, finish_reason, usage, model)`` of one stream event; ``usage`` is the
+        usage read so far. Raises a builtin error (TypeError, ...) on a misshapen event."""
+        ...
+
+    def is_end(self, event: Any) -> bool:
+        """Whether ``event`` ends the stream (Anthropic's ``message_stop``)."""
+        ...
+
+
+def wire_for(api: str) -> Wire:
+    """The adapter for ``api`` ("openai" or "anthropic"; anything else: ConfigurationError)."""
+    if normalize_api(api) == "anthropic":
+        from holynb._wire.anthropic import ANTHROPIC
+
+        return ANTHROPIC
+    from holynb._wire.openai import OPENAI
+
+    return OPENAI

@@ -1,0 +1,372 @@
+"""Anthropic's Messages API on the local server: request checks, answers, stream events, errors.
+
+``POST /v1/messages`` answers with the same offline models as chat completions: the request is
+checked the way Anthropic checks it (``max_tokens`` required, unknown fields refused), turned
+into OpenAI-shaped messages for the model (``system`` first; ``image`` blocks become
+``image_url`` parts, so a model reads images the same way in both formats), and the answer is
+sent as a ``message`` or as Anthropic's SSE events (``message_start``, ``content_block_*``,
+``message_delta``, ``message_stop``, ``ping``). Errors have Anthropic's shape:
+``{"type": "error", "error": {"type": ..., "message": ...}}``.
+
+Faults apply as for chat completions where they make sense: status codes (529 answers
+``overloaded_error``), ``error_event`` (an ``error`` event after HTTP 200), ``cut_stream``,
+``stall``, ``keepalive_comments`` (``ping`` events), ``no_done`` (no ``message_stop``),
+``no_usage`` (zero counts) and ``delay``/``drop`` (handled before the format matters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from holynb.server.answer import FLUSH_BYTES, JSON, Answer, Exchange, _Writer
+from holynb.server.wire import RequestError
+
+# Anthropic's error type for each HTTP status
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+_PARAMS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "messages": (list,),
+    "max_tokens": (int,),
+    "system": (str, list),
+    "stop_sequences": (list,),
+    "stream": (bool,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "top_k": (int,),
+    "metadata": (dict,),
+    "tools": (list,),
+    "tool_choice": (dict,),
+    "thinking": (dict,),
+    "service_tier": (str,),
+}
+_ROLES = ("user", "assistant")
+_BLOCK_TYPES = (
+    "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
+)  # fmt: skip
+_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def error_type(status: int) -> str:
+    """Anthropic's error type for an HTTP status."""
+    if status in ERROR_TYPES:
+        return ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(message: str, kind: str) -> bytes:
+    """``{"type": "error", "error": {"type": kind, "message": message}}`` as bytes."""
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def error_response(err: RequestError, headers: dict[str, str] | None = None) -> web.Response:
+    """``err`` as an Anthropic-style JSON error response."""
+    body = error_body(err.message, error_type(err.status))
+    return web.Response(body=body, status=err.status, content_type=JSON, headers=headers)
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(400, message)
+
+
+def require_version(headers: Any) -> None:
+    """Refuse a request without ``anthropic-version``, as Anthropic does (any value is taken)."""
+    if not headers.get("anthropic-version"):
+        raise _bad("anthropic-version: header is required")
+
+
+def parse_messages_request(raw: bytes) -> dict[str, Any]:
+    """The request body as a dict, or a RequestError (400) saying what is wrong with it."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _bad("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise _bad("The request body must be a JSON object.")
+    for key, value in body.items():
+        if key not in _PARAMS:
+            raise _bad(f"{key}: Extra inputs are not permitted")
+        if value is not None and (
+            not isinstance(value, _PARAMS[key]) or isinstance(value, bool) != (key == "stream")
+        ):
+            raise _bad(f"{key}: Input should be a valid {_PARAMS[key][0].__name__}")
+    for key in ("model", "messages", "max_tokens"):
+        if body.get(key) is None:
+            raise _bad(f"{key}: Field required")
+    if body["max_tokens"] < 1:
+        raise _bad("max_tokens: Input should be greater than or equal to 1")
+    if not body["messages"]:
+        raise _bad("messages: at least one message is required")
+    for i, message in enumerate(body["messages"]):
+        _check_message(message, f"messages.{i}")
+    return body
+
+
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise _bad(f"{where}: Input should be a valid dictionary")
+    if message.get("role") not in _ROLES:
+        raise _bad(
+            f"{where}.role: Input should be 'user' or 'assistant' (system prompts go in the "
+            f"top-level 'system' field), got {message.get('role')!r}"
+        )
+    content = message.get("content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(f"{where}.content: Input should be a valid string or list of content blocks")
+    for j, block in enumerate(content):
+        _check_block(block, f"{where}.content.{j}")
+
+
+def _check_block(block: Any, where: str) -> None:
+    if not isinstance(block, dict) or block.get("type") not in _BLOCK_TYPES:
+        kind = block.get("type") if isinstance(block, dict) else block
+        raise _bad(f"{where}.type: Input tag {kind!r} does not match any of the expected tags")
+    if block["type"] == "text" and not isinstance(block.get("text"), str):
+        raise _bad(f"{where}.text: Field required")
+    if block["type"] == "image":
+        source = block.get("source")
+        kind = source.get("type") if isinstance(source, dict) else None
+        if kind == "base64":
+            if source.get("media_type") not in _MEDIA_TYPES:
+                raise _bad(
+                    f"{where}.source.media_type: Input should be one of {', '.join(_MEDIA_TYPES)}"
+                )
+            if not isinstance(source.get("data"), str):
+                raise _bad(f"{where}.source.data: Field required")
+        elif kind == "url":
+            if not isinstance(source.get("url"), str):
+                raise _bad(f"{where}.source.url: Field required")
+        else:
+            raise _bad(f"{where}.source: an image needs a 'base64' or 'url' source")
+
+
+def model_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request as the OpenAI-shaped messages the offline models read: ``system`` first,
+    image blocks as ``image_url`` parts (a base64 source as a ``data:`` URL)."""
+    out: list[dict[str, Any]] = []
+    system = body.get("system")
+    if isinstance(system, list):
+        system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    if system:
+        out.append({"role": "system", "content": system})
+    for message in body["messages"]:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [_part(block) for block in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def _part(block: dict[str, Any]) -> dict[str, Any]:
+    if block["type"] == "image":
+        source = block["source"]
+        if source["type"] == "base64":
+            url = f"data:{source['media_type']};base64,{source['data']}"
+        else:
+            url = source["url"]
+        return {"type": "image_url", "image_url": {"url": url}}
+    if block["type"] == "text":
+        return {"type": "text", "text": block["text"]}
+    text = block.get("text") or block.get("content")
+    return {"type": "text", "text": text if isinstance(text, str) else ""}
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def usage(answer: Answer, output: int) -> dict[str, int]:
+    """Anthropic's usage object: no prompt caching on the local server."""
+    return {
+        "input_tokens": answer.prompt_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output,
+    }
+
+
+def _message(answer: Answer, content: list[dict[str, Any]], reason: str | None, out: int) -> dict:
+    return {
+        "id": answer.completion_id,
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": None,
+        "usage": usage(answer, out),
+    }
+
+
+def _event(kind: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _stop_reason(answer: Answer) -> str:
+    return STOP_REASONS.get(answer.finish_reason, answer.finish_reason)
+
+
+async def send_message(ex: Exchange, answer: Answer) -> web.StreamResponse:
+    """A non-streamed ``message`` answer; its generation takes as long as the stream would."""
+    fault = ex.faults
+    wait = len(answer.pieces) / answer.tokens_per_second if answer.tokens_per_second else 0.0
+    if "stall" in fault:
+        wait += fault["stall"]["seconds"]
+    if wait:
+        await asyncio.sleep(wait)
+    if ex.client_gone():
+        ex.finish(499, "client_disconnected")
+        return web.Response(status=499)
+    if "error_event" in fault:
+        ex.finish(200, "error_event")
+        payload = error_body(fault["error_event"]["message"], "api_error")
+        return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+    text = "".join(answer.pieces)
+    out = 0 if "no_usage" in fault else len(answer.pieces)
+    payload = orjson.dumps(
+        _message(answer, [{"type": "text", "text": text}], _stop_reason(answer), out)
+    )
+    if "cut_stream" in fault:
+        response = web.StreamResponse(headers=ex.headers)
+        response.content_type = JSON
+        response.content_length = len(payload)
+        ex.finish(200, "cut")
+        try:
+            await response.prepare(ex.request)
+            await response.write(payload[: len(payload) // 2])
+        except ConnectionError:
+            pass
+        ex.close_connection()
+        return response
+    ex.finish(200, "complete", completed=True, prompt=answer.prompt_tokens, completion=out)
+    return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+
+
+class _Events:
+    """The SSE events of one Messages stream; a text delta costs one small ``orjson.dumps``."""
+
+    PING = _event("ping", {"type": "ping"})
+    STOP = _event("message_stop", {"type": "message_stop"})
+    _DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    _DELTA += b'"delta":{"type":"text_delta","text":'
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+    def start(self, with_usage: bool) -> bytes:
+        message = _message(self.answer, [], None, 1 if with_usage else 0)
+        if not with_usage:
+            message["usage"]["input_tokens"] = 0
+        block = {"type": "text", "text": ""}
+        return _event("message_start", {"type": "message_start", "message": message}) + _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+
+    def delta(self, text: str) -> bytes:
+        return self._DELTA + orjson.dumps(text) + b"}}\n\n"
+
+    def finish(self, output: int) -> bytes:
+        stop = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": _stop_reason(self.answer), "stop_sequence": None},
+            "usage": {"output_tokens": output},
+        }
+        return stop + _event("message_delta", delta)
+
+    @staticmethod
+    def error(message: str, kind: str = "api_error") -> bytes:
+        return _event("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamResponse:
+    """Anthropic's SSE events: message_start, one text delta per token, message_delta (stop
+    reason, cumulative usage), message_stop; faults aside."""
+    fault = ex.faults
+    response = web.StreamResponse(headers=ex.headers)
+    response.content_type = "text/event-stream"
+    response.headers["cache-control"] = "no-cache"
+    events = _Events(answer)
+    with_usage = "no_usage" not in fault
+    writer = _Writer(response, keepalive=False)
+    ping = "keepalive_comments" in fault
+    pieces = answer.pieces
+    stop_at, ending = len(pieces), "complete"
+    for kind in ("error_event", "cut_stream"):
+        if kind in fault:
+            stop_at, ending = min(stop_at, fault[kind]["after_chunks"]), kind
+    stall = fault.get("stall")
+    stall_at, stall_s = (stall["after_chunks"], stall["seconds"]) if stall else (-1, 0.0)
+    interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
+
+    def delivered(tokens: int) -> dict[str, int]:
+        return {"prompt": answer.prompt_tokens if tokens else 0, "completion": tokens}
+
+    loop = asyncio.get_running_loop()
+    try:
+        await response.prepare(ex.request)
+        writer.add(events.start(with_usage))
+        writer.add(events.PING)
+        if stall_at == 0:
+            await writer.flush()
+            await asyncio.sleep(stall_s)
+        start = loop.time()
+        for i in range(stop_at):
+            if interval:
+                wait = start + i * interval - loop.time()
+                if wait > 0:
+                    await writer.flush()
+                    await asyncio.sleep(wait)
+            if ping:
+                writer.add(events.PING)
+            writer.add(events.delta(pieces[i]), 1)
+            if i + 1 == stall_at:
+                await writer.flush()
+                await asyncio.sleep(stall_s)
+                start += stall_s
+            elif writer.size >= FLUSH_BYTES:
+                await writer.flush()
+        if ending == "cut_stream":
+            await writer.flush()
+            ex.finish(200, "cut", **delivered(writer.sent_tokens))
+            ex.close_connection()
+            return response
+    except ConnectionError:
+        ex.finish(200, "client_disconnected", **delivered(writer.sent_tokens))
+        return response
+
+    completed = ending == "complete"
+    if ending == "error_event":
+        writer.add(events.error(fault["error_event"]["message"]))
+    else:
+        writer.add(events.finish(stop_at if with_usage else 0))
+        if "no_done" not in fault:
+            writer.add(events.STOP)
+    unsent = writer.pending_tokens
+    ex.finish(
+        200,
+        "complete" if completed else "error_event",
+        completed=completed,
+        **delivered(writer.sent_tokens + unsent),
+    )
+    try:
+        await writer.flush()
+    except ConnectionError:
+        ex.recorder.correct(ex.epoch, completed=-completed, completion_tokens=-unsent)
+    return response
