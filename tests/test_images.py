@@ -366,6 +366,15 @@ def test_server_usage_counts_image_tokens_by_the_same_rule_as_the_estimate(visio
     assert estimate.prompt_tokens == vision.estimate("Describe").prompt_tokens + 765
 
 
+def test_server_counts_images_by_anthropics_rule_on_the_messages_route(local):
+    s = session_for(local, model="local/vision", api="anthropic")
+    square = encoded(solid((1024, 1024)), "PNG")
+    with_image = s.chat("Describe", images=[square])
+    text_only = s.chat("Describe")
+    assert with_image.usage.prompt_tokens - text_only.usage.prompt_tokens == 1399
+    assert s.estimate("Describe", images=[square]).image_tokens == 1399
+
+
 def test_estimate_follows_the_sessions_wire_format(local):
     s = session_for(local)
     image = solid((2000, 1000))

@@ -8,7 +8,7 @@ Trailing whitespace is one more token, so the tokens of a text always join back 
 ['Hello', ',', ' world', '!']
 
 A prompt costs ``sum(tokens(content) + 4 for each message) + 2``; a text part of a content list
-counts its text, an image whose data URL can be read counts OpenAI's tile rule (see
+counts its text, an image whose data URL can be read counts by the wire format's rule (see
 ``holynb.image_tokens``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
 completion costs one token per streamed content chunk, and the server streams one chunk per
 token, so streamed and non-streamed answers report the same usage.
@@ -64,7 +64,7 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def content_tokens(content: Any) -> int:
+def content_tokens(content: Any, api: str = "openai") -> int:
     """Tokens of a message's content: text counted, every non-text part a fixed amount."""
     if isinstance(content, str):
         return count_tokens(content)
@@ -77,16 +77,16 @@ def content_tokens(content: Any) -> int:
         elif isinstance(part, dict) and part.get("type") == "image_url":
             from holynb.server.vision import image_part_tokens
 
-            tokens = image_part_tokens(part)
+            tokens = image_part_tokens(part, api)
             total += NON_TEXT_PART_TOKENS if tokens is None else tokens
         else:
             total += NON_TEXT_PART_TOKENS
     return total
 
 
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def prompt_tokens(messages: list[dict[str, Any]], api: str = "openai") -> int:
     """Tokens of a whole prompt: each message's content plus 4, plus 2 for the reply's priming."""
-    per_message = sum(content_tokens(m.get("content")) for m in messages)
+    per_message = sum(content_tokens(m.get("content"), api) for m in messages)
     return per_message + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_PROMPT
 
 

@@ -10,8 +10,9 @@ Each image is answered on its own line from its decoded bytes, deterministically
 cannot be decoded is answered as such (``image 2: unreadable (...)``); a URL that is not a
 ``data:`` URL is never fetched (``image 3: URL not fetched``). Reading images needs Pillow.
 
-Image parts are counted as prompt tokens by OpenAI's tile rule (``holynb.images``) from the
-image's header, so usage matches what the client estimates.
+Image parts are counted as prompt tokens by the rule of the request's wire format (OpenAI's
+tiles, or Anthropic's ``width * height / 750``; see ``holynb.image_tokens``) from the image's
+header, so usage matches what the client estimates.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import binascii
 import io
 from typing import Any
 
-from holynb.image_tokens import image_dimensions, openai_image_tokens
+from holynb.image_tokens import image_dimensions, image_tokens
 
 
 def describe_images(images: list[bytes | None]) -> str:
@@ -105,8 +106,9 @@ def vision(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
     return describe_images(openai_images(messages))
 
 
-def image_part_tokens(part: dict[str, Any]) -> int | None:
-    """OpenAI's tile-rule tokens for an ``image_url`` part with a readable data URL, else None."""
+def image_part_tokens(part: dict[str, Any], api: str = "openai") -> int | None:
+    """The tokens of an ``image_url`` part with a readable data URL by the rule of the wire
+    format ``api`` (``holynb.image_tokens``), else None."""
     image = part.get("image_url")
     if not isinstance(image, dict) or not isinstance(image.get("url"), str):
         return None
@@ -114,4 +116,4 @@ def image_part_tokens(part: dict[str, Any]) -> int | None:
     if size is None:
         return None
     detail = image.get("detail") if isinstance(image.get("detail"), str) else "auto"
-    return openai_image_tokens(size[0], size[1], detail)
+    return image_tokens(size[0], size[1], detail, api)
