@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "batch_jsonl": "holynb.batch_files",
     "validate_batch_jsonl": "holynb.batch_files",
     "side_by_side": "holynb.sidebyside",
+    "ImagePreset": "holynb.images",
 }
 _ERRORS = (
     "HolynbError",
@@ -69,6 +70,7 @@ _ERRORS = (
     "BudgetExceededError",
     "BatchError",
     "BatchNotSupportedError",
+    "ImageError",
     "JSONExtractionError",
     "PromptError",
     "SchemaValidationError",
@@ -99,6 +101,8 @@ __all__ = [
     "ExecutionError",
     "ExecutionResult",
     "HolynbError",
+    "ImageError",
+    "ImagePreset",
     "JSONExtraction",
     "JSONExtractionError",
     "Limits",
@@ -155,6 +159,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         ConflictError,
         HolynbError,
+        ImageError,
         JSONExtractionError,
         MapInterrupted,
         MissingAPIKeyError,
@@ -167,6 +172,7 @@ if TYPE_CHECKING:
         StreamError,
         StreamWarning,
     )
+    from holynb.images import ImagePreset
     from holynb.interpreter import (
         CodeInterpreter,
         ExecutionError,

@@ -86,6 +86,8 @@ class Request:
     temperature: float | None = None
     max_tokens: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    images: Any = None  # this item's images: one source or a list (see holynb.images)
+    image_preset: Any = None
 
 
 # -- prompts in, requests out ------------------------------------------------------------------
@@ -99,6 +101,8 @@ def requests_from(
     system: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    images: Any = None,
+    image_preset: Any = None,
     **params: Any,
 ) -> tuple[list[Request], pd.Index | None]:
     """The requests for ``prompts`` and the index of the result frame (None: 0..n-1).
@@ -106,6 +110,8 @@ def requests_from(
     ``prompts``: a list (or any iterable) of strings or message lists, a pandas Series (its
     index), or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A
     template field that is not a column raises ``ConfigurationError`` before anything is sent.
+    ``images``: one entry per prompt (a list or Series; each entry one image source, a list of
+    them, or None), or with a DataFrame the name of its column of images.
     """
     kind = _pandas_kind(prompts)  # pandas is imported only when the input is pandas
     index = None
@@ -132,8 +138,34 @@ def requests_from(
         "temperature": temperature,
         "max_tokens": max_tokens,
         "params": params,
+        "image_preset": image_preset,
     }
-    return [Request(p, **common) for p in texts], index
+    per_item = _images_per_item(prompts, kind, images, len(texts))
+    return [Request(p, images=i, **common) for p, i in zip(texts, per_item, strict=True)], index
+
+
+def _images_per_item(prompts: Any, kind: str | None, images: Any, n: int) -> list[Any]:
+    if images is None:
+        return [None] * n
+    if isinstance(images, str) and kind == "frame":
+        if images not in prompts.columns:
+            raise ConfigurationError(
+                f"images={images!r} is not a column of the DataFrame (columns: "
+                f"{', '.join(map(repr, prompts.columns))}). Nothing was sent."
+            )
+        images = prompts[images]
+    if isinstance(images, str | bytes) or not isinstance(images, Sequence | Iterable):
+        images = None
+    else:
+        images = list(images)
+    if images is None or len(images) != n:
+        got = "one source" if images is None else f"{len(images)} entries"
+        raise ConfigurationError(
+            f"map's images= needs one entry per prompt ({n}), got {got}: a list like "
+            "[path1, [path2, path3], None, ...], or with a DataFrame the name of its column of "
+            "images. Nothing was sent."
+        )
+    return [None if isinstance(i, float) and i != i else i for i in images]  # NaN: no image
 
 
 def _pandas_kind(obj: Any) -> str | None:
@@ -264,6 +296,7 @@ class MapRun:
         self.startup_s: float | None = None  # from arun() to the first request sent
         self.schema = _schema_of(self.requests)
         self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
+        self._sending: dict[int, tuple[Any, str | None]] = {}  # prompt with its images attached
 
     # -- the frame ----------------------------------------------------------------------------
 
@@ -296,8 +329,13 @@ class MapRun:
         keys: list[str | None] = [None] * len(self.requests)
         for i, req in enumerate(self.requests):
             try:
+                prompt, system = self.session._with_images(
+                    req.prompt, req.system, req.images, req.image_preset
+                )  # a bad image fails its own item (ImageError is a ValueError)
+                if req.images is not None:
+                    self._sending[i] = (prompt, system)
                 bodies[i] = self.session._body(
-                    req.prompt, req.model, req.system, req.temperature, req.max_tokens,
+                    prompt, req.model, system, req.temperature, req.max_tokens,
                     sent_params(req.params),
                 )  # fmt: skip
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
@@ -362,10 +400,11 @@ class MapRun:
 
     async def _run_item(self, i: int, body: dict[str, Any], key: str | None) -> None:
         req = self.requests[i]
+        prompt, system = self._sending.pop(i, (req.prompt, req.system))
         started = time.perf_counter()
         try:
             result = await self.session.achat(
-                req.prompt, model=req.model, system=req.system, temperature=req.temperature,
+                prompt, model=req.model, system=system, temperature=req.temperature,
                 max_tokens=req.max_tokens, tag=self.tag, kind=self.kind, **req.params,
             )  # fmt: skip
         except (APIError, BudgetExceededError, TypeError, ValueError) as err:

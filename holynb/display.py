@@ -24,17 +24,19 @@ can compare it. Every model-provided string is escaped or sanitised before it is
 
 from __future__ import annotations
 
+import html
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from holynb.errors import ConfigurationError
 from holynb.render import MarkdownStream, escape_text, render_markdown
 
 if TYPE_CHECKING:
+    from holynb.images import PreparedImage
     from holynb.results import ChatResult
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "error_html",
     "error_text",
     "figures_line",
+    "images_html",
     "make_view",
     "result_card_html",
     "rich_frontend",
@@ -151,6 +154,31 @@ def error_html(error: BaseException) -> str:
     return f'<div class="holynb-error" style="{_ERROR_STYLE}">{body}</div>'
 
 
+_THUMB_STYLE = (
+    "max-width: 96px; max-height: 96px; border: 1px solid var(--jp-border-color2, #ddd); "
+    "border-radius: 2px"
+)
+
+
+def images_html(images: Sequence[PreparedImage]) -> str:
+    """A row of small thumbnails of the images sent with a prompt (PNG ``data:`` URLs made here,
+    at most 96 px), each titled with its label; a URL image is named, never loaded."""
+    if not images:
+        return ""
+    items = []
+    for image in images:
+        label = html.escape(image.label(), quote=True)
+        thumb = image.thumbnail_url()
+        if thumb is not None and thumb.startswith("data:image/png;base64,"):
+            items.append(
+                f'<img src="{thumb}" alt="{label}" title="{label}" style="{_THUMB_STYLE}">'
+            )
+        else:
+            items.append(f'<span style="{_STATUS_STYLE}">{label}</span>')
+    row = "display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 2px 0"
+    return f'<div class="holynb-images" style="{row}">{"".join(items)}</div>'
+
+
 def _status_html(text: str) -> str:
     return f'<div class="holynb-status" style="{_STATUS_STYLE}">{escape_text(text)}</div>'
 
@@ -228,20 +256,26 @@ def display_mode(mode: str | None = None, *, shell: Any = None) -> Mode:
 
 
 def make_view(
-    model: str, *, cost_of: CostOf | None = None, mode: str | None = None, note: str = ""
+    model: str,
+    *,
+    cost_of: CostOf | None = None,
+    mode: str | None = None,
+    note: str = "",
+    images: Sequence[PreparedImage] = (),
 ) -> StreamView | PlainView:
     """The right view for this frontend: ``StreamView`` where widgets show, else ``PlainView``.
 
     ``mode`` (``"widget"``, ``"text"``, ``"auto"``) overrides the ``HOLYNB_DISPLAY`` variable;
     ``note`` ends the status and figures lines (e.g. what the prompt pulled in:
-    ``"+ traceback of In[30]"``).
+    ``"+ traceback of In[30]"``); ``images`` (sent with the prompt) are shown as thumbnails, or
+    as one line each in text.
 
     >>> view = make_view("gpt-4.1")
     >>> view.show(); view.append("Hello"); view.finish(result)
     """
     if display_mode(mode) == "widget":
-        return StreamView(model, cost_of=cost_of, note=note)
-    return PlainView(model, cost_of=cost_of, note=note)
+        return StreamView(model, cost_of=cost_of, note=note, images=images)
+    return PlainView(model, cost_of=cost_of, note=note, images=images)
 
 
 # -- the shared bookkeeping --------------------------------------------------------------------
@@ -365,6 +399,7 @@ class StreamView(_View):
         cost_of: CostOf | None = None,
         min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
         note: str = "",
+        images: Sequence[PreparedImage] = (),
     ) -> None:
         import ipywidgets as widgets
 
@@ -388,7 +423,9 @@ class StreamView(_View):
         footer = widgets.HBox(
             [self._status, self._stop], layout=widgets.Layout(align_items="center")
         )
-        self.widget = widgets.VBox([self._answer, self._error, footer])
+        self.images_html = images_html(images)  # thumbnails of the images sent, if any
+        thumbs = [widgets.HTML(self.images_html)] if self.images_html else []
+        self.widget = widgets.VBox([*thumbs, self._answer, self._error, footer])
         self.widget.add_class("holynb-stream")
         self.renders = 0  # how many times the answer was re-rendered (for tests and benches)
         self._pending = False  # text arrived since the last refresh
@@ -504,7 +541,8 @@ class StreamView(_View):
             return
         error = self._error.value if self._error.layout.display is None else ""
         answer = _answer_html(html) if html else ""
-        bundle = {"text/html": answer + error + _status_html(status), "text/plain": text}
+        page = self.images_html + answer + error + _status_html(status)
+        bundle = {"text/html": page, "text/plain": text}
         self._handle.update(bundle, raw=True)
 
     def _schedule_flush(self) -> None:
@@ -573,8 +611,10 @@ class PlainView(_View):
         out: Any = None,
         err: Any = None,
         note: str = "",
+        images: Sequence[PreparedImage] = (),
     ) -> None:
         self._progress = _Progress(model, cost_of, min_interval, note)
+        self._images = list(images)
         self._out = out
         self._err = err
         self._ended_with_newline = True
@@ -584,7 +624,12 @@ class PlainView(_View):
         return self._out if self._out is not None else sys.stdout
 
     def show(self) -> PlainView:
-        """Nothing to show before the first text; returns the view."""
+        """Print one line per image sent (``[image: name, WxH, format, size]``), if any; returns
+        the view."""
+        if self._images:
+            out = self._stdout()
+            out.write("".join(image.label() + "\n" for image in self._images))
+            out.flush()
         return self
 
     def append(self, text: str) -> None:

@@ -19,6 +19,7 @@
     │   └── APIResponseError          the endpoint answered 200 with a body holynb cannot read
     ├── BatchError                    a Batch API job cannot do that yet (unknown id, running)
     ├── BudgetExceededError           the session's budget would be exceeded
+    ├── ImageError                    an image cannot be read, converted or sent (too big)
     ├── JSONExtractionError           no JSON could be recovered from a model's reply
     ├── PromptError                   a %%llm prompt refers to something that does not exist
     └── SchemaValidationError         the answer did not match ``schema=``, even after a repair
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "HolynbError",
+    "ImageError",
     "JSONExtractionError",
     "MapInterrupted",
     "MissingAPIKeyError",
@@ -91,6 +93,17 @@ class BudgetExceededError(HolynbError):
         super().__init__(message)
         self.spent_usd = spent_usd
         self.limit_usd = limit_usd
+
+
+class ImageError(HolynbError, ValueError):
+    """An image for a prompt cannot be used: unreadable, not an image, over the size limit, or
+    Pillow is needed and missing. Nothing was sent. ``name`` is the file (or source) it is about,
+    ``size_bytes`` its size when known."""
+
+    def __init__(self, message: str, *, name: str = "", size_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.size_bytes = size_bytes
 
 
 class JSONExtractionError(HolynbError, ValueError):

@@ -7,6 +7,7 @@ Session, hand the stream to a view from ``holynb.display``. ``%load_ext holynb``
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,13 @@ class LLMMagics(Magics):
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
     @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     @argument("--refresh", action="store_true", help="ask again and replace the cached answer")
+    @argument(
+        "--image",
+        action="append",
+        metavar="PATH_OR_VAR",
+        help="send an image: a variable (a figure, PIL image, array, bytes) or a path; repeatable",
+    )
+    @argument("--image-preset", help="shrink images first: high, medium or low")
     @argument("words", nargs="*", help="line form only: the prompt")
     @no_var_expand  # the prompt is filled once, by build_prompt; the option line is expanded below
     @line_cell_magic
@@ -176,10 +184,19 @@ class LLMMagics(Magics):
 
         session = self.session
         if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            if args.image:
+                print("holynb: --image goes with one model for now; ask each model in turn.")
+                return None
             return self._ask_models(session, text, args)
         model = args.model or session.model
         messages = self._messages(text, args.chat)
+        try:
+            images = self._images(args, session)
+        except HolynbError as err:  # bad or oversized image: nothing is sent
+            print(f"holynb: {err}")
+            return None
         prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
+        prompt_tokens += sum(i.tokens(getattr(session.settings, "api", "openai")) for i in images)
 
         def cost_of(completion_tokens: int) -> float | None:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -193,7 +210,9 @@ class LLMMagics(Magics):
             "tag": f"In[{cell_number(self.shell)}]",
             "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
-        view = make_view(model, cost_of=cost_of, note=note)
+        if images:
+            kwargs["images"] = images
+        view = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
@@ -218,6 +237,29 @@ class LLMMagics(Magics):
             return None
         view.finish(result)
         return self._deliver(result, messages, args)
+
+    def _images(self, args: Any, session: Session) -> list[Any]:
+        """``--image`` values prepared: a name in the user's namespace is that variable, anything
+        else a path."""
+        if not args.image:
+            return []
+        from holynb.images import prepare_image
+
+        ns = self.shell.user_ns
+        images = []
+        for value in args.image:
+            value = _unquote(value) or ""
+            source = ns[value] if value.isidentifier() and value in ns else value
+            name = None if isinstance(source, str | os.PathLike) else value
+            images.append(
+                prepare_image(
+                    source,
+                    preset=_unquote(args.image_preset),
+                    max_bytes=session.max_image_bytes,
+                    name=name,
+                )
+            )
+        return images
 
     def _start_background(
         self,

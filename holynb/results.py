@@ -83,9 +83,11 @@ class CostEstimate:
 
     ``cost_usd`` counts the prompt (estimated offline) plus ``max_completion_tokens`` of
     output, the most the call can cost; None when the model's price is unknown.
+    ``image_tokens`` is the part of ``prompt_tokens`` that the images are.
     """
 
     model: str
     prompt_tokens: int
     max_completion_tokens: int | None
     cost_usd: float | None
+    image_tokens: int = 0

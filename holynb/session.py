@@ -27,6 +27,7 @@ from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError
+from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from holynb.batch_jobs import BatchJob
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
+    from holynb.images import ImagePreset
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
 
@@ -75,7 +77,8 @@ class Session:
     and a budget counts the calls other processes append to the same file; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
-    request already asked from the file, sending nothing (see ``holynb.cache``).
+    request already asked from the file, sending nothing (see ``holynb.cache``);
+    ``max_image_bytes`` is the size limit per image (20 MB; see ``holynb.images``).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Session:
         prices: Mapping[str, Mapping[str, Any]] | None = None,
         cache: bool | str | os.PathLike[str] | None = None,
         bearer: bool | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api=api,
@@ -132,6 +136,7 @@ class Session:
         from holynb.structured import FormatSupport
 
         self._format_support = FormatSupport()  # which endpoints take response_format json_schema
+        self.max_image_bytes = max_image_bytes
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -238,6 +243,18 @@ class Session:
         body.update(params)
         return body
 
+    def _with_images(
+        self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None
+    ) -> tuple[Prompt, str | None]:
+        """The prompt as messages with ``images`` prepared (bad or oversized ones refused
+        before anything is sent) and added to its last user message; unchanged without."""
+        if images is None:
+            return prompt, system
+        from holynb.images import attach_images, prepare_images
+
+        prepared = prepare_images(images, preset, max_bytes=self.max_image_bytes)
+        return attach_images(build_messages(prompt, system), prepared), None
+
     async def achat(
         self,
         prompt: Prompt,
@@ -250,6 +267,8 @@ class Session:
         kind: str = "chat",
         cache: CallCache = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
@@ -258,7 +277,12 @@ class Session:
 
         ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
         ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
-        ``SchemaValidationError`` when it still does not fit after one repair round-trip."""
+        ``SchemaValidationError`` when it still does not fit after one repair round-trip.
+
+        ``images``: paths, bytes, PIL images, URLs, figures or arrays sent with the prompt,
+        shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
+        see :mod:`holynb.images`."""
+        prompt, system = self._with_images(prompt, system, images, image_preset)
         if schema is not None:
             from holynb.structured import achat_structured
 
@@ -309,18 +333,22 @@ class Session:
         kind: str = "stream",
         cache: CallCache = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> AsyncChatStream:
         """The answer's text as it arrives (``async for``). When the stream ends, stops early or
         fails, what arrived is recorded in the ledger and kept in the stream's own ``result``.
         A cached answer is replayed in pieces (``cache=`` as for ``achat``). ``schema`` asks
         for a structured answer, validated when the stream ends (into ``result.parsed``); no
-        repair round-trip, since the text was shown.
+        repair round-trip, since the text was shown. ``images`` and ``image_preset`` as for
+        ``achat`` (prepared, or refused, when the stream is made).
 
         >>> stream = s.astream("Count to five")
         >>> async for text in stream: print(text, end="")
         >>> stream.result.usage
         """
+        prompt, system = self._with_images(prompt, system, images, image_preset)
         stream = AsyncChatStream()
         args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
         return stream._attach(self._stream_texts(stream, *args))
@@ -419,6 +447,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently (async); see ``map``."""
@@ -428,7 +458,7 @@ class Session:
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
-            **params,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     def map(
@@ -446,6 +476,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently; one row per prompt, in input order.
@@ -460,7 +492,9 @@ class Session:
         stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
         (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
         structured answer: its fields become columns, and an answer that does not fit (after
-        one repair) is that item's error. See ``holynb.bulk`` for the columns.
+        one repair) is that item's error. ``images``: one entry per prompt (a source, a list of
+        sources, or None), or with a DataFrame the name of its column of images; a bad image
+        is that item's error. See ``holynb.bulk`` for the columns.
         """
         from holynb.bulk import map_sync
 
@@ -468,7 +502,7 @@ class Session:
             self, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
-            **params,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     async def acompare(
@@ -627,16 +661,23 @@ class Session:
         max_tokens: int | None = None,
         *,
         system: str | None = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
     ) -> CostEstimate:
         """What a call would cost, before sending it, from an offline token estimate.
 
         The prompt is counted with holynb's tokenizer heuristic (within about 10% for English
-        and code); the completion is counted as ``max_tokens`` (the most it can cost).
+        and code); the completion is counted as ``max_tokens`` (the most it can cost). Images
+        are prepared as a call would send them and counted by the rule of this session's wire
+        format (``image_tokens``; see ``holynb.images``).
         """
+        from holynb.images import prepare_images
         from holynb.tokens import estimate_messages_tokens
 
         model = model or self.settings.model
-        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system))
+        prepared = prepare_images(images, image_preset, max_bytes=self.max_image_bytes)
+        image_tokens = sum(i.tokens(getattr(self.settings, "api", "openai")) for i in prepared)
+        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system)) + image_tokens
         out = max_tokens or 0
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
         return CostEstimate(
@@ -644,6 +685,7 @@ class Session:
             prompt_tokens=prompt_tokens,
             max_completion_tokens=max_tokens,
             cost_usd=self.prices.cost(model, usage),
+            image_tokens=image_tokens,
         )
 
     def _reserve(self, body: dict[str, Any]) -> int | None:
@@ -652,8 +694,6 @@ class Session:
         budget = self._budget
         if budget is None:
             return None
-        from holynb.tokens import estimate_messages_tokens
-
         self._count_other_processes(budget)
         model = body["model"]
         price = self.prices.lookup(model)
@@ -665,7 +705,7 @@ class Session:
                 f"Session(prices={{{model!r}: {{'input': 3.0, 'output': 15.0}}}}), or remove "
                 "the budget (session.budget_usd = None).",
             )
-        prompt = math.ceil(estimate_messages_tokens(body["messages"]) * PROMPT_MARGIN)
+        prompt = math.ceil(self._prompt_tokens(body["messages"]) * PROMPT_MARGIN)
         out = body.get("max_tokens") or body.get("max_completion_tokens")
         if out is None and price.output > 0:
             window = self.prices.context_window(model)
@@ -688,6 +728,15 @@ class Session:
                 "{'input': 3.0, 'output': 15.0}}), or remove the budget.",
             )
         return budget.reserve(worst)
+
+    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The offline prompt estimate, its images counted by the rule of this session's wire
+        format (``holynb.images``) instead of a fixed amount."""
+        from holynb.image_tokens import messages_image_tokens
+        from holynb.tokens import IMAGE_TOKENS, estimate_messages_tokens
+
+        count, tokens = messages_image_tokens(messages, getattr(self.settings, "api", "openai"))
+        return estimate_messages_tokens(messages) - count * IMAGE_TOKENS + tokens
 
     @staticmethod
     def _refusal(budget: Budget, message: str) -> BudgetExceededError:
@@ -725,7 +774,7 @@ class Session:
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
         usage = result.usage
         if usage.estimated:  # the server sent no usage: count offline, and say so
-            from holynb.tokens import estimate_messages_tokens, estimate_tokens
+            from holynb.tokens import estimate_tokens
 
             completion = usage.completion_tokens or estimate_tokens(result.text)
             limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -733,7 +782,7 @@ class Session:
                 completion = min(completion, limit)  # the server stops there
             usage = replace(
                 usage,
-                prompt_tokens=usage.prompt_tokens or estimate_messages_tokens(body["messages"]),
+                prompt_tokens=usage.prompt_tokens or self._prompt_tokens(body["messages"]),
                 completion_tokens=completion,
             )
             result = replace(result, usage=usage)

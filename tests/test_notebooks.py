@@ -45,7 +45,10 @@ OPTIONS_NOT_RUN = {
     "--bg": "its answer arrives after the cell has finished, so no output can be stored",
 }
 # What the notebooks use beyond holynb's runtime dependencies, and where.
-NOTEBOOK_NEEDS = {"matplotlib": "Session.plot() in 02-cost-and-budgets"}
+NOTEBOOK_NEEDS = {
+    "matplotlib": "Session.plot() in 02-cost-and-budgets",
+    "pillow": "images in 05-images-and-claude",
+}
 
 
 def notebooks() -> list[nbformat.NotebookNode]:

@@ -441,7 +441,7 @@ class _Handlers:
             model=model.name,
             pieces=pieces,
             finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens(messages),
+            prompt_tokens=prompt_tokens(messages, "anthropic" if ex.anthropic else "openai"),
             tokens_per_second=tps or None,
         )
         if latency_ms:

@@ -8,7 +8,8 @@ Trailing whitespace is one more token, so the tokens of a text always join back 
 ['Hello', ',', ' world', '!']
 
 A prompt costs ``sum(tokens(content) + 4 for each message) + 2``; a text part of a content list
-counts its text, any other part (an image, audio, a file) counts ``NON_TEXT_PART_TOKENS``. A
+counts its text, an image whose data URL can be read counts by the wire format's rule (see
+``holynb.image_tokens``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
 completion costs one token per streamed content chunk, and the server streams one chunk per
 token, so streamed and non-streamed answers report the same usage.
 
@@ -63,7 +64,7 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def content_tokens(content: Any) -> int:
+def content_tokens(content: Any, api: str = "openai") -> int:
     """Tokens of a message's content: text counted, every non-text part a fixed amount."""
     if isinstance(content, str):
         return count_tokens(content)
@@ -73,14 +74,19 @@ def content_tokens(content: Any) -> int:
     for part in content:
         if isinstance(part, dict) and isinstance(part.get("text"), str):
             total += count_tokens(part["text"])
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            from holynb.server.vision import image_part_tokens
+
+            tokens = image_part_tokens(part, api)
+            total += NON_TEXT_PART_TOKENS if tokens is None else tokens
         else:
             total += NON_TEXT_PART_TOKENS
     return total
 
 
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def prompt_tokens(messages: list[dict[str, Any]], api: str = "openai") -> int:
     """Tokens of a whole prompt: each message's content plus 4, plus 2 for the reply's priming."""
-    per_message = sum(content_tokens(m.get("content")) for m in messages)
+    per_message = sum(content_tokens(m.get("content"), api) for m in messages)
     return per_message + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_PROMPT
 
 
@@ -234,15 +240,18 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
 
 def default_models() -> ModelRegistry:
     """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing),
-    the code-interpreter models ``local/python`` and ``local/broken``, and the structured-answer
-    models ``local/json`` and ``local/json-noformat``."""
+    ``local/vision`` (describes the images it got), the code-interpreter models
+    ``local/python`` and ``local/broken``, and the structured-answer models ``local/json`` and
+    ``local/json-noformat``."""
     from holynb.server.json_model import register_json_models
     from holynb.server.python_model import register_python_models
+    from holynb.server.vision import vision
 
     registry = ModelRegistry(
         [
             Model("local/echo", echo),
             Model("local/slow", echo, latency_ms=400.0, tokens_per_second=40.0),
+            Model("local/vision", vision),
         ]
     )
     register_python_models(registry)
