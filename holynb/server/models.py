@@ -248,3 +248,12 @@ def default_models() -> ModelRegistry:
     register_python_models(registry)
     register_json_models(registry)
     return registry
+
+
+def single_model(name: str) -> ModelRegistry:
+    """A registry serving only ``name``, answering like ``local/echo``: a stand-in for a user's
+    own endpoint (a relay, vLLM, Ollama) that knows one model and no ``local/...`` ones. Its
+    answers are prose, never JSON or code, as a weak model's often are."""
+    if not name or name.startswith("local/"):
+        raise ValueError(f"Pick a model name outside local/..., not {name!r}.")
+    return ModelRegistry([Model(name, echo, owned_by="user")])
