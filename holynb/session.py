@@ -152,7 +152,9 @@ class Session:
 
     @property
     def is_local(self) -> bool:
-        """Whether the endpoint is on this machine (no key needed unless it asks for one)."""
+        """Whether the endpoint is on this machine (no key needed unless it asks for one): holynb's
+        offline server or any other (vLLM, Ollama, a LiteLLM relay). Whether it is holynb's own
+        offline server, with its ``local/...`` models, is ``uses_offline_server``."""
         return is_loopback_url(self.settings.base_url)
 
     @property

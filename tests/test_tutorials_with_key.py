@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -29,10 +29,10 @@ MODEL = "relay-small-1"  # a name holynb has no price for
 KEY = "sk-relay-test-0123456789abcdef"
 
 
-def _start_relay() -> tuple[subprocess.Popen[str], str]:
+def _start_relay(batches: bool = False) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLYNB_", "HOLYSHEEP_"))}
     command = [sys.executable, "-m", "holynb", "serve", "--port", "0", "--api-key", KEY]
-    command += ["--only-model", MODEL, "--no-batches"]
+    command += ["--only-model", MODEL] + ([] if batches else ["--no-batches"])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     first = proc.stdout.readline()  # "holynb local server on http://127.0.0.1:PORT/v1 (...)"
@@ -43,17 +43,37 @@ def _start_relay() -> tuple[subprocess.Popen[str], str]:
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[str]:
-    proc, base_url = _start_relay()
+def relays() -> Iterator[Callable[[bool], str]]:
+    """``relays(batches)``: the base URL of a relay with or without the Batch API, each started
+    once, on first use, in its own process."""
+    started: dict[bool, tuple[subprocess.Popen[str], str]] = {}
+
+    def get(batches: bool = False) -> str:
+        if batches not in started:
+            started[batches] = _start_relay(batches)
+        return started[batches][1]
+
     try:
-        yield base_url
+        yield get
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc, _url in started.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def relay(relays) -> str:
+    return relays(False)
+
+
+def uses_batch_api(nb: nbformat.NotebookNode) -> bool:
+    """Whether a tutorial needs the Batch API (most endpoints on a user's machine have none)."""
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return any(name in code for name in (".batch(", "BatchJob", "batch_jsonl", ".batches("))
 
 
 def _post(base_url: str, path: str, body: bytes, key: str | None = KEY) -> int:
@@ -119,7 +139,9 @@ def failed_cells(nb: nbformat.NotebookNode) -> list[str]:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relay, path, tmp_path, monkeypatch):
+def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relays, path, tmp_path, monkeypatch):
+    nb = nbformat.read(path, as_version=4)
+    relay = relays(uses_batch_api(nb))
     for name in list(os.environ):
         if name.startswith(("HOLYNB_", "HOLYSHEEP_")):
             monkeypatch.delenv(name)
@@ -128,14 +150,13 @@ def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relay, path, tmp_pat
     monkeypatch.setenv("HOLYNB_MODEL", MODEL)
     monkeypatch.setenv("HOLYNB_HOME", str(tmp_path))
     assert _post(relay.removesuffix("/v1"), "/_holynb/reset", b"{}") == 200
-    nb = nbformat.read(path, as_version=4)
     started = time.monotonic()
     client = NotebookClient(
         nb,
         timeout=120,
         kernel_name="python3",
         allow_errors=True,
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": str(path.parent)}},  # where nbval runs it too
     )
     client.execute()
     failures = failed_cells(nb)
@@ -150,3 +171,4 @@ def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relay, path, tmp_pat
         for out in cell.get("outputs", [])
     )
     assert KEY not in shown
+    assert "No API key found" not in shown and "interpreter model: local/" not in shown
