@@ -119,9 +119,12 @@ def plot(frame: pd.DataFrame) -> Any:
         raise ImportError("Session.plot() needs matplotlib: pip install matplotlib") from err
     fig, (ax_cost, ax_lat) = plt.subplots(1, 2, figsize=(11, 3.8))
     data = frame.sort_values("ts")
-    costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()
+    costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()  # the known costs
     ax_cost.step(data["ts"], costs, where="post")
-    ax_cost.set_title("Cumulative cost (USD)")
+    used = data["prompt_tokens"].fillna(0) + data["completion_tokens"].fillna(0) > 0
+    unpriced = int((data["cost_usd"].isna() & used).sum())
+    note = f"\n(+ {unpriced} call{'s' * (unpriced != 1)} without a price)" if unpriced else ""
+    ax_cost.set_title("Cumulative cost (USD)" + note)
     ax_cost.tick_params(axis="x", labelrotation=30)
     ok = data[data["ok"]]
     models = sorted(ok["model"].unique())

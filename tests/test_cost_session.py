@@ -252,3 +252,14 @@ def test_plot_returns_a_figure(local):
     s.chat("b")
     fig = s.plot()
     assert len(fig.axes) == 2
+    assert fig.axes[0].get_title() == "Cumulative cost (USD)"
+
+
+def test_plot_says_how_many_calls_have_no_price(local):
+    pytest.importorskip("matplotlib")
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        s.chat("a")
+    assert "+ 1 call without a price" in s.plot().axes[0].get_title()
