@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only-model",
         metavar="NAME",
         default=None,
-        help="serve just this one model (an echo), like a user's own relay; local/... gets 404",
+        help="serve just this one model (answers in prose), like a user's own relay; others: 404",
     )
     serve.add_argument(
         "--no-batches", action="store_true", help="leave out /v1/files and /v1/batches"

@@ -331,7 +331,8 @@ def serve_forever(
 
     It prints the base URL and the lines to paste into another shell, with the token it made
     (unless ``api_key`` is given, which it does not echo, or ``auth=False``). ``only_model``
-    serves just that model (an echo, see ``single_model``); ``batches=False``: no Batch API."""
+    serves just that model (it answers in prose: ``single_model``); ``batches=False``: no
+    Batch API."""
     from holynb.server.models import single_model
 
     server = LocalServer(
