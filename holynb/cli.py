@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve local/python and local/broken, which run the code they are sent",
     )
+    serve.add_argument(
+        "--only-model",
+        metavar="NAME",
+        default=None,
+        help="serve just this one model (answers in prose), like a user's own relay; others: 404",
+    )
+    serve.add_argument(
+        "--no-batches", action="store_true", help="leave out /v1/files and /v1/batches"
+    )
     serve.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     serve.add_argument(
         "--tokens-per-second",
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 tokens_per_second=args.tokens_per_second,
                 auth=not args.no_auth,
                 python=args.enable_python,
+                only_model=args.only_model,
+                batches=not args.no_batches,
             )
         except (ValueError, OSError) as err:
             print(f"holynb serve: {err}", file=sys.stderr)

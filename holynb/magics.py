@@ -427,7 +427,7 @@ class LLMMagics(Magics):
             ("api key", f"set ({key.masked})" if key else "missing"),
             ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),
-            ("spent", f"${current.total_cost_usd:.4f}"),
+            ("spent", current.cost_summary()),
         ]
         print("\n".join(f"{k:>9}: {v}" for k, v in rows))
 

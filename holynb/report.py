@@ -65,6 +65,16 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def cost_text(known_usd: float, unpriced_calls: int = 0) -> str:
+    """A total that hides no unknown price: ``"$0.0123"``, ``"$0.0123 + 4 calls without a
+    price"`` (the calls whose model has no known price are not in the dollar figure)."""
+    text = f"${known_usd:,.4f}"
+    if unpriced_calls:
+        calls = "call" if unpriced_calls == 1 else "calls"
+        text += f" + {unpriced_calls} {calls} without a price"
+    return text
+
+
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
@@ -93,10 +103,9 @@ def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
             _fmt(r["ttft_p50_ms"], "ms"),
         ]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    note = f" ({unknown} call(s) with unknown price)" if unknown else ""
     return (
         f"<div class='holynb-summary'><b>{html.escape(title)}</b> — total "
-        f"{_fmt(total_cost, 'usd')}{note}"
+        f"{html.escape(cost_text(total_cost, unknown))}"
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
         "<tbody>" + "".join(body) + "</tbody></table></div>"
     )
@@ -110,9 +119,12 @@ def plot(frame: pd.DataFrame) -> Any:
         raise ImportError("Session.plot() needs matplotlib: pip install matplotlib") from err
     fig, (ax_cost, ax_lat) = plt.subplots(1, 2, figsize=(11, 3.8))
     data = frame.sort_values("ts")
-    costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()
+    costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()  # the known costs
     ax_cost.step(data["ts"], costs, where="post")
-    ax_cost.set_title("Cumulative cost (USD)")
+    used = data["prompt_tokens"].fillna(0) + data["completion_tokens"].fillna(0) > 0
+    unpriced = int((data["cost_usd"].isna() & used).sum())
+    note = f"\n(+ {unpriced} call{'s' * (unpriced != 1)} without a price)" if unpriced else ""
+    ax_cost.set_title("Cumulative cost (USD)" + note)
     ax_cost.tick_params(axis="x", labelrotation=30)
     ok = data[data["ok"]]
     models = sorted(ok["model"].unique())

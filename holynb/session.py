@@ -157,7 +157,9 @@ class Session:
 
     @property
     def is_local(self) -> bool:
-        """Whether the endpoint is on this machine (no key needed unless it asks for one)."""
+        """Whether the endpoint is on this machine (no key needed unless it asks for one): holynb's
+        offline server or any other (vLLM, Ollama, a LiteLLM relay). Whether it is holynb's own
+        offline server, with its ``local/...`` models, is ``uses_offline_server``."""
         return is_loopback_url(self.settings.base_url)
 
     @property
@@ -207,15 +209,14 @@ class Session:
         api = f", api={self.api!r}" if self.api != "openai" else ""
         return (
             f"Session(model={self.model!r}{api}, base_url={self.base_url!r}, key={key}, "
-            f"calls={len(self._ledger)}, cost=${self.total_cost_usd:.4f})"
+            f"calls={len(self._ledger)}, cost={self.cost_summary()})"
         )
 
     def _repr_html_(self) -> str:
         from holynb.report import summary_html
 
-        unknown = sum(1 for r in self._ledger if r.cost_usd is None and r.completion_tokens)
         title = f"holynb session: {self.base_url}"
-        return summary_html(self.summary(), self.total_cost_usd, unknown, title)
+        return summary_html(self.summary(), self.total_cost_usd, self.unpriced_calls, title)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -881,8 +882,31 @@ class Session:
 
     @property
     def total_cost_usd(self) -> float:
-        """The sum of known costs (calls with unknown prices count as nothing here)."""
+        """The sum of the known costs, a float. Calls to a model with no known price are not in
+        it (they are not free either): ``unpriced_calls`` counts them, and ``cost_summary()``
+        says both, e.g. ``"$0.0123 + 4 calls without a price"``."""
         return float(sum(r.cost_usd for r in self._ledger if r.cost_usd is not None))
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls that used tokens of a model holynb has no price for (cost ``None``), so their
+        cost is missing from ``total_cost_usd``. Add the price to count them:
+        ``Session(prices={"my-model": {"input": 0.15, "output": 0.6}})`` (USD per 1M tokens)."""
+        return sum(
+            1
+            for r in self._ledger
+            if r.cost_usd is None and (r.prompt_tokens or r.completion_tokens)
+        )
+
+    def cost_summary(self) -> str:
+        """What this session spent, as text: the known total and how many calls have no price.
+
+        >>> s.cost_summary()
+        '$0.0123 + 4 calls without a price'
+        """
+        from holynb.report import cost_text
+
+        return cost_text(self.total_cost_usd, self.unpriced_calls)
 
     def summary(self) -> pd.DataFrame:
         """Per model: calls, success rate, tokens, cost, latency p50/p95/p99, ttft p50."""

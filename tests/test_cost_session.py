@@ -85,6 +85,29 @@ def test_unknown_price_is_none_with_one_warning(local):
     assert s.summary().loc[0, "cost_usd"] is None
 
 
+def test_totals_say_how_many_calls_have_no_price(local):
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model", prices=PRICES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        s.chat("one")
+        s.chat("two")
+    priced = s.chat("priced", model="local/echo")
+    assert priced.cost_usd > 0 and s.total_cost_usd == pytest.approx(priced.cost_usd)
+    assert s.unpriced_calls == 2
+    summary = s.cost_summary()
+    assert summary == f"${priced.cost_usd:,.4f} + 2 calls without a price"
+    assert summary in repr(s) and summary in s._repr_html_()
+
+
+def test_a_fully_priced_session_says_just_the_total(local):
+    s = session_for(local, prices=PRICES)
+    s.chat("one")
+    assert s.unpriced_calls == 0
+    assert s.cost_summary() == f"${s.total_cost_usd:,.4f}"
+    assert "without a price" not in repr(s) + s._repr_html_()
+
+
 def test_budget_refuses_the_call_that_would_exceed_before_sending(local):
     s = session_for(local, prices=PRICES)
     first = s.chat("measure", max_tokens=20)
@@ -229,3 +252,14 @@ def test_plot_returns_a_figure(local):
     s.chat("b")
     fig = s.plot()
     assert len(fig.axes) == 2
+    assert fig.axes[0].get_title() == "Cumulative cost (USD)"
+
+
+def test_plot_says_how_many_calls_have_no_price(local):
+    pytest.importorskip("matplotlib")
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        s.chat("a")
+    assert "+ 1 call without a price" in s.plot().axes[0].get_title()

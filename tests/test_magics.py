@@ -137,6 +137,16 @@ def test_config_shows_settings_without_the_key(shell, capsys):
     assert "base_url" in out and "set (" in out and "SECRETSECRET" not in out
 
 
+def test_config_spent_counts_the_calls_without_a_price(shell, local, capsys):
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    magics.set_default_session(session_for(local, model="mystery/model"))
+    with pytest.warns(holynb.prices.UnknownPriceWarning):
+        run(shell, "%llm --no-stream hello")
+    capsys.readouterr()
+    run(shell, "%llm config")
+    assert "spent: $0.0000 + 1 call without a price" in capsys.readouterr().out
+
+
 def test_config_changes_model_and_keeps_the_ledger(shell, capsys):
     run(shell, "%llm hi")
     run(shell, "%llm config model=local/slow budget=2")

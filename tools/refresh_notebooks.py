@@ -5,11 +5,16 @@
 
 Runs each notebook top to bottom in a fresh kernel with no API key in the environment (so on
 holynb's local server, as CI does), then writes it back with the new outputs.
+
+nbval's comment markers (``# NBVAL_IGNORE_OUTPUT`` and the ``# (reason)`` under it) are moved
+out of the cells into their tags (``nbval-ignore-output``) and metadata (``nbval_reason``), so
+readers see clean cells.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,8 +34,48 @@ SCRUBBED = (
 )
 
 
+# nbval's comment markers and the cell tags nbval reads instead
+MARKER_TAGS = {
+    "NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "NBVAL_SKIP": "nbval-skip",
+    "NBVAL_RAISES_EXCEPTION": "raises-exception",
+}
+_MARKER = re.compile(r"^#\s*(NBVAL_[A-Z_]+)\s*$")
+
+
+def markers_to_tags(cell: nbformat.NotebookNode) -> None:
+    """Move nbval comment markers (and a ``# (reason ...)`` comment right under one) from the
+    cell's source into its tags and its ``nbval_reason`` metadata."""
+    lines = cell.source.split("\n")
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        found = _MARKER.match(lines[i].strip())
+        if not found or found.group(1) not in MARKER_TAGS:
+            kept.append(lines[i])
+            i += 1
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if MARKER_TAGS[found.group(1)] not in tags:
+            tags.append(MARKER_TAGS[found.group(1)])
+        i += 1
+        if i < len(lines) and lines[i].startswith("# ("):
+            reason = []
+            while i < len(lines) and lines[i].startswith("#"):
+                reason.append(lines[i].lstrip("# ").strip())
+                i += 1
+                if reason[-1].endswith(")"):
+                    break
+            cell.metadata["nbval_reason"] = " ".join(reason).strip("()")
+    cell.source = "\n".join(kept)
+
+
 def refresh(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            markers_to_tags(cell)
     client = NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )

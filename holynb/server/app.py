@@ -92,6 +92,7 @@ class ServerState:
     tokens_per_second: float | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     batches: BatchStore = field(default_factory=BatchStore)
+    serve_batches: bool = True  # False: no /v1/files, /v1/batches (404), as many endpoints
 
 
 def build_app(state: ServerState) -> web.Application:
@@ -111,7 +112,8 @@ def build_app(state: ServerState) -> web.Application:
     add("GET", "/_holynb/faults", h.list_faults)
     add("POST", "/_holynb/faults", h.push_faults)
     add("DELETE", "/_holynb/faults", h.clear_faults)
-    add_routes(app, state.batches, state.models, h._autherror_response)
+    if state.serve_batches:
+        add_routes(app, state.batches, state.models, h._autherror_response)
     add("*", "/{tail:.*}", h.not_found)
     app.on_response_prepare.append(_stamp_request_id)
     return app

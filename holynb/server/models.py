@@ -257,3 +257,18 @@ def default_models() -> ModelRegistry:
     register_python_models(registry)
     register_json_models(registry)
     return registry
+
+
+def prose(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """A weak model's answer: a deterministic passage chosen by the prompt, never repeating it,
+    so never the JSON or the code it was asked for."""
+    return f"Here is what I think. {passage(_prompt_seed(messages, params))}"
+
+
+def single_model(name: str) -> ModelRegistry:
+    """A registry serving only ``name``: a stand-in for a user's own endpoint (a relay, vLLM,
+    Ollama) that knows one model and no ``local/...`` ones. It answers in prose (``prose``),
+    never JSON or code, as a weak model often does."""
+    if not name or name.startswith("local/"):
+        raise ValueError(f"Pick a model name outside local/..., not {name!r}.")
+    return ModelRegistry([Model(name, prose, owned_by="user")])

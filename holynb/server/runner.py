@@ -64,7 +64,9 @@ class LocalServer:
     ``server.api_key.get()``. It refuses requests from web pages (an ``Origin`` header), a
     ``Host`` that is not a loopback name, and JSON routes posted with another content type.
     Models that run code (``local/python``, ``local/broken``) answer only with ``python=True``
-    (settable while running).
+    (settable while running). ``batches=False`` leaves out ``/v1/files`` and ``/v1/batches``;
+    with ``models=single_model("my-model")`` (``holynb serve --only-model``) it stands in for a
+    user's own endpoint that serves one model.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class LocalServer:
         log_limit: int = 10_000,
         python: bool = False,
         auth: bool = True,
+        batches: bool = True,
     ) -> None:
         self.host = _bind_host(host, allow_remote)
         if api_key is not None and not auth:
@@ -96,6 +99,7 @@ class LocalServer:
             check_host=not allow_remote,
             latency_ms=float(latency_ms),
             tokens_per_second=tokens_per_second or None,
+            serve_batches=batches,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -320,11 +324,17 @@ def serve_forever(
     allow_remote: bool = False,
     auth: bool = True,
     python: bool = False,
+    only_model: str | None = None,
+    batches: bool = True,
 ) -> None:
     """Run the local server until Ctrl+C or SIGTERM (the ``holynb serve`` command).
 
     It prints the base URL and the lines to paste into another shell, with the token it made
-    (unless ``api_key`` is given, which it does not echo, or ``auth=False``)."""
+    (unless ``api_key`` is given, which it does not echo, or ``auth=False``). ``only_model``
+    serves just that model (it answers in prose: ``single_model``); ``batches=False``: no
+    Batch API."""
+    from holynb.server.models import single_model
+
     server = LocalServer(
         host,
         port,
@@ -334,6 +344,8 @@ def serve_forever(
         allow_remote=allow_remote,
         auth=auth,
         python=python,
+        models=single_model(only_model) if only_model else None,
+        batches=batches,
     ).start()
     print(serve_banner(server, key_given=api_key is not None), flush=True)
     stop = threading.Event()
@@ -351,7 +363,9 @@ def serve_forever(
 def serve_banner(server: LocalServer, *, key_given: bool = False) -> str:
     """What ``holynb serve`` prints: where it listens and the export lines to paste."""
     code_models = [m.name for m in server.models if m.runs_code]
-    if server.python:
+    if not code_models:
+        python = "no code-running models"
+    elif server.python:
         python = f"{', '.join(code_models)} ON: they run the code sent to them, as you"
     else:
         python = f"{', '.join(code_models)} off (--enable-python turns them on)"
@@ -371,5 +385,5 @@ def serve_banner(server: LocalServer, *, key_given: bool = False) -> str:
         lines.append("  export HOLYNB_API_KEY=<the --api-key value>")
     else:
         lines.append(f"  export HOLYNB_API_KEY={key.get()}")
-    lines.append("  export HOLYNB_MODEL=local/echo")
+    lines.append(f"  export HOLYNB_MODEL={server.models.names()[0]}")
     return "\n".join(lines)
