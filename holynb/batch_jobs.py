@@ -211,6 +211,8 @@ class BatchJob:
                 response = await client.send("POST", "batches", json=request)
             except APIStatusError as err:
                 if err.status in (404, 405):
+                    with contextlib.suppress(APIError):  # leave nothing behind at the provider
+                        await client.send("DELETE", f"files/{file_id}")
                     raise _not_supported(self.session, err, "POST /batches") from None
                 raise
             part = Part(batch_id="", input_file_id=file_id, rows=rows, round=round_)

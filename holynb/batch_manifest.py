@@ -19,16 +19,11 @@ from typing import Any
 
 import orjson
 
-HOME_ENV = "HOLYNB_HOME"
+from holynb._config import holynb_home
+
 MANIFEST = "manifest.json"
 REQUESTS = "requests.jsonl"
 VERSION = 1
-
-
-def holynb_home() -> Path:
-    """Where holynb keeps its state: ``$HOLYNB_HOME``, default ``~/.holynb``."""
-    value = os.environ.get(HOME_ENV, "").strip()
-    return Path(value or "~/.holynb").expanduser()
 
 
 def batches_dir() -> Path:

@@ -155,6 +155,15 @@ def test_an_endpoint_without_batch_endpoints_says_so(srv, home):
     assert bare.batches().empty  # nothing left behind
 
 
+def test_an_endpoint_with_files_but_no_batches_keeps_no_uploaded_file(s, srv):
+    srv.batches.settings.batches_endpoint = False
+    before = {f.id for f in srv.batches.files.all()}
+    with pytest.raises(holynb.BatchNotSupportedError, match="POST /batches"):
+        s.batch(["a", "b"])
+    assert {f.id for f in srv.batches.files.all()} == before  # the upload was deleted
+    assert s.batches().empty
+
+
 def test_resubmit_failed_sends_only_failed_items(s, srv):
     frame = reviews(30)
     job = s.batch(frame, template="{review}").wait(progress=False)
@@ -293,3 +302,10 @@ def test_the_api_key_never_reaches_the_manifest_or_the_downloads(home):
     files = [p for p in home.rglob("*") if p.is_file()]
     assert len(files) >= 3  # manifest, requests, output
     assert not [p for p in files if PLANTED_KEY.encode() in p.read_bytes()]
+
+
+def test_the_batch_manifest_and_the_cache_share_one_holynb_home(home):
+    from holynb import _config, batch_manifest, cache
+
+    assert batch_manifest.holynb_home is _config.holynb_home is cache.holynb_home
+    assert batch_manifest.batches_dir() == home / "batches"
