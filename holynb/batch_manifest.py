@@ -69,6 +69,7 @@ class Manifest:
     parts: list[Part] = field(default_factory=list)
     max_requests_per_file: int = 50_000
     max_bytes_per_file: int = 200 * 2**20
+    schema: dict[str, Any] | None = None  # schema=: {"name", "schema"}, for the answer columns
     version: int = VERSION
 
     @property
