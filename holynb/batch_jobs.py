@@ -165,7 +165,7 @@ class BatchJob:
             id=new_job_id(),
             base_url=session.base_url,
             model=bodies[0]["model"],
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             index=rows.index,
             index_name=rows.index_name,
             texts=rows.texts,

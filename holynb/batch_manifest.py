@@ -129,4 +129,4 @@ def known_jobs() -> list[Manifest]:
             found.append(Manifest.from_json(orjson.loads(path.read_bytes())))
         except (orjson.JSONDecodeError, TypeError, KeyError):
             continue
-    return found
+    return sorted(found, key=lambda m: (m.created_at, m.id))  # ids alone tie within a second

@@ -349,3 +349,10 @@ def test_schema_gives_answer_columns_and_a_mismatch_is_that_rows_error(s, srv):
 def test_schema_and_response_format_are_not_both_given(s, srv):
     with pytest.raises(TypeError, match="not both"):
         s.batch(["a"], schema=Verdict, response_format={"type": "json_object"})
+
+
+def test_batches_lists_jobs_newest_first_within_the_same_second(s, srv, monkeypatch):
+    ids = iter(["job-20261127-101500-ffffff", "job-20261127-101500-000000"])  # same second
+    monkeypatch.setattr("holynb.batch_jobs.new_job_id", lambda: next(ids))
+    first, second = s.batch(["a"]), s.batch(["b"])
+    assert s.batches()["job_id"].tolist() == [second.id, first.id]
