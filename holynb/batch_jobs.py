@@ -140,6 +140,7 @@ class BatchJob:
                 f"holynb uses 2 ({JOB_KEY}, {PART_KEY}): keep at most {MAX_METADATA_PAIRS - 2}."
             )
         params = dict(params or {})
+        kept_schema = None  # what the manifest keeps of schema= (JSON), for attach
         if schema is not None:
             from holynb.structured import AnswerSchema
 
@@ -147,6 +148,7 @@ class BatchJob:
                 raise TypeError("Give schema= or response_format=, not both: schema= sets it.")
             spec = AnswerSchema.of(schema)
             params["response_format"] = spec.response_format()
+            kept_schema = {"name": spec.name, "schema": spec.schema}
         rows = prompt_rows(prompts, template)
         if not rows.prompts:
             raise ConfigurationError("There are no prompts to send.")
@@ -172,7 +174,7 @@ class BatchJob:
             metadata=metadata,
             max_requests_per_file=max_requests_per_file,
             max_bytes_per_file=max_bytes_per_file,
-            schema=None if schema is None else {"name": spec.name, "schema": spec.schema},
+            schema=kept_schema,
         )
         manifest.write_requests(encoded)
         manifest.save()
