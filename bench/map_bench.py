@@ -43,6 +43,7 @@ from holynb.keystore import KeyStore, request_key  # noqa: E402
 from holynb.results import ChatResult, Usage  # noqa: E402
 
 MODEL = "local/echo"  # the fast server answers any model name
+TOKEN = "bench-map-token-0123456789"  # holynb serve requires a token; the fast server ignores it
 PRICES = {m: {"input": 0.15, "output": 0.6} for m in (MODEL, "bench")}  # costs are counted
 
 
@@ -74,7 +75,7 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "holynb", "serve", "--port", str(port), "--latency-ms",
-         str(latency_ms)],
+         str(latency_ms), "--api-key", TOKEN],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -94,7 +95,9 @@ def prompts(n: int, prefix: str = "Classify this review") -> list[str]:
 
 
 def throughput(base_url: str, items: int, concurrency: int, latency_ms: float) -> dict[str, Any]:
-    s = holynb.Session(base_url=base_url, model=MODEL, concurrency=concurrency, prices=PRICES)
+    s = holynb.Session(
+        base_url=base_url, api_key=TOKEN, model=MODEL, concurrency=concurrency, prices=PRICES
+    )
     with tempfile.TemporaryDirectory() as tmp:
         s.map(prompts(concurrency * 4, "warm-up"), progress=False, max_tokens=16)  # pool, imports
         gc.collect()
@@ -126,7 +129,9 @@ def throughput(base_url: str, items: int, concurrency: int, latency_ms: float) -
 
 def resume_start(base_url: str, concurrency: int) -> dict[str, Any]:
     items = prompts(10_000)
-    s = holynb.Session(base_url=base_url, model=MODEL, concurrency=concurrency, prices=PRICES)
+    s = holynb.Session(
+        base_url=base_url, api_key=TOKEN, model=MODEL, concurrency=concurrency, prices=PRICES
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.sqlite"
         text = "Positive. " * 40  # a 400-character stored answer

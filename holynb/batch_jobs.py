@@ -107,9 +107,10 @@ class BatchJob:
     >>> job.resubmit_failed()                     # only the failed, expired or missing rows
     """
 
-    def __init__(self, session: Session, manifest: Manifest) -> None:
+    def __init__(self, session: Session, manifest: Manifest, schema: Any = None) -> None:
         self.session = session
         self._manifest = manifest
+        self._schema = schema  # schema= as given (a pydantic model validates as itself)
 
     # -- creating and finding jobs --------------------------------------------------------------
 
@@ -128,19 +129,31 @@ class BatchJob:
         max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
         max_bytes_per_file: int = MAX_BYTES_PER_FILE,
         params: dict[str, Any] | None = None,
+        schema: Any = None,
     ) -> BatchJob:
-        """Build, check, split and upload the requests, and create one batch per part."""
+        """Build, check, split and upload the requests, and create one batch per part.
+        ``schema`` asks every request for ``response_format`` ``json_schema``."""
         metadata = dict(metadata or {})
         if len(metadata) > MAX_METADATA_PAIRS - 2:
             raise ConfigurationError(
                 f"metadata has {len(metadata)} pairs; a batch takes {MAX_METADATA_PAIRS} and "
                 f"holynb uses 2 ({JOB_KEY}, {PART_KEY}): keep at most {MAX_METADATA_PAIRS - 2}."
             )
+        params = dict(params or {})
+        kept_schema = None  # what the manifest keeps of schema= (JSON), for attach
+        if schema is not None:
+            from holynb.structured import AnswerSchema
+
+            if "response_format" in params:
+                raise TypeError("Give schema= or response_format=, not both: schema= sets it.")
+            spec = AnswerSchema.of(schema)
+            params["response_format"] = spec.response_format()
+            kept_schema = {"name": spec.name, "schema": spec.schema}
         rows = prompt_rows(prompts, template)
         if not rows.prompts:
             raise ConfigurationError("There are no prompts to send.")
         bodies = [
-            session._body(p, model, system, temperature, max_tokens, dict(params or {}))
+            session._body(p, model, system, temperature, max_tokens, dict(params))
             for p in rows.prompts
         ]
         _check_budget(session, bodies)
@@ -154,17 +167,18 @@ class BatchJob:
             id=new_job_id(),
             base_url=session.base_url,
             model=bodies[0]["model"],
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             index=rows.index,
             index_name=rows.index_name,
             texts=rows.texts,
             metadata=metadata,
             max_requests_per_file=max_requests_per_file,
             max_bytes_per_file=max_bytes_per_file,
+            schema=kept_schema,
         )
         manifest.write_requests(encoded)
         manifest.save()
-        job = cls(session, manifest)
+        job = cls(session, manifest, schema)
         try:
             await job._send(groups, encoded, round_=0)
         except BatchNotSupportedError:
@@ -211,6 +225,8 @@ class BatchJob:
                 response = await client.send("POST", "batches", json=request)
             except APIStatusError as err:
                 if err.status in (404, 405):
+                    with contextlib.suppress(APIError):  # leave nothing behind at the provider
+                        await client.send("DELETE", f"files/{file_id}")
                     raise _not_supported(self.session, err, "POST /batches") from None
                 raise
             part = Part(batch_id="", input_file_id=file_id, rows=rows, round=round_)
@@ -436,14 +452,25 @@ class BatchJob:
                 "call job.wait() first, or job.results(partial=True) for what is final so far."
             )
         outcomes, attempts, costs = await self._outcomes()
-        return frame(self._manifest, outcomes, attempts, costs)
+        return frame(self._manifest, outcomes, attempts, costs, self._answer_schema())
+
+    def _answer_schema(self) -> Any:
+        # As given to s.batch in this kernel; after attach, the JSON schema from the manifest.
+        schema = self._schema if self._schema is not None else self._manifest.schema
+        if schema is None:
+            return None
+        from holynb.structured import AnswerSchema
+
+        return AnswerSchema.of(schema)
 
     def results(self, partial: bool = False) -> pd.DataFrame:
         """Every input row in input order, with the input's index, shaped like ``s.map``'s
         frame plus ``custom_id``: answers where the batch gave one, failed, expired or
         cancelled rows with their error. Each answered or failed request enters the ledger
         once (``kind="batch"``, cost at batch prices). Downloads are kept beside the manifest.
-        ``partial=True`` returns what is final while parts still run."""
+        ``partial=True`` returns what is final while parts still run. A job created with
+        ``schema=`` gets one column per field of the answer, as ``map`` does; an answer that
+        does not fit is that row's error (no repair round trip in a batch)."""
         return default_loop().run(self.aresults(partial))
 
     # -- acting on it ---------------------------------------------------------------------------

@@ -19,16 +19,11 @@ from typing import Any
 
 import orjson
 
-HOME_ENV = "HOLYNB_HOME"
+from holynb._config import holynb_home
+
 MANIFEST = "manifest.json"
 REQUESTS = "requests.jsonl"
 VERSION = 1
-
-
-def holynb_home() -> Path:
-    """Where holynb keeps its state: ``$HOLYNB_HOME``, default ``~/.holynb``."""
-    value = os.environ.get(HOME_ENV, "").strip()
-    return Path(value or "~/.holynb").expanduser()
 
 
 def batches_dir() -> Path:
@@ -74,6 +69,7 @@ class Manifest:
     parts: list[Part] = field(default_factory=list)
     max_requests_per_file: int = 50_000
     max_bytes_per_file: int = 200 * 2**20
+    schema: dict[str, Any] | None = None  # schema=: {"name", "schema"}, for the answer columns
     version: int = VERSION
 
     @property
@@ -133,4 +129,4 @@ def known_jobs() -> list[Manifest]:
             found.append(Manifest.from_json(orjson.loads(path.read_bytes())))
         except (orjson.JSONDecodeError, TypeError, KeyError):
             continue
-    return found
+    return sorted(found, key=lambda m: (m.created_at, m.id))  # ids alone tie within a second

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from holynb.bulk import RESULT_COLUMNS, result_frame
 from holynb.errors import status_error_class
 from holynb.results import ChatResult, Usage
 
@@ -20,22 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb.batch_manifest import Manifest, Part
+    from holynb.structured import AnswerSchema
 
-# The columns of Session.map's frame (DESIGN.md, "Next wave"); batch results add custom_id.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "prompt",
-    "text",
-    "ok",
-    "error",
-    "finish_reason",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "latency_ms",
-    "attempts",
-    "cache_hit",
-)
+# Session.map's columns (holynb.bulk), and the line each row came from.
 BATCH_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS, "custom_id")
 _NOT_RUN = {"batch_expired": "BatchExpired", "batch_cancelled": "BatchCancelled"}
 
@@ -111,35 +99,35 @@ def frame(
     outcomes: dict[int, Outcome | str],
     attempts: dict[int, int],
     costs: dict[int, float | None],
+    schema: AnswerSchema | None = None,
 ) -> pd.DataFrame:
-    """The results frame: one row per input row, in input order, with the input's index."""
+    """The results frame: one row per input row, in input order, with the input's index, built
+    by ``bulk.result_frame`` like map's. With ``schema``, its fields become columns, and an
+    answer that does not fit is that row's error (``SchemaValidationError: ...``; its text and
+    cost stay: the provider answered and charged)."""
     import pandas as pd
 
     from holynb.batch_files import custom_id
 
-    columns: dict[str, list[Any]] = {c: [] for c in BATCH_COLUMNS}
+    rows = []
     for pos, prompt in enumerate(manifest.texts):
         got = outcomes.get(pos, "Pending: this request was never sent; job.resubmit_failed()")
         result = got.result if isinstance(got, Outcome) else None
         error = got if isinstance(got, str) else got.error
-        usage = result.usage if result is not None else Usage()
-        row = {
-            "prompt": prompt,
-            "text": result.text if result is not None else None,
-            "ok": result is not None,
-            "error": None if result is not None else error,
-            "finish_reason": result.finish_reason if result is not None else None,
-            "model": result.model if result is not None else manifest.model,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cost_usd": costs.get(pos) if result is not None else 0.0,
-            "latency_ms": None,
-            "attempts": attempts.get(pos, 0),
-            "cache_hit": False,
-            "custom_id": custom_id(pos),
-        }
-        for name, value in row.items():
-            columns[name].append(value)
+        if result is None:
+            rows.append(
+                (prompt, None, False, error, None, manifest.model, 0, 0, 0.0, None,
+                 attempts.get(pos, 0), False, custom_id(pos))
+            )  # fmt: skip
+            continue
+        wrong = schema.mismatch(result.text) if schema is not None else None
+        u = result.usage
+        rows.append(
+            (prompt, result.text, wrong is None,
+             None if wrong is None else f"SchemaValidationError: {wrong}",
+             result.finish_reason, result.model, u.prompt_tokens, u.completion_tokens,
+             costs.get(pos), None, attempts.get(pos, 0), False, custom_id(pos))
+        )  # fmt: skip
     index = pd.Index(manifest.index, name=manifest.index_name)
-    out = pd.DataFrame(columns, index=index, columns=list(BATCH_COLUMNS))
-    return out.astype({"latency_ms": "float64"})
+    out = result_frame(rows, index, BATCH_COLUMNS)
+    return schema.add_columns(out) if schema is not None else out

@@ -590,6 +590,7 @@ class Session:
         metadata: dict[str, str] | None = None,
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
+        schema: Any = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
@@ -607,6 +608,7 @@ class Session:
             max_requests_per_file=max_requests_per_file,
             max_bytes_per_file=max_bytes_per_file,
             params=params,
+            schema=schema,
         )
 
     def batch(
@@ -621,12 +623,15 @@ class Session:
         metadata: dict[str, str] | None = None,
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
+        schema: Any = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
         return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
         files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
-        batch each. An endpoint without a Batch API raises BatchNotSupportedError.
+        batch each. ``schema`` (a pydantic model or a JSON schema) asks for structured answers;
+        ``results()`` then has a column per field, as ``map``. An endpoint without a Batch API
+        raises BatchNotSupportedError.
 
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
@@ -642,6 +647,7 @@ class Session:
                 metadata=metadata,
                 max_requests_per_file=max_requests_per_file,
                 max_bytes_per_file=max_bytes_per_file,
+                schema=schema,
                 **params,
             )
         )

@@ -128,6 +128,14 @@ class AnswerSchema:
         _validate_dict(self.schema, value)
         return value
 
+    def mismatch(self, text: str) -> str | None:
+        """What is wrong with ``text`` as an answer to this schema, or None when it fits."""
+        try:
+            self.parse(text)
+        except _Mismatch as err:
+            return str(err)
+        return None
+
     def columns(self, parsed: Any) -> dict[str, Any]:
         """``parsed`` as a flat dict of its top-level fields, for a DataFrame row."""
         if hasattr(parsed, "model_dump"):

@@ -11,16 +11,20 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import orjson
 import pandas as pd
+import pydantic
 import pytest
 
 import holynb
 from holynb.batch_jobs import normalise_status
+from holynb.bulk import RESULT_COLUMNS
 from holynb.server import LocalServer
 from holynb.server.batches import BatchSettings
 from tests.conftest import PLANTED_KEY
@@ -153,6 +157,15 @@ def test_an_endpoint_without_batch_endpoints_says_so(srv, home):
     assert "has no Batch API" in str(info.value) and "s.map(" in str(info.value)
     assert "checkpoint=" in str(info.value)
     assert bare.batches().empty  # nothing left behind
+
+
+def test_an_endpoint_with_files_but_no_batches_keeps_no_uploaded_file(s, srv):
+    srv.batches.settings.batches_endpoint = False
+    before = {f.id for f in srv.batches.files.all()}
+    with pytest.raises(holynb.BatchNotSupportedError, match="POST /batches"):
+        s.batch(["a", "b"])
+    assert {f.id for f in srv.batches.files.all()} == before  # the upload was deleted
+    assert s.batches().empty
 
 
 def test_resubmit_failed_sends_only_failed_items(s, srv):
@@ -293,3 +306,53 @@ def test_the_api_key_never_reaches_the_manifest_or_the_downloads(home):
     files = [p for p in home.rglob("*") if p.is_file()]
     assert len(files) >= 3  # manifest, requests, output
     assert not [p for p in files if PLANTED_KEY.encode() in p.read_bytes()]
+
+
+def test_the_batch_manifest_and_the_cache_share_one_holynb_home(home):
+    from holynb import _config, batch_manifest, cache
+
+    assert batch_manifest.holynb_home is _config.holynb_home is cache.holynb_home
+    assert batch_manifest.batches_dir() == home / "batches"
+
+
+def test_results_are_built_like_maps_frame(s, srv):
+    srv.register_model("acme/unpriced", lambda messages, params: "fine")  # no known price
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one-time "unknown price" warning
+        out = s.batch(["a", "b"], model="acme/unpriced").wait(progress=False).results()
+        mapped = s.map(["a", "b"], model="acme/unpriced", progress=False)
+    assert list(out.columns) == [*RESULT_COLUMNS, "custom_id"]
+    assert out.dtypes[list(RESULT_COLUMNS)].equals(mapped.dtypes)
+    assert out["cost_usd"].isna().all()  # unknown, not 0
+
+
+class Verdict(pydantic.BaseModel):
+    label: Literal["good", "bad"]
+    score: float
+
+
+def test_schema_gives_answer_columns_and_a_mismatch_is_that_rows_error(s, srv):
+    prompts = ["This is good", "This is bad", "holynb: invalid-always, bad"]
+    job = s.batch(prompts, model="local/json", schema=Verdict).wait(progress=False)
+    sent = orjson.loads(job._manifest.read_requests()[0])["body"]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Verdict"
+    out = job.results()
+    assert out["ok"].tolist() == [True, True, False]
+    assert out["label"].tolist()[:2] == ["good", "bad"] and out["score"].tolist()[:2] == [0.5, 0.5]
+    assert out.loc[2, "error"].startswith("SchemaValidationError: label")
+    assert out.loc[2, "text"] and out.loc[2, "cost_usd"] == 0.0  # the answer stays visible
+    again = holynb.BatchJob.attach(s, job.id).results()  # the manifest keeps the JSON schema
+    pd.testing.assert_frame_equal(again.drop(columns="error"), out.drop(columns="error"))
+    assert again.loc[2, "error"].startswith("SchemaValidationError: label")  # by jsonschema
+
+
+def test_schema_and_response_format_are_not_both_given(s, srv):
+    with pytest.raises(TypeError, match="not both"):
+        s.batch(["a"], schema=Verdict, response_format={"type": "json_object"})
+
+
+def test_batches_lists_jobs_newest_first_within_the_same_second(s, srv, monkeypatch):
+    ids = iter(["job-20261127-101500-ffffff", "job-20261127-101500-000000"])  # same second
+    monkeypatch.setattr("holynb.batch_jobs.new_job_id", lambda: next(ids))
+    first, second = s.batch(["a"]), s.batch(["b"])
+    assert s.batches()["job_id"].tolist() == [second.id, first.id]

@@ -33,10 +33,6 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # Public names no notebook needs to use, each with the reason. Error classes are checked
 # apart: they count when a notebook names them anywhere, e.g. in the printed error tree.
 NOT_IN_NOTEBOOKS: dict[str, str] = {
-    **{
-        name: "the Batch API tutorial (notebooks/04-bulk-work.ipynb) is still to be written"
-        for name in ("BatchJob", "batch_jsonl", "validate_batch_jsonl")
-    },
     "ChatStream": "what Session.stream() returns; 01-quickstart iterates one and reads .result",
     "AsyncChatStream": "what Session.astream() returns; 01-quickstart iterates one",
 }
@@ -48,6 +44,7 @@ OPTIONS_NOT_RUN = {
 NOTEBOOK_NEEDS = {
     "matplotlib": "Session.plot() in 02-cost-and-budgets",
     "pillow": "images in 05-images-and-claude",
+    "pydantic": "schema= with a pydantic model in 04-bulk-work",
 }
 
 

@@ -62,6 +62,7 @@ class BatchSettings:
     expire_after: int | None = None
     uppercase_status: bool = False
     max_requests: int = MAX_REQUESTS
+    batches_endpoint: bool = True  # False: /v1/batches answers 404 (files only, like some relays)
 
 
 @dataclass
@@ -266,6 +267,8 @@ class BatchRoutes:
     # -- handlers ------------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
+        if not self.store.settings.batches_endpoint:
+            raise RequestError(404, "Invalid URL (POST /v1/batches)", code="not_found")
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
