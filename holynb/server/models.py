@@ -229,7 +229,30 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
             said = "You said nothing."
         else:
             said = f"You said: {text}" + ("" if text[-1:] in (".", "!", "?") else ".")
-    return f"{said} {passage(_prompt_seed(messages, params))}"
+    answer = f"{said} {passage(_prompt_seed(messages, params))}"
+    return fit_sentences(answer, _cap(params), keep=count_tokens(said))
+
+
+def _cap(params: dict[str, Any]) -> int | None:
+    value = params.get("max_completion_tokens")
+    value = value if value is not None else params.get("max_tokens")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def fit_sentences(text: str, cap: int | None, *, keep: int = 0) -> str:
+    """``text`` shortened to whole sentences (or list items) within ``cap`` tokens, so an
+    offline answer asked for few tokens ends on a sentence, not mid-word. When even the
+    first ``keep`` tokens do not fit, ``text`` is returned whole (the server cuts it at the
+    cap, with ``finish_reason`` "length", as a real API does)."""
+    pieces = tokenize(text)
+    if cap is None or len(pieces) <= cap:
+        return text
+    for end in range(cap, keep - 1, -1):
+        if (end and pieces[end - 1] in (".", "!", "?")) or (
+            end < len(pieces) and pieces[end].startswith("\n")
+        ):
+            return "".join(pieces[:end]).rstrip() if end >= max(keep, 1) else text
+    return text
 
 
 def default_models() -> ModelRegistry:
