@@ -249,22 +249,10 @@ _CLOSERS = {
     7: "And that is all for now.",
     8: "And that is all there is now.",
 }
-_CLOSER_WORDS = [
-    "So",
-    "the",
-    "answer",
-    "stops",
-    "here",
-    "because",
-    "the",
-    "cap",
-    "is",
-    "reached",
-    "and",
-    "nothing",
-    "more",
-    "fits",
-]
+_CLOSER_WORDS = (
+    "So", "the", "answer", "stops", "here", "because", "the", "cap", "is", "reached", "and",
+    "nothing", "more", "fits",
+)  # fmt: skip
 
 
 def _closer(n: int) -> str:
