@@ -702,3 +702,10 @@ def test_serve_forever_prints_the_base_url():
         proc.terminate()
         proc.wait(timeout=5)
     assert lines[2].startswith("  export HOLYNB_BASE_URL=http://127.0.0.1:")
+
+
+def test_echo_closing_sentences_have_exactly_the_tokens_they_fill():
+    from holynb.server.models import _closer, count_tokens
+
+    for n in range(2, 40):
+        assert count_tokens(" " + _closer(n)) == n

@@ -249,17 +249,12 @@ _CLOSERS = {
     7: "And that is all for now.",
     8: "And that is all there is now.",
 }
-_CLOSER_WORDS = (
-    "So", "the", "answer", "stops", "here", "because", "the", "cap", "is", "reached", "and",
-    "nothing", "more", "fits",
-)  # fmt: skip
 
 
 def _closer(n: int) -> str:
     if n in _CLOSERS:
         return _CLOSERS[n]
-    words = [_CLOSER_WORDS[i % len(_CLOSER_WORDS)] for i in range(n - 1)]
-    return " ".join(words) + "."
+    return f"{_closer(n - 5)} The cap is reached."  # 5 tokens more
 
 
 def _units(text: str) -> list[str]:
