@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from holynb.errors import show_short as _show_short_warnings
+
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
@@ -31,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Secret": "holynb._config",
     "LocalServer": "holynb.server",
     "local_session": "holynb.demo",
+    "local_server": "holynb.demo",
     "extract_json": "holynb.jsonx",
     "extract_json_detailed": "holynb.jsonx",
     "JSONExtraction": "holynb.jsonx",
@@ -51,6 +54,7 @@ _EXPORTS: dict[str, str] = {
 }
 _ERRORS = (
     "HolynbError",
+    "HolynbWarning",
     "ConfigurationError",
     "MissingAPIKeyError",
     "APIError",
@@ -101,6 +105,7 @@ __all__ = [
     "ExecutionError",
     "ExecutionResult",
     "HolynbError",
+    "HolynbWarning",
     "ImageError",
     "ImagePreset",
     "JSONExtraction",
@@ -132,6 +137,7 @@ __all__ = [
     "batch_jsonl",
     "extract_json",
     "extract_json_detailed",
+    "local_server",
     "local_session",
     "result_card_html",
     "run_sandboxed",
@@ -144,7 +150,7 @@ if TYPE_CHECKING:
     from holynb.batch_files import batch_jsonl, validate_batch_jsonl
     from holynb.batch_jobs import BatchJob
     from holynb.chat_stream import AsyncChatStream, ChatStream
-    from holynb.demo import local_session
+    from holynb.demo import local_server, local_session
     from holynb.errors import (
         APIConnectionError,
         APIError,
@@ -159,6 +165,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         ConflictError,
         HolynbError,
+        HolynbWarning,
         ImageError,
         JSONExtractionError,
         MapInterrupted,
@@ -191,8 +198,18 @@ if TYPE_CHECKING:
     from holynb.sidebyside import side_by_side
 
 
+# holynb's warnings (UnknownPriceWarning, BudgetWarning, ...) show as one short line in a cell
+_show_short_warnings()
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
+    if module is None and not name.startswith("_"):
+        try:  # a submodule used as an attribute: holynb.demo.local_server() without an import
+            return importlib.import_module(f"holynb.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"holynb.{name}":
+                raise
     if module is None:
         raise AttributeError(f"module 'holynb' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -17,6 +17,7 @@ DEFAULT_MODEL = "gpt-4.1"
 KEY_ENV_VARS = ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY")
 BASE_URL_ENV = "HOLYNB_BASE_URL"
 MODEL_ENV = "HOLYNB_MODEL"
+LOCAL_MODEL = "local/echo"  # the offline server's default model
 API_ENV = "HOLYNB_API"
 APIS = ("openai", "anthropic")  # the wire formats a session can speak (see holynb._wire)
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # the largest stream event accepted by default
@@ -231,6 +232,12 @@ def unregister_offline_server(base_url: str) -> None:
         _offline_servers.pop(_offline_key(base_url), None)
 
 
+def _offline(base_url: str) -> bool:
+    """Whether ``base_url`` is holynb's own offline server in this process (it has no
+    ``DEFAULT_MODEL``: a session there without a model asks ``local/echo``)."""
+    return offline_server_token(base_url) is not None
+
+
 def offline_server_token(base_url: str) -> Secret | None:
     """The token of the holynb LocalServer running in this process at ``base_url``, if any."""
     return _offline_servers.get(_offline_key(base_url))
@@ -292,7 +299,7 @@ def resolve_settings(
     return Settings(
         base_url=url,
         api_key=key,
-        model=model or env.get(MODEL_ENV) or DEFAULT_MODEL,
+        model=model or env.get(MODEL_ENV) or (LOCAL_MODEL if _offline(url) else DEFAULT_MODEL),
         timeout=Timeout.coerce(timeout),
         retry=policy,
         limits=Limits(concurrency=16 if concurrency is None else concurrency, rpm=rpm, tpm=tpm),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import warnings
 
-from holynb.errors import BudgetExceededError, ConfigurationError
+from holynb.errors import BudgetExceededError, ConfigurationError, HolynbWarning
 
 WARN_AT = 0.8
 
 
-class BudgetWarning(UserWarning):
+class BudgetWarning(HolynbWarning):
     """The session has spent 80% of its budget."""
 
 
@@ -52,8 +52,8 @@ class Budget:
                         if self._reserved
                         else ""
                     )
-                    + f"; this call could cost up to ${estimate_usd:.4f}, so it was not sent. "
-                    "Raise the limit with session.budget_usd = ... or lower max_tokens.",
+                    + f"; this call could cost up to ${estimate_usd:.4f}, so it was not sent.",
+                    hint="Raise the limit with session.budget_usd = ... or lower max_tokens.",
                     spent_usd=self.spent_usd,
                     limit_usd=self.limit_usd,
                 )

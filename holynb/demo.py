@@ -6,13 +6,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from holynb._config import env_api_key
+from holynb._config import LOCAL_MODEL, env_api_key
 
 if TYPE_CHECKING:
     from holynb.server import LocalServer
     from holynb.session import Session
-
-LOCAL_MODEL = "local/echo"
 
 _server: LocalServer | None = None
 _server_lock = threading.Lock()

@@ -504,7 +504,7 @@ class StreamView(_View):
             text = partial.text
         self._error.value = error_html(error)
         self._error.layout.display = None
-        figures = self._figures(partial)
+        figures = self._figures(partial) if getattr(error, "sent", True) else "not sent"
         self._end("failed", text, f"Failed · {figures}")
 
     # -- internals -----------------------------------------------------------------------------

@@ -25,7 +25,9 @@
     └── SchemaValidationError         the answer did not match ``schema=``, even after a repair
     KeyboardInterrupt
     └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
-    StreamWarning (a UserWarning)     a stream's text had to be repaired (invalid UTF-8)
+    HolynbWarning (a UserWarning)     shown as one short line, without file path or source line
+    └── StreamWarning                 a stream's text had to be repaired (invalid UTF-8)
+    (also UnknownPriceWarning, BudgetWarning, LogWriteWarning in their modules)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
 ``partial`` (the ChatResult received before a stream broke, if any). Messages end with a hint
@@ -34,6 +36,7 @@ saying what to do next. The API key never appears in any of them: the client red
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "HolynbError",
+    "HolynbWarning",
     "ImageError",
     "JSONExtractionError",
     "MapInterrupted",
@@ -87,10 +91,22 @@ class BatchError(HolynbError):
 
 
 class BudgetExceededError(HolynbError):
-    """The session's ``budget_usd`` is spent; the call was not sent."""
+    """The session's ``budget_usd`` is spent; the call was not sent (``sent`` is False).
+    ``message`` says why and ``hint`` what to do; ``str(err)`` is both."""
 
-    def __init__(self, message: str, *, spent_usd: float = 0.0, limit_usd: float = 0.0) -> None:
-        super().__init__(message)
+    sent = False  # nothing reached the API: no cost, no "so far"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        spent_usd: float = 0.0,
+        limit_usd: float = 0.0,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(f"{message} {hint}" if hint else message)
+        self.message = message
+        self.hint = hint
         self.spent_usd = spent_usd
         self.limit_usd = limit_usd
 
@@ -233,7 +249,12 @@ class APIResponseError(APIError):
     )
 
 
-class StreamWarning(UserWarning):
+class HolynbWarning(UserWarning):
+    """Base class of holynb's warnings; shown as one short line (``show_short``), without the
+    file path and source line Python adds to other warnings."""
+
+
+class StreamWarning(HolynbWarning):
     """A stream carried something holynb had to repair to keep the answer (bytes that are not
     valid UTF-8, replaced by U+FFFD); the result's ``warning`` and the ledger's ``error`` say so.
     """
@@ -301,6 +322,34 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     422: BadRequestError,
     429: RateLimitError,
 }
+
+
+def short_warning(message: Warning | str, category: type[Warning]) -> str:
+    """One line for a holynb warning: ``"BudgetWarning: $0.0073 spent, 93% of ..."``."""
+    text = " ".join(str(message).split()).removeprefix("holynb: ")
+    return f"{category.__name__}: {text}\n"
+
+
+def show_short() -> None:
+    """Make ``warnings`` format holynb's warnings (``HolynbWarning``) as one short line; every
+    other warning keeps the format it had. Done once, when holynb is imported."""
+    previous = warnings.formatwarning
+    if getattr(previous, "_holynb", False):
+        return
+
+    def formatwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        if isinstance(category, type) and issubclass(category, HolynbWarning):
+            return short_warning(message, category)
+        return previous(message, category, filename, lineno, line)
+
+    formatwarning._holynb = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
 
 
 def status_error_class(status: int) -> type[APIStatusError]:

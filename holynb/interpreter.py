@@ -70,6 +70,7 @@ from holynb.interpret_protocol import (
     read_reply,
     sandbox_error,
 )
+from holynb.magic_errors import plain_message
 
 if TYPE_CHECKING:
     from holynb.results import ChatResult
@@ -420,12 +421,12 @@ class CodeInterpreter:
 
 
 def _describe(err: HolynbError) -> str:
-    message = err.message if isinstance(err, APIError) else str(err)
+    message = plain_message(err.message) if isinstance(err, APIError) else str(err)
     return f"{type(err).__name__}: {message}"
 
 
 def _api_failure(model: str, err: HolynbError) -> ExecutionError:
-    message = err.message if isinstance(err, APIError) else str(err)
+    message = plain_message(err.message) if isinstance(err, APIError) else str(err)
     return ExecutionError(type(err).__name__, f"{message} (model {model})")
 
 

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from holynb.results import ChatResult
 
 
+STOPPED = "Interrupted: stopped by the user"
+
+
+def stopped_by_user(interrupted: Any, error: Any) -> bool:
+    """Whether a ledger row is a call the user stopped (Stop button, Interrupt), as opposed to
+    a failure: ``interrupted`` is also True for a stream cut by the network (with its error)."""
+    if isinstance(error, str):
+        return error.startswith("Interrupted")
+    return bool(interrupted)
+
+
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """One call as the ledger keeps it (the columns of ``Session.ledger``)."""
@@ -44,6 +55,8 @@ class CallRecord:
     ) -> CallRecord:
         """The record of a call that produced ``result`` (complete or partial)."""
         u = result.usage
+        if error is None and result.interrupted:
+            error = STOPPED  # the error kind of a call the user stopped: not a failure
         if error is None:
             error = result.warning  # a repaired answer is not an ok one
         return cls(

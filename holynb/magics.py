@@ -16,6 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from holynb.errors import HolynbError, PromptError
+from holynb.magic_errors import for_magic
 from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:
@@ -120,14 +121,24 @@ class LLMMagics(Magics):
     @no_var_expand  # the prompt is filled once, by build_prompt; the option line is expanded below
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
-        """Ask a model. The cell body is the prompt: ``{name}`` pulls in a variable,
-        ``{In[3]}``/``{Out[3]}`` a cell's input or output (``{In[-1]}``: the cell before this
-        one), ``{Err}`` the last traceback and ``{Err[3]}`` cell 3's; ``{{``/``}}`` are literal
-        braces. The option line takes ``{name}``/``$name`` too (IPython's expansion).
+        """Ask a model: the cell under the %%llm line is the prompt (%llm PROMPT: one line).
 
-        Line form: ``%llm <prompt>``, or ``%llm config [model=... base_url=... api=...
-        budget=...]``, ``%llm models``, ``%llm cost``, ``%llm history``,
-        ``%llm cache [clear | on [PATH] | off]``.
+        Examples:
+
+          %%llm --max-tokens 200
+          Explain {In[-1]} in two sentences.
+
+          %llm What is a p-value?
+
+          %%llm -m gpt-4.1-mini -o answer -f json
+          List three primary colours as a JSON array.
+
+        In the prompt, {name} pulls in a variable, {In[3]} / {Out[3]} a cell's input or
+        output ({In[-1]}: the cell before this one), {Err} the last traceback and {Err[3]}
+        cell 3's; {{ and }} are literal braces. The option line takes {name} / $name too.
+
+        Other commands: %llm config [model=... base_url=... api=... budget=...],
+        %llm models, %llm cost, %llm history, %llm cache [clear | on [PATH] | off].
         """
         if cell is None:
             words = line.split()
@@ -233,7 +244,10 @@ class LLMMagics(Magics):
             view.interrupted(stream.result if stream is not None else None)
             return None
         except HolynbError as err:
-            view.fail(err)
+            view.fail(for_magic(err))
+            partial = getattr(err, "partial", None)
+            if args.out and partial is not None:  # -o keeps what arrived (and was paid for)
+                self.shell.user_ns[args.out] = partial
             return None
         view.finish(result)
         return self._deliver(result, messages, args)
@@ -280,7 +294,7 @@ class LLMMagics(Magics):
                 view.interrupted(stream.result)
                 raise
             except HolynbError as err:
-                view.fail(err)
+                view.fail(for_magic(err))
                 return
             result = stream.result
             if result is None:
@@ -320,7 +334,7 @@ class LLMMagics(Magics):
             try:
                 value = extract_json(result.text)
             except HolynbError as err:
-                print(f"holynb: {err}")
+                print(f"holynb: {_short(err)}")
                 return None
             ns["_llm_json"] = value
             if args.out:
@@ -419,12 +433,11 @@ class LLMMagics(Magics):
             fresh.budget_usd = budget  # after the ledger: past spending counts
             set_default_session(fresh)
             current = fresh
-        key = current.settings.api_key
         rows = [
             ("model", current.model),
             ("base_url", current.base_url),
             ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
-            ("api key", f"set ({key.masked})" if key else "missing"),
+            ("api key", _key_state(current)),
             ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),
             ("spent", current.cost_summary()),
@@ -435,7 +448,7 @@ class LLMMagics(Magics):
         try:
             models = self.session.models()
         except HolynbError as err:
-            print(f"holynb: {err}")
+            print(f"holynb: {_short(err)}")
             return
         print("\n".join(models))
 
@@ -513,12 +526,29 @@ class LLMMagics(Magics):
         except HolynbError as err:
             from holynb.display import error_html, error_text
 
-            display({"text/html": error_html(err), "text/plain": error_text(err)}, raw=True)
+            shown = for_magic(err)
+            display({"text/html": error_html(shown), "text/plain": error_text(shown)}, raw=True)
             return None
         if args.out:
             self.shell.user_ns[args.out] = result
         display({"text/html": result_card_html(result), "text/plain": str(result)}, raw=True)
         return None
+
+
+def _readable_help(doc: str | None, name: str) -> str:
+    """IPython's magic_arguments help without its reStructuredText (the ``::`` block marker)
+    and with the cell form in the usage line: ``%%llm [-m MODEL] ...``."""
+    text = doc or ""
+    head = f"::\n\n  %{name}"
+    if text.startswith(head):
+        usage, sep, rest = text[len(head) :].partition("\n\n")
+        usage = usage.replace("\n ", "\n  ")  # one more %: the wrapped lines shift by one
+        text = f"Usage:\n\n  %%{name}{usage}{sep}{rest}"
+    return text.replace("``", "")
+
+
+LLMMagics.llm.__doc__ = _readable_help(LLMMagics.llm.__doc__, "llm")
+LLMMagics.interpret.__doc__ = _readable_help(LLMMagics.interpret.__doc__, "interpret")
 
 
 class _Verbatim:
@@ -555,6 +585,24 @@ class _Verbatim:
         return getattr(self._view, name)
 
 
+def _key_state(session: Session) -> str:
+    from holynb._config import offline_server_token
+
+    key = session.settings.api_key
+    token = offline_server_token(session.base_url)
+    if token is not None and (key is None or key.get() == token.get()):
+        return "not needed (holynb's local server)"  # its token is sent by itself
+    return f"set ({key.masked})" if key else "missing (set HOLYSHEEP_API_KEY)"
+
+
+def _short(error: HolynbError) -> str:
+    """An error as one printed line plus the magic's hint (see ``holynb.magic_errors``)."""
+    shown = for_magic(error)
+    hint = getattr(shown, "hint", None)
+    message = str(getattr(shown, "message", error))
+    return f"{message}\nHint: {hint}" if hint else message
+
+
 def _unquote(value: str | None) -> str | None:
     if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
@@ -566,9 +614,36 @@ def _preview(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_LINE_MAGIC = re.compile(r"^(?P<indent>[ \t]*)%llm(?:[ \t]+(?P<rest>.*?))?[ \t]*$")
+
+
+def keep_question_marks(lines: list[str]) -> list[str]:
+    """An input transformer: ``%llm What is a p-value?`` stays a prompt for the line magic
+    instead of IPython's help syntax (``value?``). Lines ending in ``?`` that start with
+    ``%llm`` become the call IPython would make; ``%llm?`` / ``%llm??`` (help on the magic) and
+    ``%%`` cells are left alone."""
+    if not lines or lines[0].lstrip().startswith("%%"):
+        return lines
+    out = []
+    for line in lines:
+        body = line.rstrip("\n")
+        found = _LINE_MAGIC.match(body) if body.rstrip().endswith("?") else None
+        rest = found["rest"] if found else None
+        if found and rest and rest.strip("? \t"):
+            newline = line[len(body) :]
+            out.append(f"{found['indent']}get_ipython().run_line_magic('llm', {rest!r}){newline}")
+        else:
+            out.append(line)
+    return out
+
+
 def register(shell: Any) -> None:
-    """Register the magics with an IPython shell (what ``%load_ext holynb`` calls)."""
+    """Register the magics with an IPython shell (what ``%load_ext holynb`` calls), and the
+    input transformer that keeps a trailing ``?`` in ``%llm`` prompts."""
     shell.register_magics(LLMMagics)
+    transforms = getattr(shell, "input_transformers_cleanup", None)
+    if transforms is not None and keep_question_marks not in transforms:
+        transforms.append(keep_question_marks)  # runs before IPython's help syntax
 
 
 __all__ = [

@@ -28,7 +28,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from holynb.errors import ConfigurationError
+from holynb.errors import ConfigurationError, HolynbWarning
 
 if TYPE_CHECKING:
     from holynb.results import Usage
@@ -57,7 +57,7 @@ _VENDORS = {
 }
 
 
-class UnknownPriceWarning(UserWarning):
+class UnknownPriceWarning(HolynbWarning):
     """A call's cost is unknown (None) because no price is known for its model."""
 
 

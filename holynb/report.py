@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from holynb.ledger import stopped_by_user
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -12,6 +14,7 @@ SUMMARY_COLUMNS = [
     "model",
     "calls",
     "ok",
+    "interrupted",
     "success_rate",
     "prompt_tokens",
     "completion_tokens",
@@ -27,7 +30,8 @@ SUMMARY_COLUMNS = [
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per model: calls, successes, success rate, tokens, cost (None when any price is
+    """Per model: calls, successes, calls the user interrupted, success rate (of the calls
+    not interrupted: a stopped call is not a failure), tokens, cost (None when any price is
     unknown), latency percentiles of successful calls and median time to first token; answers
     from the response cache count as calls and in ``cache_hits`` / ``saved_usd``, not in tokens
     or latency (nothing was sent for them)."""
@@ -38,6 +42,10 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
         hit = group["cache_hit"].astype(bool)
         sent = group[~hit]
         ok = group[group["ok"]]
+        stopped = sum(  # by the user: not a failure
+            stopped_by_user(i, e) for i, e in zip(group["interrupted"], group["error"], strict=True)
+        )
+        ended = len(group) - stopped
         ok_sent = sent[sent["ok"]]
         costs = group["cost_usd"]
         known = costs.notna().all() and len(costs) > 0
@@ -49,7 +57,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "model": model,
                 "calls": len(group),
                 "ok": len(ok),
-                "success_rate": len(ok) / len(group),
+                "interrupted": stopped,
+                "success_rate": len(ok) / ended if ended else None,
                 "prompt_tokens": int(sent["prompt_tokens"].sum()),
                 "completion_tokens": int(sent["completion_tokens"].sum()),
                 "cached_tokens": int(sent["cached_tokens"].sum()),
@@ -95,7 +104,8 @@ def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
         cells = [
             html.escape(str(r["model"])),
             _fmt(r["calls"], "int"),
-            _fmt(r["success_rate"], "pct"),
+            _fmt(r["success_rate"], "pct")
+            + (f" ({r['interrupted']:,} interrupted)" if r["interrupted"] else ""),
             f"{r['prompt_tokens']:,} / {r['completion_tokens']:,}",
             _fmt(r["cost_usd"], "usd"),
             _fmt(r["latency_p50_ms"], "ms"),

@@ -26,7 +26,7 @@ from holynb._config import (
 from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
-from holynb.errors import APIError, BudgetExceededError
+from holynb.errors import APIError, BudgetExceededError, HolynbWarning
 from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
@@ -48,7 +48,7 @@ Prompt = str | Sequence[dict[str, Any]]
 PROMPT_MARGIN = 1.25
 
 
-class LogWriteWarning(UserWarning):
+class LogWriteWarning(HolynbWarning):
     """A call could not be written to the ledger log file; it is in ``session.ledger`` only."""
 
 

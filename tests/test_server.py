@@ -284,6 +284,18 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(server):
     assert len(stream(server, max_tokens=5).content_chunks()) == 5
 
 
+def test_echo_answers_cut_by_max_tokens_end_on_a_sentence(server):
+    whole = chat(server, "Summarise that in one line.").json()["choices"][0]["message"]["content"]
+    for cap in (11, 12, 25, 40, 70):  # "You said: Summarise that in one line." is 9 tokens
+        body = chat(server, "Summarise that in one line.", max_tokens=cap).json()
+        text = body["choices"][0]["message"]["content"]
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert body["usage"]["completion_tokens"] == cap
+        assert text.startswith("You said: Summarise that in one line.")
+        assert text[-1] in ".!?" or text.splitlines()[-1].startswith("- "), text
+        assert not whole.startswith(text) or whole[len(text)] in " \n"  # never mid-word
+
+
 def test_max_completion_tokens_is_honoured(server):
     body = chat(server, max_completion_tokens=3).json()
     assert body["choices"][0]["finish_reason"] == "length"
@@ -690,3 +702,10 @@ def test_serve_forever_prints_the_base_url():
         proc.terminate()
         proc.wait(timeout=5)
     assert lines[2].startswith("  export HOLYNB_BASE_URL=http://127.0.0.1:")
+
+
+def test_echo_closing_sentences_have_exactly_the_tokens_they_fill():
+    from holynb.server.models import _closer, count_tokens
+
+    for n in range(2, 40):
+        assert count_tokens(" " + _closer(n)) == n

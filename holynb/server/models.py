@@ -235,7 +235,68 @@ def echo(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
             said = "You said nothing."
         else:
             said = f"You said: {text}" + ("" if text[-1:] in (".", "!", "?") else ".")
-    return f"{said} {passage(_prompt_seed(messages, params))}"
+    answer = f"{said} {passage(_prompt_seed(messages, params))}"
+    return fit_sentences(answer, _cap(params), keep=count_tokens(said))
+
+
+def _cap(params: dict[str, Any]) -> int | None:
+    value = params.get("max_completion_tokens")
+    value = value if value is not None else params.get("max_tokens")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+# a closing sentence of exactly n tokens, to fill an answer up to its cap
+_CLOSERS = {
+    2: "Enough.",
+    3: "Nothing more.",
+    4: "That is all.",
+    5: "That is enough now.",
+    6: "That is all for now.",
+    7: "And that is all for now.",
+    8: "And that is all there is now.",
+}
+
+
+def _closer(n: int) -> str:
+    if n in _CLOSERS:
+        return _CLOSERS[n]
+    return f"{_closer(n - 5)} The cap is reached."  # 5 tokens more
+
+
+def _units(text: str) -> list[str]:
+    """``text`` as sentences and list items, each with the whitespace before it."""
+    return re.findall(r"\s*(?:- [^\n]*|[^.!?\n]*[.!?])|\s+\S[^\n]*", text)
+
+
+def fit_sentences(text: str, cap: int | None, *, keep: int = 0) -> str:
+    """``text`` arranged so that its first ``cap`` tokens end on a sentence: whole sentences
+    (or list items) that fit, then a closing sentence of exactly the tokens left, then the
+    rest. The server cuts an answer at ``max_tokens`` as a real API does (``finish_reason``
+    "length"), so an offline answer asked for few tokens ends on a sentence, not mid-word.
+    Unchanged when it fits whole, or when its first ``keep`` tokens do not fit."""
+    if cap is None or count_tokens(text) <= cap:
+        return text
+    units = _units(text)
+    if "".join(units) != text or keep > cap:
+        return text
+    kept: list[str] = []
+    used = 0
+    for unit in units:
+        n = count_tokens(unit)
+        if used + n > cap:
+            break
+        kept.append(unit)
+        used += n
+    if used < keep:
+        return text
+    left = cap - used
+    if left == 1 and len(kept) > 1 and used - count_tokens(kept[-1]) >= keep:
+        left += count_tokens(kept.pop())  # no one-token sentence: close with a longer one
+    if left == 1:
+        return text
+    closing = f" {_closer(left)}" if left else ""
+    rest = "".join(units[len(kept) :])
+    return "".join(kept) + closing + rest
 
 
 def default_models() -> ModelRegistry:

@@ -100,6 +100,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
     )
+    # this checkout's prebuilt JupyterLab extension (holynb-lab), as pip installs it
+    extensions = base / "data" / "labextensions"
+    extensions.mkdir(parents=True)
+    (extensions / "holynb-lab").symlink_to(REPO / "holynb" / "labextension")
+    env["JUPYTER_PATH"] = os.pathsep.join(
+        filter(None, [str(base / "data"), env.get("JUPYTER_PATH")])
+    )
     news = base / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')

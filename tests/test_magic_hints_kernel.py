@@ -1,0 +1,58 @@
+"""In a real kernel (nbclient): holynb's warnings are one short line, and ``%llm ... ?`` is a
+prompt, not IPython's help syntax."""
+
+from __future__ import annotations
+
+from tests.test_magics_kernel import execute, texts
+
+
+def test_holynb_warnings_are_one_short_line_without_a_path(local):
+    local.register_model("mystery/model", lambda m, p: "An answer nobody prices.")
+    cells = execute(
+        [
+            f"""
+        import holynb, warnings
+        s = holynb.Session(model="mystery/model", base_url={local.base_url!r},
+                           api_key={local.api_key.get()!r})
+        """,
+            "r = s.chat('hello')",
+            "warnings.warn('a warning of the user', UserWarning)",
+        ]
+    )
+    err = texts(cells[1], "stderr")
+    assert err.startswith("UnknownPriceWarning: ") and err.count("\n") == 1, err
+    assert "/" not in err.replace("mystery/model", "") and ".py" not in err
+    assert "return " not in err and "warnings.warn" not in err
+    other = texts(cells[2], "stderr")
+    assert ".py:" in other and "UserWarning: a warning of the user" in other  # unchanged
+
+
+def test_a_trailing_question_mark_stays_in_the_llm_prompt(local):
+    cells = execute(
+        [
+            f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
+            "%llm What is a p-value?",
+            "print(_llm.startswith('You said: What is a p-value?'))",
+        ]
+    )
+    assert "not found" not in texts(cells[1]) and "You said: What is a p-value?" in texts(cells[1])
+    assert texts(cells[2]).strip() == "True"
+
+
+def test_cell_magic_help_is_readable_with_examples():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext holynb")
+    doc = shell.find_cell_magic("llm").__doc__
+    assert doc.startswith("Usage:\n\n  %%llm [-m MODEL]")
+    assert "::" not in doc and "``" not in doc
+    assert doc.count("  %%llm") + doc.count("  %llm ") >= 4  # usage and three examples
+    assert "Examples:" in doc and "%llm What is a p-value?" in doc
+    assert shell.find_cell_magic("interpret").__doc__.startswith("Usage:\n\n  %%interpret")
