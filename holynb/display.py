@@ -32,7 +32,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from holynb.errors import ConfigurationError
-from holynb.render import MarkdownStream, escape_text, render_markdown
+from holynb.formatting import ERROR_STYLE, error_html, error_text, figures_line
+from holynb.formatting import answer_html as _answer_html
+from holynb.formatting import money as _usd
+from holynb.formatting import status_html as _status_html
+from holynb.render import MarkdownStream, render_markdown
 
 if TYPE_CHECKING:
     from holynb.results import ChatResult
@@ -41,129 +45,28 @@ __all__ = [
     "MAX_UPDATES_PER_SECOND",
     "PlainView",
     "StreamView",
+    "answer_card_html",
     "display_mode",
-    "error_html",
-    "error_text",
-    "figures_line",
     "make_view",
-    "result_card_html",
     "rich_frontend",
 ]
 
 MAX_UPDATES_PER_SECOND = 16
 # Rendering may take at most this share of the time: a slow render stretches the interval.
 _RENDER_SHARE = 0.2
-_MESSAGE_CHARS = 300
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
 
 CostOf = Callable[[int], float | None]
 Mode = Literal["widget", "text"]
 
-_ERROR_STYLE = (
-    "border-left: 3px solid var(--jp-error-color1, #d32f2f); "
-    "background: var(--jp-error-color3, #fdecea); color: var(--jp-ui-font-color1, #222); "
-    "padding: 4px 8px; margin: 4px 0; line-height: 1.4; white-space: normal"
-)
-_STATUS_STYLE = (
-    "font-size: var(--jp-ui-font-size0, 11px); color: var(--jp-ui-font-color2, #666); "
-    "line-height: 1.4; white-space: normal"
-)
+_ERROR_STYLE = ERROR_STYLE  # for the side-by-side view
 
 
-# -- figures and boxes (plain text and HTML) ---------------------------------------------------
+def answer_card_html(text: str, figures: str | None = None) -> str:
+    """A finished answer as sanitised HTML (maths rendered, currency kept as text), with an
+    optional figures line under it.
 
-
-def _usd(cost: float) -> str:
-    if cost == 0:
-        return "$0"
-    if cost >= 0.01:
-        return f"${cost:,.4f}"
-    return f"${cost:.6f}".rstrip("0") if cost >= 0.000001 else "<$0.000001"
-
-
-def _seconds(ms: float) -> str:
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
-
-
-def figures_line(result: ChatResult) -> str:
-    """One line of plain text with a call's figures: model, tokens, tokens/s, latency, time to
-    first token, cost (or "cost unknown"), and attempts when there were retries.
-
-    >>> figures_line(result)
-    'gpt-4.1 · 12 prompt + 345 completion tokens · 120.3 tok/s · 2.87 s · ttft 210 ms · $0.0028'
-    """
-    usage = result.usage
-    tilde = "~" if usage.estimated else ""
-    tokens = f"{tilde}{usage.completion_tokens:,} completion tokens"
-    if usage.prompt_tokens or not usage.estimated:  # an estimate without a prompt count: omit
-        tokens = f"{tilde}{usage.prompt_tokens:,} prompt + {tokens}"
-    parts = [result.model, tokens + (" (estimated)" if usage.estimated else "")]
-    generation_ms = result.latency_ms
-    if result.ttft_ms is not None and result.latency_ms - result.ttft_ms >= _MEASURABLE_MS:
-        generation_ms = result.latency_ms - result.ttft_ms  # the rate while tokens were arriving
-    if usage.completion_tokens > 1 and generation_ms > 0:
-        parts.append(f"{usage.completion_tokens / (generation_ms / 1000):,.1f} tok/s")
-    parts.append(_seconds(result.latency_ms))
-    if result.ttft_ms is not None:
-        parts.append(f"ttft {_seconds(result.ttft_ms)}")
-    parts.append("cost unknown" if result.cost_usd is None else _usd(result.cost_usd))
-    if result.attempts > 1:
-        parts.append(f"{result.attempts} attempts")
-    return " · ".join(parts)
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
-
-
-def _error_parts(error: BaseException) -> tuple[str, str, str | None]:
-    message = getattr(error, "message", None)
-    if not isinstance(message, str):
-        message = str(error)
-    hint = getattr(error, "hint", None)
-    return type(error).__name__, _first_line(message), hint if isinstance(hint, str) else None
-
-
-def error_text(error: BaseException) -> str:
-    """A short plain-text account of ``error``: class, first line of the message, the hint.
-
-    >>> error_text(RateLimitError("429 Too Many Requests"))
-    'RateLimitError: 429 Too Many Requests\\nHint: Lower concurrency=, set rpm=/tpm= ...'
-    """
-    name, message, hint = _error_parts(error)
-    text = f"{name}: {message}" if message else name
-    return f"{text}\nHint: {hint}" if hint else text
-
-
-def error_html(error: BaseException) -> str:
-    """A short, readable error box (HTML, everything escaped): class, message, hint.
-
-    >>> error_html(ValueError("<b>bad</b>"))
-    '<div ...><strong>ValueError</strong>: &lt;b&gt;bad&lt;/b&gt;</div>'
-    """
-    name, message, hint = _error_parts(error)
-    body = f"<strong>{escape_text(name)}</strong>"
-    if message:
-        body += f": {escape_text(message)}"
-    if hint:
-        body += f"<br><span>Hint: {escape_text(hint)}</span>"
-    return f'<div class="holynb-error" style="{_ERROR_STYLE}">{body}</div>'
-
-
-def _status_html(text: str) -> str:
-    return f'<div class="holynb-status" style="{_STATUS_STYLE}">{escape_text(text)}</div>'
-
-
-def _answer_html(html: str) -> str:
-    # JupyterLab's Markdown styles; harmless elsewhere.
-    return f'<div class="jp-RenderedHTMLCommon holynb-answer">{html}</div>'
-
-
-def result_card_html(text: str, figures: str | None = None) -> str:
-    """An answer as sanitised HTML, with an optional figures line under it.
-
-    >>> result_card_html("**Done.**", figures_line(result))
+    >>> answer_card_html("**Done.**", figures_line(result))
     '<div class="jp-RenderedHTMLCommon holynb-answer"><p><strong>Done.</strong></p>...'
     """
     card = _answer_html(render_markdown(text))
@@ -646,7 +549,7 @@ class PlainView(_View):
         if text and getattr(_ipython(), "kernel", None) is not None:
             from IPython.display import display
 
-            display({"text/html": result_card_html(text), "text/plain": text}, raw=True)
+            display({"text/html": answer_card_html(text), "text/plain": text}, raw=True)
 
     def __repr__(self) -> str:
         tokens = self._progress.deltas

@@ -15,6 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from holynb.errors import HolynbError, PromptError
+from holynb.formatting import money
 from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:
@@ -383,9 +384,9 @@ class LLMMagics(Magics):
             ("base_url", current.base_url),
             ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
             ("api key", f"set ({key.masked})" if key else "missing"),
-            ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
+            ("budget", "none" if current.budget_usd is None else money(current.budget_usd)),
             ("calls", str(len(current.records))),
-            ("spent", f"${current.total_cost_usd:.4f}"),
+            ("spent", money(current.total_cost_usd)),
         ]
         print("\n".join(f"{k:>9}: {v}" for k, v in rows))
 
@@ -469,7 +470,7 @@ class LLMMagics(Magics):
             print("Interrupted.")
             return None
         except HolynbError as err:
-            from holynb.display import error_html, error_text
+            from holynb.formatting import error_html, error_text
 
             display({"text/html": error_html(err), "text/plain": error_text(err)}, raw=True)
             return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from holynb.formatting import money
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -69,7 +71,7 @@ def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     if kind == "usd":
-        return f"${value:,.4f}"
+        return money(value)
     if kind == "pct":
         return f"{value:.0%}"
     if kind == "ms":
@@ -95,7 +97,7 @@ def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = f" ({unknown} call(s) with unknown price)" if unknown else ""
     return (
-        f"<div class='holynb-summary'><b>{html.escape(title)}</b> — total "
+        f"<div class='holynb-summary mathjax_ignore'><b>{html.escape(title)}</b> — total "
         f"{_fmt(total_cost, 'usd')}{note}"
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
         "<tbody>" + "".join(body) + "</tbody></table></div>"

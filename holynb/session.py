@@ -27,6 +27,7 @@ from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError
+from holynb.formatting import money
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -202,7 +203,7 @@ class Session:
         api = f", api={self.api!r}" if self.api != "openai" else ""
         return (
             f"Session(model={self.model!r}{api}, base_url={self.base_url!r}, key={key}, "
-            f"calls={len(self._ledger)}, cost=${self.total_cost_usd:.4f})"
+            f"calls={len(self._ledger)}, cost={money(self.total_cost_usd)})"
         )
 
     def _repr_html_(self) -> str:

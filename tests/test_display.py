@@ -20,12 +20,12 @@ from holynb.display import (
     MAX_UPDATES_PER_SECOND,
     PlainView,
     StreamView,
+    answer_card_html,
     display_mode,
     error_html,
     error_text,
     figures_line,
     make_view,
-    result_card_html,
 )
 from holynb.errors import ConfigurationError, RateLimitError, StreamError
 from holynb.render import render_markdown
@@ -194,7 +194,7 @@ def test_status_shows_tokens_rate_elapsed_and_cost(clock):
         view.append(text)
     view.flush()
     status = re.sub("<[^>]+>", "", view.status_html)
-    assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.0110 so far"
+    assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.011 so far"
 
 
 def test_status_says_cost_unknown_when_the_price_is():
@@ -326,8 +326,8 @@ def test_plain_view_says_interrupted():
 
 
 def test_result_card_is_sanitised_and_deterministic():
-    assert result_card_html(XSS) == result_card_html(XSS)
-    assert "<img" not in result_card_html(XSS)
+    assert answer_card_html(XSS) == answer_card_html(XSS)
+    assert "<img" not in answer_card_html(XSS)
 
 
 # -- choosing a view ---------------------------------------------------------------------------
