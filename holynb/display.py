@@ -13,17 +13,20 @@ The views receive text and figures; they never call the network. ``make_view`` p
 line (model, tokens, tokens/s, elapsed, cost so far) and, when ``set_stop`` gave it a callback, a
 Stop button. Re-rendering is coalesced to at most ``MAX_UPDATES_PER_SECOND``, whatever the token
 rate, and settled Markdown blocks are sent to the browser once (``render.MarkdownStream``). When
-the call ends in the cell that showed it, the output is replaced by static sanitised HTML that
-looks the same, so saved notebooks keep the answer (widget state is not saved by default).
+the call ends (in the foreground or, for ``--bg``, on another thread), the widget is replaced via
+its display id by ``final_bundle``: static sanitised HTML that looks the same plus a text/plain
+copy of the answer, so saved notebooks keep the answer (widget state is not saved by default).
 
 ``PlainView`` has the same methods for frontends without widgets (terminal IPython, nbclient and
-nbval runs, ``jupyter console``): the text goes to stdout as it arrives, then a figures line, then
-(inside a kernel) the answer once more as sanitised HTML, identical for identical answers so nbval
-can compare it. Every model-provided string is escaped or sanitised before it is shown.
+nbval runs, ``jupyter console``). Inside a kernel it shows ``final_bundle`` once the answer ends,
+so every frontend stores the same single output and nbval compares what JupyterLab saved;
+elsewhere the text goes to stdout as it arrives, then a figures line. Every model-provided string
+is escaped or sanitised before it is shown; figures and money come from ``holynb.formatting``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -47,6 +50,7 @@ __all__ = [
     "StreamView",
     "answer_card_html",
     "display_mode",
+    "final_bundle",
     "make_view",
     "rich_frontend",
 ]
@@ -71,6 +75,54 @@ def answer_card_html(text: str, figures: str | None = None) -> str:
     """
     card = _answer_html(render_markdown(text))
     return card + _status_html(figures) if figures else card
+
+
+def final_bundle(
+    text: str, status: str, state: str = "done", error: BaseException | None = None
+) -> dict[str, str]:
+    """What a finished (or interrupted, or failed) answer leaves in the notebook, the same in
+    every frontend: the answer as sanitised HTML with its status line (and the error box), and a
+    text/plain copy of the answer with the same lines.
+
+    >>> final_bundle("**Hi**", "gpt-4.1 · 3 prompt + 1 completion tokens · 12 ms · $0.00003")
+    {'text/html': '<div class="jp-RenderedHTMLCommon holynb-answer">...', 'text/plain': ...}
+    """
+    answer = _answer_html(render_markdown(text)) if text else ""
+    box = error_html(error) if error is not None else ""
+    html = answer + box + _status_html(status, state)
+    plain = [text.rstrip("\n")] if text else []
+    if error is not None:
+        plain.append(error_text(error))
+    plain.append(status)
+    return {"text/html": html, "text/plain": "\n\n".join(plain)}
+
+
+def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> None:
+    # Shows (or, with a handle, replaces) an output. From another thread (a --bg call), the
+    # output goes to the cell that started the call: ``parent`` is its request's header.
+    from IPython.display import display
+
+    publisher = getattr(_ipython(), "display_pub", None)
+    token = None
+    if parent and threading.current_thread() is not threading.main_thread():
+        with contextlib.suppress(Exception):  # an older ipykernel: the current cell gets it
+            token = publisher.set_thread_parent(parent)  # type: ignore[union-attr]
+    try:
+        if handle is not None:
+            handle.update(bundle, raw=True)
+        else:
+            display(bundle, raw=True)
+    finally:
+        if token is not None:
+            publisher.reset_thread_parent(token)  # type: ignore[union-attr]
+
+
+def _parent_header() -> Any:
+    kernel = getattr(_ipython(), "kernel", None)
+    try:
+        return kernel.get_parent() if kernel is not None else None
+    except Exception:
+        return None
 
 
 # -- choosing a view ---------------------------------------------------------------------------
@@ -297,6 +349,8 @@ class StreamView(_View):
         self._pending = False  # text arrived since the last refresh
         self._timer: Any = None  # an asyncio.TimerHandle while a refresh is scheduled
         self._handle: Any = None  # the DisplayHandle of show()
+        self._parent: Any = None  # the header of the request whose cell showed the view
+        self._failure: BaseException | None = None
 
     # -- what callers use ----------------------------------------------------------------------
 
@@ -314,6 +368,7 @@ class StreamView(_View):
         """Display the view in the current output; returns the view."""
         from IPython.display import display
 
+        self._parent = _parent_header()
         self._handle = display(self, display_id=True)
         return self
 
@@ -370,6 +425,7 @@ class StreamView(_View):
             text = partial.text
         self._error.value = error_html(error)
         self._error.layout.display = None
+        self._failure = error
         figures = self._figures(partial)
         self._end("failed", text, f"Failed · {figures}")
 
@@ -393,22 +449,15 @@ class StreamView(_View):
             self._tail.value = _answer_html(full) if full else ""
             for widget in old:
                 widget.close()
-        self._status.value = _status_html(status)
+        self._status.value = _status_html(status, state)
         self._stop.layout.display = "none"
         self.renders += 1
-        self._settle_output(text, full, status)
-
-    def _settle_output(self, text: str, html: str, status: str) -> None:
-        # The cell's output becomes static sanitised HTML that looks the same, so a saved
-        # notebook shows the answer anywhere (a widget without saved state shows "model not
-        # found"). Only a display made by show() on the kernel's thread while its cell runs can
-        # be updated; a background call keeps the live widget, which shows the same.
-        if self._handle is None or threading.current_thread() is not threading.main_thread():
-            return
-        error = self._error.value if self._error.layout.display is None else ""
-        answer = _answer_html(html) if html else ""
-        bundle = {"text/html": answer + error + _status_html(status), "text/plain": text}
-        self._handle.update(bundle, raw=True)
+        if self._handle is not None:
+            # The live widget is replaced by static sanitised HTML that looks the same (the
+            # output PlainView leaves), so a saved notebook shows the answer anywhere: a widget
+            # without saved state shows "model not found". A --bg call, finishing on another
+            # thread, replaces the output of the cell that started it.
+            _publish(final_bundle(text, status, state, self._failure), self._handle, self._parent)
 
     def _schedule_flush(self) -> None:
         # Inside an event loop (a --bg task), text held back by coalescing is shown when the
@@ -436,9 +485,7 @@ class StreamView(_View):
             self._stop_callback()
 
     def _plain(self) -> str:
-        if self.state == "streaming":
-            return f"{self.model}: streaming answer (shown by a live widget)"
-        return self.text
+        return self.text or f"{self.model}: …"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
@@ -454,8 +501,7 @@ class StreamView(_View):
 
 
 class PlainView(_View):
-    """The ``StreamView`` methods for frontends without widgets: text to stdout as it arrives,
-    a figures line, then (inside a kernel) the answer as sanitised HTML.
+    """The ``StreamView`` methods for frontends without widgets.
 
     >>> view = PlainView("gpt-4.1")
     >>> stream = session.stream("Tell me about otters")
@@ -463,8 +509,12 @@ class PlainView(_View):
     ...     view.append(text)
     >>> view.finish(stream.result)
 
-    Only the figures line has times in it; the final display depends on the answer alone, so
-    nbval can compare it (sanitise the figures line: it is the last line of stdout).
+    Inside a kernel (nbclient, nbval, papermill, ``jupyter console``) the answer is shown once,
+    when it ends, as the output a widget leaves behind (``final_bundle``: sanitised HTML and a
+    text/plain copy, with the figures line), so a notebook run here stores what a run in
+    JupyterLab stores and nbval compares the same thing. Elsewhere (terminal IPython, plain
+    Python, or when ``out`` is given) the text goes to stdout as it arrives, then the figures
+    line; errors go to stderr.
     """
 
     def __init__(
@@ -482,20 +532,26 @@ class PlainView(_View):
         self._err = err
         self._ended_with_newline = True
         self.renders = 0  # how many times stdout was flushed (for tests and benches)
+        in_kernel = getattr(_ipython(), "kernel", None) is not None
+        self._in_kernel = in_kernel and out is None and err is None
+        self._parent: Any = None  # the header of the request whose cell showed the view
 
     def _stdout(self) -> Any:
         return self._out if self._out is not None else sys.stdout
 
     def show(self) -> PlainView:
         """Nothing to show before the first text; returns the view."""
+        self._parent = _parent_header()
         return self
 
     def append(self, text: str) -> None:
-        """Write a text delta to stdout; flushed at most ``MAX_UPDATES_PER_SECOND`` times a
-        second (a kernel sends one message per flush)."""
+        """Write a text delta to stdout (not in a kernel: there the answer shows when it ends);
+        flushed at most ``MAX_UPDATES_PER_SECOND`` times a second."""
         if not text:
             return
         due = self._progress.add(text)
+        if self._in_kernel:
+            return
         out = self._stdout()
         out.write(text)
         self._ended_with_newline = text.endswith("\n")
@@ -504,7 +560,8 @@ class PlainView(_View):
 
     def flush(self) -> None:
         """Flush what was written."""
-        self._stdout().flush()
+        if not self._in_kernel:
+            self._stdout().flush()
         self.renders += 1
         self._progress.refreshed(0.0)
 
@@ -512,7 +569,7 @@ class PlainView(_View):
         """No button without widgets: the kernel's Interrupt stops the call."""
 
     def finish(self, result: ChatResult) -> None:
-        """Print the figures line, then display the answer as sanitised HTML (in a kernel)."""
+        """Show the answer with its figures line."""
         self._end("done", result.text or self.text, self._figures(result))
 
     def interrupted(self, result: ChatResult | None = None) -> None:
@@ -522,7 +579,19 @@ class PlainView(_View):
         self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:
-        """Write a short account of the error, with its hint, to stderr."""
+        """Show a short account of the error, with its hint (outside a kernel: on stderr)."""
+        from holynb.results import ChatResult
+
+        if self._in_kernel:
+            partial = getattr(error, "partial", None)
+            partial = partial if isinstance(partial, ChatResult) else None
+            text = self.text
+            if partial is not None and len(partial.text) > len(text):
+                text = partial.text
+            self._progress.state = "failed"
+            status = f"Failed · {self._figures(partial)}"
+            _publish(final_bundle(text, status, "failed", error), parent=self._parent)
+            return
         self._newline()
         self._progress.state = "failed"
         err = self._err if self._err is not None else sys.stderr
@@ -537,19 +606,19 @@ class PlainView(_View):
         out.flush()
 
     def _end(self, state: str, text: str, figures: str) -> None:
+        self._progress.state = state
+        if self._in_kernel:
+            self._progress.parts[:] = [text]
+            _publish(final_bundle(text, figures, state), parent=self._parent)
+            return
         if not self._progress.deltas and text:  # nothing was streamed: print the answer now
             self._stdout().write(text)
             self._ended_with_newline = text.endswith("\n")
-        self._progress.state = state
         self._progress.parts[:] = [text]
         self._newline()
         out = self._stdout()
         out.write(figures + "\n")
         out.flush()
-        if text and getattr(_ipython(), "kernel", None) is not None:
-            from IPython.display import display
-
-            display({"text/html": answer_card_html(text), "text/plain": text}, raw=True)
 
     def __repr__(self) -> str:
         tokens = self._progress.deltas

@@ -56,6 +56,15 @@ def _options(magic: Any, line: str, name: str) -> Any:
         raise UsageError(f"%%{name}: {err} in the option line {line.strip()!r}.") from None
 
 
+def _cell_id(shell: Any) -> str:
+    """The running cell's id from the frontend (JupyterLab, Notebook 7, VS Code), else ""."""
+    try:
+        metadata = shell.kernel.get_parent().get("metadata") or {}
+    except Exception:
+        return ""
+    return str(metadata.get("cellId") or "")
+
+
 @magics_class
 class LLMMagics(Magics):
     """``%%llm``, ``%llm`` and ``%%interpret``."""
@@ -65,6 +74,7 @@ class LLMMagics(Magics):
         self.conversation: list[dict[str, Any]] = []
         self._interpreters: dict[tuple[int, str | None, bool], Any] = {}
         self.tracebacks: dict[int, str] = {}  # cell number -> its traceback, for {Err[n]}
+        self._inserted: set[tuple[str, str]] = set()  # (cell id, prompt) that inserted code
         if shell is not None:
             shell.events.register("post_run_cell", self._remember_error)
 
@@ -269,10 +279,16 @@ class LLMMagics(Magics):
             self.conversation = [*messages, {"role": "assistant", "content": result.text}]
         if args.format == "code":
             blocks = _FENCE.findall(result.text)
-            code = (blocks[0] if blocks else result.text).strip("\n")
-            if not background:
-                self.shell.set_next_input(code, replace=False)
+            code = blocks[0].strip("\n") if blocks else ""
             ns["_llm_code"] = code
+            # One inserted cell per cell and prompt: running the cell again (Run All) does not
+            # add another one; an answer without a code block inserts nothing.
+            key = (_cell_id(self.shell), str(messages[-1]["content"]))
+            if not code:
+                print("holynb: the answer has no code block, so no cell was inserted.")
+            elif not background and key not in self._inserted:
+                self._inserted.add(key)
+                self.shell.set_next_input(code, replace=False)
         elif args.format == "json":
             from holynb.jsonx import extract_json
 
