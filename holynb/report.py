@@ -110,12 +110,23 @@ def plot(frame: pd.DataFrame) -> Any:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("Session.plot() needs matplotlib: pip install matplotlib") from err
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import FuncFormatter
+
     fig, (ax_cost, ax_lat) = plt.subplots(1, 2, figsize=(11, 3.8))
     data = frame.sort_values("ts")
     costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()
     ax_cost.step(data["ts"], costs, where="post")
     ax_cost.set_title("Cumulative cost (USD)")
-    ax_cost.tick_params(axis="x", labelrotation=30)
+    # Readable clock times ("14:59:07", not "14:59.140000") and the one money format.
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    formatter = mdates.ConciseDateFormatter(locator)
+    formatter.formats = ["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%H:%M:%S.%f"]
+    formatter.zero_formats = ["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M:%S"]
+    formatter.offset_formats = ["", "%Y", "%b %Y", "%d %b %Y", "%d %b %Y", "%d %b %Y %H:%M"]
+    ax_cost.xaxis.set_major_locator(locator)
+    ax_cost.xaxis.set_major_formatter(formatter)
+    ax_cost.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: money(value)))
     ok = data[data["ok"]]
     models = sorted(ok["model"].unique())
     if models:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
@@ -229,3 +230,8 @@ def test_plot_returns_a_figure(local):
     s.chat("b")
     fig = s.plot()
     assert len(fig.axes) == 2
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and all(re.fullmatch(r"\d\d:\d\d(:\d\d(\.\d{1,3})?)?", t) for t in labels), labels
+    money = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert money and all(t.startswith("$") for t in money), money
