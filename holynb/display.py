@@ -59,6 +59,7 @@ MAX_UPDATES_PER_SECOND = 16
 # Rendering may take at most this share of the time: a slow render stretches the interval.
 _RENDER_SHARE = 0.2
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
+_TICK_S = 0.5  # how often a live status line's clock moves while no text arrives
 
 CostOf = Callable[[int], float | None]
 Mode = Literal["widget", "text"]
@@ -218,6 +219,7 @@ class _Progress:
         self.first_at: float | None = None
         self.due = 0.0  # monotonic time of the next allowed refresh
         self.state = "streaming"
+        self.retry = ""  # what the last retry said ("429, retrying 1/2 in 0.5 s")
 
     def add(self, text: str) -> bool:
         """Record a delta; True when a refresh is due."""
@@ -248,7 +250,8 @@ class _Progress:
         now = time.monotonic()
         parts = [self.model]
         if self.first_at is None:
-            parts.append("waiting for the first token")
+            waiting = "waiting for the first token" if self.state == "streaming" else "no answer"
+            parts.append(self.retry or waiting)
         else:
             parts.append(f"{self.deltas:,} token{'' if self.deltas == 1 else 's'}")
             if self.deltas > 1 and now - self.first_at >= _MEASURABLE_MS / 1000:
@@ -292,6 +295,12 @@ class _View:
         if result is None:
             return self._progress.status()  # already noted
         return self._progress.noted(figures_line(result))
+
+    def _retry_words(self, error: Exception, retry: int, most: int, wait: float) -> str:
+        status = getattr(error, "status", None)
+        what = str(status) if isinstance(status, int) else type(error).__name__
+        self._progress.retry = f"{what}, retrying {retry}/{most} in {wait:.1f} s"
+        return self._progress.retry
 
 
 # -- the widget --------------------------------------------------------------------------------
@@ -351,6 +360,8 @@ class StreamView(_View):
         self._handle: Any = None  # the DisplayHandle of show()
         self._parent: Any = None  # the header of the request whose cell showed the view
         self._failure: BaseException | None = None
+        self._lock = threading.Lock()  # the status line is written by the ticker thread too
+        self._ended = threading.Event()
 
     # -- what callers use ----------------------------------------------------------------------
 
@@ -370,7 +381,13 @@ class StreamView(_View):
 
         self._parent = _parent_header()
         self._handle = display(self, display_id=True)
+        threading.Thread(target=self._tick, name="holynb-status-clock", daemon=True).start()
         return self
+
+    def retrying(self, error: Exception, retry: int, most: int, wait: float) -> None:
+        """Say a retry is coming (``ChatStream.on_retry``): "429, retrying 1/2 in 0.5 s"."""
+        self._retry_words(error, retry, most, wait)
+        self._refresh_status()
 
     def append(self, text: str) -> None:
         """Add a text delta; the view refreshes if the last refresh is old enough."""
@@ -396,6 +413,20 @@ class StreamView(_View):
         self.renders += 1
         self._progress.refreshed(time.perf_counter() - started)
 
+    def _refresh_status(self) -> None:
+        with self._lock:
+            if self.state == "streaming":
+                self._status.value = _status_html(self._progress.status())
+
+    def _tick(self) -> None:
+        # The clock in the status line moves while no text arrives (waiting for the first
+        # token, a pause, a retry's wait); a thread, since a foreground cell blocks the kernel.
+        while not self._ended.wait(_TICK_S):
+            if self.state != "streaming":
+                return
+            if time.monotonic() - self._progress.due >= _TICK_S - self._progress.min_interval:
+                self._refresh_status()
+
     def set_stop(self, callback: Callable[[], Any]) -> None:
         """Show a Stop button that calls ``callback()`` when clicked (e.g. to cancel a task)."""
         self._stop_callback = callback
@@ -410,6 +441,7 @@ class StreamView(_View):
     def interrupted(self, result: ChatResult | None = None) -> None:
         """The call was stopped: keep the partial answer, say so, with its figures."""
         text = result.text if result is not None and result.text else self.text
+        self._progress.state = "interrupted"
         figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 
@@ -426,17 +458,20 @@ class StreamView(_View):
         self._error.value = error_html(error)
         self._error.layout.display = None
         self._failure = error
+        self._progress.state = "failed"
         figures = self._figures(partial)
         self._end("failed", text, f"Failed · {figures}")
 
     # -- internals -----------------------------------------------------------------------------
 
     def _end(self, state: str, text: str, status: str) -> None:
+        self._ended.set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         settled = self._progress.text()[: self._markdown.settled_chars]
-        self._progress.state = state
+        with self._lock:
+            self._progress.state = state
         self._progress.parts[:] = [text]
         full = render_markdown(text) if text else ""
         rest = text[len(settled) :]
@@ -449,7 +484,8 @@ class StreamView(_View):
             self._tail.value = _answer_html(full) if full else ""
             for widget in old:
                 widget.close()
-        self._status.value = _status_html(status, state)
+        with self._lock:
+            self._status.value = _status_html(status, state)
         self._stop.layout.display = "none"
         self.renders += 1
         if self._handle is not None:
@@ -568,6 +604,14 @@ class PlainView(_View):
     def set_stop(self, callback: Callable[[], Any]) -> None:
         """No button without widgets: the kernel's Interrupt stops the call."""
 
+    def retrying(self, error: Exception, retry: int, most: int, wait: float) -> None:
+        """Say a retry is coming, on stderr (in a kernel, the final status line counts them)."""
+        words = self._retry_words(error, retry, most, wait)
+        if not self._in_kernel:
+            err = self._err if self._err is not None else sys.stderr
+            err.write(f"holynb: {words}\n")
+            err.flush()
+
     def finish(self, result: ChatResult) -> None:
         """Show the answer with its figures line."""
         self._end("done", result.text or self.text, self._figures(result))
@@ -575,6 +619,7 @@ class PlainView(_View):
     def interrupted(self, result: ChatResult | None = None) -> None:
         """Say the call was stopped, with its figures; the partial answer stays."""
         text = result.text if result is not None and result.text else self.text
+        self._progress.state = "interrupted"
         figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 

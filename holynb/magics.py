@@ -218,6 +218,7 @@ class LLMMagics(Magics):
                 view.append(result.text)
             else:
                 stream = session.stream(messages, **kwargs)
+                stream.on_retry = view.retrying  # "429, retrying 1/2 in 0.5 s"
                 for delta in stream:
                     view.append(delta)
                 result = stream.result  # this call's own, whatever else is running
@@ -242,6 +243,7 @@ class LLMMagics(Magics):
 
         async def work() -> None:
             stream = session.astream(messages, **kwargs)
+            stream.on_retry = view.retrying
             try:
                 async for delta in stream:
                     view.append(delta)

@@ -377,7 +377,7 @@ class Session:
             return
         client = self._client
         hold = self._reserve(body)
-        progress = StreamState(model=body["model"])
+        progress = StreamState(model=body["model"], on_retry=stream._retrying)
         try:
             async for text in client.stream(body, progress):
                 yield text

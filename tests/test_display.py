@@ -30,6 +30,7 @@ from holynb.display import (
 from holynb.errors import ConfigurationError, RateLimitError, StreamError
 from holynb.render import render_markdown
 from holynb.results import ChatResult, Usage
+from holynb.server import faults
 from tests.helpers import session_for
 
 XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
@@ -525,3 +526,23 @@ def test_the_note_ends_the_status_and_figures_lines_of_both_views(finish):
         getattr(view, finish)(result("answer"))
     assert widget.status_html.endswith(f"$0.0028 · {note}</div>")
     assert plain._out.getvalue().endswith(f"$0.0028 · {note}\n")
+
+
+def test_the_status_line_ticks_while_waiting_and_shows_retries(local, comms):
+    local.faults.push(faults.status(429, retry_after=0.3))  # the first attempt: retried
+    local.faults.push(faults.delay(1.2))  # the second: a slow first token
+    s = session_for(local)
+    view = StreamView(s.model)
+    seen: list[str] = []
+    view._status.observe(lambda change: seen.append(re.sub("<[^>]+>", "", change["new"])), "value")
+    view.show()
+    stream = s.stream("hello")
+    stream.on_retry = view.retrying
+    for text in stream:
+        view.append(text)
+    view.finish(stream.result)
+    assert any("429, retrying 1/" in line and " in 0.3 s" in line for line in seen), seen
+    before_text = [line for line in seen if " token" not in line.split(" · ")[1]]
+    clocks = {line.rsplit(" · ", 1)[-1] for line in before_text}
+    assert len(clocks) >= 3, before_text  # the clock moved while no token came
+    assert "Interrupted" not in seen[-1] and "waiting" not in seen[-1]

@@ -81,7 +81,8 @@ def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
     )
     err = displayed(cells[1])
     assert "NotFoundError" in err and "Hint" in err and "Traceback" not in err
-    assert err.splitlines()[-1].startswith("Failed · local/echo")  # not "waiting"
+    assert err.splitlines()[-1].startswith("Failed · local/echo · no answer")
+    assert "waiting" not in err
     (box,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
     assert "holynb-error mathjax_ignore" in box and "holynb-failed" in box
     assert not [o for o in cells[1].outputs if o.output_type == "error"]
