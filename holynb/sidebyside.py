@@ -104,7 +104,7 @@ class SideBySide:
                     error = _text(self._cell(row, model, "error")) or "failed"
                     name, _, message = error.partition(": ")
                     body += (
-                        f'<div class="holynb-error" style="{_ERROR_STYLE}">'
+                        f'<div class="holynb-error mathjax_ignore" style="{_ERROR_STYLE}">'
                         f"<strong>{escape_text(name)}</strong>: {escape_text(message)}</div>"
                     )
                 figures = (

@@ -232,6 +232,6 @@ def test_plot_returns_a_figure(local):
     assert len(fig.axes) == 2
     fig.canvas.draw()
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
-    assert labels and all(re.fullmatch(r"\d\d:\d\d(:\d\d(\.\d{1,3})?)?", t) for t in labels), labels
+    assert labels and all(re.fullmatch(r"\d\d:\d\d(:\d\d(\.\d{1,6})?)?", t) for t in labels), labels
     money = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
     assert money and all(t.startswith("$") for t in money), money
