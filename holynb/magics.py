@@ -499,8 +499,9 @@ class LLMMagics(Magics):
 
 
 class _Verbatim:
-    """A view wrapper for ``-f text``: the answer shown verbatim (a fenced block) in a widget;
-    plain-text views already show it as it is."""
+    """A view wrapper for ``-f text``: the answer shown verbatim (a fenced block) wherever it
+    is rendered as HTML (the widget, the final output in a kernel); a terminal shows it as it
+    is."""
 
     FENCE = "~~~~~~~~"  # longer than any fence a model writes, so the answer cannot close it
 
@@ -508,7 +509,7 @@ class _Verbatim:
         from holynb.display import StreamView
 
         self._view = view
-        self._fenced = isinstance(view, StreamView)
+        self._fenced = isinstance(view, StreamView) or bool(getattr(view, "_in_kernel", False))
 
     def show(self) -> None:
         self._view.show()

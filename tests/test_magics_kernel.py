@@ -182,3 +182,22 @@ def test_an_answer_cut_by_max_tokens_says_so_in_its_figures_line(local):
     )
     figures = displayed(cells[1]).splitlines()[-1]
     assert "stopped at 4 tokens" in figures, figures
+
+
+def test_format_text_stays_verbatim_in_the_stored_output(local):
+    local.register_model("marker", lambda m, p: "# Not a heading\n**not bold**")
+    cells = execute(
+        [
+            f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
+            "%%llm -m marker -f text\nanything",
+        ]
+    )
+    (html,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
+    assert "<pre><code" in html and "# Not a heading" in html
+    assert "<h1>" not in html and "<strong>" not in html
