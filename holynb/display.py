@@ -60,6 +60,7 @@ MAX_UPDATES_PER_SECOND = 16
 _RENDER_SHARE = 0.2
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
 _TICK_S = 0.5  # how often a live status line's clock moves while no text arrives
+_TICK_FOR_S = 600.0  # a view nobody ends (a bug in the caller): no tick after this long quiet
 
 CostOf = Callable[[int], float | None]
 Mode = Literal["widget", "text"]
@@ -422,7 +423,8 @@ class StreamView(_View):
         # The clock in the status line moves while no text arrives (waiting for the first
         # token, a pause, a retry's wait); a thread, since a foreground cell blocks the kernel.
         while not self._ended.wait(_TICK_S):
-            if self.state != "streaming":
+            quiet = time.monotonic() - max(self._progress.due, self._progress.started)
+            if self.state != "streaming" or quiet > _TICK_FOR_S:
                 return
             if time.monotonic() - self._progress.due >= _TICK_S - self._progress.min_interval:
                 self._refresh_status()
