@@ -9,12 +9,13 @@ by all of them (see ``_limits``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
 import warnings
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,14 @@ class StreamState:
     chunks: int = 0
     done: bool = False
     warning: str | None = None  # what had to be repaired (bytes that were not UTF-8)
+    # told (error, retry number, most retries, wait in seconds) before each retry's wait
+    on_retry: Callable[[APIError, int, int, float], None] | None = None
+
+    def retrying(self, err: APIError, retry: int, most: int, wait: float) -> None:
+        """Tell ``on_retry`` that retry ``retry`` of ``most`` starts in ``wait`` seconds."""
+        if self.on_retry is not None:
+            with contextlib.suppress(Exception):  # a display problem must not stop the call
+                self.on_retry(err, retry, most, wait)
 
     @property
     def text(self) -> str:
@@ -464,6 +473,7 @@ class ChatClient:
                         continue
                     wait = self._retry_or_raise(err, retries, deadline)
                     retries += 1
+                    progress.retrying(err, retries, self.settings.retry.max_retries, wait)
                     if wait:
                         await asyncio.sleep(wait)
                     continue
@@ -480,6 +490,7 @@ class ChatClient:
                         raise
                     wait = self._retry_or_raise(err, retries, deadline)
                     retries += 1
+                    progress.retrying(err, retries, self.settings.retry.max_retries, wait)
                     progress.chunks = 0
                     progress.usage = progress.finish_reason = None
                     if wait:

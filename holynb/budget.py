@@ -6,6 +6,7 @@ import threading
 import warnings
 
 from holynb.errors import BudgetExceededError, ConfigurationError, HolynbWarning
+from holynb.formatting import money
 
 WARN_AT = 0.8
 
@@ -46,13 +47,13 @@ class Budget:
             committed = self.spent_usd + sum(self._reserved.values())
             if committed >= self.limit_usd or committed + estimate_usd > self.limit_usd:
                 raise BudgetExceededError(
-                    f"Budget reached: spent ${self.spent_usd:.4f} of ${self.limit_usd:.4f}"
+                    f"Budget reached: spent {money(self.spent_usd)} of {money(self.limit_usd)}"
                     + (
-                        f" (${self.reserved_usd:.4f} held by calls in flight)"
+                        f" ({money(self.reserved_usd)} held by calls in flight)"
                         if self._reserved
                         else ""
                     )
-                    + f"; this call could cost up to ${estimate_usd:.4f}, so it was not sent.",
+                    + f"; this call could cost up to {money(estimate_usd)}, so it was not sent.",
                     hint="Raise the limit with session.budget_usd = ... or lower max_tokens.",
                     spent_usd=self.spent_usd,
                     limit_usd=self.limit_usd,
@@ -73,8 +74,8 @@ class Budget:
                 self._warned = True
         if crossed:
             warnings.warn(
-                f"holynb: ${self.spent_usd:.4f} spent, {self.spent_usd / self.limit_usd:.0%} of "
-                f"the ${self.limit_usd:.4f} budget.",
+                f"holynb: {money(self.spent_usd)} spent, {self.spent_usd / self.limit_usd:.0%} of "
+                f"the {money(self.limit_usd)} budget.",
                 BudgetWarning,
                 stacklevel=2,
             )

@@ -11,7 +11,7 @@ each keep their own answer (``session.last_result`` is only the most recently fi
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ class AsyncChatStream:
     def __init__(self) -> None:
         self.result: ChatResult | None = None
         self._texts: AsyncGenerator[str, None] | None = None
+        # Set before iterating to hear of retries: on_retry(error, retry, most, wait_s), e.g.
+        # a display's "429, retrying 1/2 in 0.5 s". Called on holynb's loop thread.
+        self.on_retry: Callable[[Exception, int, int, float], None] | None = None
+
+    def _retrying(self, err: Exception, retry: int, most: int, wait: float) -> None:
+        if self.on_retry is not None:
+            self.on_retry(err, retry, most, wait)
 
     def _attach(self, texts: AsyncGenerator[str, None]) -> AsyncChatStream:
         self._texts = texts
@@ -72,6 +79,15 @@ class ChatStream:
     def __init__(self, source: AsyncChatStream, loop: LoopThread) -> None:
         self._source = source
         self._texts: Iterator[str] = loop.iterate(source)
+
+    @property
+    def on_retry(self) -> Callable[[Exception, int, int, float], None] | None:
+        """Called before each retry's wait (see ``AsyncChatStream.on_retry``)."""
+        return self._source.on_retry
+
+    @on_retry.setter
+    def on_retry(self, callback: Callable[[Exception, int, int, float], None] | None) -> None:
+        self._source.on_retry = callback
 
     @property
     def result(self) -> ChatResult | None:

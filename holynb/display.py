@@ -13,18 +13,21 @@ The views receive text and figures; they never call the network. ``make_view`` p
 line (model, tokens, tokens/s, elapsed, cost so far) and, when ``set_stop`` gave it a callback, a
 Stop button. Re-rendering is coalesced to at most ``MAX_UPDATES_PER_SECOND``, whatever the token
 rate, and settled Markdown blocks are sent to the browser once (``render.MarkdownStream``). When
-the call ends in the cell that showed it, the output is replaced by static sanitised HTML that
-looks the same, so saved notebooks keep the answer (widget state is not saved by default).
+the call ends (in the foreground or, for ``--bg``, on another thread), the widget is replaced via
+its display id by ``final_bundle``: static sanitised HTML that looks the same plus a text/plain
+copy of the answer, so saved notebooks keep the answer (widget state is not saved by default).
 
 ``PlainView`` has the same methods for frontends without widgets (terminal IPython, nbclient and
-nbval runs, ``jupyter console``): the text goes to stdout as it arrives, then a figures line, then
-(inside a kernel) the answer once more as sanitised HTML, identical for identical answers so nbval
-can compare it. Every model-provided string is escaped or sanitised before it is shown.
+nbval runs, ``jupyter console``). Inside a kernel it shows ``final_bundle`` once the answer ends,
+so every frontend stores the same single output and nbval compares what JupyterLab saved;
+elsewhere the text goes to stdout as it arrives, then a figures line. Every model-provided string
+is escaped or sanitised before it is shown; figures and money come from ``holynb.formatting``.
 """
 
 from __future__ import annotations
 
-import html
+import contextlib
+import html as _html
 import os
 import sys
 import threading
@@ -33,7 +36,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from holynb.errors import ConfigurationError
-from holynb.render import MarkdownStream, escape_text, render_markdown
+from holynb.formatting import ERROR_STYLE, error_html, error_text, figures_line
+from holynb.formatting import answer_html as _answer_html
+from holynb.formatting import money as _usd
+from holynb.formatting import status_html as _status_html
+from holynb.render import MarkdownStream, render_markdown
 
 if TYPE_CHECKING:
     from holynb.images import PreparedImage
@@ -43,121 +50,43 @@ __all__ = [
     "MAX_UPDATES_PER_SECOND",
     "PlainView",
     "StreamView",
+    "answer_card_html",
     "display_mode",
-    "error_html",
-    "error_text",
-    "figures_line",
+    "final_bundle",
     "images_html",
     "make_view",
-    "result_card_html",
     "rich_frontend",
 ]
 
 MAX_UPDATES_PER_SECOND = 16
 # Rendering may take at most this share of the time: a slow render stretches the interval.
 _RENDER_SHARE = 0.2
-_MESSAGE_CHARS = 300
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
+_TICK_S = 0.5  # how often a live status line's clock moves while no text arrives
+_TICK_FOR_S = 600.0  # a view nobody ends (a bug in the caller): no tick after this long quiet
 
 CostOf = Callable[[int], float | None]
 Mode = Literal["widget", "text"]
 
-_ERROR_STYLE = (
-    "border-left: 3px solid var(--jp-error-color1, #d32f2f); "
-    "background: var(--jp-error-color3, #fdecea); color: var(--jp-ui-font-color1, #222); "
-    "padding: 4px 8px; margin: 4px 0; line-height: 1.4; white-space: normal"
-)
-_STATUS_STYLE = (
-    "font-size: var(--jp-ui-font-size0, 11px); color: var(--jp-ui-font-color2, #666); "
-    "line-height: 1.4; white-space: normal"
-)
+_ERROR_STYLE = ERROR_STYLE  # for the side-by-side view
 
 
-# -- figures and boxes (plain text and HTML) ---------------------------------------------------
+def answer_card_html(text: str, figures: str | None = None) -> str:
+    """A finished answer as sanitised HTML (maths rendered, currency kept as text), with an
+    optional figures line under it.
 
-
-def _usd(cost: float) -> str:
-    if cost == 0:
-        return "$0"
-    if cost >= 0.01:
-        return f"${cost:,.4f}"
-    return f"${cost:.6f}".rstrip("0") if cost >= 0.000001 else "<$0.000001"
-
-
-def _seconds(ms: float) -> str:
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
-
-
-def figures_line(result: ChatResult) -> str:
-    """One line of plain text with a call's figures: model, tokens, tokens/s, latency, time to
-    first token, cost (or "cost unknown"), and attempts when there were retries.
-
-    >>> figures_line(result)
-    'gpt-4.1 · 12 prompt + 345 completion tokens · 120.3 tok/s · 2.87 s · ttft 210 ms · $0.0028'
+    >>> answer_card_html("**Done.**", figures_line(result))
+    '<div class="jp-RenderedHTMLCommon holynb-answer"><p><strong>Done.</strong></p>...'
     """
-    usage = result.usage
-    tilde = "~" if usage.estimated else ""
-    tokens = f"{tilde}{usage.completion_tokens:,} completion tokens"
-    if usage.prompt_tokens or not usage.estimated:  # an estimate without a prompt count: omit
-        tokens = f"{tilde}{usage.prompt_tokens:,} prompt + {tokens}"
-    parts = [result.model, tokens + (" (estimated)" if usage.estimated else "")]
-    generation_ms = result.latency_ms
-    if result.ttft_ms is not None and result.latency_ms - result.ttft_ms >= _MEASURABLE_MS:
-        generation_ms = result.latency_ms - result.ttft_ms  # the rate while tokens were arriving
-    if usage.completion_tokens > 1 and generation_ms > 0:
-        parts.append(f"{usage.completion_tokens / (generation_ms / 1000):,.1f} tok/s")
-    parts.append(_seconds(result.latency_ms))
-    if result.ttft_ms is not None:
-        parts.append(f"ttft {_seconds(result.ttft_ms)}")
-    parts.append("cost unknown" if result.cost_usd is None else _usd(result.cost_usd))
-    if result.attempts > 1:
-        parts.append(f"{result.attempts} attempts")
-    return " · ".join(parts)
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
-
-
-def _error_parts(error: BaseException) -> tuple[str, str, str | None]:
-    message = getattr(error, "message", None)
-    if not isinstance(message, str):
-        message = str(error)
-    hint = getattr(error, "hint", None)
-    return type(error).__name__, _first_line(message), hint if isinstance(hint, str) else None
-
-
-def error_text(error: BaseException) -> str:
-    """A short plain-text account of ``error``: class, first line of the message, the hint.
-
-    >>> error_text(RateLimitError("429 Too Many Requests"))
-    'RateLimitError: 429 Too Many Requests\\nHint: Lower concurrency=, set rpm=/tpm= ...'
-    """
-    name, message, hint = _error_parts(error)
-    text = f"{name}: {message}" if message else name
-    return f"{text}\nHint: {hint}" if hint else text
-
-
-def error_html(error: BaseException) -> str:
-    """A short, readable error box (HTML, everything escaped): class, message, hint.
-
-    >>> error_html(ValueError("<b>bad</b>"))
-    '<div ...><strong>ValueError</strong>: &lt;b&gt;bad&lt;/b&gt;</div>'
-    """
-    name, message, hint = _error_parts(error)
-    body = f"<strong>{escape_text(name)}</strong>"
-    if message:
-        body += f": {escape_text(message)}"
-    if hint:
-        body += f"<br><span>Hint: {escape_text(hint)}</span>"
-    return f'<div class="holynb-error" style="{_ERROR_STYLE}">{body}</div>'
+    card = _answer_html(render_markdown(text))
+    return card + _status_html(figures) if figures else card
 
 
 _THUMB_STYLE = (
     "max-width: 96px; max-height: 96px; border: 1px solid var(--jp-border-color2, #ddd); "
     "border-radius: 2px"
 )
+_LABEL_STYLE = "color: var(--jp-ui-font-color2, #666); font-size: 0.85em"
 
 
 def images_html(images: Sequence[PreparedImage]) -> str:
@@ -167,35 +96,70 @@ def images_html(images: Sequence[PreparedImage]) -> str:
         return ""
     items = []
     for image in images:
-        label = html.escape(image.label(), quote=True)
+        label = _html.escape(image.label(), quote=True)
         thumb = image.thumbnail_url()
         if thumb is not None and thumb.startswith("data:image/png;base64,"):
             items.append(
                 f'<img src="{thumb}" alt="{label}" title="{label}" style="{_THUMB_STYLE}">'
             )
         else:
-            items.append(f'<span style="{_STATUS_STYLE}">{label}</span>')
+            items.append(f'<span style="{_LABEL_STYLE}">{label}</span>')
     row = "display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 2px 0"
     return f'<div class="holynb-images" style="{row}">{"".join(items)}</div>'
 
 
-def _status_html(text: str) -> str:
-    return f'<div class="holynb-status" style="{_STATUS_STYLE}">{escape_text(text)}</div>'
+def final_bundle(
+    text: str,
+    status: str,
+    state: str = "done",
+    error: BaseException | None = None,
+    images: Sequence[PreparedImage] = (),
+) -> dict[str, str]:
+    """What a finished (or interrupted, or failed) answer leaves in the notebook, the same in
+    every frontend: the answer as sanitised HTML with its status line (and the error box), and a
+    text/plain copy of the answer with the same lines.
 
-
-def _answer_html(html: str) -> str:
-    # JupyterLab's Markdown styles; harmless elsewhere.
-    return f'<div class="jp-RenderedHTMLCommon holynb-answer">{html}</div>'
-
-
-def result_card_html(text: str, figures: str | None = None) -> str:
-    """An answer as sanitised HTML, with an optional figures line under it.
-
-    >>> result_card_html("**Done.**", figures_line(result))
-    '<div class="jp-RenderedHTMLCommon holynb-answer"><p><strong>Done.</strong></p>...'
+    >>> final_bundle("**Hi**", "gpt-4.1 · 3 prompt + 1 completion tokens · 12 ms · $0.00003")
+    {'text/html': '<div class="jp-RenderedHTMLCommon holynb-answer">...', 'text/plain': ...}
     """
-    card = _answer_html(render_markdown(text))
-    return card + _status_html(figures) if figures else card
+    answer = _answer_html(render_markdown(text)) if text else ""
+    box = error_html(error) if error is not None else ""
+    html = images_html(images) + answer + box + _status_html(status, state)
+    plain = ["".join(image.label() + "\n" for image in images).rstrip("\n")] if images else []
+    if text:
+        plain.append(text.rstrip("\n"))
+    if error is not None:
+        plain.append(error_text(error))
+    plain.append(status)
+    return {"text/html": html, "text/plain": "\n\n".join(plain)}
+
+
+def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> None:
+    # Shows (or, with a handle, replaces) an output. From another thread (a --bg call), the
+    # output goes to the cell that started the call: ``parent`` is its request's header.
+    from IPython.display import display
+
+    publisher = getattr(_ipython(), "display_pub", None)
+    token = None
+    if parent and threading.current_thread() is not threading.main_thread():
+        with contextlib.suppress(Exception):  # an older ipykernel: the current cell gets it
+            token = publisher.set_thread_parent(parent)  # type: ignore[union-attr]
+    try:
+        if handle is not None:
+            handle.update(bundle, raw=True)
+        else:
+            display(bundle, raw=True)
+    finally:
+        if token is not None:
+            publisher.reset_thread_parent(token)  # type: ignore[union-attr]
+
+
+def _parent_header() -> Any:
+    kernel = getattr(_ipython(), "kernel", None)
+    try:
+        return kernel.get_parent() if kernel is not None else None
+    except Exception:
+        return None
 
 
 # -- choosing a view ---------------------------------------------------------------------------
@@ -297,6 +261,7 @@ class _Progress:
         self.first_at: float | None = None
         self.due = 0.0  # monotonic time of the next allowed refresh
         self.state = "streaming"
+        self.retry = ""  # what the last retry said ("429, retrying 1/2 in 0.5 s")
 
     def add(self, text: str) -> bool:
         """Record a delta; True when a refresh is due."""
@@ -327,7 +292,8 @@ class _Progress:
         now = time.monotonic()
         parts = [self.model]
         if self.first_at is None:
-            parts.append("waiting for the first token")
+            waiting = "waiting for the first token" if self.state == "streaming" else "no answer"
+            parts.append(self.retry or waiting)
         else:
             parts.append(f"{self.deltas:,} token{'' if self.deltas == 1 else 's'}")
             if self.deltas > 1 and now - self.first_at >= _MEASURABLE_MS / 1000:
@@ -371,6 +337,12 @@ class _View:
         if result is None:
             return self._progress.status()  # already noted
         return self._progress.noted(figures_line(result))
+
+    def _retry_words(self, error: Exception, retry: int, most: int, wait: float) -> str:
+        status = getattr(error, "status", None)
+        what = str(status) if isinstance(status, int) else type(error).__name__
+        self._progress.retry = f"{what}, retrying {retry}/{most} in {wait:.1f} s"
+        return self._progress.retry
 
 
 # -- the widget --------------------------------------------------------------------------------
@@ -423,6 +395,7 @@ class StreamView(_View):
         footer = widgets.HBox(
             [self._status, self._stop], layout=widgets.Layout(align_items="center")
         )
+        self._images = list(images)
         self.images_html = images_html(images)  # thumbnails of the images sent, if any
         thumbs = [widgets.HTML(self.images_html)] if self.images_html else []
         self.widget = widgets.VBox([*thumbs, self._answer, self._error, footer])
@@ -431,6 +404,10 @@ class StreamView(_View):
         self._pending = False  # text arrived since the last refresh
         self._timer: Any = None  # an asyncio.TimerHandle while a refresh is scheduled
         self._handle: Any = None  # the DisplayHandle of show()
+        self._parent: Any = None  # the header of the request whose cell showed the view
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()  # the status line is written by the ticker thread too
+        self._ended = threading.Event()
 
     # -- what callers use ----------------------------------------------------------------------
 
@@ -448,8 +425,15 @@ class StreamView(_View):
         """Display the view in the current output; returns the view."""
         from IPython.display import display
 
+        self._parent = _parent_header()
         self._handle = display(self, display_id=True)
+        threading.Thread(target=self._tick, name="holynb-status-clock", daemon=True).start()
         return self
+
+    def retrying(self, error: Exception, retry: int, most: int, wait: float) -> None:
+        """Say a retry is coming (``ChatStream.on_retry``): "429, retrying 1/2 in 0.5 s"."""
+        self._retry_words(error, retry, most, wait)
+        self._refresh_status()
 
     def append(self, text: str) -> None:
         """Add a text delta; the view refreshes if the last refresh is old enough."""
@@ -475,6 +459,21 @@ class StreamView(_View):
         self.renders += 1
         self._progress.refreshed(time.perf_counter() - started)
 
+    def _refresh_status(self) -> None:
+        with self._lock:
+            if self.state == "streaming":
+                self._status.value = _status_html(self._progress.status())
+
+    def _tick(self) -> None:
+        # The clock in the status line moves while no text arrives (waiting for the first
+        # token, a pause, a retry's wait); a thread, since a foreground cell blocks the kernel.
+        while not self._ended.wait(_TICK_S):
+            quiet = time.monotonic() - max(self._progress.due, self._progress.started)
+            if self.state != "streaming" or quiet > _TICK_FOR_S:
+                return
+            if time.monotonic() - self._progress.due >= _TICK_S - self._progress.min_interval:
+                self._refresh_status()
+
     def set_stop(self, callback: Callable[[], Any]) -> None:
         """Show a Stop button that calls ``callback()`` when clicked (e.g. to cancel a task)."""
         self._stop_callback = callback
@@ -489,6 +488,7 @@ class StreamView(_View):
     def interrupted(self, result: ChatResult | None = None) -> None:
         """The call was stopped: keep the partial answer, say so, with its figures."""
         text = result.text if result is not None and result.text else self.text
+        self._progress.state = "interrupted"
         figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 
@@ -504,17 +504,21 @@ class StreamView(_View):
             text = partial.text
         self._error.value = error_html(error)
         self._error.layout.display = None
+        self._failure = error
+        self._progress.state = "failed"
         figures = self._figures(partial) if getattr(error, "sent", True) else "not sent"
         self._end("failed", text, f"Failed · {figures}")
 
     # -- internals -----------------------------------------------------------------------------
 
     def _end(self, state: str, text: str, status: str) -> None:
+        self._ended.set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         settled = self._progress.text()[: self._markdown.settled_chars]
-        self._progress.state = state
+        with self._lock:
+            self._progress.state = state
         self._progress.parts[:] = [text]
         full = render_markdown(text) if text else ""
         rest = text[len(settled) :]
@@ -527,23 +531,17 @@ class StreamView(_View):
             self._tail.value = _answer_html(full) if full else ""
             for widget in old:
                 widget.close()
-        self._status.value = _status_html(status)
+        with self._lock:
+            self._status.value = _status_html(status, state)
         self._stop.layout.display = "none"
         self.renders += 1
-        self._settle_output(text, full, status)
-
-    def _settle_output(self, text: str, html: str, status: str) -> None:
-        # The cell's output becomes static sanitised HTML that looks the same, so a saved
-        # notebook shows the answer anywhere (a widget without saved state shows "model not
-        # found"). Only a display made by show() on the kernel's thread while its cell runs can
-        # be updated; a background call keeps the live widget, which shows the same.
-        if self._handle is None or threading.current_thread() is not threading.main_thread():
-            return
-        error = self._error.value if self._error.layout.display is None else ""
-        answer = _answer_html(html) if html else ""
-        page = self.images_html + answer + error + _status_html(status)
-        bundle = {"text/html": page, "text/plain": text}
-        self._handle.update(bundle, raw=True)
+        if self._handle is not None:
+            # The live widget is replaced by static sanitised HTML that looks the same (the
+            # output PlainView leaves), so a saved notebook shows the answer anywhere: a widget
+            # without saved state shows "model not found". A --bg call, finishing on another
+            # thread, replaces the output of the cell that started it.
+            bundle = final_bundle(text, status, state, self._failure, self._images)
+            _publish(bundle, self._handle, self._parent)
 
     def _schedule_flush(self) -> None:
         # Inside an event loop (a --bg task), text held back by coalescing is shown when the
@@ -571,9 +569,7 @@ class StreamView(_View):
             self._stop_callback()
 
     def _plain(self) -> str:
-        if self.state == "streaming":
-            return f"{self.model}: streaming answer (shown by a live widget)"
-        return self.text
+        return self.text or f"{self.model}: …"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
@@ -589,8 +585,7 @@ class StreamView(_View):
 
 
 class PlainView(_View):
-    """The ``StreamView`` methods for frontends without widgets: text to stdout as it arrives,
-    a figures line, then (inside a kernel) the answer as sanitised HTML.
+    """The ``StreamView`` methods for frontends without widgets.
 
     >>> view = PlainView("gpt-4.1")
     >>> stream = session.stream("Tell me about otters")
@@ -598,8 +593,12 @@ class PlainView(_View):
     ...     view.append(text)
     >>> view.finish(stream.result)
 
-    Only the figures line has times in it; the final display depends on the answer alone, so
-    nbval can compare it (sanitise the figures line: it is the last line of stdout).
+    Inside a kernel (nbclient, nbval, papermill, ``jupyter console``) the answer is shown once,
+    when it ends, as the output a widget leaves behind (``final_bundle``: sanitised HTML and a
+    text/plain copy, with the figures line), so a notebook run here stores what a run in
+    JupyterLab stores and nbval compares the same thing. Elsewhere (terminal IPython, plain
+    Python, or when ``out`` is given) the text goes to stdout as it arrives, then the figures
+    line; errors go to stderr.
     """
 
     def __init__(
@@ -619,25 +618,31 @@ class PlainView(_View):
         self._err = err
         self._ended_with_newline = True
         self.renders = 0  # how many times stdout was flushed (for tests and benches)
+        in_kernel = getattr(_ipython(), "kernel", None) is not None
+        self._in_kernel = in_kernel and out is None and err is None
+        self._parent: Any = None  # the header of the request whose cell showed the view
 
     def _stdout(self) -> Any:
         return self._out if self._out is not None else sys.stdout
 
     def show(self) -> PlainView:
-        """Print one line per image sent (``[image: name, WxH, format, size]``), if any; returns
-        the view."""
-        if self._images:
+        """Outside a kernel, print one line per image sent (``[image: name, WxH, format,
+        size]``); returns the view."""
+        self._parent = _parent_header()
+        if self._images and not self._in_kernel:
             out = self._stdout()
             out.write("".join(image.label() + "\n" for image in self._images))
             out.flush()
         return self
 
     def append(self, text: str) -> None:
-        """Write a text delta to stdout; flushed at most ``MAX_UPDATES_PER_SECOND`` times a
-        second (a kernel sends one message per flush)."""
+        """Write a text delta to stdout (not in a kernel: there the answer shows when it ends);
+        flushed at most ``MAX_UPDATES_PER_SECOND`` times a second."""
         if not text:
             return
         due = self._progress.add(text)
+        if self._in_kernel:
+            return
         out = self._stdout()
         out.write(text)
         self._ended_with_newline = text.endswith("\n")
@@ -646,25 +651,49 @@ class PlainView(_View):
 
     def flush(self) -> None:
         """Flush what was written."""
-        self._stdout().flush()
+        if not self._in_kernel:
+            self._stdout().flush()
         self.renders += 1
         self._progress.refreshed(0.0)
 
     def set_stop(self, callback: Callable[[], Any]) -> None:
         """No button without widgets: the kernel's Interrupt stops the call."""
 
+    def retrying(self, error: Exception, retry: int, most: int, wait: float) -> None:
+        """Say a retry is coming, on stderr (in a kernel, the final status line counts them)."""
+        words = self._retry_words(error, retry, most, wait)
+        if not self._in_kernel:
+            err = self._err if self._err is not None else sys.stderr
+            err.write(f"holynb: {words}\n")
+            err.flush()
+
     def finish(self, result: ChatResult) -> None:
-        """Print the figures line, then display the answer as sanitised HTML (in a kernel)."""
+        """Show the answer with its figures line."""
         self._end("done", result.text or self.text, self._figures(result))
 
     def interrupted(self, result: ChatResult | None = None) -> None:
         """Say the call was stopped, with its figures; the partial answer stays."""
         text = result.text if result is not None and result.text else self.text
+        self._progress.state = "interrupted"
         figures = self._figures(result)
         self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:
-        """Write a short account of the error, with its hint, to stderr."""
+        """Show a short account of the error, with its hint (outside a kernel: on stderr)."""
+        from holynb.results import ChatResult
+
+        if self._in_kernel:
+            partial = getattr(error, "partial", None)
+            partial = partial if isinstance(partial, ChatResult) else None
+            text = self.text
+            if partial is not None and len(partial.text) > len(text):
+                text = partial.text
+            self._progress.state = "failed"
+            figures = self._figures(partial) if getattr(error, "sent", True) else "not sent"
+            status = f"Failed · {figures}"
+            bundle = final_bundle(text, status, "failed", error, self._images)
+            _publish(bundle, parent=self._parent)
+            return
         self._newline()
         self._progress.state = "failed"
         err = self._err if self._err is not None else sys.stderr
@@ -679,19 +708,19 @@ class PlainView(_View):
         out.flush()
 
     def _end(self, state: str, text: str, figures: str) -> None:
+        self._progress.state = state
+        if self._in_kernel:
+            self._progress.parts[:] = [text]
+            _publish(final_bundle(text, figures, state, images=self._images), parent=self._parent)
+            return
         if not self._progress.deltas and text:  # nothing was streamed: print the answer now
             self._stdout().write(text)
             self._ended_with_newline = text.endswith("\n")
-        self._progress.state = state
         self._progress.parts[:] = [text]
         self._newline()
         out = self._stdout()
         out.write(figures + "\n")
         out.flush()
-        if text and getattr(_ipython(), "kernel", None) is not None:
-            from IPython.display import display
-
-            display({"text/html": result_card_html(text), "text/plain": text}, raw=True)
 
     def __repr__(self) -> str:
         tokens = self._progress.deltas

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from holynb.formatting import money
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -113,7 +115,7 @@ class ExecutionResult:
         """One line: outcome, model, claimed time, agreement, cost, attempts.
 
         >>> ci.run("print(1)").summary()
-        'success · local/python · 41.2 ms claimed · agrees · $0.000000 · 1 attempt'
+        'success · local/python · 41.2 ms claimed · agrees · $0.00 · 1 attempt'
         """
         if not self.answered:
             head = f"no answer ({self.error})" if self.error else "no answer"
@@ -128,7 +130,7 @@ class ExecutionResult:
             parts.append(f"{self.execution_time_ms:.1f} ms claimed")
         if self.verified:
             parts.append(_agreement(self))
-        parts.append("cost unknown" if self.cost_usd is None else f"${self.cost_usd:.6f}")
+        parts.append("cost unknown" if self.cost_usd is None else money(self.cost_usd))
         parts.append(f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}")
         if self.parse_repaired:
             parts.append("JSON repaired")
@@ -210,10 +212,14 @@ class RunManyResult(list[ExecutionResult]):
         cost = self.total_cost_usd
         head = (
             f"{len(self)} snippets · {self.failed} failed · "
-            f"{'cost unknown' if cost is None else f'${cost:.6f}'}"
+            f"{'cost unknown' if cost is None else money(cost)}"
         )
         frame = self.to_frame().drop(columns=["code", "raw"])
-        return f"<p>{html.escape(head)}</p>" + frame.to_html(max_rows=20, escape=True)
+        return (
+            f"<div class='mathjax_ignore'><p>{html.escape(head)}</p>"
+            + frame.to_html(max_rows=20, escape=True)
+            + "</div>"
+        )
 
 
 def same_output(claimed: str, real: str) -> bool:
@@ -235,12 +241,14 @@ def _normalise(text: str) -> str:
 
 # Colours that read on light and dark notebook themes alike (text colour is inherited).
 _CARD = (
-    '<div class="holynb-interpret" style="border:1px solid rgba(127,127,127,0.4);'
+    '<div class="holynb-interpret mathjax_ignore" '
+    'style="border:1px solid var(--jp-border-color1,rgba(127,127,127,0.4));'
     "border-radius:6px;padding:6px 10px;margin:4px 0;font-family:system-ui,sans-serif;"
     'font-size:13px">{body}</div>'
 )
 _PRE = (
-    '<pre style="margin:4px 0;padding:6px;background:rgba(127,127,127,0.1);border-radius:4px;'
+    '<pre style="margin:4px 0;padding:6px;background:var(--jp-layout-color2,rgba(127,127,127,0.1));'
+    "border-radius:4px;"
     'white-space:pre-wrap;max-height:24em;overflow:auto">{text}</pre>'
 )
 _LABEL = '<div style="opacity:0.7;font-size:12px;margin-top:4px">{text}</div>'
@@ -256,13 +264,13 @@ def result_card_html(result: ExecutionResult) -> str:
     """
     esc = _escape
     if not result.answered:
-        colour, mark = "#cf222e", "✗"
+        colour, mark = "var(--jp-error-color1, #cf222e)", "✗"
     elif result.agrees is False:
-        colour, mark = "#bc4c00", "≠"
+        colour, mark = "var(--jp-warn-color1, #bc4c00)", "≠"
     elif result.success:
-        colour, mark = "#1a7f37", "✓"
+        colour, mark = "var(--jp-success-color1, #1a7f37)", "✓"
     else:
-        colour, mark = "#bc4c00", "!"
+        colour, mark = "var(--jp-warn-color1, #bc4c00)", "!"
     head = f'<span style="color:{colour};font-weight:600">{mark}</span> {esc(result.summary())}'
     parts = [f"<div>{head}</div>"]
     if result.output:
@@ -270,7 +278,8 @@ def result_card_html(result: ExecutionResult) -> str:
         parts.append(_PRE.format(text=esc(_clip(result.output))))
     if result.error is not None:
         parts.append(
-            f'<div style="color:#cf222e;margin-top:4px"><b>{esc(result.error.name)}</b>'
+            '<div style="color:var(--jp-error-color1,#cf222e);margin-top:4px">'
+            f"<b>{esc(result.error.name)}</b>"
             f"{': ' + esc(result.error.message) if result.error.message else ''}</div>"
         )
     if result.verified and result.agrees is False:

@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from holynb.errors import HolynbError, PromptError
 from holynb.magic_errors import for_magic
+from holynb.formatting import money
 from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ def _options(magic: Any, line: str, name: str) -> Any:
         raise UsageError(f"%%{name}: {err} in the option line {line.strip()!r}.") from None
 
 
+def _cell_id(shell: Any) -> str:
+    """The running cell's id from the frontend (JupyterLab, Notebook 7, VS Code), else ""."""
+    try:
+        metadata = shell.kernel.get_parent().get("metadata") or {}
+    except Exception:
+        return ""
+    return str(metadata.get("cellId") or "")
+
+
 @magics_class
 class LLMMagics(Magics):
     """``%%llm``, ``%llm`` and ``%%interpret``."""
@@ -66,6 +76,7 @@ class LLMMagics(Magics):
         self.conversation: list[dict[str, Any]] = []
         self._interpreters: dict[tuple[int, str | None, bool], Any] = {}
         self.tracebacks: dict[int, str] = {}  # cell number -> its traceback, for {Err[n]}
+        self._inserted: set[tuple[str, str]] = set()  # (cell id, prompt) that inserted code
         if shell is not None:
             shell.events.register("post_run_cell", self._remember_error)
 
@@ -237,6 +248,7 @@ class LLMMagics(Magics):
                 view.append(result.text)
             else:
                 stream = session.stream(messages, **kwargs)
+                stream.on_retry = view.retrying  # "429, retrying 1/2 in 0.5 s"
                 for delta in stream:
                     view.append(delta)
                 result = stream.result  # this call's own, whatever else is running
@@ -287,6 +299,7 @@ class LLMMagics(Magics):
 
         async def work() -> None:
             stream = session.astream(messages, **kwargs)
+            stream.on_retry = view.retrying
             try:
                 async for delta in stream:
                     view.append(delta)
@@ -324,10 +337,16 @@ class LLMMagics(Magics):
             self.conversation = [*messages, {"role": "assistant", "content": result.text}]
         if args.format == "code":
             blocks = _FENCE.findall(result.text)
-            code = (blocks[0] if blocks else result.text).strip("\n")
-            if not background:
-                self.shell.set_next_input(code, replace=False)
+            code = blocks[0].strip("\n") if blocks else ""
             ns["_llm_code"] = code
+            # One inserted cell per cell and prompt: running the cell again (Run All) does not
+            # add another one; an answer without a code block inserts nothing.
+            key = (_cell_id(self.shell), str(messages[-1]["content"]))
+            if not code:
+                print("holynb: the answer has no code block, so no cell was inserted.")
+            elif not background and key not in self._inserted:
+                self._inserted.add(key)
+                self.shell.set_next_input(code, replace=False)
         elif args.format == "json":
             from holynb.jsonx import extract_json
 
@@ -438,7 +457,7 @@ class LLMMagics(Magics):
             ("base_url", current.base_url),
             ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
             ("api key", _key_state(current)),
-            ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
+            ("budget", "none" if current.budget_usd is None else money(current.budget_usd)),
             ("calls", str(len(current.records))),
             ("spent", current.cost_summary()),
         ]
@@ -524,7 +543,7 @@ class LLMMagics(Magics):
             print("Interrupted.")
             return None
         except HolynbError as err:
-            from holynb.display import error_html, error_text
+            from holynb.formatting import error_html, error_text
 
             shown = for_magic(err)
             display({"text/html": error_html(shown), "text/plain": error_text(shown)}, raw=True)
@@ -552,8 +571,9 @@ LLMMagics.interpret.__doc__ = _readable_help(LLMMagics.interpret.__doc__, "inter
 
 
 class _Verbatim:
-    """A view wrapper for ``-f text``: the answer shown verbatim (a fenced block) in a widget;
-    plain-text views already show it as it is."""
+    """A view wrapper for ``-f text``: the answer shown verbatim (a fenced block) wherever it
+    is rendered as HTML (the widget, the final output in a kernel); a terminal shows it as it
+    is."""
 
     FENCE = "~~~~~~~~"  # longer than any fence a model writes, so the answer cannot close it
 
@@ -561,7 +581,7 @@ class _Verbatim:
         from holynb.display import StreamView
 
         self._view = view
-        self._fenced = isinstance(view, StreamView)
+        self._fenced = isinstance(view, StreamView) or bool(getattr(view, "_in_kernel", False))
 
     def show(self) -> None:
         self._view.show()

@@ -26,13 +26,20 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MarkdownStream", "escape_text", "plain_html", "render_markdown"]
+__all__ = ["IGNORE_MATHS", "MarkdownStream", "escape_text", "plain_html", "render_markdown"]
 
 _TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code",
     "pre", "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td",
+    "span",
 }  # fmt: skip
-_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}}
+_ATTRIBUTES = {
+    "a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "span": set(),
+}  # fmt: skip
+IGNORE_MATHS = "mathjax_ignore"  # JupyterLab's MathJax does not typeset inside this class
+_CLASSES = {"span": {IGNORE_MATHS}}
+_DOLLAR = f'<span class="{IGNORE_MATHS}">$</span>'
+
 _URL_SCHEMES = {"http", "https", "mailto"}
 _LINK = re.compile(r"(?:https?:|mailto:|#)", re.IGNORECASE)
 
@@ -58,9 +65,9 @@ def plain_html(text: str) -> str:
     """``text`` escaped and shown as it is (line breaks kept): the fallback rendering.
 
     >>> plain_html("a <b>\\nc")
-    '<div style="white-space: pre-wrap">a &lt;b&gt;\\nc</div>'
+    '<div class="mathjax_ignore" style="white-space: pre-wrap">a &lt;b&gt;\\nc</div>'
     """
-    return f'<div style="white-space: pre-wrap">{escape_text(text)}</div>'
+    return f'<div class="{IGNORE_MATHS}" style="white-space: pre-wrap">{escape_text(text)}</div>'
 
 
 def render_markdown(text: str) -> str:
@@ -97,10 +104,22 @@ def _renderer() -> Callable[[str], str] | None:
 def _build_renderer() -> Callable[[str], str]:
     import nh3
     from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+    from mdit_py_plugins.texmath import texmath_plugin
 
     options = {"html": False, "linkify": False, "typographer": False, "maxNesting": MAX_NESTING}
     md = MarkdownIt("commonmark", options)
     md.enable(["table", "strikethrough"])
+    # Maths as pandoc's tex_math_dollars reads it: "$x$" (no space inside the dollars, no digit
+    # after the closing one), "$$...$$", "\\(...\\)" and "\\[...\\]"; every other "$" is money.
+    md.use(dollarmath_plugin, allow_labels=False, allow_space=False, allow_digits=False,
+           double_inline=True)  # fmt: skip
+    md.use(texmath_plugin, delimiters="brackets")
+    md.add_render_rule("math_inline", _maths_inline)
+    md.add_render_rule("math_inline_double", _maths_block)
+    md.add_render_rule("math_block", _maths_block)
+    md.add_render_rule("math_block_eqno", _maths_block)
+    md.add_render_rule("text", _text_without_maths)
     md.validateLink = lambda url: bool(_LINK.match(url.strip()))  # type: ignore[method-assign]
     md.add_render_rule("image", _image_as_link)
     cleaner = nh3.Cleaner(
@@ -108,6 +127,7 @@ def _build_renderer() -> Callable[[str], str]:
         attributes=_ATTRIBUTES,
         url_schemes=_URL_SCHEMES,
         link_rel="noopener noreferrer",
+        allowed_classes=_CLASSES,
         strip_comments=True,
         filter_style_properties={"text-align"},
     )
@@ -131,6 +151,21 @@ def _too_deep(tokens: list[Any]) -> bool:
         if token.children and _too_deep(token.children):
             return True
     return False
+
+
+def _maths_inline(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+    # Written with \\( \\): MathJax typesets it, and a "$" inside cannot pair with money.
+    return f"\\({escape_text(tokens[idx].content)}\\)"
+
+
+def _maths_block(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+    maths = f"\\[{escape_text(tokens[idx].content.strip())}\\]"
+    return maths if tokens[idx].type == "math_inline_double" else f"<p>{maths}</p>\n"
+
+
+def _text_without_maths(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+    # A "$" that is not maths (money) is wrapped so JupyterLab's MathJax leaves it as text.
+    return escape_text(tokens[idx].content).replace("$", _DOLLAR)
 
 
 def _image_as_link(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:

@@ -6,6 +6,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from holynb.ledger import stopped_by_user
+from holynb.formatting import cost_text, money
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,21 +75,11 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def cost_text(known_usd: float, unpriced_calls: int = 0) -> str:
-    """A total that hides no unknown price: ``"$0.0123"``, ``"$0.0123 + 4 calls without a
-    price"`` (the calls whose model has no known price are not in the dollar figure)."""
-    text = f"${known_usd:,.4f}"
-    if unpriced_calls:
-        calls = "call" if unpriced_calls == 1 else "calls"
-        text += f" + {unpriced_calls} {calls} without a price"
-    return text
-
-
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     if kind == "usd":
-        return f"${value:,.4f}"
+        return money(value)
     if kind == "pct":
         return f"{value:.0%}"
     if kind == "ms":
@@ -114,7 +105,7 @@ def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
         ]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
-        f"<div class='holynb-summary'><b>{html.escape(title)}</b> — total "
+        f"<div class='holynb-summary mathjax_ignore'><b>{html.escape(title)}</b> — total "
         f"{html.escape(cost_text(total_cost, unknown))}"
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
         "<tbody>" + "".join(body) + "</tbody></table></div>"
@@ -127,6 +118,9 @@ def plot(frame: pd.DataFrame) -> Any:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("Session.plot() needs matplotlib: pip install matplotlib") from err
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import FuncFormatter
+
     fig, (ax_cost, ax_lat) = plt.subplots(1, 2, figsize=(11, 3.8))
     data = frame.sort_values("ts")
     costs = data["cost_usd"].fillna(0.0).astype(float).cumsum()  # the known costs
@@ -135,7 +129,15 @@ def plot(frame: pd.DataFrame) -> Any:
     unpriced = int((data["cost_usd"].isna() & used).sum())
     note = f"\n(+ {unpriced} call{'s' * (unpriced != 1)} without a price)" if unpriced else ""
     ax_cost.set_title("Cumulative cost (USD)" + note)
-    ax_cost.tick_params(axis="x", labelrotation=30)
+    # Readable clock times ("14:59:07", not "14:59.140000") and the one money format.
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    formatter = mdates.ConciseDateFormatter(locator)
+    formatter.formats = ["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%H:%M:%S.%f"]
+    formatter.zero_formats = ["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M:%S"]
+    formatter.offset_formats = ["", "%Y", "%b %Y", "%d %b %Y", "%d %b %Y", "%d %b %Y %H:%M"]
+    ax_cost.xaxis.set_major_locator(locator)
+    ax_cost.xaxis.set_major_formatter(formatter)
+    ax_cost.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: money(value)))
     ok = data[data["ok"]]
     models = sorted(ok["model"].unique())
     if models:

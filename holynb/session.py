@@ -28,6 +28,7 @@ from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
 from holynb.images import DEFAULT_MAX_IMAGE_BYTES
+from holynb.formatting import money
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -405,7 +406,7 @@ class Session:
             return
         client = self._client
         hold = self._reserve(body)
-        progress = StreamState(model=body["model"])
+        progress = StreamState(model=body["model"], on_retry=stream._retrying)
         try:
             async for text in client.stream(body, progress):
                 yield text
@@ -910,7 +911,7 @@ class Session:
         >>> s.cost_summary()
         '$0.0123 + 4 calls without a price'
         """
-        from holynb.report import cost_text
+        from holynb.formatting import cost_text
 
         return cost_text(self.total_cost_usd, self.unpriced_calls)
 

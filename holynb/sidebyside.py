@@ -21,18 +21,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from holynb.display import (
-    _ERROR_STYLE,
-    MAX_UPDATES_PER_SECOND,
-    StreamView,
-    _answer_html,
-    _ipython,
-    _Progress,
-    _usd,
-    display_mode,
-    error_text,
-    figures_line,
-)
+from holynb.display import MAX_UPDATES_PER_SECOND, StreamView, _ipython, _Progress, display_mode
+from holynb.formatting import ERROR_STYLE as _ERROR_STYLE
+from holynb.formatting import answer_html as _answer_html
+from holynb.formatting import error_text, figures_line
+from holynb.formatting import money as _usd
 from holynb.render import escape_text, render_markdown
 
 if TYPE_CHECKING:
@@ -111,7 +104,7 @@ class SideBySide:
                     error = _text(self._cell(row, model, "error")) or "failed"
                     name, _, message = error.partition(": ")
                     body += (
-                        f'<div class="holynb-error" style="{_ERROR_STYLE}">'
+                        f'<div class="holynb-error mathjax_ignore" style="{_ERROR_STYLE}">'
                         f"<strong>{escape_text(name)}</strong>: {escape_text(message)}</div>"
                     )
                 figures = (

@@ -214,7 +214,7 @@ def test_side_by_side_html_is_sanitised(session: holynb.Session) -> None:
 
 def test_side_by_side_plain_text_is_readable(session: holynb.Session) -> None:
     text = repr(side_by_side(_compare_frame(session)))
-    assert text.startswith("[0] Say <script>hi</script>\n  ── local/evil ($0 · ")
+    assert text.startswith("[0] Say <script>hi</script>\n  ── local/evil ($0.00 · ")
     assert "  ── local/missing" in text and "NotFoundError: " in text
     assert "\n\n[1] Say bye\n" in text
 
@@ -387,7 +387,7 @@ def test_several_models_in_a_real_kernel_print_headings_and_show_sanitised_colum
     html = [o["data"]["text/html"] for o in magic.outputs + table.outputs if "data" in o]
     assert len(html) == 2 and all("<img" not in h and "<script" not in h for h in html)
     plain = table.outputs[0]["data"]["text/plain"]
-    assert plain.startswith("[0] hello kernel\n  ── local/evil ($0 · ")
+    assert plain.startswith("[0] hello kernel\n  ── local/evil ($0.00 · ")
 
 
 def test_compare_takes_a_single_prompt_or_message_list(session: holynb.Session) -> None:

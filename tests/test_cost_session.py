@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
@@ -253,6 +254,13 @@ def test_plot_returns_a_figure(local):
     fig = s.plot()
     assert len(fig.axes) == 2
     assert fig.axes[0].get_title() == "Cumulative cost (USD)"
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and all(re.fullmatch(r"\d\d:\d\d(:\d\d(\.\d{1,6})?)?", t) for t in labels), labels
+    money = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert money and all(t.startswith("$") for t in money), money
+
+
 
 
 def test_plot_says_how_many_calls_have_no_price(local):

@@ -20,16 +20,17 @@ from holynb.display import (
     MAX_UPDATES_PER_SECOND,
     PlainView,
     StreamView,
+    answer_card_html,
     display_mode,
     error_html,
     error_text,
     figures_line,
     make_view,
-    result_card_html,
 )
 from holynb.errors import ConfigurationError, RateLimitError, StreamError
 from holynb.render import render_markdown
 from holynb.results import ChatResult, Usage
+from holynb.server import faults
 from tests.helpers import session_for
 
 XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
@@ -194,7 +195,7 @@ def test_status_shows_tokens_rate_elapsed_and_cost(clock):
         view.append(text)
     view.flush()
     status = re.sub("<[^>]+>", "", view.status_html)
-    assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.0110 so far"
+    assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.011 so far"
 
 
 def test_status_says_cost_unknown_when_the_price_is():
@@ -244,7 +245,8 @@ def test_interrupted_keeps_the_partial_answer():
     view.append("Partial **answer**")
     view.interrupted(result("Partial **answer**", interrupted=True))
     assert "<strong>answer</strong>" in view.answer_html
-    assert "Interrupted · m · 12 prompt" in view.status_html
+    assert "Interrupted · m · 12 prompt" in re.sub("<[^>]+>", "", view.status_html)
+    assert "holynb-interrupted" in view.status_html and "--jp-warn-color" in view.status_html
     assert view.state == "interrupted"
 
 
@@ -269,7 +271,8 @@ def test_fail_keeps_partial_text_and_shows_the_box():
     view.fail(err)
     assert "Half an answer" in view.answer_html
     assert "StreamError" in view._error.value and view._error.layout.display is None
-    assert "Failed · m" in view.status_html and view.state == "failed"
+    assert "Failed · m" in re.sub("<[^>]+>", "", view.status_html) and view.state == "failed"
+    assert "holynb-failed" in view.status_html and "--jp-error-color" in view.status_html
 
 
 def test_pricing_failure_does_not_break_the_view():
@@ -288,7 +291,7 @@ def test_widget_bundle_has_no_raw_widget_repr():
     view = StreamView("m")
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert "VBox" not in bundle["text/plain"] and "m: streaming" in bundle["text/plain"]
+    assert "VBox" not in bundle["text/plain"] and "streaming" not in bundle["text/plain"]
     view.finish(result("Final answer"))
     assert view._repr_mimebundle_()["text/plain"] == "Final answer"
 
@@ -326,8 +329,8 @@ def test_plain_view_says_interrupted():
 
 
 def test_result_card_is_sanitised_and_deterministic():
-    assert result_card_html(XSS) == result_card_html(XSS)
-    assert "<img" not in result_card_html(XSS)
+    assert answer_card_html(XSS) == answer_card_html(XSS)
+    assert "<img" not in answer_card_html(XSS)
 
 
 # -- choosing a view ---------------------------------------------------------------------------
@@ -415,34 +418,65 @@ def run_cell(source: str) -> list[dict[str, Any]]:
     return nb.cells[0].outputs
 
 
-def test_nbclient_gets_plain_text_and_a_sanitised_final_display(local, no_env):
+def _masked(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # numbers (times, rates) change from run to run: what nbval's sanitisers mask
+    return [
+        {key: re.sub(r"\d[\d.,]*", "N", value) for key, value in o["data"].items()}
+        for o in outputs
+        if o["output_type"] == "display_data"
+    ]
+
+
+def test_every_frontend_stores_one_rendered_answer_with_its_figures(local, monkeypatch):
+    # nbclient/nbval (the plain view) and JupyterLab (the widget, replaced when the answer is
+    # complete) leave the same single output: re-running a tutorial in Lab changes nothing nbval
+    # compares, and no plain-text copy of the answer is printed besides it.
     local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
-    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url, key=local.api_key.get()))
-    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    lines = stdout.splitlines()
-    assert lines[0] == "PlainView"
-    assert lines[1] == f"**Bold** {XSS}"
-    assert lines[2].startswith("local/xss · ")
+    source = CELL.format(model="local/xss", url=local.base_url, key=local.api_key.get())
+    monkeypatch.setenv("HOLYNB_DISPLAY", "text")
+    plain = run_cell(source)
+    monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
+    widget = run_cell(source)
+    for outputs, kind in ((plain, "PlainView"), (widget, "StreamView")):
+        stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+        assert stdout == kind + "\n"  # only the cell's own print
+        (final,) = [o for o in outputs if o.output_type == "display_data"]
+        assert set(final.data) == {"text/html", "text/plain"}
+        answer, figures = final.data["text/plain"].split("\n\n")
+        assert answer == f"**Bold** {XSS}" and figures.startswith("local/xss · ")
+        html = final.data["text/html"]
+        assert "<strong>Bold</strong>" in html and "local/xss · " in html
+        assert "<img" not in html and "<script" not in html
+    assert _masked(plain) == _masked(widget)
+
+
+def test_a_background_answer_is_stored_as_html_not_as_a_widget(local, monkeypatch):
+    # a --bg call finishes on another thread: its widget is replaced all the same, in the cell
+    # that started it, by the answer as HTML and a text/plain copy of the answer itself
+    monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
+    source = f"""
+    import threading
+    import holynb
+    from holynb.display import make_view
+    s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                       api_key={local.api_key.get()!r})
+    view = make_view(s.model).show()
+
+    def work():
+        for text in s.stream("in the background"):
+            view.append(text)
+        view.finish(s.last_result)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    """
+    outputs = run_cell(source)
     (final,) = [o for o in outputs if o.output_type == "display_data"]
     assert set(final.data) == {"text/html", "text/plain"}
-    assert final.data["text/plain"] == f"**Bold** {XSS}"
-    assert "<strong>Bold</strong>" in final.data["text/html"]
-    assert "<img" not in final.data["text/html"] and "<script" not in final.data["text/html"]
-
-
-def test_widget_output_becomes_static_html_when_the_answer_is_complete(local, monkeypatch):
-    # what a saved notebook keeps: the answer and its figures, not a widget without state
-    monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
-    local.register_model("local/xss", lambda messages, params: f"**Bold** {XSS}")
-    outputs = run_cell(CELL.format(model="local/xss", url=local.base_url, key=local.api_key.get()))
-    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert stdout.strip() == "StreamView"
-    (shown,) = [o for o in outputs if o.output_type == "display_data"]
-    assert set(shown.data) == {"text/html", "text/plain"}
-    assert shown.data["text/plain"] == f"**Bold** {XSS}"
-    html = shown.data["text/html"]
-    assert "<strong>Bold</strong>" in html and "local/xss · " in html
-    assert "<img" not in html and "<script" not in html
+    assert final.data["text/plain"].startswith("You said: in the background")
+    assert "streaming answer" not in final.data["text/plain"]
+    assert "holynb-answer" in final.data["text/html"]
 
 
 def test_interrupt_keeps_the_partial_answer_in_view_and_ledger(local, no_env):
@@ -464,10 +498,11 @@ def test_interrupt_keeps_the_partial_answer_in_view_and_ledger(local, no_env):
     outputs = run_cell(source)
     assert not [o for o in outputs if o.output_type == "error"]
     stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "\nInterrupted · local/slow · " in stdout
-    assert stdout.rstrip().endswith("True True")
+    assert stdout.strip() == "True True"
     (final,) = [o for o in outputs if o.output_type == "display_data"]
-    assert final.data["text/plain"] and stdout.startswith(final.data["text/plain"])
+    answer, status = final.data["text/plain"].split("\n\n")
+    assert answer and status.startswith("Interrupted · local/slow · ")
+    assert "holynb-interrupted" in final.data["text/html"]
 
 
 def test_session_stream_through_the_widget(local):
@@ -491,3 +526,23 @@ def test_the_note_ends_the_status_and_figures_lines_of_both_views(finish):
         getattr(view, finish)(result("answer"))
     assert widget.status_html.endswith(f"$0.0028 · {note}</div>")
     assert plain._out.getvalue().endswith(f"$0.0028 · {note}\n")
+
+
+def test_the_status_line_ticks_while_waiting_and_shows_retries(local, comms):
+    local.faults.push(faults.status(429, retry_after=0.3))  # the first attempt: retried
+    local.faults.push(faults.delay(1.2))  # the second: a slow first token
+    s = session_for(local)
+    view = StreamView(s.model)
+    seen: list[str] = []
+    view._status.observe(lambda change: seen.append(re.sub("<[^>]+>", "", change["new"])), "value")
+    view.show()
+    stream = s.stream("hello")
+    stream.on_retry = view.retrying
+    for text in stream:
+        view.append(text)
+    view.finish(stream.result)
+    assert any("429, retrying 1/" in line and " in 0.3 s" in line for line in seen), seen
+    before_text = [line for line in seen if " token" not in line.split(" · ")[1]]
+    clocks = {line.rsplit(" · ", 1)[-1] for line in before_text}
+    assert len(clocks) >= 3, before_text  # the clock moved while no token came
+    assert "Interrupted" not in seen[-1] and "waiting" not in seen[-1]

@@ -1,5 +1,5 @@
-"""The magics in a real Jupyter kernel (nbclient), as nbconvert/nbval run them: plain text
-streamed to stdout, a sanitised final display, never a raw widget repr."""
+"""The magics in a real Jupyter kernel (nbclient), as nbconvert/nbval run them: one sanitised
+final display per answer (what JupyterLab keeps too), never a raw widget repr."""
 
 from __future__ import annotations
 
@@ -19,28 +19,39 @@ def execute(cells, allow_errors=False):
 
 
 def texts(cell, name="stdout"):
-    return "".join(o.get("text", "") for o in cell.outputs
-                   if o.output_type == "stream" and o.name == name)
+    return "".join(
+        o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == name
+    )
 
 
-def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
+def displayed(cell):
+    """The text/plain of the cell's displays: an answer, then its status or figures line."""
+    return "\n".join(
+        o["data"].get("text/plain", "") for o in cell.outputs if o.output_type == "display_data"
+    )
+
+
+def test_llm_cell_in_a_kernel_displays_sanitised_html_once(local):
     nasty = 'Hi <img src=x onerror="alert(1)"> <script>x()</script>'
     local.register_model("xss", lambda m, p: nasty)
-    cells = execute([
-        f"""
+    cells = execute(
+        [
+            f"""
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
                                                          base_url={local.base_url!r},
                                                          api_key={local.api_key.get()!r}))
         """,
-        "%%llm -o r\nhello kernel",
-        "print(r.text == _llm, r.usage.completion_tokens > 0)",
-        "%%llm -m xss\nsay something nasty",
-        "%llm cost",
-    ])
-    assert "You said: hello kernel" in texts(cells[1])
-    figures = texts(cells[1]).strip().splitlines()[-1]
+            "%%llm -o r\nhello kernel",
+            "print(r.text == _llm, r.usage.completion_tokens > 0)",
+            "%%llm -m xss\nsay something nasty",
+            "%llm cost",
+        ]
+    )
+    assert texts(cells[1]) == ""  # no plain-text copy besides the display
+    assert "You said: hello kernel" in displayed(cells[1])
+    figures = displayed(cells[1]).strip().splitlines()[-1]
     assert "local/echo" in figures and "tokens" in figures
     assert texts(cells[2]).strip() == "True True"
     for cell in cells[1:4]:
@@ -56,26 +67,33 @@ def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
 
 def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
     local.faults.push(faults.status(404))
-    cells = execute([
-        f"""
+    cells = execute(
+        [
+            f"""
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
                                                          base_url={local.base_url!r},
                                                          api_key={local.api_key.get()!r}))
         """,
-        "%%llm\nhello",
-    ])
-    err = texts(cells[1], "stderr")
+            "%%llm\nhello",
+        ]
+    )
+    err = displayed(cells[1])
     assert "NotFoundError" in err and "Hint" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("Failed · local/echo · no answer")
+    assert "waiting" not in err
+    (box,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
+    assert "holynb-error mathjax_ignore" in box and "holynb-failed" in box
     assert not [o for o in cells[1].outputs if o.output_type == "error"]
 
 
 def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
     local.tokens_per_second = 30
     try:
-        cells = execute([
-            f"""
+        cells = execute(
+            [
+                f"""
             %load_ext holynb
             import holynb, os, signal, threading
             s = holynb.Session(model="local/echo", base_url={local.base_url!r},
@@ -83,13 +101,14 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
             holynb.magics.set_default_session(s)
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
             """,
-            "%%llm\nthis will be interrupted",
-            "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
-            "len(s.last_result.text) > 10)",
-        ])
+                "%%llm\nthis will be interrupted",
+                "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
+                "len(s.last_result.text) > 10)",
+            ]
+        )
     finally:
         local.tokens_per_second = None
-    out = texts(cells[1])
+    out = displayed(cells[1])
     assert "You said" in out and "Interrupted" in out
     assert not [o for o in cells[1].outputs if o.output_type == "error"]
     assert texts(cells[2]).strip() == "True True True"
@@ -115,9 +134,70 @@ def test_tags_references_and_option_errors_in_a_kernel(local):
     )
     asked, shown, bad = nb_cells[2], nb_cells[3], nb_cells[4]
     assert texts(shown).strip() == f"In[{asked.execution_count}] True False"
-    assert texts(asked).strip().splitlines()[-1].endswith(f"+ In[{asked.execution_count - 1}]")
+    assert displayed(asked).strip().splitlines()[-1].endswith(f"+ In[{asked.execution_count - 1}]")
     errors = [o for o in bad.outputs if o.output_type == "error"]
     shown_error = texts(bad, "stderr") + "".join("\n".join(o.traceback) for o in errors)
     assert "UsageError" in shown_error and "max-tokens 5" in shown_error
     assert "Traceback" not in shown_error and "File " not in shown_error
     assert texts(nb_cells[5]).strip() == "1"  # nothing was sent
+
+
+def test_format_code_inserts_code_once_per_cell_and_never_prose(local):
+    local.register_model("coder", lambda m, p: "Here:\n```python\nimport statistics\n```\nDone.")
+    setup = f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        inserted = []
+        get_ipython().set_next_input = lambda text, replace=False: inserted.append(text)
+        """
+    code_cell = "%%llm -m coder -f code\nwrite the import"
+    cells = execute(
+        [
+            setup,
+            code_cell,
+            code_cell,  # the same cell run again (a second Run All): no second cell
+            "%%llm -f code\nno code block in this answer",
+            "print(inserted, repr(_llm_code))",
+        ]
+    )
+    assert texts(cells[4]).strip() == "['import statistics'] ''"
+    assert "no code block" in texts(cells[3])
+
+
+def test_an_answer_cut_by_max_tokens_says_so_in_its_figures_line(local):
+    cells = execute(
+        [
+            f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
+            "%%llm --max-tokens 4\ntell me a long story about otters and rivers",
+        ]
+    )
+    figures = displayed(cells[1]).splitlines()[-1]
+    assert "stopped at 4 tokens" in figures, figures
+
+
+def test_format_text_stays_verbatim_in_the_stored_output(local):
+    local.register_model("marker", lambda m, p: "# Not a heading\n**not bold**")
+    cells = execute(
+        [
+            f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
+            "%%llm -m marker -f text\nanything",
+        ]
+    )
+    (html,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
+    assert "<pre><code" in html and "# Not a heading" in html
+    assert "<h1>" not in html and "<strong>" not in html

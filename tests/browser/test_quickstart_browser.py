@@ -111,7 +111,7 @@ def test_quickstart_runs_all_cells_in_jupyterlab(page: Any, lab: Any) -> None:
         assert not streamed, f"the plain-text view was used, not the widget:\n{cell.source}"
         shown = "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
         assert "holynb-answer" in shown and "holynb-status" in shown, cell.outputs
-        status = re.search(r'class="holynb-status"[^>]*>([^<]*)<', shown)
+        status = re.search(r'class="holynb-status[^"]*"[^>]*>([^<]*)<', shown)
         assert status and FIGURES.search(status.group(1)), (cell.source, shown[-400:])
     # and the page shows them (textContent: cells scrolled out of view have no innerText)
     statuses = page.eval_on_selector_all(
