@@ -16,8 +16,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from holynb.errors import HolynbError, PromptError
-from holynb.magic_errors import for_magic
 from holynb.formatting import money
+from holynb.magic_errors import for_magic
 from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:

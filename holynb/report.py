@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from holynb.ledger import stopped_by_user
 from holynb.formatting import cost_text, money
+from holynb.ledger import stopped_by_user
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -28,7 +28,6 @@ from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
 from holynb.images import DEFAULT_MAX_IMAGE_BYTES
-from holynb.formatting import money
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
