@@ -15,6 +15,7 @@ import pytest
 
 import holynb
 from holynb.budget import BudgetWarning
+from holynb.formatting import money
 from holynb.prices import UnknownPriceWarning
 from holynb.server import faults
 from tests.helpers import key_env, session_for
@@ -97,7 +98,7 @@ def test_totals_say_how_many_calls_have_no_price(local):
     assert priced.cost_usd > 0 and s.total_cost_usd == pytest.approx(priced.cost_usd)
     assert s.unpriced_calls == 2
     summary = s.cost_summary()
-    assert summary == f"${priced.cost_usd:,.4f} + 2 calls without a price"
+    assert summary == f"{money(priced.cost_usd)} + 2 calls without a price"
     assert summary in repr(s) and summary in s._repr_html_()
 
 
@@ -105,7 +106,7 @@ def test_a_fully_priced_session_says_just_the_total(local):
     s = session_for(local, prices=PRICES)
     s.chat("one")
     assert s.unpriced_calls == 0
-    assert s.cost_summary() == f"${s.total_cost_usd:,.4f}"
+    assert s.cost_summary() == money(s.total_cost_usd)
     assert "without a price" not in repr(s) + s._repr_html_()
 
 

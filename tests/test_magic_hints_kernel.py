@@ -41,7 +41,10 @@ def test_a_trailing_question_mark_stays_in_the_llm_prompt(local):
             "print(_llm.startswith('You said: What is a p-value?'))",
         ]
     )
-    assert "not found" not in texts(cells[1]) and "You said: What is a p-value?" in texts(cells[1])
+    shown = texts(cells[1]) + "".join(
+        o.get("data", {}).get("text/plain", "") for o in cells[1].outputs
+    )
+    assert "not found" not in shown and "You said: What is a p-value?" in shown
     assert texts(cells[2]).strip() == "True"
 
 

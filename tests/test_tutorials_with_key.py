@@ -164,7 +164,8 @@ def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relays, path, tmp_pa
     assert not failures, took + ":\n\n" + "\n\n".join(failures)
     # A cell may catch an error and go on: the relay says whether anything was refused
     # (e.g. a model it does not serve), which a real endpoint would bill or reject.
-    assert set(relay_statuses(relay)) <= {"200"}, took
+    # 499: a request the notebook stopped on purpose (an Interrupt demo), not a refusal
+    assert set(relay_statuses(relay)) <= {"200", "499"}, took
     shown = "\n".join(
         str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
         for cell in nb.cells
