@@ -6,8 +6,7 @@ import email.utils
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from holynb._config import RetryPolicy
 from holynb._limits import Pacer, parse_reset

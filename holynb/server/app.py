@@ -25,8 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from holynb.server import faults as faultlib
-from holynb.server import messages as _anthropic
+from holynb.server import faults as faultlib, messages as _anthropic
 from holynb.server.answer import (
     JSON,
     Answer,
