@@ -14,7 +14,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,7 @@ class _LoopState:
         self.closer = _close_on_shutdown(http)
 
 
-async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncIterator[None]:
+async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None]:
     try:
         yield
     finally:

@@ -206,7 +206,7 @@ class PriceTable:
                 cache_write=cache_write,
                 batch_discount=batch_discount,
                 source=source,
-                as_of=as_of if as_of is not None else date.today(),
+                as_of=_as_date(as_of) if as_of is not None else date.today(),
             ),
         )
         self._put({_name_key(model): price})
@@ -521,7 +521,7 @@ def _usd(name: str, value: object) -> float:
 
 def _as_date(value: object) -> date | None:
     if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, str):

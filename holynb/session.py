@@ -881,7 +881,7 @@ def build_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, 
     if isinstance(prompt, str):
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence) and all(isinstance(m, dict) for m in prompt):
-        messages = [dict(m) for m in prompt]
+        messages = [dict(m) for m in prompt if isinstance(m, dict)]
         for i, m in enumerate(messages):
             if "role" not in m or "content" not in m:
                 raise ValueError(

@@ -93,6 +93,14 @@ class ServerState:
     batches: BatchStore = field(default_factory=BatchStore)
 
 
+def _phrase(code: int) -> str:
+    """The standard reason phrase of an HTTP status code ("Error" for unknown codes)."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"
+
+
 def build_app(state: ServerState) -> web.Application:
     """The aiohttp application serving ``state``."""
     app = web.Application(
@@ -361,7 +369,7 @@ class _Handlers:
             default = _STATUS_ERRORS.get(code)
             if default is None:
                 kind = "server_error" if code >= 500 else "invalid_request_error"
-                default = (kind, None, HTTPStatus(code).phrase if code in HTTPStatus else "Error")
+                default = (kind, None, _phrase(code))
             kind, error_code, message = default
             if ex.anthropic:
                 payload = _anthropic.error_body(

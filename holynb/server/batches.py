@@ -244,6 +244,10 @@ class BatchStore:
         task.add_done_callback(self._tasks.discard)
 
 
+# JSONL lines (spelled out here because BatchRoutes.list shadows the builtin in its body)
+_Lines = list[dict[str, Any]]
+
+
 class BatchRoutes:
     """The ``/v1/batches`` handlers and the processing of each batch."""
 
@@ -395,8 +399,8 @@ class BatchRoutes:
         batch.total = len(requests)
         batch.model = requests[0]["body"].get("model")
         batch.move("in_progress")
-        outputs: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
+        outputs: _Lines = []
+        errors: _Lines = []
         for i, item in enumerate(requests):
             if batch.status == "cancelling":
                 await self._finish(batch, outputs, errors, requests[i:], "cancelled")
@@ -421,9 +425,9 @@ class BatchRoutes:
     async def _finish(
         self,
         batch: Batch,
-        outputs: list[dict[str, Any]],
-        errors: list[dict[str, Any]],
-        not_run: list[dict[str, Any]],
+        outputs: _Lines,
+        errors: _Lines,
+        not_run: _Lines,
         end: str,
     ) -> None:
         if end == "completed":
@@ -439,7 +443,7 @@ class BatchRoutes:
             batch.error_file_id = self._write(batch, "error", errors)
         batch.move(end)
 
-    def _write(self, batch: Batch, kind: str, lines: list[dict[str, Any]]) -> str:
+    def _write(self, batch: Batch, kind: str, lines: _Lines) -> str:
         content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         return self.files.add(f"{batch.id}_{kind}.jsonl", "batch_output", content).id
 
