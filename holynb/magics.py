@@ -61,6 +61,8 @@ def _options(magic: Any, line: str, name: str) -> Any:
 class LLMMagics(Magics):
     """``%%llm``, ``%llm`` and ``%%interpret``."""
 
+    shell: Any  # always set: these magics are registered on a running shell
+
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.conversation: list[dict[str, Any]] = []
@@ -211,7 +213,9 @@ class LLMMagics(Magics):
                 stream = session.stream(messages, **kwargs)
                 for delta in stream:
                     view.append(delta)
-                result = stream.result  # this call's own, whatever else is running
+                ended = stream.result  # this call's own, whatever else is running
+                assert ended is not None  # set once the stream has ended
+                result = ended
         except KeyboardInterrupt:
             view.interrupted(stream.result if stream is not None else None)
             return None
@@ -286,7 +290,8 @@ class LLMMagics(Magics):
             if args.out:
                 ns[args.out + "_json"] = value
             if not background:
-                from IPython.display import JSON, display
+                from IPython.core.display import JSON
+                from IPython.display import display
 
                 display(JSON(value))
         return None
@@ -366,12 +371,12 @@ class LLMMagics(Magics):
             )
             set_default_session(fresh)
             current = fresh
-        key = current.settings.api_key
+        secret = current.settings.api_key
         rows = [
             ("model", current.model),
             ("base_url", current.base_url),
             ("api", _API_NAMES.get(current.settings.api, current.settings.api)),
-            ("api key", f"set ({key.masked})" if key else "missing"),
+            ("api key", f"set ({secret.masked})" if secret else "missing"),
             ("budget", "none" if current.budget_usd is None else f"${current.budget_usd:,.4f}"),
             ("calls", str(len(current.records))),
             ("spent", f"${current.total_cost_usd:.4f}"),
