@@ -41,6 +41,7 @@ from holynb.server.wire import (
     RequestError,
     completion_body,
     max_tokens,
+    missing_parameter,
     parse_chat_request,
     usage,
 )
@@ -278,12 +279,7 @@ class BatchRoutes:
             raise RequestError(400, "The request body must be a JSON object.")
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not isinstance(body.get(name), str):
-                raise RequestError(
-                    400,
-                    f"Missing required parameter: '{name}'.",
-                    code="missing_required_parameter",
-                    param=name,
-                )
+                raise missing_parameter(name)
         if body["endpoint"] != ENDPOINT:
             raise RequestError(
                 400,
