@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
 from holynb import magics
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import magic_shell, run_cell as run, session_for
 
 
 @pytest.fixture
 def shell(local):
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext holynb")
-    magics.set_default_session(session_for(local))
-    yield sh
-    sh.run_cell("%llm --new")
-
-
-def run(shell, source):
-    result = shell.run_cell(source, store_history=True)
-    assert result.error_in_exec is None, result.error_in_exec
-    return result
+    yield from magic_shell(session_for(local))
 
 
 def test_cell_magic_streams_plain_text_and_sets_llm(shell, capsys):
