@@ -284,6 +284,16 @@ class PriceTable:
             )
             return None
 
+    def needs_genai_prices(self, model: str) -> bool:
+        """Whether pricing ``model`` will load genai-prices (no price of yours, of the relay
+        table or of the free local models covers it, and it was not looked up yet)."""
+        keys = _lookup_keys(model)
+        if any(key in self._user for key in keys) or keys[0].startswith("local/"):
+            return False
+        if self.relay and any(key in _relay_prices() for key in keys):
+            return False
+        return self.official and keys[0] not in self._official_cache
+
     def _find(self, model: str) -> ModelPrice | _Official | None:
         keys = _lookup_keys(model)
         user = self._user
