@@ -9,7 +9,6 @@ import nbformat
 from nbclient import NotebookClient
 
 from holynb.server import faults
-from tests.helpers import kernel_setup_cell
 
 
 def execute(cells, allow_errors=False):
@@ -28,7 +27,13 @@ def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
     nasty = 'Hi <img src=x onerror="alert(1)"> <script>x()</script>'
     local.register_model("xss", lambda m, p: nasty)
     cells = execute([
-        kernel_setup_cell(local),
+        f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
         "%%llm -o r\nhello kernel",
         "print(r.text == _llm, r.usage.completion_tokens > 0)",
         "%%llm -m xss\nsay something nasty",
@@ -52,7 +57,13 @@ def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
 def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
     local.faults.push(faults.status(404))
     cells = execute([
-        kernel_setup_cell(local),
+        f"""
+        %load_ext holynb
+        import holynb
+        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+                                                         base_url={local.base_url!r},
+                                                         api_key={local.api_key.get()!r}))
+        """,
         "%%llm\nhello",
     ])
     err = texts(cells[1], "stderr")
@@ -64,8 +75,14 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
     local.tokens_per_second = 30
     try:
         cells = execute([
-            kernel_setup_cell(local, "os, signal, threading")
-            + "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()",
+            f"""
+            %load_ext holynb
+            import holynb, os, signal, threading
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                               api_key={local.api_key.get()!r})
+            holynb.magics.set_default_session(s)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            """,
             "%%llm\nthis will be interrupted",
             "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
             "len(s.last_result.text) > 10)",
@@ -81,7 +98,13 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
 def test_tags_references_and_option_errors_in_a_kernel(local):
     nb_cells = execute(
         [
-            kernel_setup_cell(local),
+            f"""
+            %load_ext holynb
+            import holynb
+            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
+                               api_key={local.api_key.get()!r})
+            holynb.magics.set_default_session(s)
+            """,
             "answer = 6 * 7",
             "%%llm -o r\nExplain {In[-1]}",
             "print(s.records[-1].tag, 'answer = 6 * 7' in r.text, '%%llm' in r.text)",
