@@ -36,19 +36,25 @@ def _home(name: str) -> str:
 
 
 def _corrected_table(names: set[str]) -> str:
-    rows = sorted(names, key=lambda n: (_home_or_table(n), n.lower(), n))
+    rows = sorted(names, key=lambda n: (_where(n), n.lower(), n))
     lines = ["_EXPORTS: dict[str, str] = {"]
-    lines += [f'    "{n}": "{_home_or_table(n)}",' for n in rows]
+    lines += [f'    "{n}": "{_where(n)}",' for n in rows]
     return "\n".join([*lines, "}"])
 
 
-def _home_or_table(name: str) -> str:
-    table = holynb._EXPORTS.get(name)
-    try:
-        home = _home(name)
-    except AttributeError:
-        return table or "?"
-    return table if table and _lives_in(name, table, home) else home
+def _where(name: str) -> str:
+    """The module a public name should be imported from: the table's or the TYPE_CHECKING
+    block's when the object lives there, else the module that defines it."""
+    for module in (holynb._EXPORTS.get(name), _type_checking_imports().get(name)):
+        if not module:
+            continue
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        home = getattr(obj, "__module__", None) or module
+        return module if home == module or home.startswith(module + ".") else home
+    return "?"
 
 
 def _lives_in(name: str, module: str, home: str) -> bool:
