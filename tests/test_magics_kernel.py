@@ -19,26 +19,29 @@ def execute(cells, allow_errors=False):
 
 
 def texts(cell, name="stdout"):
-    return "".join(o.get("text", "") for o in cell.outputs
-                   if o.output_type == "stream" and o.name == name)
+    return "".join(
+        o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == name
+    )
 
 
 def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
     nasty = 'Hi <img src=x onerror="alert(1)"> <script>x()</script>'
     local.register_model("xss", lambda m, p: nasty)
-    cells = execute([
-        f"""
+    cells = execute(
+        [
+            f"""
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
                                                          base_url={local.base_url!r},
                                                          api_key={local.api_key.get()!r}))
         """,
-        "%%llm -o r\nhello kernel",
-        "print(r.text == _llm, r.usage.completion_tokens > 0)",
-        "%%llm -m xss\nsay something nasty",
-        "%llm cost",
-    ])
+            "%%llm -o r\nhello kernel",
+            "print(r.text == _llm, r.usage.completion_tokens > 0)",
+            "%%llm -m xss\nsay something nasty",
+            "%llm cost",
+        ]
+    )
     assert "You said: hello kernel" in texts(cells[1])
     figures = texts(cells[1]).strip().splitlines()[-1]
     assert "local/echo" in figures and "tokens" in figures
@@ -56,16 +59,18 @@ def test_llm_cell_in_a_kernel_streams_text_and_displays_sanitised_html(local):
 
 def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
     local.faults.push(faults.status(404))
-    cells = execute([
-        f"""
+    cells = execute(
+        [
+            f"""
         %load_ext holynb
         import holynb
         holynb.magics.set_default_session(holynb.Session(model="local/echo",
                                                          base_url={local.base_url!r},
                                                          api_key={local.api_key.get()!r}))
         """,
-        "%%llm\nhello",
-    ])
+            "%%llm\nhello",
+        ]
+    )
     err = texts(cells[1], "stderr")
     assert "NotFoundError" in err and "Hint" in err and "Traceback" not in err
     assert not [o for o in cells[1].outputs if o.output_type == "error"]
@@ -74,8 +79,9 @@ def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
 def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
     local.tokens_per_second = 30
     try:
-        cells = execute([
-            f"""
+        cells = execute(
+            [
+                f"""
             %load_ext holynb
             import holynb, os, signal, threading
             s = holynb.Session(model="local/echo", base_url={local.base_url!r},
@@ -83,10 +89,11 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
             holynb.magics.set_default_session(s)
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
             """,
-            "%%llm\nthis will be interrupted",
-            "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
-            "len(s.last_result.text) > 10)",
-        ])
+                "%%llm\nthis will be interrupted",
+                "row = s.records[-1]; print(row.interrupted, row.completion_tokens > 5, "
+                "len(s.last_result.text) > 10)",
+            ]
+        )
     finally:
         local.tokens_per_second = None
     out = texts(cells[1])
