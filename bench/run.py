@@ -270,6 +270,7 @@ def run_json(cmd: list[str], ctx: Ctx) -> Result:
     result = dict(json.loads(lines[-1]))
     result.update(foreign_share=max(foreign, 0.0) / wall, server_core_busy_s=server_busy)
     result["run_wall_s"] = wall
+    result["run_cpu_s"] = children_cpu_s() - own0
     return result
 
 
@@ -321,7 +322,7 @@ def summary(result: Result) -> str:
     if not result.get("available", True):
         return "not available"
     keys = ("cpu_us_per_request", "req_per_s", "chunks_per_s", "connections")
-    keys += ("ms", "ready_ms", "first_answer_ms")
+    keys += ("ms", "ready_ms", "first_answer_ms", "script_ms")
     return ", ".join(f"{k}={result[k]:,.0f}" for k in keys if k in result)
 
 
@@ -353,8 +354,17 @@ def run_imports(libs: list[Library], reps: int, runs: Runs, ctx: Ctx) -> None:
                 if result.get("available", True) and "error" not in result:
                     first = [sys.executable, script, "--first-answer", server.url, lib.key]
                     result.update(run_json(first, ctx))
+                    result.update(script_start(lib.key, server.url, ctx))
                 runs.add("import", lib.key, result)
                 log(f"[import] rep {rep + 1}/{reps} {lib.key}: {summary(result)}")
+
+
+def script_start(lib: str, url: str, ctx: Ctx) -> Result:
+    """One whole `python bench/first_script.py` process, timed from outside (wall and CPU)."""
+    done = run_json([sys.executable, str(BENCH / "first_script.py"), lib, url], ctx)
+    if not done.get("available", True) or "error" in done:
+        return {}
+    return {"script_ms": done["run_wall_s"] * 1000, "script_cpu_ms": done["run_cpu_s"] * 1000}
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -437,6 +447,12 @@ def holynb_reuses(runs: Runs) -> bool | None:
     return share >= 90 and conns <= 64 + 1
 
 
+def script_ratio(runs: Runs, lib: str, key: str = "script_ms") -> float | None:
+    base = median_of(runs, "import", "httpx", key)
+    value = median_of(runs, "import", lib, key)
+    return None if base is None or value is None else value / base
+
+
 def holynb_quiet_import(runs: Runs) -> bool | None:
     ms = median_of(runs, "import", "holynb", "ms")
     checks = runs.ok("netcheck", "holynb")
@@ -487,6 +503,19 @@ def rows(scens: dict[str, Scenario]) -> list[Row]:
         Row(
             "(d) cold start to first answer (import, construct, 1 request), ms",
             metric("import", "first_answer_ms"),
+        ),
+        Row(
+            "(d) script cold start: `python`, import, 1 sync answer, exit (whole process), ms",
+            metric("import", "script_ms"),
+        ),
+        Row(
+            "(d) ... relative to raw httpx (wall; CPU)",
+            lambda runs, lib: (
+                f"{fmt(script_ratio(runs, lib), '.2f', 'x')}; "
+                f"{fmt(script_ratio(runs, lib, 'script_cpu_ms'), '.2f', 'x')}"
+            ),
+            "<= 1.5x (wall)",
+            at_most(lambda runs: script_ratio(runs, "holynb"), 1.5),
         ),
         Row("(d) network calls during import", network_cell),
     ]

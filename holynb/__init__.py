@@ -5,7 +5,8 @@
 >>> s.chat("Say hi").text
 
 Public names are re-exported here; the modules behind them load on first use, so
-``import holynb`` stays fast.
+``import holynb`` stays fast. ``holynb.__version__`` comes from the installed package's
+metadata (the version is written only in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -15,187 +16,145 @@ from typing import TYPE_CHECKING, Any
 
 from holynb.errors import show_short as _show_short_warnings
 
-__version__ = "0.1.0"
-
+# The public API: each name and the module it is imported from. This table is the one list;
+# `__all__` is built from it, the TYPE_CHECKING imports below repeat it for type checkers, and
+# tests/test_exports.py fails (printing the corrected table) when any of them drift.
 _EXPORTS: dict[str, str] = {
-    "Session": "holynb.session",
-    "ChatStream": "holynb.chat_stream",
-    "AsyncChatStream": "holynb.chat_stream",
-    "ChatResult": "holynb.results",
-    "Usage": "holynb.results",
-    "CostEstimate": "holynb.results",
-    "PriceTable": "holynb.prices",
-    "ModelPrice": "holynb.prices",
-    "CallRecord": "holynb.ledger",
-    "Timeout": "holynb._config",
-    "RetryPolicy": "holynb._config",
     "Limits": "holynb._config",
+    "RetryPolicy": "holynb._config",
     "Secret": "holynb._config",
-    "LocalServer": "holynb.server",
-    "local_session": "holynb.demo",
+    "Timeout": "holynb._config",
+    "batch_jsonl": "holynb.batch_files",
+    "validate_batch_jsonl": "holynb.batch_files",
+    "BatchJob": "holynb.batch_jobs",
+    "AsyncChatStream": "holynb.chat_stream",
+    "ChatStream": "holynb.chat_stream",
     "local_server": "holynb.demo",
+    "local_session": "holynb.demo",
+    "APIConnectionError": "holynb.errors",
+    "APIError": "holynb.errors",
+    "APIResponseError": "holynb.errors",
+    "APIStatusError": "holynb.errors",
+    "APITimeoutError": "holynb.errors",
+    "AuthenticationError": "holynb.errors",
+    "BadRequestError": "holynb.errors",
+    "BatchError": "holynb.errors",
+    "BatchNotSupportedError": "holynb.errors",
+    "BudgetExceededError": "holynb.errors",
+    "ConfigurationError": "holynb.errors",
+    "ConflictError": "holynb.errors",
+    "HolynbError": "holynb.errors",
+    "HolynbWarning": "holynb.errors",
+    "ImageError": "holynb.errors",
+    "JSONExtractionError": "holynb.errors",
+    "MapInterrupted": "holynb.errors",
+    "MissingAPIKeyError": "holynb.errors",
+    "NotFoundError": "holynb.errors",
+    "PermissionDeniedError": "holynb.errors",
+    "PromptError": "holynb.errors",
+    "RateLimitError": "holynb.errors",
+    "SchemaValidationError": "holynb.errors",
+    "ServerError": "holynb.errors",
+    "StreamError": "holynb.errors",
+    "StreamWarning": "holynb.errors",
+    "ExecutionError": "holynb.execution",
+    "ExecutionResult": "holynb.execution",
+    "result_card_html": "holynb.execution",
+    "RunManyResult": "holynb.execution",
+    "ImagePreset": "holynb.images",
+    "CodeInterpreter": "holynb.interpreter",
     "extract_json": "holynb.jsonx",
     "extract_json_detailed": "holynb.jsonx",
     "JSONExtraction": "holynb.jsonx",
-    "run_sandboxed": "holynb.sandbox",
-    "CodeInterpreter": "holynb.interpreter",
-    "ExecutionResult": "holynb.execution",
-    "ExecutionError": "holynb.execution",
-    "SandboxLimits": "holynb.sandbox",
-    "RunManyResult": "holynb.execution",
-    "result_card_html": "holynb.execution",
+    "CallRecord": "holynb.ledger",
+    "ModelPrice": "holynb.prices",
+    "PriceTable": "holynb.prices",
+    "ChatResult": "holynb.results",
+    "CostEstimate": "holynb.results",
+    "Usage": "holynb.results",
     "arun_sandboxed": "holynb.sandbox",
+    "run_sandboxed": "holynb.sandbox",
+    "SandboxLimits": "holynb.sandbox",
     "SandboxResult": "holynb.sandbox",
-    "BatchJob": "holynb.batch_jobs",
-    "batch_jsonl": "holynb.batch_files",
-    "validate_batch_jsonl": "holynb.batch_files",
+    "LocalServer": "holynb.server",
+    "Session": "holynb.session",
     "side_by_side": "holynb.sidebyside",
-    "ImagePreset": "holynb.images",
 }
-_ERRORS = (
-    "HolynbError",
-    "HolynbWarning",
-    "ConfigurationError",
-    "MissingAPIKeyError",
-    "APIError",
-    "APIConnectionError",
-    "APITimeoutError",
-    "APIStatusError",
-    "BadRequestError",
-    "AuthenticationError",
-    "PermissionDeniedError",
-    "NotFoundError",
-    "ConflictError",
-    "RateLimitError",
-    "ServerError",
-    "StreamError",
-    "StreamWarning",
-    "APIResponseError",
-    "BudgetExceededError",
-    "BatchError",
-    "BatchNotSupportedError",
-    "ImageError",
-    "JSONExtractionError",
-    "PromptError",
-    "SchemaValidationError",
-    "MapInterrupted",
-)
-_EXPORTS.update(dict.fromkeys(_ERRORS, "holynb.errors"))
 
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIResponseError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AsyncChatStream",
-    "AuthenticationError",
-    "BadRequestError",
-    "BatchError",
-    "BatchJob",
-    "BatchNotSupportedError",
-    "BudgetExceededError",
-    "CallRecord",
-    "ChatResult",
-    "ChatStream",
-    "CodeInterpreter",
-    "ConfigurationError",
-    "ConflictError",
-    "CostEstimate",
-    "ExecutionError",
-    "ExecutionResult",
-    "HolynbError",
-    "HolynbWarning",
-    "ImageError",
-    "ImagePreset",
-    "JSONExtraction",
-    "JSONExtractionError",
-    "Limits",
-    "LocalServer",
-    "MapInterrupted",
-    "MissingAPIKeyError",
-    "ModelPrice",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "PriceTable",
-    "PromptError",
-    "RateLimitError",
-    "RetryPolicy",
-    "RunManyResult",
-    "SandboxLimits",
-    "SandboxResult",
-    "SchemaValidationError",
-    "Secret",
-    "ServerError",
-    "Session",
-    "StreamError",
-    "StreamWarning",
-    "Timeout",
-    "Usage",
-    "__version__",
-    "arun_sandboxed",
-    "batch_jsonl",
-    "extract_json",
-    "extract_json_detailed",
-    "local_server",
-    "local_session",
-    "result_card_html",
-    "run_sandboxed",
-    "side_by_side",
-    "validate_batch_jsonl",
-]
+__all__ = ["__version__", *_EXPORTS]
 
-if TYPE_CHECKING:
-    from holynb._config import Limits, RetryPolicy, Secret, Timeout
-    from holynb.batch_files import batch_jsonl, validate_batch_jsonl
-    from holynb.batch_jobs import BatchJob
-    from holynb.chat_stream import AsyncChatStream, ChatStream
-    from holynb.demo import local_server, local_session
+
+if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X as X` re-exports)
+    from holynb._config import (
+        Limits as Limits,
+        RetryPolicy as RetryPolicy,
+        Secret as Secret,
+        Timeout as Timeout,
+    )
+    from holynb.batch_files import (
+        batch_jsonl as batch_jsonl,
+        validate_batch_jsonl as validate_batch_jsonl,
+    )
+    from holynb.batch_jobs import BatchJob as BatchJob
+    from holynb.chat_stream import AsyncChatStream as AsyncChatStream, ChatStream as ChatStream
+    from holynb.demo import local_server as local_server, local_session as local_session
     from holynb.errors import (
-        APIConnectionError,
-        APIError,
-        APIResponseError,
-        APIStatusError,
-        APITimeoutError,
-        AuthenticationError,
-        BadRequestError,
-        BatchError,
-        BatchNotSupportedError,
-        BudgetExceededError,
-        ConfigurationError,
-        ConflictError,
-        HolynbError,
-        HolynbWarning,
-        ImageError,
-        JSONExtractionError,
-        MapInterrupted,
-        MissingAPIKeyError,
-        NotFoundError,
-        PermissionDeniedError,
-        PromptError,
-        RateLimitError,
-        SchemaValidationError,
-        ServerError,
-        StreamError,
-        StreamWarning,
+        APIConnectionError as APIConnectionError,
+        APIError as APIError,
+        APIResponseError as APIResponseError,
+        APIStatusError as APIStatusError,
+        APITimeoutError as APITimeoutError,
+        AuthenticationError as AuthenticationError,
+        BadRequestError as BadRequestError,
+        BatchError as BatchError,
+        BatchNotSupportedError as BatchNotSupportedError,
+        BudgetExceededError as BudgetExceededError,
+        ConfigurationError as ConfigurationError,
+        ConflictError as ConflictError,
+        HolynbError as HolynbError,
+        HolynbWarning as HolynbWarning,
+        ImageError as ImageError,
+        JSONExtractionError as JSONExtractionError,
+        MapInterrupted as MapInterrupted,
+        MissingAPIKeyError as MissingAPIKeyError,
+        NotFoundError as NotFoundError,
+        PermissionDeniedError as PermissionDeniedError,
+        PromptError as PromptError,
+        RateLimitError as RateLimitError,
+        SchemaValidationError as SchemaValidationError,
+        ServerError as ServerError,
+        StreamError as StreamError,
+        StreamWarning as StreamWarning,
     )
-    from holynb.images import ImagePreset
-    from holynb.interpreter import (
-        CodeInterpreter,
-        ExecutionError,
-        ExecutionResult,
-        RunManyResult,
-        SandboxLimits,
-        result_card_html,
+    from holynb.execution import (
+        ExecutionError as ExecutionError,
+        ExecutionResult as ExecutionResult,
+        RunManyResult as RunManyResult,
+        result_card_html as result_card_html,
     )
-    from holynb.jsonx import JSONExtraction, extract_json, extract_json_detailed
-    from holynb.ledger import CallRecord
-    from holynb.prices import ModelPrice, PriceTable
-    from holynb.results import ChatResult, CostEstimate, Usage
-    from holynb.sandbox import SandboxResult, arun_sandboxed, run_sandboxed
-    from holynb.server import LocalServer
-    from holynb.session import Session
-    from holynb.sidebyside import side_by_side
+    from holynb.images import ImagePreset as ImagePreset
+    from holynb.interpreter import CodeInterpreter as CodeInterpreter
+    from holynb.jsonx import (
+        JSONExtraction as JSONExtraction,
+        extract_json as extract_json,
+        extract_json_detailed as extract_json_detailed,
+    )
+    from holynb.ledger import CallRecord as CallRecord
+    from holynb.prices import ModelPrice as ModelPrice, PriceTable as PriceTable
+    from holynb.results import (
+        ChatResult as ChatResult,
+        CostEstimate as CostEstimate,
+        Usage as Usage,
+    )
+    from holynb.sandbox import (
+        SandboxLimits as SandboxLimits,
+        SandboxResult as SandboxResult,
+        arun_sandboxed as arun_sandboxed,
+        run_sandboxed as run_sandboxed,
+    )
+    from holynb.server import LocalServer as LocalServer
+    from holynb.session import Session as Session
+    from holynb.sidebyside import side_by_side as side_by_side
 
 
 # holynb's warnings (UnknownPriceWarning, BudgetWarning, ...) show as one short line in a cell
@@ -203,6 +162,8 @@ _show_short_warnings()
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     module = _EXPORTS.get(name)
     if module is None and not name.startswith("_"):
         try:  # a submodule used as an attribute: holynb.demo.local_server() without an import
@@ -218,7 +179,18 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(__all__))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("holynb")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -3,7 +3,7 @@
 One ``ChatClient`` serves a Session. It keeps one HTTP connection pool per event loop (an
 aiohttp pool cannot cross loops): the sync facade's background loop has one, and a notebook's
 own loop gets one the first time ``await session.achat(...)`` runs there. Rate limits are shared
-by all of them (see ``_limits``).
+by all of them (see ``_pacing``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ import httpx2 as httpx
 import orjson
 
 from holynb._config import Settings, is_loopback_url
-from holynb._limits import Pacer, parse_reset
+from holynb._pacing import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
 from holynb._transport import open_http_client
@@ -114,7 +114,7 @@ class _LoopState:
         self.closer = _close_on_shutdown(http)
 
 
-async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncIterator[None]:
+async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None]:
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,27 @@ def _shared_ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
+class _Transport(AiohttpTransport):
+    """The aiohttp transport on holynb's own aiohttp session factory.
+
+    ``AiohttpTransport.__init__`` builds an SSL context for the session it would make itself,
+    and that imports httpcore2 (with trio and anyio) and loads the CA bundle: ~150 ms of a cold
+    start, for a context holynb never uses (``make_session`` brings its own). This sets what
+    that ``__init__`` sets, minus that work (tests/test_transport.py checks they match).
+    """
+
+    def __init__(self, client: Callable[[], aiohttp.ClientSession]) -> None:
+        # never used (the sessions come from ``client``); if it were, it trusts no CA at all
+        self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.proxy = None
+        self.limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self.retries = 0
+        self.socket_options = []
+        self.uds = None
+        self.local_address = None
+        self.client = client
+
+
 def open_http_client(base_url: str, headers: dict[str, str], pool_size: int) -> httpx.AsyncClient:
     """An httpx2 AsyncClient bound to the running loop, its pool sized to ``pool_size``."""
 
@@ -42,7 +64,7 @@ def open_http_client(base_url: str, headers: dict[str, str], pool_size: int) -> 
         )
         return aiohttp.ClientSession(connector=connector)
 
-    transport = AiohttpTransport(client=make_session)
+    transport = _Transport(make_session)
     all_headers: dict[str, Any] = {
         "user-agent": f"holynb/{__version__}",
         "accept": "application/json",

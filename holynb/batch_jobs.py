@@ -408,9 +408,10 @@ class BatchJob:
             carried = set(part.rows)
             records: list[CallRecord] = []
             for line in lines:
-                pos = position_of(line["custom_id"])
-                if pos is None or pos not in carried or pos in found:
+                row = position_of(line["custom_id"])
+                if row is None or row not in carried or row in found:
                     continue
+                pos = row
                 found.add(pos)
                 got = outcome(line, m.model)
                 outcomes[pos] = got
@@ -502,7 +503,7 @@ class BatchJob:
         todo = [
             pos
             for pos in range(len(m.texts))
-            if not (isinstance(outcomes.get(pos), Outcome) and outcomes[pos].result is not None)
+            if not (isinstance(got := outcomes.get(pos), Outcome) and got.result is not None)
         ]
         if not todo:
             return self

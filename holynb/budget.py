@@ -66,7 +66,8 @@ class Budget:
         """Replace a reservation by the call's real cost (None: nothing known to add).
         ``token=None`` adds a cost that held no reservation (another process's call)."""
         with self._lock:
-            self._reserved.pop(token, None)
+            if token is not None:
+                self._reserved.pop(token, None)
             if cost_usd:
                 self.spent_usd += cost_usd
             crossed = not self._warned and self.spent_usd >= WARN_AT * self.limit_usd

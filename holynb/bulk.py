@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from holynb.cache import as_hit, is_complete
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
@@ -118,7 +118,7 @@ def requests_from(
     if kind == "frame":
         texts, index = _fill_frame(prompts, template), prompts.index
     elif kind == "series":
-        texts, index = _fill_values(list(prompts), template, prompts.name), prompts.index
+        texts, index = _fill_values(list(prompts), template, cast(Any, prompts).name), prompts.index
     elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
         raise ConfigurationError(
             "map needs several prompts: a list of strings or message lists, a pandas Series, "

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from holynb.bulk import MapRun, Prompts
     from holynb.results import ChatResult
     from holynb.session import Prompt, Session
+    from holynb.views import ColumnsLike
 
 __all__ = [
     "LEADING_COLUMNS",
@@ -196,7 +197,7 @@ def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) 
 
 
 def stream_to_view(
-    session: Session, prompt: Prompt, models: Sequence[str], view: Any, **kwargs: Any
+    session: Session, prompt: Prompt, models: Sequence[str], view: ColumnsLike, **kwargs: Any
 ) -> pd.DataFrame:
     """Stream ``prompt`` from every model at once into ``view`` (``sidebyside.ColumnsView`` or
     ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row

@@ -36,10 +36,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from holynb.errors import ConfigurationError
-from holynb.formatting import ERROR_STYLE, error_html, error_text, figures_line
-from holynb.formatting import answer_html as _answer_html
-from holynb.formatting import money as _usd
-from holynb.formatting import status_html as _status_html
+from holynb.formatting import (
+    ERROR_STYLE,
+    answer_html as _answer_html,
+    error_html,
+    error_text,
+    figures_line,
+    money as _usd,
+    status_html as _status_html,
+)
 from holynb.render import MarkdownStream, render_markdown
 
 if TYPE_CHECKING:

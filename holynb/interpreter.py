@@ -65,7 +65,6 @@ from holynb.interpret_protocol import (
     SYSTEM_PROMPT,
     Claim,
     SandboxLimits,
-    code_from_messages,
     code_message,
     read_reply,
     sandbox_error,
@@ -77,19 +76,9 @@ if TYPE_CHECKING:
     from holynb.sandbox import SandboxResult
     from holynb.session import Session
 
-__all__ = [
-    "SYSTEM_PROMPT",
-    "CodeInterpreter",
-    "ExecutionError",
-    "ExecutionResult",
-    "RunManyResult",
-    "SandboxLimits",
-    "code_from_messages",
-    "code_message",
-    "result_card_html",
-    "same_output",
-    "sandbox_error",
-]
+# result_card_html stays importable from here for magics.py; the other result types are
+# imported from holynb.execution / holynb.interpret_protocol, where they live.
+__all__ = ["CodeInterpreter", "result_card_html"]
 
 
 def _rejects_json_mode(err: BadRequestError) -> bool:

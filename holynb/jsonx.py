@@ -648,7 +648,7 @@ class _Search:
         self.found.append(found)
 
     def _strict(self, cands: list[_Candidate], phase: int) -> list[_Candidate]:
-        failed = []
+        failed: list[_Candidate] = []
         for c in cands:
             if self._covered(c, phase):
                 continue

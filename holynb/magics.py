@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -23,6 +24,7 @@ from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 if TYPE_CHECKING:
     from holynb.results import ChatResult
     from holynb.session import Session
+    from holynb.views import AnswerView
 
 _default_session: Session | None = None
 _FORMATS = ("markdown", "text", "code", "json")
@@ -70,6 +72,8 @@ def _cell_id(shell: Any) -> str:
 @magics_class
 class LLMMagics(Magics):
     """``%%llm``, ``%llm`` and ``%%interpret``."""
+
+    shell: Any  # always set: these magics are registered on a running shell
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
@@ -234,7 +238,7 @@ class LLMMagics(Magics):
         }
         if images:
             kwargs["images"] = images
-        view = make_view(model, cost_of=cost_of, note=note, images=images)
+        view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
@@ -251,7 +255,9 @@ class LLMMagics(Magics):
                 stream.on_retry = view.retrying  # "429, retrying 1/2 in 0.5 s"
                 for delta in stream:
                     view.append(delta)
-                result = stream.result  # this call's own, whatever else is running
+                ended = stream.result  # this call's own, whatever else is running
+                assert ended is not None  # set once the stream has ended
+                result = ended
         except KeyboardInterrupt:
             view.interrupted(stream.result if stream is not None else None)
             return None
@@ -292,7 +298,7 @@ class LLMMagics(Magics):
         session: Session,
         messages: list[dict[str, Any]],
         kwargs: dict[str, Any],
-        view: Any,
+        view: AnswerView,
         args: Any,
     ) -> None:
         from holynb._loop import default_loop
@@ -359,7 +365,8 @@ class LLMMagics(Magics):
             if args.out:
                 ns[args.out + "_json"] = value
             if not background:
-                from IPython.display import JSON, display
+                from IPython.core.display import JSON
+                from IPython.display import display
 
                 display(JSON(value))
         return None
@@ -412,7 +419,7 @@ class LLMMagics(Magics):
 
     def _cmd_config(self, words: list[str]) -> None:
         from holynb._config import APIS
-        from holynb.session import Session
+        from holynb.session import UNCHANGED
 
         current = self.session
         if words:
@@ -426,30 +433,17 @@ class LLMMagics(Magics):
                     )
                     return
                 changes[key] = value
-            settings = current.settings
             if changes.get("api", "openai").lower() not in APIS:
                 raise UsageError(
                     f"%llm config: api= takes {' or '.join(APIS)}, not {changes['api']!r}."
                 )
-            fresh = Session(
-                model=changes.get("model", current.model),
-                api=changes.get("api", current.settings.api),
-                bearer=settings.bearer,
-                base_url=changes.get("base_url", current.base_url),
-                api_key=changes.get("api_key") or settings.api_key,
-                retry=settings.retry,
-                timeout=settings.timeout,
-                concurrency=settings.limits.concurrency,
-                rpm=settings.limits.rpm,
-                tpm=settings.limits.tpm,
-                log_path="",  # not HOLYNB_LOG_PATH again: the open log carries over below
+            fresh = current.derive(  # the prices, the log, the cache and the ledger carry over
+                model=changes.get("model"),
+                api=changes.get("api"),
+                base_url=changes.get("base_url"),
+                api_key=changes.get("api_key"),
+                budget_usd=float(changes["budget"]) if "budget" in changes else UNCHANGED,
             )
-            fresh.prices = current.prices  # the prices, the log and the ledger carry over
-            fresh._store = current._store
-            fresh.cache = current.cache.path if current.cache is not None else False
-            fresh._ledger.extend(current.records)
-            budget = float(changes["budget"]) if "budget" in changes else current.budget_usd
-            fresh.budget_usd = budget  # after the ledger: past spending counts
             set_default_session(fresh)
             current = fresh
         rows = [
@@ -577,7 +571,7 @@ class _Verbatim:
 
     FENCE = "~~~~~~~~"  # longer than any fence a model writes, so the answer cannot close it
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: AnswerView) -> None:
         from holynb.display import StreamView
 
         self._view = view
@@ -588,10 +582,10 @@ class _Verbatim:
         if self._fenced:
             self._view.append(self.FENCE + "text\n")
 
-    def _wrap(self, result: ChatResult | None) -> ChatResult | None:
+    def _wrap(self, result: ChatResult) -> ChatResult:
         from dataclasses import replace
 
-        if result is None or not self._fenced:
+        if not self._fenced:
             return result
         return replace(result, text=f"{self.FENCE}text\n{result.text}\n{self.FENCE}")
 
@@ -599,7 +593,16 @@ class _Verbatim:
         self._view.finish(self._wrap(result))
 
     def interrupted(self, result: ChatResult | None = None) -> None:
-        self._view.interrupted(self._wrap(result))
+        self._view.interrupted(None if result is None else self._wrap(result))
+
+    def append(self, text: str) -> None:
+        self._view.append(text)
+
+    def set_stop(self, callback: Callable[[], Any]) -> None:
+        self._view.set_stop(callback)
+
+    def fail(self, error: BaseException) -> None:
+        self._view.fail(error)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._view, name)

@@ -206,7 +206,7 @@ class PriceTable:
                 cache_write=cache_write,
                 batch_discount=batch_discount,
                 source=source,
-                as_of=as_of if as_of is not None else date.today(),
+                as_of=_as_date(as_of) if as_of is not None else date.today(),
             ),
         )
         self._put({_name_key(model): price})
@@ -283,6 +283,16 @@ class PriceTable:
                 f"Set its price with Session(prices={{{model!r}: {_EXAMPLE}}}).",
             )
             return None
+
+    def needs_genai_prices(self, model: str) -> bool:
+        """Whether pricing ``model`` will load genai-prices (no price of yours, of the relay
+        table or of the free local models covers it, and it was not looked up yet)."""
+        keys = _lookup_keys(model)
+        if any(key in self._user for key in keys) or keys[0].startswith("local/"):
+            return False
+        if self.relay and any(key in _relay_prices() for key in keys):
+            return False
+        return self.official and keys[0] not in self._official_cache
 
     def _find(self, model: str) -> ModelPrice | _Official | None:
         keys = _lookup_keys(model)
@@ -521,7 +531,7 @@ def _usd(name: str, value: object) -> float:
 
 def _as_date(value: object) -> date | None:
     if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, str):

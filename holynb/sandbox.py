@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from holynb.errors import ConfigurationError
@@ -577,7 +578,7 @@ def _death_reason(
 
 
 def _remove_tree(path: str) -> None:
-    def retry_writable(func, p, _exc):  # type: ignore[no-untyped-def]
+    def retry_writable(func: Callable[..., object], p: str, _exc: object) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
             os.chmod(p, 0o700)

@@ -6,9 +6,13 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import math
 import os
 import sqlite3
+import sys
+import threading
 import time
 import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -43,6 +47,16 @@ if TYPE_CHECKING:
     from holynb.store import LedgerStore
 
 Prompt = str | Sequence[dict[str, Any]]
+
+
+class _Unchanged:
+    """The default of ``Session.derive`` arguments where ``None`` has a meaning."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
 
 # A budget reserves the prompt estimate plus this share (the estimate is within about 10%).
 PROMPT_MARGIN = 1.25
@@ -118,6 +132,7 @@ class Session:
         from holynb.store import LedgerStore, default_log_path
 
         self.prices: PriceTable = PriceTable.default(self.settings.base_url, prices)
+        _prefetch(self.prices.needs_genai_prices(self.settings.model))
         self._ledger = Ledger()
         path = log_path if log_path is not None else default_log_path()
         self._store: LedgerStore | None = LedgerStore(path) if path else None
@@ -203,6 +218,44 @@ class Session:
         from holynb.cache import open_cache
 
         self._cache = open_cache(cache, self.settings.base_url)
+
+    def derive(
+        self,
+        *,
+        model: str | None = None,
+        api: str | None = None,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+        budget_usd: float | _Unchanged | None = UNCHANGED,
+    ) -> Session:
+        """A new session like this one with some settings changed; the rest (retries,
+        timeouts, limits, the key unless given) stays, and so do the prices, the log file, the
+        response cache and the ledger (past spending counts against ``budget_usd``, which
+        stays the same unless given; ``None`` removes it).
+
+        >>> s2 = s.derive(model="deepseek-v3.2")
+        """
+        settings = self.settings
+        fresh = Session(
+            model=model or self.model,
+            api=api or settings.api,
+            bearer=settings.bearer,
+            base_url=base_url or self.base_url,
+            api_key=api_key or settings.api_key,
+            retry=settings.retry,
+            timeout=settings.timeout,
+            concurrency=settings.limits.concurrency,
+            rpm=settings.limits.rpm,
+            tpm=settings.limits.tpm,
+            log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
+        )
+        fresh.prices = self.prices
+        fresh._store = self._store
+        fresh.cache = self.cache.path if self.cache is not None else False
+        fresh._ledger.extend(self.records)
+        # after the ledger, so that past spending counts
+        fresh.budget_usd = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        return fresh
 
     def __repr__(self) -> str:
         key = "set" if self.settings.api_key else "missing"
@@ -317,10 +370,38 @@ class Session:
         finally:
             self._release(hold)  # whatever happened above, the reservation ends with the call
 
-    def chat(self, prompt: Prompt, **kwargs: Any) -> ChatResult:
+    def chat(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tag: str | None = None,
+        kind: str = "chat",
+        cache: CallCache = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> ChatResult:
         """Ask once and wait for the whole answer. Works in a notebook cell, a script, and
-        inside a running asyncio program. Same arguments as ``achat``."""
-        return default_loop().run(self.achat(prompt, **kwargs))
+        inside a running asyncio program.
+
+        >>> r = s.chat("Say hi", max_tokens=20)
+        >>> r.text, r.cost_usd
+
+        ``system`` is a system message; ``tag`` labels the ledger row; ``cache=False`` skips
+        the response cache for this call and ``cache="refresh"`` asks again; ``schema`` (a
+        pydantic model or a JSON schema dict) asks for a structured answer in
+        ``result.parsed``. Other keyword arguments go into the request body as they are
+        (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
+        return default_loop().run(
+            self.achat(
+                prompt, model=model, system=system, temperature=temperature,
+                max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
+                **params,
+            )
+        )  # fmt: skip
 
     def astream(
         self,
@@ -422,16 +503,36 @@ class Session:
         finally:
             self._release(hold)
 
-    def stream(self, prompt: Prompt, **kwargs: Any) -> ChatStream:
-        """The answer's text as it arrives (``for``), then the call's own ``result``. Same
-        arguments as ``astream``; an interrupt or a ``break`` stops the request and records
-        what arrived.
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tag: str | None = None,
+        kind: str = "stream",
+        cache: CallCache = None,
+        schema: Any = None,
+        **params: Any,
+    ) -> ChatStream:
+        """The answer's text as it arrives (``for``), then the call's own ``result``. The
+        arguments are ``chat``'s; an interrupt or a ``break`` stops the request and records
+        what arrived. The async twin is ``astream``.
 
         >>> stream = s.stream("Count to five")
         >>> text = "".join(stream)
         >>> stream.result.cost_usd
         """
-        return ChatStream(self.astream(prompt, **kwargs), default_loop())
+        return ChatStream(
+            self.astream(
+                prompt, model=model, system=system, temperature=temperature,
+                max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
+                **params,
+            ),
+            default_loop(),
+        )  # fmt: skip
 
     async def amap(
         self,
@@ -955,12 +1056,34 @@ class Session:
         await self.aclose()
 
 
+def _prefetch(genai_prices: bool) -> None:
+    """Start importing the HTTP stack (aiohttp, httpx2: ~200 ms of a cold start), and
+    genai-prices (~150 ms) when the default model's price will need it, in a thread, once per
+    process: the session's set-up and the first request's flight then hide them."""
+    global _prefetching
+    wanted = ["holynb._client", "genai_prices"] if genai_prices else ["holynb._client"]
+    modules = [m for m in wanted if m not in sys.modules]
+    if _prefetching or not modules:
+        return
+    _prefetching = True
+    threading.Thread(target=_import_quietly, args=(modules,), daemon=True).start()
+
+
+def _import_quietly(modules: list[str]) -> None:
+    for module in modules:
+        with contextlib.suppress(Exception):  # the call that needs it imports it and says why
+            importlib.import_module(module)
+
+
+_prefetching = False
+
+
 def build_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, Any]]:
     """Chat messages from a prompt string or a list of ``{"role", "content"}`` dicts."""
     if isinstance(prompt, str):
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence) and all(isinstance(m, dict) for m in prompt):
-        messages = [dict(m) for m in prompt]
+        messages = [dict(m) for m in prompt if isinstance(m, dict)]
         for i, m in enumerate(messages):
             if "role" not in m or "content" not in m:
                 raise ValueError(

@@ -22,10 +22,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb.display import MAX_UPDATES_PER_SECOND, StreamView, _ipython, _Progress, display_mode
-from holynb.formatting import ERROR_STYLE as _ERROR_STYLE
-from holynb.formatting import answer_html as _answer_html
-from holynb.formatting import error_text, figures_line
-from holynb.formatting import money as _usd
+from holynb.formatting import (
+    ERROR_STYLE as _ERROR_STYLE,
+    answer_html as _answer_html,
+    error_text,
+    figures_line,
+    money as _usd,
+)
 from holynb.render import escape_text, render_markdown
 
 if TYPE_CHECKING:

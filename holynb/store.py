@@ -188,8 +188,8 @@ class LedgerStore:
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""
         with self._lock:
-            rows = self._connect().execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
-            rows = rows.fetchall()
+            cursor = self._connect().execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
+            rows = cursor.fetchall()
             if rows:
                 self._last_id = max(self._last_id, rows[-1][0])
             self._mine.clear()

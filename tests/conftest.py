@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from holynb.server import LocalServer
+from tests.helpers import without_holynb_settings
 
 PLANTED_KEY = "sk-hs-PLANTEDsecret0123456789abcdefXYZ"
 
-# Tests never talk to anything but loopback, and never see a real key.
-for _name in ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY", "HOLYNB_BASE_URL", "HOLYNB_MODEL",
-              "HOLYNB_LOG_PATH", "HOLYNB_CACHE", "HOLYNB_HOME", "HOLYNB_API"):
-    os.environ.pop(_name, None)
+# Tests never talk to anything but loopback, never see a real key, and see holynb's defaults.
+for _name in set(os.environ) - set(without_holynb_settings(os.environ)):
+    del os.environ[_name]
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import holynb
 from holynb import RetryPolicy
 
+# Test settings that are not holynb's own (an optional tokenizer file for one test).
+TEST_SETTINGS = frozenset({"HOLYNB_TEKKEN_JSON"})
+
+
+def without_holynb_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without holynb's settings (``HOLYNB_*``, ``HOLYSHEEP_*``: keys, endpoints, the
+    log, the cache, the display mode...), so that tests see holynb's defaults and never a key."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k in TEST_SETTINGS or not k.startswith(("HOLYNB_", "HOLYSHEEP_"))
+    }
+
+
 FAST_RETRY = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # for a child Python process: import this checkout's holynb, whatever is installed
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+CHILD_ENV = {
+    **without_holynb_settings(os.environ),
+    "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+}
 
 
 def session_for(server: Any, **kwargs: Any) -> holynb.Session:
@@ -49,3 +69,60 @@ def wait_until_gone(marker: str, within_s: float = 3.0) -> list[int]:
     while (left := processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+# -- magics in a shell or a kernel -------------------------------------------------------------
+
+
+def magic_shell(session: holynb.Session) -> Iterator[Any]:
+    """An IPython shell with ``%load_ext holynb`` and ``session`` as the magics' default; the
+    body of a ``shell`` fixture (``yield from magic_shell(session_for(local))``)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from holynb import magics
+
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext holynb")
+    magics.set_default_session(session)
+    yield sh
+    sh.run_cell("%llm --new")
+
+
+def run_cell(shell: Any, source: str) -> Any:
+    """Run one cell in ``shell`` (kept in its history) and fail the test if it raised."""
+    result = shell.run_cell(source, store_history=True)
+    assert result.error_in_exec is None, result.error_in_exec
+    return result
+
+
+def kernel_setup_cell(server: Any, imports: str = "") -> str:
+    """The first cell of a kernel test: the magics loaded and ``s``, a session on ``server``
+    (with its token), their default. ``imports``: more modules for the cell, e.g. "os"."""
+    key = server.api_key.get() if getattr(server, "api_key", None) is not None else None
+    more = f", {imports}" if imports else ""
+    return (
+        "%load_ext holynb\n"
+        f"import holynb{more}\n"
+        f's = holynb.Session(model="local/echo", base_url={server.base_url!r}, api_key={key!r})\n'
+        "holynb.magics.set_default_session(s)\n"
+    )
+
+
+# -- a child process without network -----------------------------------------------------------
+
+NO_NETWORK = """\
+import socket
+def _refuse(*args, **kwargs):
+    raise AssertionError("network used")
+socket.socket.connect = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+
+def run_without_network(script: str) -> None:
+    """Run ``script`` in a fresh Python (this checkout's holynb) where any use of the network
+    fails; the test fails with its stderr unless it exits cleanly."""
+    done = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK + script], env=CHILD_ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

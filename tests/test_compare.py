@@ -20,7 +20,7 @@ from holynb.server import LocalServer
 from holynb.server.models import echo
 from holynb.server.wire import RequestError
 from holynb.sidebyside import ColumnsView, PlainColumnsView, side_by_side
-from tests.helpers import session_for
+from tests.helpers import kernel_setup_cell, magic_shell, run_cell, session_for
 
 XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
 PROMPTS = ["Say hi", "Say bye", "Say thanks"]
@@ -282,27 +282,13 @@ def test_plain_columns_view_prints_each_answer_under_a_heading_in_order() -> Non
 
 @pytest.fixture
 def shell(local: LocalServer) -> Iterator[Any]:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from holynb import magics
-
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext holynb")
-    magics.set_default_session(session_for(local, log_path=""))
-    yield sh
-    sh.run_cell("%llm --new")
-
-
-def _run(shell: Any, source: str) -> Any:
-    result = shell.run_cell(source, store_history=True)
-    assert result.error_in_exec is None, result.error_in_exec
-    return result
+    yield from magic_shell(session_for(local, log_path=""))
 
 
 def test_magic_with_several_models_prints_each_answer_under_a_heading(
     shell: Any, capsys: Any
 ) -> None:
-    _run(shell, "%%llm -m local/echo,local/missing,local/json -o cmp\nhello there")
+    run_cell(shell, "%%llm -m local/echo,local/missing,local/json -o cmp\nhello there")
     out = capsys.readouterr().out
     echo, missing, json_ = (
         out.index(f"── {m} ──") for m in ("local/echo", "local/missing", "local/json")
@@ -325,7 +311,7 @@ def test_magic_with_several_models_prints_each_answer_under_a_heading(
 def test_magic_with_several_models_sends_the_options_to_each(
     shell: Any, local: LocalServer
 ) -> None:
-    _run(shell, '%%llm -m "local/echo, local/json" -s "be brief" --max-tokens 7\nhi')
+    run_cell(shell, '%%llm -m "local/echo, local/json" -s "be brief" --max-tokens 7\nhi')
     bodies = [e["body"] for e in _chat_log(local)]
     assert sorted(b["model"] for b in bodies) == ["local/echo", "local/json"]
     assert all(b["max_tokens"] == 7 and b["messages"][0]["content"] == "be brief" for b in bodies)
@@ -349,7 +335,7 @@ def test_magic_with_several_models_streams_into_columns_in_a_widget_frontend(
         return made[-1]
 
     monkeypatch.setattr(sidebyside, "make_columns_view", widget_view)
-    _run(shell, "%%llm -m local/echo,local/slow --max-tokens 20\nhi")
+    run_cell(shell, "%%llm -m local/echo,local/slow --max-tokens 20\nhi")
     (view,) = made
     assert view.states == ["done", "done"]
     assert all(v.renders >= 1 for v in view.views)
@@ -365,16 +351,8 @@ def test_several_models_in_a_real_kernel_print_headings_and_show_sanitised_colum
     import nbformat
     from nbclient import NotebookClient
 
-    key = getattr(local, "api_key", None)  # a Secret when the server requires its token
-    key = key.get() if hasattr(key, "get") else None
     sources = [
-        f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={key!r}))
-        """,
+        kernel_setup_cell(local),
         "%%llm -m local/evil,local/echo -o cmp\nhello kernel",
         "holynb.side_by_side(cmp)",
     ]

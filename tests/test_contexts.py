@@ -120,7 +120,10 @@ def test_keyboard_interrupt_during_sync_stream_stops_cleanly(local):
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", SCRIPT, local.base_url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=key_env(local),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=key_env(local),
         )
         assert proc.stdout.readline().strip() == "READY"
         time.sleep(1.0)
@@ -144,27 +147,29 @@ def _notebook(cells):
 
 
 def test_sync_async_and_stream_in_a_real_kernel(local):
-    nb = _notebook([
-        f"""
+    nb = _notebook(
+        [
+            f"""
         import holynb
         s = holynb.Session(model="local/echo", base_url={local.base_url!r},
                            api_key={local.api_key.get()!r})
         r = s.chat("kernel")
         print(r.text[:17])
         """,
-        """
+            """
         r2 = await s.achat("kernel")   # top-level await on the kernel's own loop
         print(r2.text == r.text)
         """,
-        """
+            """
         print("".join(s.stream("kernel")) == r.text)
         """,
-        """
+            """
         for i in range(20):
             s.chat(f"again {i}")
         print(len(s.records))
         """,
-    ])
+        ]
+    )
     NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     outs = ["".join(o.get("text", "") for o in c.outputs).strip() for c in nb.cells]
     assert outs == ["You said: kernel.", "True", "True", "23"]
@@ -172,8 +177,9 @@ def test_sync_async_and_stream_in_a_real_kernel(local):
 
 def test_kernel_interrupt_during_a_call_keeps_the_kernel_usable(local):
     local.faults.push(faults.delay(seconds=5))
-    nb = _notebook([
-        f"""
+    nb = _notebook(
+        [
+            f"""
         import holynb, os, signal, threading
         s = holynb.Session(model="local/echo", base_url={local.base_url!r},
                            api_key={local.api_key.get()!r})
@@ -183,10 +189,11 @@ def test_kernel_interrupt_during_a_call_keeps_the_kernel_usable(local):
         except KeyboardInterrupt:
             print("interrupted", s.records[-1].interrupted)
         """,
-        """
+            """
         print(s.chat("fine").text[:9])
         """,
-    ])
+        ]
+    )
     NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     outs = ["".join(o.get("text", "") for o in c.outputs).strip() for c in nb.cells]
     assert outs == ["interrupted True", "You said:"]
@@ -198,8 +205,13 @@ def test_no_stray_threads_block_interpreter_exit(local):
         "import holynb,sys; s=holynb.Session(model='local/echo', base_url=sys.argv[1]);"
         "print(s.chat('bye').text[:3])"
     )
-    out = subprocess.run([sys.executable, "-c", code, local.base_url], capture_output=True,
-                         text=True, timeout=30, env=key_env(local))
+    out = subprocess.run(
+        [sys.executable, "-c", code, local.base_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=key_env(local),
+    )
     assert out.stdout.strip() == "You" and "Unclosed" not in out.stderr, out.stderr
 
 

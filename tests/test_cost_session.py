@@ -262,8 +262,6 @@ def test_plot_returns_a_figure(local):
     assert money and all(t.startswith("$") for t in money), money
 
 
-
-
 def test_plot_says_how_many_calls_have_no_price(local):
     pytest.importorskip("matplotlib")
     local.register_model("mystery/model", lambda messages, params: "a mystery answer")

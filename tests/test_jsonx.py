@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from holynb.errors import HolynbError
 from holynb.jsonx import JSONExtraction, JSONExtractionError, extract_json, extract_json_detailed

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
 from holynb import magics
 from holynb.server import faults
-from tests.helpers import session_for
+from tests.helpers import magic_shell, run_cell as run, session_for
 
 
 @pytest.fixture
 def shell(local):
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext holynb")
-    magics.set_default_session(session_for(local))
-    yield sh
-    sh.run_cell("%llm --new")
-
-
-def run(shell, source):
-    result = shell.run_cell(source, store_history=True)
-    assert result.error_in_exec is None, result.error_in_exec
-    return result
+    yield from magic_shell(session_for(local))
 
 
 def test_cell_magic_streams_plain_text_and_sets_llm(shell, capsys):
@@ -57,7 +46,7 @@ def test_options_reach_the_request(shell, local):
 
 def test_variables_are_interpolated_and_double_braces_kept(shell):
     run(shell, "city = 'Hanoi'")
-    run(shell, "%%llm\nWeather in {city}? Format: {{\"temp\": 1}}")
+    run(shell, '%%llm\nWeather in {city}? Format: {{"temp": 1}}')
     assert 'Weather in Hanoi? Format: {"temp": 1}' in magics_prompt(shell)
 
 
@@ -100,8 +89,9 @@ def test_without_chat_each_cell_stands_alone(shell, local):
 def test_format_code_puts_the_answer_in_the_next_cell(shell, local, monkeypatch):
     local.register_model("coder", lambda m, p: "Here:\n```python\nprint('hi')\n```\nDone.")
     captured = {}
-    monkeypatch.setattr(shell, "set_next_input", lambda text, replace=False: captured.update(
-        text=text))
+    monkeypatch.setattr(
+        shell, "set_next_input", lambda text, replace=False: captured.update(text=text)
+    )
     run(shell, "%%llm -m coder -f code\nwrite code")
     assert captured["text"] == "print('hi')"
 
@@ -130,8 +120,11 @@ def test_api_error_shows_a_short_box_not_a_traceback(shell, local, capsys):
 
 
 def test_config_shows_settings_without_the_key(shell, capsys):
-    magics.set_default_session(holynb.Session(base_url=magics.get_default_session().base_url,
-                                              api_key="sk-hs-SECRETSECRETSECRET123456"))
+    magics.set_default_session(
+        holynb.Session(
+            base_url=magics.get_default_session().base_url, api_key="sk-hs-SECRETSECRETSECRET123456"
+        )
+    )
     run(shell, "%llm config")
     out = capsys.readouterr().out
     assert "base_url" in out and "set (" in out and "SECRETSECRET" not in out
@@ -191,8 +184,11 @@ def test_interpret_magic_catches_a_wrong_claim(shell):
 
 
 def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tmp_path):
-    s = session_for(local, prices={"local/echo": {"input": 1000.0, "output": 1000.0}},
-                    log_path=tmp_path / "log.sqlite")
+    s = session_for(
+        local,
+        prices={"local/echo": {"input": 1000.0, "output": 1000.0}},
+        log_path=tmp_path / "log.sqlite",
+    )
     magics.set_default_session(s)
     run(shell, "%llm hi")
     spent = s.total_cost_usd
@@ -210,8 +206,9 @@ def test_format_text_shows_the_answer_verbatim(shell, local, monkeypatch):
     import holynb.display as display
 
     real = display.StreamView.finish
-    monkeypatch.setattr(display.StreamView, "finish",
-                        lambda self, result: (shown.append(self), real(self, result)))
+    monkeypatch.setattr(
+        display.StreamView, "finish", lambda self, result: (shown.append(self), real(self, result))
+    )
     monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
     run(shell, "%%llm -m marker -f text\nanything")
     html = shown[0].answer_html
@@ -240,11 +237,13 @@ def test_config_with_a_log_in_the_environment_does_not_double_the_ledger(
 
 def test_out_binds_the_cells_own_answer_while_background_cells_finish(shell, local):
     # 40 background answers that finish one after another while the foreground cells run
-    local.register_model("bg", lambda m, p: "background " * (4 * len(m[-1]["content"])),
-                         tokens_per_second=200)
+    local.register_model(
+        "bg", lambda m, p: "background " * (4 * len(m[-1]["content"])), tokens_per_second=200
+    )
     local.register_model("fg", lambda m, p: f"foreground {m[-1]['content'].strip()}")
-    magics.get_default_session().prices.update({"bg": {"input": 0, "output": 0},
-                                                "fg": {"input": 0, "output": 0}})
+    magics.get_default_session().prices.update(
+        {"bg": {"input": 0, "output": 0}, "fg": {"input": 0, "output": 0}}
+    )
     tasks = []
     for i in range(40):
         run(shell, f"%%llm --bg -m bg\nq{'x' * i}")

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from holynb import magics
-from tests.helpers import session_for
+from tests.helpers import magic_shell, run_cell as run, session_for
 
 
 @pytest.fixture
 def shell(local, tmp_path):
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext holynb")
-    magics.set_default_session(session_for(local, cache=tmp_path / "cache.sqlite"))
-    yield sh
-    sh.run_cell("%llm --new")
-
-
-def run(shell, source):
-    result = shell.run_cell(source, store_history=True)
-    assert result.error_in_exec is None, result.error_in_exec
-    return result
+    yield from magic_shell(session_for(local, cache=tmp_path / "cache.sqlite"))
 
 
 def test_a_rerun_cell_streams_from_the_cache_and_sends_nothing(shell, local, capsys):

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from datetime import UTC, date, datetime
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
 from holynb.errors import ConfigurationError
 from holynb.prices import ModelPrice, PriceTable, UnknownPriceWarning, is_relay_url
 from holynb.results import Usage
+from tests.helpers import run_without_network
 
 RELAY = "https://api.holysheep.ai/v1"
 OPENAI = "https://api.openai.com/v1"
 # genai-prices knows price history: pin the moment so the expected values never drift.
 NOV_2026 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def usage(prompt: int = 1000, completion: int = 500, cached: int = 0, reasoning: int = 0) -> Usage:
@@ -268,11 +264,7 @@ def test_relay_style_names_are_found_in_genai_prices(name: str, provider: str) -
 
 def test_genai_prices_loads_lazily_and_never_uses_the_network() -> None:
     script = """
-import socket, sys
-def refuse(*args, **kwargs):
-    raise AssertionError("network used")
-socket.socket.connect = refuse
-socket.getaddrinfo = refuse
+import sys
 from holynb.prices import PriceTable
 from holynb.results import Usage
 mine = {"mine": {"input": 1, "output": 1}}
@@ -283,12 +275,7 @@ assert "genai_prices" not in sys.modules, "genai-prices imported for a relay/use
 assert table.cost("gpt-4o-mini", Usage(prompt_tokens=10, completion_tokens=10)) > 0
 assert "genai_prices" in sys.modules
 """
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_without_network(script)
 
 
 def test_model_price_rejects_a_discount_above_one() -> None:

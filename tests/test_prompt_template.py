@@ -5,27 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
-from holynb import magics
 from holynb.errors import PromptError
 from holynb.prompt_template import FilledPrompt, build_prompt, cell_number
-from tests.helpers import session_for
+from tests.helpers import magic_shell, run_cell as run, session_for
 
 
 @pytest.fixture
 def shell(local):
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext holynb")
-    magics.set_default_session(session_for(local))
-    yield sh
-    sh.run_cell("%llm --new")
-
-
-def run(shell, source):
-    result = shell.run_cell(source, store_history=True)
-    assert result.error_in_exec is None, result.error_in_exec
-    return result
+    yield from magic_shell(session_for(local))
 
 
 def sent(local):

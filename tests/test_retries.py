@@ -33,9 +33,13 @@ def test_client_errors_are_never_retried(local, code):
 
 
 def test_status_maps_to_typed_error(local):
-    expected = {400: holynb.BadRequestError, 401: holynb.AuthenticationError,
-                403: holynb.PermissionDeniedError, 404: holynb.NotFoundError,
-                422: holynb.BadRequestError}
+    expected = {
+        400: holynb.BadRequestError,
+        401: holynb.AuthenticationError,
+        403: holynb.PermissionDeniedError,
+        404: holynb.NotFoundError,
+        422: holynb.BadRequestError,
+    }
     s = session_for(local)
     for code, cls in expected.items():
         local.faults.push(faults.status(code))

@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord

@@ -5,13 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from holynb.tokens import (
     IMAGE_TOKENS,
@@ -20,8 +17,7 @@ from holynb.tokens import (
     estimate_messages_tokens,
     estimate_tokens,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_without_network
 
 SAMPLES = {
     "english": (
@@ -110,22 +106,13 @@ def test_image_parts_count_a_fixed_number_of_tokens() -> None:
 
 def test_estimating_loads_no_tokenizer_and_uses_no_network() -> None:
     script = """
-import socket, sys
-def refuse(*args, **kwargs):
-    raise AssertionError("network used")
-socket.socket.connect = refuse
-socket.getaddrinfo = refuse
+import sys
 from holynb.tokens import estimate_messages_tokens
 assert estimate_messages_tokens([{"role": "user", "content": "Xin chào, thế giới"}]) > 0
 loaded = {"tiktoken", "tokenizers", "transformers", "sentencepiece"} & set(sys.modules)
 assert not loaded, loaded
 """
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_without_network(script)
 
 
 def _tekken_file() -> Path | None:

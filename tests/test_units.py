@@ -6,11 +6,10 @@ import email.utils
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from holynb._config import RetryPolicy
-from holynb._limits import Pacer, parse_reset
+from holynb._pacing import Pacer, parse_reset
 from holynb._retry import backoff_seconds, plan_retry, retry_after_seconds
 from holynb._sse import SSEDecoder
 

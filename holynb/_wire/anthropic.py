@@ -123,10 +123,13 @@ ANTHROPIC = AnthropicWire()
 
 def _text(blocks: Any) -> str:
     """The text blocks of a message's content, joined."""
-    texts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"a text block's text is {type(text).__name__}, not a string")
+    texts: list[str] = []
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise TypeError(f"a text block's text is {type(text).__name__}, not a string")
+            texts.append(text)
     return "".join(texts)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -68,6 +68,18 @@ def log_entry(
         "completion_tokens": completion_tokens,
         "duration_ms": round((time.time() - received) * 1000, 3),
     }
+
+
+class Delivered(TypedDict):
+    """The token counts of an answer that ended part-way (``Exchange.finish`` keywords)."""
+
+    prompt: int
+    completion: int
+
+
+def delivered(answer: Answer, tokens: int) -> Delivered:
+    """What was delivered once ``tokens`` completion tokens went out (no prompt if none did)."""
+    return {"prompt": answer.prompt_tokens if tokens else 0, "completion": tokens}
 
 
 @dataclass
@@ -284,9 +296,6 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
     stall_at, stall_s = (stall["after_chunks"], stall["seconds"]) if stall else (-1, 0.0)
     interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
 
-    def delivered(tokens: int) -> dict[str, int]:
-        return {"prompt": answer.prompt_tokens if tokens else 0, "completion": tokens}
-
     loop = asyncio.get_running_loop()
     try:
         await response.prepare(ex.request)
@@ -312,11 +321,11 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
                 await writer.flush()
         if ending == "cut_stream":
             await writer.flush()
-            ex.finish(200, "cut", **delivered(writer.sent_tokens))
+            ex.finish(200, "cut", **delivered(answer, writer.sent_tokens))
             ex.close_connection()
             return response
     except ConnectionError:
-        ex.finish(200, "client_disconnected", **delivered(writer.sent_tokens))
+        ex.finish(200, "client_disconnected", **delivered(answer, writer.sent_tokens))
         return response
 
     completed = ending == "complete"
@@ -341,7 +350,7 @@ async def send_stream(ex: Exchange, answer: Answer, include_usage: bool) -> web.
         200,
         "complete" if completed else "error_event",
         completed=completed,
-        **delivered(writer.sent_tokens + unsent),
+        **delivered(answer, writer.sent_tokens + unsent),
     )
     try:
         await writer.flush()

@@ -25,8 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from holynb.server import faults as faultlib
-from holynb.server import messages as _anthropic
+from holynb.server import faults as faultlib, messages as _anthropic
 from holynb.server.answer import (
     JSON,
     Answer,
@@ -93,6 +92,14 @@ class ServerState:
     created: int = field(default_factory=lambda: int(time.time()))
     batches: BatchStore = field(default_factory=BatchStore)
     serve_batches: bool = True  # False: no /v1/files, /v1/batches (404), as many endpoints
+
+
+def _phrase(code: int) -> str:
+    """The standard reason phrase of an HTTP status code ("Error" for unknown codes)."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"
 
 
 def build_app(state: ServerState) -> web.Application:
@@ -364,7 +371,7 @@ class _Handlers:
             default = _STATUS_ERRORS.get(code)
             if default is None:
                 kind = "server_error" if code >= 500 else "invalid_request_error"
-                default = (kind, None, HTTPStatus(code).phrase if code in HTTPStatus else "Error")
+                default = (kind, None, _phrase(code))
             kind, error_code, message = default
             if ex.anthropic:
                 payload = _anthropic.error_body(

@@ -41,6 +41,7 @@ from holynb.server.wire import (
     RequestError,
     completion_body,
     max_tokens,
+    missing_parameter,
     parse_chat_request,
     usage,
 )
@@ -245,6 +246,10 @@ class BatchStore:
         task.add_done_callback(self._tasks.discard)
 
 
+# JSONL lines (spelled out here because BatchRoutes.list shadows the builtin in its body)
+_Lines = list[dict[str, Any]]
+
+
 class BatchRoutes:
     """The ``/v1/batches`` handlers and the processing of each batch."""
 
@@ -277,12 +282,7 @@ class BatchRoutes:
             raise RequestError(400, "The request body must be a JSON object.")
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not isinstance(body.get(name), str):
-                raise RequestError(
-                    400,
-                    f"Missing required parameter: '{name}'.",
-                    code="missing_required_parameter",
-                    param=name,
-                )
+                raise missing_parameter(name)
         if body["endpoint"] != ENDPOINT:
             raise RequestError(
                 400,
@@ -398,8 +398,8 @@ class BatchRoutes:
         batch.total = len(requests)
         batch.model = requests[0]["body"].get("model")
         batch.move("in_progress")
-        outputs: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
+        outputs: _Lines = []
+        errors: _Lines = []
         for i, item in enumerate(requests):
             if batch.status == "cancelling":
                 await self._finish(batch, outputs, errors, requests[i:], "cancelled")
@@ -424,9 +424,9 @@ class BatchRoutes:
     async def _finish(
         self,
         batch: Batch,
-        outputs: list[dict[str, Any]],
-        errors: list[dict[str, Any]],
-        not_run: list[dict[str, Any]],
+        outputs: _Lines,
+        errors: _Lines,
+        not_run: _Lines,
         end: str,
     ) -> None:
         if end == "completed":
@@ -442,7 +442,7 @@ class BatchRoutes:
             batch.error_file_id = self._write(batch, "error", errors)
         batch.move(end)
 
-    def _write(self, batch: Batch, kind: str, lines: list[dict[str, Any]]) -> str:
+    def _write(self, batch: Batch, kind: str, lines: _Lines) -> str:
         content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         return self.files.add(f"{batch.id}_{kind}.jsonl", "batch_output", content).id
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from holynb.server.answer import error_response
 from holynb.server.wire import RequestError
@@ -82,7 +83,7 @@ def refusal(request: web.Request, *, check_host: bool) -> RequestError | None:
     return None
 
 
-def guard(check_host: bool = True) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+def guard(check_host: bool = True) -> Middleware:
     """The middleware refusing what ``refusal`` refuses, as an OpenAI-style JSON error."""
 
     @web.middleware

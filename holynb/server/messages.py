@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from holynb.server.answer import FLUSH_BYTES, JSON, Answer, Exchange, _Writer
+from holynb.server.answer import FLUSH_BYTES, JSON, Answer, Exchange, _Writer, delivered
 from holynb.server.wire import RequestError
 
 # Anthropic's error type for each HTTP status
@@ -141,7 +141,9 @@ def _check_block(block: Any, where: str) -> None:
         raise _bad(f"{where}.text: Field required")
     if block["type"] == "image":
         source = block.get("source")
-        kind = source.get("type") if isinstance(source, dict) else None
+        if not isinstance(source, dict):
+            source = {}
+        kind = source.get("type")
         if kind == "base64":
             if source.get("media_type") not in _MEDIA_TYPES:
                 raise _bad(
@@ -315,9 +317,6 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
     stall_at, stall_s = (stall["after_chunks"], stall["seconds"]) if stall else (-1, 0.0)
     interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
 
-    def delivered(tokens: int) -> dict[str, int]:
-        return {"prompt": answer.prompt_tokens if tokens else 0, "completion": tokens}
-
     loop = asyncio.get_running_loop()
     try:
         await response.prepare(ex.request)
@@ -344,11 +343,11 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
                 await writer.flush()
         if ending == "cut_stream":
             await writer.flush()
-            ex.finish(200, "cut", **delivered(writer.sent_tokens))
+            ex.finish(200, "cut", **delivered(answer, writer.sent_tokens))
             ex.close_connection()
             return response
     except ConnectionError:
-        ex.finish(200, "client_disconnected", **delivered(writer.sent_tokens))
+        ex.finish(200, "client_disconnected", **delivered(answer, writer.sent_tokens))
         return response
 
     completed = ending == "complete"
@@ -363,7 +362,7 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
         200,
         "complete" if completed else "error_event",
         completed=completed,
-        **delivered(writer.sent_tokens + unsent),
+        **delivered(answer, writer.sent_tokens + unsent),
     )
     try:
         await writer.flush()

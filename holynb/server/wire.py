@@ -8,6 +8,7 @@ A stream's chunks share one prefix and suffix rendered once, so a chunk costs on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -118,6 +119,27 @@ def _invalid_type(param: str, expected: tuple[type, ...], value: Any) -> Request
     )
 
 
+def missing_parameter(param: str) -> RequestError:
+    """OpenAI's 400 for a required parameter that is absent."""
+    return RequestError(
+        400,
+        f"Missing required parameter: '{param}'.",
+        code="missing_required_parameter",
+        param=param,
+    )
+
+
+def invalid_value(value: Any, supported: Iterable[str], param: str) -> RequestError:
+    """OpenAI's 400 for a value outside the supported ones."""
+    listed = ", ".join(f"'{v}'" for v in supported)
+    return RequestError(
+        400,
+        f"Invalid value: {value!r}. Supported values are: {listed}.",
+        code="invalid_value",
+        param=param,
+    )
+
+
 def _has_type(value: Any, expected: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in expected
@@ -145,12 +167,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     if not body.get("model"):
         raise RequestError(400, "you must provide a model parameter", param="model")
     if "messages" not in body or body["messages"] is None:
-        raise RequestError(
-            400,
-            "Missing required parameter: 'messages'.",
-            code="missing_required_parameter",
-            param="messages",
-        )
+        raise missing_parameter("messages")
     _check_messages(body["messages"])
     _check_limits(body)
     return body
@@ -170,28 +187,12 @@ def _check_messages(messages: list[Any]) -> None:
         if not isinstance(message, dict):
             raise _invalid_type(where, (dict,), message)
         role = message.get("role")
+        if role is None:
+            raise missing_parameter(f"{where}.role")
         if role not in _ROLES:
-            if role is None:
-                raise RequestError(
-                    400,
-                    f"Missing required parameter: '{where}.role'.",
-                    code="missing_required_parameter",
-                    param=f"{where}.role",
-                )
-            supported = ", ".join(f"'{r}'" for r in _ROLES)
-            raise RequestError(
-                400,
-                f"Invalid value: {role!r}. Supported values are: {supported}.",
-                code="invalid_value",
-                param=f"{where}.role",
-            )
+            raise invalid_value(role, _ROLES, f"{where}.role")
         if "content" not in message and role in ("system", "developer", "user", "tool"):
-            raise RequestError(
-                400,
-                f"Missing required parameter: '{where}.content'.",
-                code="missing_required_parameter",
-                param=f"{where}.content",
-            )
+            raise missing_parameter(f"{where}.content")
         content = message.get("content")
         if content is None or isinstance(content, str):
             continue
@@ -206,25 +207,14 @@ def _check_part(part: Any, where: str) -> None:
         raise _invalid_type(where, (dict,), part)
     kind = part.get("type")
     if kind not in _PART_TYPES:
-        supported = ", ".join(f"'{t}'" for t in _PART_TYPES)
-        raise RequestError(
-            400,
-            f"Invalid value: {kind!r}. Supported values are: {supported}.",
-            code="invalid_value",
-            param=f"{where}.type",
-        )
+        raise invalid_value(kind, _PART_TYPES, f"{where}.type")
     if kind == "text" and not isinstance(part.get("text"), str):
         raise _invalid_type(f"{where}.text", (str,), part.get("text"))
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
         if not isinstance(url, str):
-            raise RequestError(
-                400,
-                f"Missing required parameter: '{where}.image_url.url'.",
-                code="missing_required_parameter",
-                param=f"{where}.image_url.url",
-            )
+            raise missing_parameter(f"{where}.image_url.url")
 
 
 def _check_limits(body: dict[str, Any]) -> None:

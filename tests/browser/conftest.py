@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import without_holynb_settings
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -92,7 +94,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
     root = base / "root"
     root.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLYNB_", "HOLYSHEEP_"))}
+    env = without_holynb_settings(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         JUPYTER_CONFIG_DIR=str(base / "config"),
