@@ -109,7 +109,7 @@ def frame(
 
     from holynb.batch_files import custom_id
 
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for pos, prompt in enumerate(manifest.texts):
         got = outcomes.get(pos, "Pending: this request was never sent; job.resubmit_failed()")
         result = got.result if isinstance(got, Outcome) else None

@@ -137,8 +137,8 @@ def magic_hint(error: BaseException) -> str | None:
     for cls, hint in _HINTS:
         if isinstance(error, cls):
             return hint
-    hint = getattr(error, "hint", None)
-    return hint if isinstance(hint, str) else None
+    own = getattr(error, "hint", None)
+    return own if isinstance(own, str) else None
 
 
 def for_magic(error: BaseException) -> BaseException:

@@ -115,5 +115,7 @@ def image_part_tokens(part: dict[str, Any], api: str = "openai") -> int | None:
     size = image_dimensions(image["url"])
     if size is None:
         return None
-    detail = image.get("detail") if isinstance(image.get("detail"), str) else "auto"
+    detail = image.get("detail")
+    if not isinstance(detail, str):
+        detail = "auto"
     return image_tokens(size[0], size[1], detail, api)
