@@ -91,12 +91,13 @@ def test_nbval_fails_when_a_stored_output_is_wrong(tmp_path: Path) -> None:
     nb.cells = nb.cells[: first_llm + 1]
     nbformat.write(nb, tmp_path / "good.ipynb")
 
-    stdout = next(o for o in nb.cells[first_llm].outputs if o.get("name") == "stdout")
-    figures = re.search(r"(\d+) completion tokens", stdout.text)
-    assert figures, stdout.text
+    shown = next(o for o in nb.cells[first_llm].outputs if "text/plain" in o.get("data", {}))
+    plain = shown.data["text/plain"]
+    figures = re.search(r"(\d+) completion tokens", plain)
+    assert figures, plain
     wrong = f"{int(figures.group(1)) + 1} completion tokens"
-    stdout.text = stdout.text.replace(figures.group(0), wrong)
-    assert wrong in stdout.text
+    shown.data["text/plain"] = plain.replace(figures.group(0), wrong)
+    assert wrong in shown.data["text/plain"]
     nbformat.write(nb, tmp_path / "bad.ipynb")
 
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the repository's addopts
@@ -114,7 +115,7 @@ def test_nbval_fails_when_a_stored_output_is_wrong(tmp_path: Path) -> None:
     failed = re.findall(r"^FAILED (\S+ \d+)", report, re.MULTILINE)
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     assert failed == [f"bad.ipynb::Cell {code_cells - 1}"], report
-    assert "Cell outputs differ" in report and "mismatch 'stdout'" in report, report
+    assert "Cell outputs differ" in report and "mismatch 'text/plain'" in report, report
     assert f"1 failed, {2 * code_cells - 1} passed" in report, report
 
 
