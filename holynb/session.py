@@ -382,6 +382,8 @@ class Session:
         kind: str = "chat",
         cache: CallCache = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatResult:
         """Ask once and wait for the whole answer. Works in a notebook cell, a script, and
@@ -393,13 +395,14 @@ class Session:
         ``system`` is a system message; ``tag`` labels the ledger row; ``cache=False`` skips
         the response cache for this call and ``cache="refresh"`` asks again; ``schema`` (a
         pydantic model or a JSON schema dict) asks for a structured answer in
-        ``result.parsed``. Other keyword arguments go into the request body as they are
-        (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
+        ``result.parsed``; ``images`` (paths, bytes, PIL images, URLs, figures, arrays) go with
+        the prompt, prepared by ``image_preset``. Other keyword arguments go into the request
+        body as they are (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
         return default_loop().run(
             self.achat(
                 prompt, model=model, system=system, temperature=temperature,
                 max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
-                **params,
+                images=images, image_preset=image_preset, **params,
             )
         )  # fmt: skip
 
@@ -515,6 +518,8 @@ class Session:
         kind: str = "stream",
         cache: CallCache = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatStream:
         """The answer's text as it arrives (``for``), then the call's own ``result``. The
@@ -529,7 +534,7 @@ class Session:
             self.astream(
                 prompt, model=model, system=system, temperature=temperature,
                 max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
-                **params,
+                images=images, image_preset=image_preset, **params,
             ),
             default_loop(),
         )  # fmt: skip
