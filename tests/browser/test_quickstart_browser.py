@@ -4,8 +4,11 @@ raises-exception, and the streaming widgets end with their figures line."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01-quickstart.ipynb"
+SANITIZE = NOTEBOOK.parent / "nbval_sanitize.cfg"
 FIGURES = re.compile(r"· \d[\d,]* prompt \+ \d[\d,]* completion tokens · .* · (\$|cost unknown)")
 RUN_TIMEOUT_S = 90
 # a cell that asks a model (not %llm config, models, cost, history or --new)
@@ -122,3 +126,17 @@ def test_quickstart_runs_all_cells_in_jupyterlab(page: Any, lab: Any) -> None:
     assert FIGURES.search(last.inner_text()), last.inner_text()
     assert "VBox(" not in page.locator(".jp-Notebook").inner_text()
     assert page.dialogs == []
+
+    # -- what Lab saved is what nbval compares: the saved notebook passes nbval as it is -------
+    (lab.root / "pytest.ini").write_text("[pytest]\n")  # not the repository's addopts
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLYNB_", "HOLYSHEEP_"))}
+    rerun = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-c", str(lab.root / "pytest.ini"),
+            "--rootdir", str(lab.root), "-p", "no:cacheprovider", "-q",
+            "--nbval", "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE),
+            NOTEBOOK.name,
+        ],
+        cwd=lab.root, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
