@@ -627,6 +627,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently (async); see ``compare``."""
@@ -635,7 +637,8 @@ class Session:
         return await acompare(
             self, prompts, models, template=template, system=system, temperature=temperature,
             max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
+            image_preset=image_preset, **params,
         )  # fmt: skip
 
     def compare(
@@ -653,6 +656,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently; one row per (prompt, model).
@@ -663,14 +668,17 @@ class Session:
         Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
         map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
         has the failure on its own rows; the others are intact. ``prompts``, ``template``,
-        ``checkpoint``, ``concurrency`` and the rest work as in ``map``.
+        ``checkpoint``, ``concurrency``, ``images`` (one entry per prompt; every model gets the
+        same images) and the rest work as in ``map``. With one prompt, ``images`` is that
+        prompt's images (one source or a list).
         """
         from holynb.compare import compare_sync
 
         return compare_sync(
             self, prompts, models, template=template, system=system, temperature=temperature,
             max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
+            image_preset=image_preset, **params,
         )  # fmt: skip
 
     async def amodels(self) -> list[str]:
@@ -697,6 +705,8 @@ class Session:
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
@@ -715,6 +725,8 @@ class Session:
             max_bytes_per_file=max_bytes_per_file,
             params=params,
             schema=schema,
+            images=images,
+            image_preset=image_preset,
         )
 
     def batch(
@@ -730,14 +742,18 @@ class Session:
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
         return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
         files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
         batch each. ``schema`` (a pydantic model or a JSON schema) asks for structured answers;
-        ``results()`` then has a column per field, as ``map``. An endpoint without a Batch API
-        raises BatchNotSupportedError.
+        ``results()`` then has a column per field, as ``map``. ``images``: one entry per prompt
+        as for ``map``, prepared by ``image_preset`` and put into each request's body; a bad or
+        oversized image refuses the whole job before anything is uploaded, naming every row
+        concerned. An endpoint without a Batch API raises BatchNotSupportedError.
 
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
@@ -754,6 +770,8 @@ class Session:
                 max_requests_per_file=max_requests_per_file,
                 max_bytes_per_file=max_bytes_per_file,
                 schema=schema,
+                images=images,
+                image_preset=image_preset,
                 **params,
             )
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
@@ -20,6 +21,7 @@ from holynb import ImageError, ImagePreset, magics
 from holynb.display import PlainView, StreamView
 from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
 from holynb.images import prepare_image
+from holynb.server.vision import vision as vision_model
 from tests.helpers import session_for
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -494,6 +496,76 @@ def test_map_images_need_one_entry_per_prompt(vision, local):
 
         vision.map(pd.DataFrame({"x": [1]}), template="{x}", images="photo", progress=False)
     assert local.stats.requests == 0
+
+
+# -- compare and batch -------------------------------------------------------------------------
+
+
+def test_compare_sends_each_prompts_images_to_every_model(vision, local, tmp_path):
+    (tmp_path / "red.png").write_bytes(encoded(solid((8, 8), (255, 0, 0)), "PNG"))
+    (tmp_path / "blue.bmp").write_bytes(encoded(solid((6, 4), (0, 0, 255)), "BMP"))
+    local.register_model("local/vision-too", vision_model)
+    models = ["local/vision", "local/vision-too"]
+    images = [tmp_path / "red.png", tmp_path / "blue.bmp"]
+    df = vision.compare(["one", "two"], models, images=images, progress=False)
+    assert df["ok"].all() and df["model"].tolist() == models * 2
+    assert df["text"].tolist() == [
+        *["image 1: PNG 8x8, mean colour #ff0000"] * 2,
+        *["image 1: PNG 6x4, mean colour #0000ff"] * 2,
+    ]
+    one = vision.compare("one", models, images=[images[1]], image_preset="low", progress=False)
+    assert one["text"].tolist() == ["image 1: PNG 6x4, mean colour #0000ff"] * 2
+
+
+async def test_acompare_sends_images(local, tmp_path):
+    s = session_for(local, model="local/vision")
+    df = await s.acompare(["one"], ["local/vision"], images=[solid()], progress=False)
+    assert df["text"].tolist() == ["image 1: PNG 64x48, mean colour #ff0000"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLYNB_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_batch_puts_each_rows_images_into_its_request_body(vision, local, home, tmp_path):
+    import pandas as pd
+
+    (tmp_path / "red.png").write_bytes(encoded(solid((8, 8), (255, 0, 0)), "PNG"))
+    frame = pd.DataFrame(
+        {"name": ["a", "b", "c"], "photo": [tmp_path / "red.png", solid((4, 4), (0, 255, 0)), None]}
+    )
+    job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
+    df = job.wait(progress=False).results()
+    assert df["text"].tolist() == [
+        "image 1: PNG 8x8, mean colour #ff0000",
+        "image 1: PNG 4x4, mean colour #00ff00",
+        "No image received.",
+    ]
+    uploaded = [f for f in local.batches.files.all() if f.purpose == "batch"][-1]
+    first = orjson.loads(uploaded.content.splitlines()[0])
+    assert first["body"]["messages"][-1]["content"][0] == {"type": "text", "text": "Describe a"}
+
+
+def test_batch_with_bad_images_names_every_bad_row_and_uploads_nothing(local, home, tmp_path):
+    (tmp_path / "broken.png").write_text("not a picture")
+    big = tmp_path / "big.png"
+    big.write_bytes(encoded(noise((300, 300)), "PNG"))
+    s = session_for(local, model="local/vision", max_image_bytes=100_000)
+    files_before = len(local.batches.files.all())
+    images = [solid(), tmp_path / "broken.png", tmp_path / "missing.png", big]
+    with pytest.raises(ImageError) as caught:
+        s.batch(["a", "b", "c", "d"], images=images)
+    message = str(caught.value)
+    assert message.startswith("3 of 4 rows have an image that cannot be sent")
+    assert "nothing was uploaded" in message
+    assert "row 1: broken.png is not an image" in message
+    assert "row 2: Image file not found:" in message and "row 3: big.png is " in message
+    assert caught.value.name == "broken.png"
+    assert len(local.batches.files.all()) == files_before and s.batches().empty
+    with pytest.raises(holynb.ConfigurationError, match="batch's images= needs one entry"):
+        s.batch(["a", "b"], images=[solid()])
 
 
 # -- display -----------------------------------------------------------------------------------
