@@ -31,7 +31,6 @@ from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
-from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -92,7 +91,8 @@ class Session:
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
     request already asked from the file, sending nothing (see ``holynb.cache``);
-    ``max_image_bytes`` is the size limit per image (20 MB; see ``holynb.images``).
+    ``max_image_bytes`` is the size limit per image (by default 20 MB, and 5 MB with
+    ``api="anthropic"``, Anthropic's limit; see ``holynb.images``).
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Session:
         prices: Mapping[str, Mapping[str, Any]] | None = None,
         cache: bool | str | os.PathLike[str] | None = None,
         bearer: bool | None = None,
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_image_bytes: int | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api=api,
@@ -151,9 +151,23 @@ class Session:
         from holynb.structured import FormatSupport
 
         self._format_support = FormatSupport()  # which endpoints take response_format json_schema
-        self.max_image_bytes = max_image_bytes
+        self._max_image_bytes = max_image_bytes
 
     # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The size limit per image: as given, else 5 MB with ``api="anthropic"`` and 20 MB
+        with OpenAI's format."""
+        if self._max_image_bytes is not None:
+            return self._max_image_bytes
+        from holynb.images import default_max_image_bytes
+
+        return default_max_image_bytes(getattr(self.settings, "api", "openai"))
+
+    @max_image_bytes.setter
+    def max_image_bytes(self, limit: int | None) -> None:
+        self._max_image_bytes = limit
 
     @property
     def model(self) -> str:
@@ -248,6 +262,7 @@ class Session:
             rpm=settings.limits.rpm,
             tpm=settings.limits.tpm,
             log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
+            max_image_bytes=self._max_image_bytes,
         )
         fresh.prices = self.prices
         fresh._store = self._store

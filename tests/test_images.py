@@ -315,6 +315,20 @@ def test_default_limit_is_20_mb():
     assert holynb.Session(base_url="http://127.0.0.1:9/v1").max_image_bytes == 20 * 2**20
 
 
+def test_default_limit_is_5_mb_in_anthropics_format_unless_given(local):
+    s = session_for(local, model="local/vision", api="anthropic")
+    assert s.max_image_bytes == 5 * 2**20
+    assert s.derive(api="openai").max_image_bytes == 20 * 2**20
+    data = encoded(noise((1400, 1400)), "PNG")  # about 5.6 MB: fine for OpenAI, not Anthropic
+    assert 5 * 2**20 < len(data) < 20 * 2**20
+    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit"):
+        s.chat("What?", images=[data])
+    assert local.stats.requests == 0
+    given = session_for(local, model="local/vision", api="anthropic", max_image_bytes=6 * 2**20)
+    assert given.derive(model="local/vision").max_image_bytes == 6 * 2**20
+    assert given.chat("What?", images=[data]).text.startswith("image 1: PNG 1400x1400")
+
+
 def test_truncated_image_is_a_clear_error_naming_it(local, tmp_path):
     data = encoded(noise((64, 64)), "PNG")
     path = tmp_path / "scan.png"
