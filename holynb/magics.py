@@ -206,7 +206,6 @@ class LLMMagics(Magics):
     def _ask(self, text: str, args: Any, note: str = "") -> Any:
         from holynb.display import make_view
         from holynb.results import Usage
-        from holynb.tokens import estimate_messages_tokens
 
         session = self.session
         if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
@@ -221,8 +220,12 @@ class LLMMagics(Magics):
         except HolynbError as err:  # bad or oversized image: nothing is sent
             print(f"holynb: {err}")
             return None
-        prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
-        prompt_tokens += sum(i.tokens(getattr(session.settings, "api", "openai")) for i in images)
+        if images:  # in the messages themselves, so that --chat keeps them in the conversation
+            from holynb.images import attach_images
+
+            messages = attach_images(messages, images)
+        # no price lookup before sending; images counted by the wire format's rule
+        prompt_tokens = session._prompt_tokens(messages)
 
         def cost_of(completion_tokens: int) -> float | None:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -236,8 +239,6 @@ class LLMMagics(Magics):
             "tag": f"In[{cell_number(self.shell)}]",
             "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
-        if images:
-            kwargs["images"] = images
         view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
@@ -347,7 +348,7 @@ class LLMMagics(Magics):
             ns["_llm_code"] = code
             # One inserted cell per cell and prompt: running the cell again (Run All) does not
             # add another one; an answer without a code block inserts nothing.
-            key = (_cell_id(self.shell), str(messages[-1]["content"]))
+            key = (_cell_id(self.shell), _content_text(messages[-1]["content"]))
             if not code:
                 print("holynb: the answer has no code block, so no cell was inserted.")
             elif not background and key not in self._inserted:
@@ -493,7 +494,7 @@ class LLMMagics(Magics):
         if self.conversation:
             print(f"Conversation ({len(self.conversation)} messages):")
             for m in self.conversation:
-                print(f"  {m['role']}: {_preview(str(m['content']))}")
+                print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
         frame = self.session.ledger
         columns = [
             "ts",
@@ -630,6 +631,20 @@ def _unquote(value: str | None) -> str | None:
     if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
+
+
+def _content_text(content: Any) -> str:
+    """A message's content as text: its text blocks, and ``[image]`` for each image block."""
+    if not isinstance(content, list):
+        return str(content)
+    parts = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append(str(block.get("text", "")))
+        else:
+            parts.append("[image]" if kind in ("image_url", "image") else f"[{kind or 'block'}]")
+    return " ".join(parts)
 
 
 def _preview(text: str, width: int = 100) -> str:

@@ -677,3 +677,22 @@ def test_llm_magic_reports_a_bad_image_and_sends_nothing(shell, local, capsys):
     run(shell, "%%llm --image no/such/file.png\nWhat?")
     assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().out
     assert local.stats.requests == 0
+
+
+def test_llm_chat_keeps_the_images_in_the_conversation(shell, local, capsys):
+    shell.user_ns["red"] = solid((8, 8), (255, 0, 0))
+    run(shell, "%llm --new")
+    run(shell, "%%llm --chat -m local/vision --image red\nWhat is this?")
+    assert shell.user_ns["_llm"] == "image 1: PNG 8x8, mean colour #ff0000"
+    run(shell, "%%llm --chat -m local/vision\nAnd its colour again?")
+    messages = local.requests_log[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    first = messages[0]["content"]
+    assert first[0]["text"].strip() == "What is this?"
+    data = base64.b64decode(first[1]["image_url"]["url"].partition(",")[2])
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (255, 0, 0)
+    assert messages[2]["content"].strip() == "And its colour again?"
+    capsys.readouterr()
+    run(shell, "%llm history")
+    out = capsys.readouterr().out
+    assert "user: What is this? [image]" in out and "base64" not in out
