@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from holynb.display import PlainView, StreamView
 from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
 from holynb.images import prepare_image
 from holynb.server.vision import vision as vision_model
-from tests.helpers import session_for
+from tests.helpers import key_env, session_for
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -500,6 +504,62 @@ def test_map_takes_a_column_of_images_with_a_preset_and_resumes_from_a_checkpoin
     again = vision.map(frame, checkpoint=checkpoint, progress=False, **kwargs)
     assert local.stats.requests == 3  # every answer came from the checkpoint
     assert again["text"].tolist() == df["text"].tolist()
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, holynb
+    url, ckpt, folder = sys.argv[1:]
+    paths = [f"{folder}/img{i}.{'bmp' if i % 5 == 0 else 'png'}" for i in range(200)]
+    s = holynb.Session(base_url=url, model="local/vision", concurrency=8)
+    s.map([f"item {i}" for i in range(200)], images=paths, checkpoint=ckpt, progress=False)
+    """
+)
+
+
+def colour_of(i: int) -> tuple[int, int, int]:
+    return (i, 255 - i, (i * 37) % 256)
+
+
+def test_a_200_image_map_resumes_after_sigkill_sending_at_most_concurrency_twice(local, tmp_path):
+    from holynb.keystore import KeyStore
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for i in range(200):  # every 5th a BMP, converted to PNG on the way (the same bytes each run)
+        fmt = "BMP" if i % 5 == 0 else "PNG"
+        paths.append(folder / f"img{i}.{fmt.lower()}")
+        paths[-1].write_bytes(encoded(solid((16, 12), colour_of(i)), fmt))
+    ckpt = tmp_path / "run.sqlite"
+    local.latency_ms = 20
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt), str(folder)],
+            env=key_env(local),
+        )
+        deadline = time.monotonic() + 60
+        while local.stats.completed < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed_after = local.stats.requests
+        stored = len(KeyStore(ckpt))
+        assert 40 <= stored < 200
+        s = session_for(local, model="local/vision", concurrency=8)
+        prompts = [f"item {i}" for i in range(200)]
+        df = s.map(prompts, images=paths, checkpoint=ckpt, progress=False)
+    finally:
+        local.latency_ms = 0
+    assert df["ok"].all() and len(df) == 200
+    assert df["cache_hit"].sum() == stored
+    assert local.stats.requests - killed_after == 200 - stored
+    assert local.stats.requests - 200 <= 8  # only the items in flight at the kill
+    expected = [
+        "image 1: PNG 16x12, mean colour #{:02x}{:02x}{:02x}".format(*colour_of(i))
+        for i in range(200)
+    ]
+    assert df["text"].tolist() == expected  # each row answered about its own image
 
 
 def test_map_images_need_one_entry_per_prompt(vision, local):
