@@ -208,18 +208,15 @@ class LLMMagics(Magics):
         from holynb.results import Usage
 
         session = self.session
-        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
-            if args.image:
-                print("holynb: --image goes with one model for now; ask each model in turn.")
-                return None
-            return self._ask_models(session, text, args)
-        model = args.model or session.model
-        messages = self._messages(text, args.chat)
         try:
             images = self._images(args, session)
         except HolynbError as err:  # bad or oversized image: nothing is sent
             print(f"holynb: {err}")
             return None
+        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            return self._ask_models(session, text, args, images)
+        model = args.model or session.model
+        messages = self._messages(text, args.chat)
         if images:  # in the messages themselves, so that --chat keeps them in the conversation
             from holynb.images import attach_images
 
@@ -372,15 +369,16 @@ class LLMMagics(Magics):
                 display(JSON(value))
         return None
 
-    def _ask_models(self, session: Session, text: str, args: Any) -> None:
-        """``%%llm -m a,b,c``: the prompt to every model at once, streamed side by side; ``-o``
-        keeps the long frame (as ``Session.compare``), ``_llm`` maps each model to its text."""
+    def _ask_models(self, session: Session, text: str, args: Any, images: list[Any]) -> None:
+        """``%%llm -m a,b,c``: the prompt (and its ``--image``s) to every model at once, streamed
+        side by side; ``-o`` keeps the long frame (as ``Session.compare``), ``_llm`` maps each
+        model to its text."""
         from IPython.core.error import UsageError
 
         from holynb.compare import models_from, stream_to_view
+        from holynb.images import attach_images
         from holynb.results import Usage
         from holynb.sidebyside import make_columns_view
-        from holynb.tokens import estimate_messages_tokens
 
         unsupported = [
             flag
@@ -397,7 +395,7 @@ class LLMMagics(Magics):
                 "answers stream side by side. Pick one model for it."
             )
         models = models_from(args.model)
-        prompt_tokens = estimate_messages_tokens(self._messages(text, False))
+        prompt_tokens = session._prompt_tokens(attach_images(self._messages(text, False), images))
 
         def cost_of(model: str) -> Any:
             def cost(completion_tokens: int) -> float | None:
@@ -410,6 +408,7 @@ class LLMMagics(Magics):
         frame = stream_to_view(
             session, text, models, view, system=args.system, temperature=args.temperature,
             max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
+            **({"images": images} if images else {}),
         )  # fmt: skip
         ns = self.shell.user_ns
         ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))

@@ -756,3 +756,13 @@ def test_llm_chat_keeps_the_images_in_the_conversation(shell, local, capsys):
     run(shell, "%llm history")
     out = capsys.readouterr().out
     assert "user: What is this? [image]" in out and "base64" not in out
+
+
+def test_llm_magic_sends_the_images_to_every_model_side_by_side(shell, local):
+    local.register_model("local/vision-too", vision_model)
+    shell.user_ns["red"] = solid((8, 8), (255, 0, 0))
+    run(shell, "%%llm -m local/vision,local/vision-too --image red -o cmp\nWhat?")
+    assert shell.user_ns["_llm"] == dict.fromkeys(
+        ["local/vision", "local/vision-too"], "image 1: PNG 8x8, mean colour #ff0000"
+    )
+    assert shell.user_ns["cmp"]["prompt"].str.strip().tolist() == ["What?", "What?"]
