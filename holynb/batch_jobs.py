@@ -28,6 +28,7 @@ from holynb.batch_files import (
     ENDPOINT,
     MAX_BYTES_PER_FILE,
     MAX_REQUESTS_PER_FILE,
+    PromptRows,
     custom_id,
     encode_lines,
     line_problems,
@@ -45,6 +46,7 @@ from holynb.errors import (
     BatchError,
     BatchNotSupportedError,
     ConfigurationError,
+    ImageError,
     RateLimitError,
     ServerError,
 )
@@ -54,10 +56,12 @@ from holynb.results import ChatResult, Usage
 if TYPE_CHECKING:
     import pandas as pd
 
-    from holynb.session import Session
+    from holynb.images import ImagePreset
+    from holynb.session import Prompt, Session
 
 COMPLETION_WINDOW = "24h"
 MAX_METADATA_PAIRS = 16
+_SHOWN_BAD_ROWS = 20  # rows named in the error when images cannot be sent
 JOB_KEY, PART_KEY = "holynb_job", "holynb_part"
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _RUNNING_ORDER = ("validating", "in_progress", "finalizing")
@@ -130,9 +134,14 @@ class BatchJob:
         max_bytes_per_file: int = MAX_BYTES_PER_FILE,
         params: dict[str, Any] | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
     ) -> BatchJob:
         """Build, check, split and upload the requests, and create one batch per part.
-        ``schema`` asks every request for ``response_format`` ``json_schema``."""
+        ``schema`` asks every request for ``response_format`` ``json_schema``; ``images`` (one
+        entry per prompt, as for ``map``) go into each request's body, prepared by
+        ``image_preset``. Any bad or oversized image refuses the whole job before anything is
+        uploaded, naming every row concerned."""
         metadata = dict(metadata or {})
         if len(metadata) > MAX_METADATA_PAIRS - 2:
             raise ConfigurationError(
@@ -152,9 +161,10 @@ class BatchJob:
         rows = prompt_rows(prompts, template)
         if not rows.prompts:
             raise ConfigurationError("There are no prompts to send.")
+        sent = _with_images(session, prompts, rows, system, images, image_preset)
         bodies = [
-            session._body(p, model, system, temperature, max_tokens, dict(params))
-            for p in rows.prompts
+            session._body(p, model, own_system, temperature, max_tokens, dict(params))
+            for p, own_system in sent
         ]
         _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
@@ -521,18 +531,52 @@ class BatchJob:
         return default_loop().run(self.aresubmit_failed())
 
 
+def _with_images(
+    session: Session,
+    prompts: Any,
+    rows: PromptRows,
+    system: str | None,
+    images: Any,
+    preset: str | ImagePreset | None,
+) -> list[tuple[Prompt, str | None]]:
+    """Each row's prompt and system message, with its images prepared and attached; raises
+    ImageError naming every row whose image cannot be sent (nothing is uploaded then)."""
+    if images is None:
+        return [(p, system) for p in rows.prompts]
+    from holynb.bulk import images_per_item
+
+    per_item = images_per_item(prompts, images, len(rows.prompts), what="batch")
+    sent: list[tuple[Prompt, str | None]] = []
+    bad: list[tuple[Any, ImageError]] = []
+    for label, prompt, own in zip(rows.index, rows.prompts, per_item, strict=True):
+        try:
+            sent.append(session._with_images(prompt, system, own, preset))
+        except ImageError as err:
+            bad.append((label, err))
+    if bad:
+        shown = "\n".join(f"  row {label!r}: {err}" for label, err in bad[:_SHOWN_BAD_ROWS])
+        more = len(bad) - _SHOWN_BAD_ROWS
+        tail = f"\n  ... and {more} more rows." if more > 0 else ""
+        raise ImageError(
+            f"{len(bad)} of {len(rows.prompts)} rows have an image that cannot be sent; the "
+            f"batch was not created and nothing was uploaded. Fix or drop these rows:\n{shown}"
+            f"{tail}",
+            name=bad[0][1].name,
+            size_bytes=bad[0][1].size_bytes,
+        )
+    return sent
+
+
 def _check_budget(session: Session, bodies: list[dict[str, Any]]) -> None:
     """Refuse, before anything is uploaded, a batch whose worst case (prompt estimates plus
     ``max_tokens`` each, at batch prices) does not fit in what is left of the budget."""
     budget = session._budget
     if budget is None:
         return
-    from holynb.tokens import estimate_messages_tokens
-
     worst = 0.0
     for body in bodies:
         out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-        usage = Usage(estimate_messages_tokens(body["messages"]), out, estimated=True)
+        usage = Usage(session._prompt_tokens(body["messages"]), out, estimated=True)
         worst += session.prices.cost(body["model"], usage, batch=True) or 0.0
     budget.settle(budget.reserve(worst), None)  # raises BudgetExceededError when it won't fit
 

@@ -140,14 +140,16 @@ def requests_from(
         "params": params,
         "image_preset": image_preset,
     }
-    per_item = _images_per_item(prompts, kind, images, len(texts))
+    per_item = images_per_item(prompts, images, len(texts))
     return [Request(p, images=i, **common) for p, i in zip(texts, per_item, strict=True)], index
 
 
-def _images_per_item(prompts: Any, kind: str | None, images: Any, n: int) -> list[Any]:
+def images_per_item(prompts: Any, images: Any, n: int, what: str = "map") -> list[Any]:
+    """``images`` as one entry per prompt (None: no image): a list or Series of entries, or
+    with a DataFrame the name of its column of images. ``what`` names the call in errors."""
     if images is None:
         return [None] * n
-    if isinstance(images, str) and kind == "frame":
+    if isinstance(images, str) and _pandas_kind(prompts) == "frame":
         if images not in prompts.columns:
             raise ConfigurationError(
                 f"images={images!r} is not a column of the DataFrame (columns: "
@@ -161,7 +163,7 @@ def _images_per_item(prompts: Any, kind: str | None, images: Any, n: int) -> lis
     if images is None or len(images) != n:
         got = "one source" if images is None else f"{len(images)} entries"
         raise ConfigurationError(
-            f"map's images= needs one entry per prompt ({n}), got {got}: a list like "
+            f"{what}'s images= needs one entry per prompt ({n}), got {got}: a list like "
             "[path1, [path2, path3], None, ...], or with a DataFrame the name of its column of "
             "images. Nothing was sent."
         )

@@ -127,6 +127,8 @@ def _make_run(
         isinstance(prompts, list) and prompts and all(isinstance(m, dict) for m in prompts)
     ):
         prompts = [prompts]  # one prompt (a string or a message list) is welcome here
+        if kwargs.get("images") is not None:
+            kwargs["images"] = [kwargs["images"]]  # its images: one source or a list
     options = {name: kwargs.pop(name) for name in _RUN_OPTIONS if name in kwargs}
     template = kwargs.pop("template", None)
     base, index = requests_from(prompts, template, **kwargs)

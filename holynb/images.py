@@ -41,17 +41,20 @@ from holynb.errors import ImageError
 from holynb.image_tokens import image_tokens
 
 __all__ = [
+    "ANTHROPIC_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_IMAGE_BYTES",
     "PRESETS",
     "ImagePreset",
     "PreparedImage",
     "attach_images",
+    "default_max_image_bytes",
     "prepare_image",
     "prepare_images",
     "sniff_format",
 ]
 
-DEFAULT_MAX_IMAGE_BYTES = 20 * 2**20
+DEFAULT_MAX_IMAGE_BYTES = 20 * 2**20  # OpenAI's limit per image
+ANTHROPIC_MAX_IMAGE_BYTES = 5 * 2**20  # Anthropic's (REFERENCE.md: about 5 MB per image)
 INSTALL_HINT = 'pip install "holynb[images]"'
 DEFAULT_QUALITY = 90  # JPEG quality when a conversion happens without a preset
 THUMBNAIL_SIDE = 96
@@ -205,6 +208,12 @@ def _size(n: int) -> str:
 
 
 # -- preparing ---------------------------------------------------------------------------------
+
+
+def default_max_image_bytes(api: str) -> int:
+    """The size limit per image when none is given: 5 MB for Anthropic's Messages API, 20 MB
+    for OpenAI's chat completions."""
+    return ANTHROPIC_MAX_IMAGE_BYTES if api == "anthropic" else DEFAULT_MAX_IMAGE_BYTES
 
 
 def prepare_images(

@@ -206,23 +206,23 @@ class LLMMagics(Magics):
     def _ask(self, text: str, args: Any, note: str = "") -> Any:
         from holynb.display import make_view
         from holynb.results import Usage
-        from holynb.tokens import estimate_messages_tokens
 
         session = self.session
-        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
-            if args.image:
-                print("holynb: --image goes with one model for now; ask each model in turn.")
-                return None
-            return self._ask_models(session, text, args)
-        model = args.model or session.model
-        messages = self._messages(text, args.chat)
         try:
             images = self._images(args, session)
         except HolynbError as err:  # bad or oversized image: nothing is sent
             print(f"holynb: {err}")
             return None
-        prompt_tokens = estimate_messages_tokens(messages)  # no price lookup before sending
-        prompt_tokens += sum(i.tokens(getattr(session.settings, "api", "openai")) for i in images)
+        if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
+            return self._ask_models(session, text, args, images)
+        model = args.model or session.model
+        messages = self._messages(text, args.chat)
+        if images:  # in the messages themselves, so that --chat keeps them in the conversation
+            from holynb.images import attach_images
+
+            messages = attach_images(messages, images)
+        # no price lookup before sending; images counted by the wire format's rule
+        prompt_tokens = session._prompt_tokens(messages)
 
         def cost_of(completion_tokens: int) -> float | None:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -236,8 +236,6 @@ class LLMMagics(Magics):
             "tag": f"In[{cell_number(self.shell)}]",
             "cache": False if args.no_cache else "refresh" if args.refresh else None,
         }
-        if images:
-            kwargs["images"] = images
         view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
@@ -347,7 +345,7 @@ class LLMMagics(Magics):
             ns["_llm_code"] = code
             # One inserted cell per cell and prompt: running the cell again (Run All) does not
             # add another one; an answer without a code block inserts nothing.
-            key = (_cell_id(self.shell), str(messages[-1]["content"]))
+            key = (_cell_id(self.shell), _content_text(messages[-1]["content"]))
             if not code:
                 print("holynb: the answer has no code block, so no cell was inserted.")
             elif not background and key not in self._inserted:
@@ -371,15 +369,16 @@ class LLMMagics(Magics):
                 display(JSON(value))
         return None
 
-    def _ask_models(self, session: Session, text: str, args: Any) -> None:
-        """``%%llm -m a,b,c``: the prompt to every model at once, streamed side by side; ``-o``
-        keeps the long frame (as ``Session.compare``), ``_llm`` maps each model to its text."""
+    def _ask_models(self, session: Session, text: str, args: Any, images: list[Any]) -> None:
+        """``%%llm -m a,b,c``: the prompt (and its ``--image``s) to every model at once, streamed
+        side by side; ``-o`` keeps the long frame (as ``Session.compare``), ``_llm`` maps each
+        model to its text."""
         from IPython.core.error import UsageError
 
         from holynb.compare import models_from, stream_to_view
+        from holynb.images import attach_images
         from holynb.results import Usage
         from holynb.sidebyside import make_columns_view
-        from holynb.tokens import estimate_messages_tokens
 
         unsupported = [
             flag
@@ -396,7 +395,7 @@ class LLMMagics(Magics):
                 "answers stream side by side. Pick one model for it."
             )
         models = models_from(args.model)
-        prompt_tokens = estimate_messages_tokens(self._messages(text, False))
+        prompt_tokens = session._prompt_tokens(attach_images(self._messages(text, False), images))
 
         def cost_of(model: str) -> Any:
             def cost(completion_tokens: int) -> float | None:
@@ -409,6 +408,7 @@ class LLMMagics(Magics):
         frame = stream_to_view(
             session, text, models, view, system=args.system, temperature=args.temperature,
             max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
+            **({"images": images} if images else {}),
         )  # fmt: skip
         ns = self.shell.user_ns
         ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
@@ -493,7 +493,7 @@ class LLMMagics(Magics):
         if self.conversation:
             print(f"Conversation ({len(self.conversation)} messages):")
             for m in self.conversation:
-                print(f"  {m['role']}: {_preview(str(m['content']))}")
+                print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
         frame = self.session.ledger
         columns = [
             "ts",
@@ -630,6 +630,20 @@ def _unquote(value: str | None) -> str | None:
     if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
+
+
+def _content_text(content: Any) -> str:
+    """A message's content as text: its text blocks, and ``[image]`` for each image block."""
+    if not isinstance(content, list):
+        return str(content)
+    parts = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append(str(block.get("text", "")))
+        else:
+            parts.append("[image]" if kind in ("image_url", "image") else f"[{kind or 'block'}]")
+    return " ".join(parts)
 
 
 def _preview(text: str, width: int = 100) -> str:

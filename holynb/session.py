@@ -31,7 +31,6 @@ from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
-from holynb.images import DEFAULT_MAX_IMAGE_BYTES
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -92,7 +91,8 @@ class Session:
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
     request already asked from the file, sending nothing (see ``holynb.cache``);
-    ``max_image_bytes`` is the size limit per image (20 MB; see ``holynb.images``).
+    ``max_image_bytes`` is the size limit per image (by default 20 MB, and 5 MB with
+    ``api="anthropic"``, Anthropic's limit; see ``holynb.images``).
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Session:
         prices: Mapping[str, Mapping[str, Any]] | None = None,
         cache: bool | str | os.PathLike[str] | None = None,
         bearer: bool | None = None,
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_image_bytes: int | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api=api,
@@ -151,9 +151,23 @@ class Session:
         from holynb.structured import FormatSupport
 
         self._format_support = FormatSupport()  # which endpoints take response_format json_schema
-        self.max_image_bytes = max_image_bytes
+        self._max_image_bytes = max_image_bytes
 
     # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The size limit per image: as given, else 5 MB with ``api="anthropic"`` and 20 MB
+        with OpenAI's format."""
+        if self._max_image_bytes is not None:
+            return self._max_image_bytes
+        from holynb.images import default_max_image_bytes
+
+        return default_max_image_bytes(getattr(self.settings, "api", "openai"))
+
+    @max_image_bytes.setter
+    def max_image_bytes(self, limit: int | None) -> None:
+        self._max_image_bytes = limit
 
     @property
     def model(self) -> str:
@@ -248,6 +262,7 @@ class Session:
             rpm=settings.limits.rpm,
             tpm=settings.limits.tpm,
             log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
+            max_image_bytes=self._max_image_bytes,
         )
         fresh.prices = self.prices
         fresh._store = self._store
@@ -627,6 +642,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently (async); see ``compare``."""
@@ -635,7 +652,8 @@ class Session:
         return await acompare(
             self, prompts, models, template=template, system=system, temperature=temperature,
             max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
+            image_preset=image_preset, **params,
         )  # fmt: skip
 
     def compare(
@@ -653,6 +671,8 @@ class Session:
         errors: str = "record",
         tag: str | None = None,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently; one row per (prompt, model).
@@ -663,14 +683,17 @@ class Session:
         Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
         map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
         has the failure on its own rows; the others are intact. ``prompts``, ``template``,
-        ``checkpoint``, ``concurrency`` and the rest work as in ``map``.
+        ``checkpoint``, ``concurrency``, ``images`` (one entry per prompt; every model gets the
+        same images) and the rest work as in ``map``. With one prompt, ``images`` is that
+        prompt's images (one source or a list).
         """
         from holynb.compare import compare_sync
 
         return compare_sync(
             self, prompts, models, template=template, system=system, temperature=temperature,
             max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, **params,
+            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
+            image_preset=image_preset, **params,
         )  # fmt: skip
 
     async def amodels(self) -> list[str]:
@@ -697,6 +720,8 @@ class Session:
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
@@ -715,6 +740,8 @@ class Session:
             max_bytes_per_file=max_bytes_per_file,
             params=params,
             schema=schema,
+            images=images,
+            image_preset=image_preset,
         )
 
     def batch(
@@ -730,14 +757,18 @@ class Session:
         max_requests_per_file: int = 50_000,
         max_bytes_per_file: int = 200 * 2**20,
         schema: Any = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
         return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
         files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
         batch each. ``schema`` (a pydantic model or a JSON schema) asks for structured answers;
-        ``results()`` then has a column per field, as ``map``. An endpoint without a Batch API
-        raises BatchNotSupportedError.
+        ``results()`` then has a column per field, as ``map``. ``images``: one entry per prompt
+        as for ``map``, prepared by ``image_preset`` and put into each request's body; a bad or
+        oversized image refuses the whole job before anything is uploaded, naming every row
+        concerned. An endpoint without a Batch API raises BatchNotSupportedError.
 
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
@@ -754,6 +785,8 @@ class Session:
                 max_requests_per_file=max_requests_per_file,
                 max_bytes_per_file=max_bytes_per_file,
                 schema=schema,
+                images=images,
+                image_preset=image_preset,
                 **params,
             )
         )

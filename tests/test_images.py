@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import base64
 import io
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
@@ -20,7 +25,8 @@ from holynb import ImageError, ImagePreset, magics
 from holynb.display import PlainView, StreamView
 from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
 from holynb.images import prepare_image
-from tests.helpers import session_for
+from holynb.server.vision import vision as vision_model
+from tests.helpers import key_env, session_for
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -313,6 +319,20 @@ def test_default_limit_is_20_mb():
     assert holynb.Session(base_url="http://127.0.0.1:9/v1").max_image_bytes == 20 * 2**20
 
 
+def test_default_limit_is_5_mb_in_anthropics_format_unless_given(local):
+    s = session_for(local, model="local/vision", api="anthropic")
+    assert s.max_image_bytes == 5 * 2**20
+    assert s.derive(api="openai").max_image_bytes == 20 * 2**20
+    data = encoded(noise((1400, 1400)), "PNG")  # about 5.6 MB: fine for OpenAI, not Anthropic
+    assert 5 * 2**20 < len(data) < 20 * 2**20
+    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit"):
+        s.chat("What?", images=[data])
+    assert local.stats.requests == 0
+    given = session_for(local, model="local/vision", api="anthropic", max_image_bytes=6 * 2**20)
+    assert given.derive(model="local/vision").max_image_bytes == 6 * 2**20
+    assert given.chat("What?", images=[data]).text.startswith("image 1: PNG 1400x1400")
+
+
 def test_truncated_image_is_a_clear_error_naming_it(local, tmp_path):
     data = encoded(noise((64, 64)), "PNG")
     path = tmp_path / "scan.png"
@@ -486,6 +506,62 @@ def test_map_takes_a_column_of_images_with_a_preset_and_resumes_from_a_checkpoin
     assert again["text"].tolist() == df["text"].tolist()
 
 
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, holynb
+    url, ckpt, folder = sys.argv[1:]
+    paths = [f"{folder}/img{i}.{'bmp' if i % 5 == 0 else 'png'}" for i in range(200)]
+    s = holynb.Session(base_url=url, model="local/vision", concurrency=8)
+    s.map([f"item {i}" for i in range(200)], images=paths, checkpoint=ckpt, progress=False)
+    """
+)
+
+
+def colour_of(i: int) -> tuple[int, int, int]:
+    return (i, 255 - i, (i * 37) % 256)
+
+
+def test_a_200_image_map_resumes_after_sigkill_sending_at_most_concurrency_twice(local, tmp_path):
+    from holynb.keystore import KeyStore
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for i in range(200):  # every 5th a BMP, converted to PNG on the way (the same bytes each run)
+        fmt = "BMP" if i % 5 == 0 else "PNG"
+        paths.append(folder / f"img{i}.{fmt.lower()}")
+        paths[-1].write_bytes(encoded(solid((16, 12), colour_of(i)), fmt))
+    ckpt = tmp_path / "run.sqlite"
+    local.latency_ms = 20
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, local.base_url, str(ckpt), str(folder)],
+            env=key_env(local),
+        )
+        deadline = time.monotonic() + 60
+        while local.stats.completed < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed_after = local.stats.requests
+        stored = len(KeyStore(ckpt))
+        assert 40 <= stored < 200
+        s = session_for(local, model="local/vision", concurrency=8)
+        prompts = [f"item {i}" for i in range(200)]
+        df = s.map(prompts, images=paths, checkpoint=ckpt, progress=False)
+    finally:
+        local.latency_ms = 0
+    assert df["ok"].all() and len(df) == 200
+    assert df["cache_hit"].sum() == stored
+    assert local.stats.requests - killed_after == 200 - stored
+    assert local.stats.requests - 200 <= 8  # only the items in flight at the kill
+    expected = [
+        "image 1: PNG 16x12, mean colour #{:02x}{:02x}{:02x}".format(*colour_of(i))
+        for i in range(200)
+    ]
+    assert df["text"].tolist() == expected  # each row answered about its own image
+
+
 def test_map_images_need_one_entry_per_prompt(vision, local):
     with pytest.raises(holynb.ConfigurationError, match="one entry per prompt"):
         vision.map(["a", "b"], images=[solid()], progress=False)
@@ -494,6 +570,76 @@ def test_map_images_need_one_entry_per_prompt(vision, local):
 
         vision.map(pd.DataFrame({"x": [1]}), template="{x}", images="photo", progress=False)
     assert local.stats.requests == 0
+
+
+# -- compare and batch -------------------------------------------------------------------------
+
+
+def test_compare_sends_each_prompts_images_to_every_model(vision, local, tmp_path):
+    (tmp_path / "red.png").write_bytes(encoded(solid((8, 8), (255, 0, 0)), "PNG"))
+    (tmp_path / "blue.bmp").write_bytes(encoded(solid((6, 4), (0, 0, 255)), "BMP"))
+    local.register_model("local/vision-too", vision_model)
+    models = ["local/vision", "local/vision-too"]
+    images = [tmp_path / "red.png", tmp_path / "blue.bmp"]
+    df = vision.compare(["one", "two"], models, images=images, progress=False)
+    assert df["ok"].all() and df["model"].tolist() == models * 2
+    assert df["text"].tolist() == [
+        *["image 1: PNG 8x8, mean colour #ff0000"] * 2,
+        *["image 1: PNG 6x4, mean colour #0000ff"] * 2,
+    ]
+    one = vision.compare("one", models, images=[images[1]], image_preset="low", progress=False)
+    assert one["text"].tolist() == ["image 1: PNG 6x4, mean colour #0000ff"] * 2
+
+
+async def test_acompare_sends_images(local, tmp_path):
+    s = session_for(local, model="local/vision")
+    df = await s.acompare(["one"], ["local/vision"], images=[solid()], progress=False)
+    assert df["text"].tolist() == ["image 1: PNG 64x48, mean colour #ff0000"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLYNB_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_batch_puts_each_rows_images_into_its_request_body(vision, local, home, tmp_path):
+    import pandas as pd
+
+    (tmp_path / "red.png").write_bytes(encoded(solid((8, 8), (255, 0, 0)), "PNG"))
+    frame = pd.DataFrame(
+        {"name": ["a", "b", "c"], "photo": [tmp_path / "red.png", solid((4, 4), (0, 255, 0)), None]}
+    )
+    job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
+    df = job.wait(progress=False).results()
+    assert df["text"].tolist() == [
+        "image 1: PNG 8x8, mean colour #ff0000",
+        "image 1: PNG 4x4, mean colour #00ff00",
+        "No image received.",
+    ]
+    uploaded = [f for f in local.batches.files.all() if f.purpose == "batch"][-1]
+    first = orjson.loads(uploaded.content.splitlines()[0])
+    assert first["body"]["messages"][-1]["content"][0] == {"type": "text", "text": "Describe a"}
+
+
+def test_batch_with_bad_images_names_every_bad_row_and_uploads_nothing(local, home, tmp_path):
+    (tmp_path / "broken.png").write_text("not a picture")
+    big = tmp_path / "big.png"
+    big.write_bytes(encoded(noise((300, 300)), "PNG"))
+    s = session_for(local, model="local/vision", max_image_bytes=100_000)
+    files_before = len(local.batches.files.all())
+    images = [solid(), tmp_path / "broken.png", tmp_path / "missing.png", big]
+    with pytest.raises(ImageError) as caught:
+        s.batch(["a", "b", "c", "d"], images=images)
+    message = str(caught.value)
+    assert message.startswith("3 of 4 rows have an image that cannot be sent")
+    assert "nothing was uploaded" in message
+    assert "row 1: broken.png is not an image" in message
+    assert "row 2: Image file not found:" in message and "row 3: big.png is " in message
+    assert caught.value.name == "broken.png"
+    assert len(local.batches.files.all()) == files_before and s.batches().empty
+    with pytest.raises(holynb.ConfigurationError, match="batch's images= needs one entry"):
+        s.batch(["a", "b"], images=[solid()])
 
 
 # -- display -----------------------------------------------------------------------------------
@@ -591,3 +737,32 @@ def test_llm_magic_reports_a_bad_image_and_sends_nothing(shell, local, capsys):
     run(shell, "%%llm --image no/such/file.png\nWhat?")
     assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().out
     assert local.stats.requests == 0
+
+
+def test_llm_chat_keeps_the_images_in_the_conversation(shell, local, capsys):
+    shell.user_ns["red"] = solid((8, 8), (255, 0, 0))
+    run(shell, "%llm --new")
+    run(shell, "%%llm --chat -m local/vision --image red\nWhat is this?")
+    assert shell.user_ns["_llm"] == "image 1: PNG 8x8, mean colour #ff0000"
+    run(shell, "%%llm --chat -m local/vision\nAnd its colour again?")
+    messages = local.requests_log[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    first = messages[0]["content"]
+    assert first[0]["text"].strip() == "What is this?"
+    data = base64.b64decode(first[1]["image_url"]["url"].partition(",")[2])
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (255, 0, 0)
+    assert messages[2]["content"].strip() == "And its colour again?"
+    capsys.readouterr()
+    run(shell, "%llm history")
+    out = capsys.readouterr().out
+    assert "user: What is this? [image]" in out and "base64" not in out
+
+
+def test_llm_magic_sends_the_images_to_every_model_side_by_side(shell, local):
+    local.register_model("local/vision-too", vision_model)
+    shell.user_ns["red"] = solid((8, 8), (255, 0, 0))
+    run(shell, "%%llm -m local/vision,local/vision-too --image red -o cmp\nWhat?")
+    assert shell.user_ns["_llm"] == dict.fromkeys(
+        ["local/vision", "local/vision-too"], "image 1: PNG 8x8, mean colour #ff0000"
+    )
+    assert shell.user_ns["cmp"]["prompt"].str.strip().tolist() == ["What?", "What?"]
