@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import math
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -129,14 +128,19 @@ class Session:
             tpm=tpm,
         )
         from holynb.prices import PriceTable
-        from holynb.store import LedgerStore, default_log_path
 
         self.prices: PriceTable = PriceTable.default(self.settings.base_url, prices)
         _prefetch(self.prices.needs_genai_prices(self.settings.model))
         self._ledger = Ledger()
-        path = log_path if log_path is not None else default_log_path()
-        self._store: LedgerStore | None = LedgerStore(path) if path else None
-        if self._store is not None:
+        if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
+            from holynb.store import default_log_path
+
+            log_path = default_log_path()
+        self._store: LedgerStore | None = None
+        if log_path:  # sqlite3 and the store load only for a log
+            from holynb.store import LedgerStore
+
+            self._store = LedgerStore(log_path)
             self._ledger.extend(self._store.load())  # a restarted kernel picks up where it was
         self._budget: Budget | None = None
         if budget_usd is not None:
@@ -229,6 +233,9 @@ class Session:
 
     @cache.setter
     def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+        if cache is False or (cache is None and not os.environ.get("HOLYNB_CACHE", "").strip()):
+            self._cache = None  # no cache asked for: sqlite3 and the store stay unimported
+            return
         from holynb.cache import open_cache
 
         self._cache = open_cache(cache, self.settings.base_url)
@@ -896,6 +903,8 @@ class Session:
         """Add what other processes sharing the log file spent since we last looked."""
         if self._store is None:
             return
+        import sqlite3  # loaded with the store already
+
         try:
             others = self._store.load_others()
         except sqlite3.Error as err:
@@ -963,6 +972,8 @@ class Session:
         if self._budget is not None and hold is not None:
             self._budget.settle(hold, record.cost_usd)
         if self._store is not None:
+            import sqlite3  # loaded with the store already
+
             try:
                 self._store.append(record)
             except sqlite3.Error as err:  # locked by another process, disk full, ...
