@@ -19,16 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from hashlib import sha256
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from holynb._sqlite import SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.results import ChatResult, Usage
 
@@ -86,7 +85,7 @@ def result_from_json(data: bytes | str) -> ChatResult:
     return ChatResult(**values, usage=Usage(**{k: v for k, v in usage.items() if k in known_usage}))
 
 
-class KeyStore:
+class KeyStore(SQLiteFile):
     """A SQLite file of finished answers keyed by their exact request; safe across processes.
 
     >>> store = KeyStore("run.sqlite")
@@ -98,33 +97,18 @@ class KeyStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
-        self.path = Path(path).expanduser()
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = -1
+        super().__init__(path, timeout=timeout)
         self._connect()
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is not None and self._pid == os.getpid():
-            return self._db
-        # First use, or in a forked child: never reuse a parent's connection.
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            db = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            _migrate(db)
-        except sqlite3.DatabaseError as err:
-            raise ConfigurationError(
-                f"Cannot use {str(self.path)!r} as a holynb answer store ({err}): give a new "
-                "file name, or a checkpoint/cache file holynb wrote."
-            ) from err
-        self._db, self._pid = db, os.getpid()
-        return db
+    def _open(self, db: sqlite3.Connection) -> None:
+        use_wal(db)
+        _migrate(db)
+
+    def _unusable(self, err: sqlite3.DatabaseError) -> str:
+        return (
+            f"Cannot use {str(self.path)!r} as a holynb answer store ({err}): give a new "
+            "file name, or a checkpoint/cache file holynb wrote."
+        )
 
     def put(self, key: str, result: ChatResult) -> None:
         """Store ``result`` under ``key`` (replacing what was there); committed on return."""
@@ -214,22 +198,6 @@ class KeyStore:
         with self._lock:
             cur = self._connect().execute("DELETE FROM answers")
         return cur.rowcount
-
-    def close(self) -> None:
-        """Close the file (the last connection to close folds the WAL back into it)."""
-        with self._lock:
-            if self._db is not None and self._pid == os.getpid():
-                self._db.close()
-            self._db = None
-
-    def __enter__(self) -> KeyStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"KeyStore({str(self.path)!r})"
 
 
 def _migrate(db: sqlite3.Connection) -> None:

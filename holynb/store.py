@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from holynb._sqlite import SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord
 
@@ -114,7 +114,7 @@ def foreign_database(db: sqlite3.Connection) -> bool:
 # -- the store ---------------------------------------------------------------------------------
 
 
-class LedgerStore:
+class LedgerStore(SQLiteFile):
     """An append-only SQLite file of CallRecords that survives crashes and kernel restarts.
 
     >>> store = LedgerStore("calls.sqlite")
@@ -124,42 +124,27 @@ class LedgerStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
-        self.path = Path(path).expanduser()
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = -1
+        super().__init__(path, timeout=timeout)
         self._last_id = 0  # the highest row id this store has read or written
         self._mine: set[int] = set()  # ids this store wrote above _last_id
         self._connect()
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is not None and self._pid == os.getpid():
-            return self._db
-        # First use, or in a forked child: never reuse a parent's connection.
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            db = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            if foreign_database(db):
-                db.close()
-                raise ConfigurationError(
-                    f"{self.path.name!r} is an SQLite database that is not a holynb log; holynb "
-                    "leaves it untouched. Choose another file for log_path= (or "
-                    "HOLYNB_LOG_PATH), e.g. a new name ending in .sqlite."
-                )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            migrate(db)
-        except sqlite3.DatabaseError as err:
+    def _open(self, db: sqlite3.Connection) -> None:
+        if foreign_database(db):  # before WAL is switched on: someone else's file stays as it is
+            db.close()
             raise ConfigurationError(
-                f"Cannot use {str(self.path)!r} as a ledger log ({err}): give log_path= a new "
-                "file name or an existing holynb log."
-            ) from err
-        self._db, self._pid = db, os.getpid()
-        return db
+                f"{self.path.name!r} is an SQLite database that is not a holynb log; holynb "
+                "leaves it untouched. Choose another file for log_path= (or "
+                "HOLYNB_LOG_PATH), e.g. a new name ending in .sqlite."
+            )
+        use_wal(db)
+        migrate(db)
+
+    def _unusable(self, err: sqlite3.DatabaseError) -> str:
+        return (
+            f"Cannot use {str(self.path)!r} as a ledger log ({err}): give log_path= a new "
+            "file name or an existing holynb log."
+        )
 
     def append(self, record: CallRecord) -> None:
         """Write one record; it is committed (crash-safe) when this returns. Thread-safe."""
@@ -217,22 +202,6 @@ class LedgerStore:
     def __len__(self) -> int:
         with self._lock:
             return self._connect().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-
-    def close(self) -> None:
-        """Close the file (the last connection to close folds the WAL back into it)."""
-        with self._lock:
-            if self._db is not None and self._pid == os.getpid():
-                self._db.close()
-            self._db = None
-
-    def __enter__(self) -> LedgerStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"LedgerStore({str(self.path)!r})"
 
 
 def _to_row(record: CallRecord) -> tuple[Any, ...]:

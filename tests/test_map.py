@@ -223,8 +223,9 @@ def test_cancelling_amap_keeps_the_finished_items_in_the_checkpoint(local, tmp_p
     ckpt = tmp_path / "run.sqlite"
     local.latency_ms = 30
 
+    s = session_for(local, concurrency=4)
+
     async def main() -> None:
-        s = session_for(local, concurrency=4)
         task = asyncio.ensure_future(
             s.amap(prompts(200), checkpoint=ckpt, progress=False, max_tokens=4)
         )
@@ -239,7 +240,10 @@ def test_cancelling_amap_keeps_the_finished_items_in_the_checkpoint(local, tmp_p
         asyncio.run(main())
     finally:
         local.latency_ms = 0
-    assert 8 <= len(KeyStore(ckpt)) <= local.stats.completed
+    # every answer the client received before the cancel is in the checkpoint (the server may
+    # have sent a few more that were still on their way when the cancel came)
+    received = sum(1 for r in s.records if r.ok)
+    assert 8 - 4 <= received == len(KeyStore(ckpt)) <= local.stats.completed
 
 
 def test_progress_shows_done_failed_and_cached_counts(local, tmp_path, capsys):
