@@ -15,6 +15,7 @@ from holynb.server import LocalServer, faults
 from tests.browser.test_answer_browser import CONTRAST_JS, save, set_theme
 from tests.browser.test_widget_browser import (
     FIGURES,
+    PlaywrightTimeout,
     cell,
     open_notebook,
     run_cell,
@@ -78,7 +79,10 @@ def test_status_line_ticks_while_waiting_shows_retries_and_failures(
     set_theme(lab, page, "JupyterLab Dark")  # the kernel, and its session, stay
     late_server.faults.push(faults.status(429, retry_after=1))
     run_cell(page, 2)
-    wait_text(page, 2, RETRYING, timeout_s=15)
+    try:
+        wait_text(page, 2, RETRYING, timeout_s=15)
+    except PlaywrightTimeout:
+        pytest.fail(f"no retry words in the status line: {status_text(page, 2)!r}")
     dark = contrast(page, 2)
     assert "holynb-failed" not in (
         cell(page, 2).locator(".holynb-status").first.get_attribute("class") or ""
