@@ -304,9 +304,10 @@ class _Progress:
             if self.deltas > 1 and now - self.first_at >= _MEASURABLE_MS / 1000:
                 parts.append(f"{(self.deltas - 1) / (now - self.first_at):,.1f} tok/s")
         parts.append(f"{now - self.started:.1f} s")
-        if self.cost_of is not None:
-            cost = self.cost()
-            parts.append("cost unknown" if cost is None else f"{_usd(cost)} so far")
+        if self.cost_of is not None and (self.state == "streaming" or self.deltas):
+            cost = self.cost()  # a call that ended with nothing shows no cost at all
+            so_far = " so far" if self.state == "streaming" else ""
+            parts.append("cost unknown" if cost is None else f"{_usd(cost)}{so_far}")
         return self.noted(" · ".join(parts))
 
     def noted(self, line: str) -> str:

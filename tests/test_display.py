@@ -27,7 +27,7 @@ from holynb.display import (
     figures_line,
     make_view,
 )
-from holynb.errors import ConfigurationError, RateLimitError, StreamError
+from holynb.errors import ConfigurationError, NotFoundError, RateLimitError, StreamError
 from holynb.render import render_markdown
 from holynb.results import ChatResult, Usage
 from holynb.server import faults
@@ -196,6 +196,15 @@ def test_status_shows_tokens_rate_elapsed_and_cost(clock):
     view.flush()
     status = re.sub("<[^>]+>", "", view.status_html)
     assert status == "gpt-x · 11 tokens · 10.0 tok/s · 1.1 s · $0.011 so far"
+
+
+def test_a_call_that_failed_with_nothing_shows_no_cost_so_far(clock):
+    view = StreamView("gpt-x", cost_of=lambda tokens: tokens * 0.001)
+    clock.now += 0.4
+    view.fail(NotFoundError("HTTP 404: no such model", status=404))
+    status = re.sub("<[^>]+>", "", view.status_html)
+    assert status.startswith("Failed · gpt-x · no answer · 0.4 s"), status
+    assert "so far" not in status and "$" not in status, status
 
 
 def test_status_says_cost_unknown_when_the_price_is():
