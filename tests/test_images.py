@@ -617,7 +617,8 @@ def test_batch_puts_each_rows_images_into_its_request_body(vision, local, home, 
         "image 1: PNG 4x4, mean colour #00ff00",
         "No image received.",
     ]
-    uploaded = [f for f in local.batches.files.all() if f.purpose == "batch"][-1]
+    input_id = local.batches.get(job.batch_ids[0]).input_file_id
+    (uploaded,) = [f for f in local.batches.files.all() if f.id == input_id]
     first = orjson.loads(uploaded.content.splitlines()[0])
     assert first["body"]["messages"][-1]["content"][0] == {"type": "text", "text": "Describe a"}
 
