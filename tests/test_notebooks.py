@@ -238,7 +238,7 @@ def binder_requirements() -> tuple[list[str] | None, list[Requirement]]:
 
 def test_binder_installs_this_package_and_what_the_notebooks_need() -> None:
     extras, others = binder_requirements()
-    assert extras is not None, "binder/requirements.txt must install the repository (-e .)"
+    assert extras is not None, "binder/requirements.txt must install the repository (. or -e .)"
     optional = PYPROJECT["project"].get("optional-dependencies", {})
     assert set(extras) <= set(optional), f"unknown extras {extras}"
 
