@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hmac
-import inspect
 import math
 import time
 import uuid
@@ -38,12 +37,11 @@ from holynb.server.answer import (
 from holynb.server.batches import BatchStore, add_routes
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
-from holynb.server.models import Model, ModelRegistry, prompt_tokens, tokenize
+from holynb.server.models import Model, ModelRegistry, generate, prompt_tokens
 from holynb.server.stats import Recorder
 from holynb.server.wire import (
     RequestError,
     error_body,
-    max_tokens,
     parse_chat_request,
 )
 
@@ -427,23 +425,7 @@ class _Handlers:
             latency_ms = state.latency_ms + model.latency_ms
         if tps is None:
             tps = model.tokens_per_second or state.tokens_per_second
-        try:
-            text = model.respond(messages, body)
-            if inspect.isawaitable(text):  # async models (e.g. local/python) keep the loop free
-                text = await text
-            if not isinstance(text, str):
-                raise TypeError(f"it returned {type(text).__name__}, not str")
-        except RequestError:
-            raise  # the model refuses the request, as an API does (e.g. local/json-noformat)
-        except Exception as exc:
-            raise RequestError(
-                500, f"The model {model.name!r} failed: {exc}", type="server_error"
-            ) from None
-        pieces = tokenize(text)
-        finish_reason = "stop"
-        limit = max_tokens(body)
-        if limit is not None and len(pieces) > limit:
-            pieces, finish_reason = pieces[:limit], "length"
+        pieces, finish_reason = await generate(model, messages, body)
         answer = Answer(
             completion_id=("msg_" if ex.anthropic else "chatcmpl-") + ex.request_id[4:],
             created=int(time.time()),

@@ -18,7 +18,6 @@ slow the processing down, ``expire_after`` expires a batch after that many reque
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 import uuid
@@ -36,11 +35,10 @@ from holynb.server.files import (
     json_response,
     no_such_file,
 )
-from holynb.server.models import ModelRegistry, prompt_tokens, tokenize
+from holynb.server.models import ModelRegistry, generate, prompt_tokens
 from holynb.server.wire import (
     RequestError,
     completion_body,
-    max_tokens,
     missing_parameter,
     parse_chat_request,
     usage,
@@ -467,21 +465,7 @@ class BatchRoutes:
                 param="model",
             )
         messages = body["messages"]
-        try:
-            text = model.respond(messages, body)
-            if inspect.isawaitable(text):
-                text = await text
-            if not isinstance(text, str):
-                raise TypeError(f"it returned {type(text).__name__}, not str")
-        except Exception as exc:
-            raise RequestError(
-                500, f"The model {model.name!r} failed: {exc}", type="server_error"
-            ) from None
-        pieces = tokenize(text)
-        finish_reason = "stop"
-        limit = max_tokens(body)
-        if limit is not None and len(pieces) > limit:
-            pieces, finish_reason = pieces[:limit], "length"
+        pieces, finish_reason = await generate(model, messages, body)
         prompt = prompt_tokens(messages)
         return completion_body(
             "chatcmpl-" + request_id[4:],

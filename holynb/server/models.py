@@ -24,6 +24,7 @@ request with that status, as an API does:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 import re
 import threading
@@ -33,6 +34,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from holynb.server.wire import RequestError, max_tokens
 
 Respond = Callable[[list[dict[str, Any]], dict[str, Any]], str | Awaitable[str]]
 
@@ -333,3 +336,28 @@ def single_model(name: str) -> ModelRegistry:
     if not name or name.startswith("local/"):
         raise ValueError(f"Pick a model name outside local/..., not {name!r}.")
     return ModelRegistry([Model(name, prose, owned_by="user")])
+
+
+async def generate(
+    model: Model, messages: list[dict[str, Any]], body: dict[str, Any]
+) -> tuple[list[str], str]:
+    """Run ``model`` on a request: its answer's tokens, cut at the request's max_tokens, and the
+    finish reason (``"stop"`` or ``"length"``). A model that refuses raises RequestError (as an
+    API does, e.g. local/json-noformat); any other failure is a 500."""
+    try:
+        text = model.respond(messages, body)
+        if inspect.isawaitable(text):  # async models (e.g. local/python) keep the loop free
+            text = await text
+        if not isinstance(text, str):
+            raise TypeError(f"it returned {type(text).__name__}, not str")
+    except RequestError:
+        raise
+    except Exception as exc:
+        raise RequestError(
+            500, f"The model {model.name!r} failed: {exc}", type="server_error"
+        ) from None
+    pieces = tokenize(text)
+    limit = max_tokens(body)
+    if limit is not None and len(pieces) > limit:
+        return pieces[:limit], "length"
+    return pieces, "stop"
