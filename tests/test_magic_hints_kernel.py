@@ -3,6 +3,7 @@ prompt, not IPython's help syntax."""
 
 from __future__ import annotations
 
+from tests.helpers import kernel_setup_cell
 from tests.test_magics_kernel import execute, texts
 
 
@@ -30,13 +31,7 @@ def test_holynb_warnings_are_one_short_line_without_a_path(local):
 def test_a_trailing_question_mark_stays_in_the_llm_prompt(local):
     cells = execute(
         [
-            f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={local.api_key.get()!r}))
-        """,
+            kernel_setup_cell(local),
             "%llm What is a p-value?",
             "print(_llm.startswith('You said: What is a p-value?'))",
         ]

@@ -9,6 +9,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from holynb.server import faults
+from tests.helpers import kernel_setup_cell
 
 
 def execute(cells, allow_errors=False):
@@ -36,13 +37,7 @@ def test_llm_cell_in_a_kernel_displays_sanitised_html_once(local):
     local.register_model("xss", lambda m, p: nasty)
     cells = execute(
         [
-            f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={local.api_key.get()!r}))
-        """,
+            kernel_setup_cell(local),
             "%%llm -o r\nhello kernel",
             "print(r.text == _llm, r.usage.completion_tokens > 0)",
             "%%llm -m xss\nsay something nasty",
@@ -69,13 +64,7 @@ def test_errors_in_a_kernel_are_a_short_box_without_traceback(local):
     local.faults.push(faults.status(404))
     cells = execute(
         [
-            f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={local.api_key.get()!r}))
-        """,
+            kernel_setup_cell(local),
             "%%llm\nhello",
         ]
     )
@@ -117,13 +106,7 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
 def test_tags_references_and_option_errors_in_a_kernel(local):
     nb_cells = execute(
         [
-            f"""
-            %load_ext holynb
-            import holynb
-            s = holynb.Session(model="local/echo", base_url={local.base_url!r},
-                               api_key={local.api_key.get()!r})
-            holynb.magics.set_default_session(s)
-            """,
+            kernel_setup_cell(local),
             "answer = 6 * 7",
             "%%llm -o r\nExplain {In[-1]}",
             "print(s.records[-1].tag, 'answer = 6 * 7' in r.text, '%%llm' in r.text)",
@@ -170,13 +153,7 @@ def test_format_code_inserts_code_once_per_cell_and_never_prose(local):
 def test_an_answer_cut_by_max_tokens_says_so_in_its_figures_line(local):
     cells = execute(
         [
-            f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={local.api_key.get()!r}))
-        """,
+            kernel_setup_cell(local),
             "%%llm --max-tokens 4\ntell me a long story about otters and rivers",
         ]
     )
@@ -188,13 +165,7 @@ def test_format_text_stays_verbatim_in_the_stored_output(local):
     local.register_model("marker", lambda m, p: "# Not a heading\n**not bold**")
     cells = execute(
         [
-            f"""
-        %load_ext holynb
-        import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
-                                                         base_url={local.base_url!r},
-                                                         api_key={local.api_key.get()!r}))
-        """,
+            kernel_setup_cell(local),
             "%%llm -m marker -f text\nanything",
         ]
     )
