@@ -28,7 +28,7 @@ from holynb._pacing import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
 from holynb._transport import open_http_client
-from holynb._wire import wire_for
+from holynb._wire import UNREADABLE, wire_for
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -174,9 +174,8 @@ class ChatClient:
 
     def redact(self, text: str) -> str:
         """``text`` with the API key blotted out, for anything that may be shown or stored."""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
+        key = self.settings.api_key
+        return key.redact(text) if key else text
 
     async def _pace(self, body: dict[str, Any]) -> float:
         pause = self._server_pause.reserve(0)
@@ -414,7 +413,7 @@ class ChatClient:
                 attempts=attempts,
                 request_id=request_id or answer_id,
             )
-        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        except UNREADABLE as exc:
             partial = ChatResult(
                 text=self.wire.salvage_text(payload),
                 model=body.get("model", ""),

@@ -39,6 +39,16 @@ class Secret:
         """The key itself; only the transport calls this, to build the Authorization header."""
         return self._value
 
+    def redact(self, text: str) -> str:
+        """``text`` with the key blotted out (``***``), for anything shown or stored."""
+        v = self._value
+        return text.replace(v, "***") if v and v in text else text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """``redact`` for bytes (a file from the provider, before it is kept)."""
+        v = self._value.encode()
+        return data.replace(v, b"***") if v and v in data else data
+
     @property
     def masked(self) -> str:
         """A hint of the key's shape (its prefix), safe to show."""

@@ -11,15 +11,15 @@ A batch input file has one request per line, ``{"custom_id", "method": "POST", "
 from __future__ import annotations
 
 import os
-import string
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from holynb.errors import ConfigurationError
+from holynb.prompts import build_messages, prompt_error, read_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,16 +28,7 @@ ENDPOINT = "/v1/chat/completions"
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 2**20
 PROBLEM_COLUMNS = ("line", "custom_id", "problem")
-
-
-@dataclass(frozen=True, slots=True)
-class PromptRows:
-    """Prompts made ready for requests: the input's index, the prompts, their display text."""
-
-    index: list[Any]
-    prompts: list[str | list[dict[str, Any]]]
-    texts: list[str]
-    index_name: Any = None
+_CUSTOM_ID = re.compile(r"row-(0|[1-9][0-9]{0,9})")  # ASCII digits, as custom_id() writes
 
 
 def custom_id(position: int) -> str:
@@ -46,70 +37,9 @@ def custom_id(position: int) -> str:
 
 
 def position_of(custom_id_: str) -> int | None:
-    """The input row a ``custom_id`` made by holynb stands for, or None."""
-    head, _, tail = custom_id_.partition("-")
-    return int(tail) if head == "row" and tail.isdigit() else None
-
-
-def _fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
-
-
-def prompt_rows(prompts: Any, template: str | None = None) -> PromptRows:
-    """The prompts of a list (strings, message lists, or dicts with ``template``), a pandas
-    Series, or a DataFrame with ``template`` (columns by name), in input order.
-
-    A template naming a column the frame lacks is an error before anything is sent.
-    """
-    import pandas as pd
-
-    if isinstance(prompts, pd.DataFrame):
-        if template is None:
-            raise ConfigurationError(
-                "A DataFrame needs template=, e.g. template='Classify: {review}' (columns by name)."
-            )
-        missing = [n for n in _fields(template) if n not in prompts.columns]
-        if missing:
-            raise ConfigurationError(
-                f"The template names {missing}, which the DataFrame lacks; its columns are "
-                f"{list(prompts.columns)}."
-            )
-        items = [template.format(**row) for row in prompts.to_dict("records")]
-        return _rows(prompts.index.tolist(), items, prompts.index.name)
-    if isinstance(prompts, pd.Series):
-        values = list(prompts)
-        if template is not None:
-            name = prompts.name if isinstance(prompts.name, str) else "value"
-            values = [template.format(v, **{name: v}) for v in values]
-        return _rows(prompts.index.tolist(), values, prompts.index.name)
-    if isinstance(prompts, str) or not isinstance(prompts, Iterable):
-        raise TypeError(
-            "prompts must be a list of strings or of message lists, a pandas Series, or a "
-            f"DataFrame with template=; got {type(prompts).__name__}."
-        )
-    values = list(prompts)
-    if template is not None:
-        values = [
-            template.format(**v) if isinstance(v, Mapping) else template.format(v) for v in values
-        ]
-    return _rows(list(range(len(values))), values)
-
-
-def _rows(index: list[Any], values: list[Any], index_name: Any = None) -> PromptRows:
-    texts: list[str] = []
-    for i, value in enumerate(values):
-        if isinstance(value, str):
-            texts.append(value)
-        elif isinstance(value, Sequence) and value and all(isinstance(m, dict) for m in value):
-            user = [m for m in value if m.get("role") == "user"] or list(value)
-            content = user[-1].get("content")
-            texts.append(content if isinstance(content, str) else str(content))
-        else:
-            raise TypeError(
-                f"Prompt {i} is a {type(value).__name__}: use a string or a list of messages "
-                'like [{"role": "user", "content": "Hi"}].'
-            )
-    return PromptRows(index=index, prompts=values, texts=texts, index_name=index_name)
+    """The input row a ``custom_id`` made by holynb stands for (``row-<n>``), or None."""
+    found = _CUSTOM_ID.fullmatch(custom_id_)
+    return int(found.group(1)) if found else None
 
 
 def request_line(custom_id_: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -163,17 +93,20 @@ def batch_jsonl(
 ) -> Path:
     """Write a Batch API input file for ``prompts`` (custom_ids ``row-0``, ``row-1``, ...).
 
-    ``prompts`` as for ``Session.map``; extra keyword arguments go into every request body.
+    ``prompts`` as for ``Session.map`` (read by ``holynb.prompts.read_prompts``: a bad input
+    is refused before anything is written); extra keyword arguments go into every request body.
 
     >>> holynb.batch_jsonl(df, "reviews.jsonl", model="gpt-4.1-mini",
     ...                    template="Classify: {review}", max_tokens=20)
     """
-    from holynb.session import build_messages
-
-    rows = prompt_rows(prompts, template)
+    parsed = read_prompts(prompts, template, what="batch_jsonl")
     lines = []
-    for i, prompt in enumerate(rows.prompts):
-        body: dict[str, Any] = {"model": model, "messages": build_messages(prompt, system)}
+    for i, (label, prompt) in enumerate(zip(parsed.labels, parsed.prompts, strict=True)):
+        try:
+            messages = build_messages(prompt, system)
+        except (TypeError, ValueError) as err:
+            raise prompt_error(label, err) from None
+        body: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
             body["temperature"] = temperature
         if max_tokens is not None:

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import string
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from holynb.cache import as_hit, is_complete
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
 from holynb.keystore import KeyStore, request_key
+from holynb.prompts import PromptSet, read_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +47,7 @@ __all__ = [
     "Request",
     "amap",
     "map_sync",
+    "requests_for",
     "requests_from",
     "result_frame",
 ]
@@ -107,31 +108,35 @@ def requests_from(
 ) -> tuple[list[Request], pd.Index | None]:
     """The requests for ``prompts`` and the index of the result frame (None: 0..n-1).
 
-    ``prompts``: a list (or any iterable) of strings or message lists, a pandas Series (its
-    index), or a DataFrame with ``template`` naming its columns (``"Classify: {review}"``). A
-    template field that is not a column raises ``ConfigurationError`` before anything is sent.
-    ``images``: one entry per prompt (a list or Series; each entry one image source, a list of
-    them, or None), or with a DataFrame the name of its column of images.
+    ``prompts`` and ``images`` as ``holynb.prompts.read_prompts`` takes them (a list, a
+    Series, a DataFrame with ``template``, records with ``template``; one image entry per
+    prompt or a DataFrame's column name). Bad input raises ``ConfigurationError`` before
+    anything is sent.
     """
-    kind = _pandas_kind(prompts)  # pandas is imported only when the input is pandas
-    index = None
-    if kind == "frame":
-        texts, index = _fill_frame(prompts, template), prompts.index
-    elif kind == "series":
-        texts, index = _fill_values(list(prompts), template, cast(Any, prompts).name), prompts.index
-    elif isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
-        raise ConfigurationError(
-            "map needs several prompts: a list of strings or message lists, a pandas Series, "
-            f"or a DataFrame with template=, got {type(prompts).__name__}. For one prompt use "
-            "session.chat()."
-        )
-    elif isinstance(prompts, Mapping):
-        raise ConfigurationError(
-            "map got a dict: pass a list of prompts, or pd.Series(your_dict) to keep the keys "
-            "as the index."
-        )
-    else:
-        texts = _fill_values(list(prompts), template, None)
+    parsed = read_prompts(prompts, template, images=images, what="map")
+    requests = requests_for(
+        parsed,
+        model=model,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        image_preset=image_preset,
+        **params,
+    )
+    return requests, parsed.index
+
+
+def requests_for(
+    parsed: PromptSet,
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    image_preset: Any = None,
+    **params: Any,
+) -> list[Request]:
+    """One ``Request`` per prompt of ``parsed``, each with its own images and these settings."""
     common = {
         "model": model,
         "system": system,
@@ -140,98 +145,9 @@ def requests_from(
         "params": params,
         "image_preset": image_preset,
     }
-    per_item = images_per_item(prompts, images, len(texts))
-    return [Request(p, images=i, **common) for p, i in zip(texts, per_item, strict=True)], index
-
-
-def images_per_item(prompts: Any, images: Any, n: int, what: str = "map") -> list[Any]:
-    """``images`` as one entry per prompt (None: no image): a list or Series of entries, or
-    with a DataFrame the name of its column of images. ``what`` names the call in errors."""
-    if images is None:
-        return [None] * n
-    if isinstance(images, str) and _pandas_kind(prompts) == "frame":
-        if images not in prompts.columns:
-            raise ConfigurationError(
-                f"images={images!r} is not a column of the DataFrame (columns: "
-                f"{', '.join(map(repr, prompts.columns))}). Nothing was sent."
-            )
-        images = prompts[images]
-    if isinstance(images, str | bytes) or not isinstance(images, Sequence | Iterable):
-        images = None
-    else:
-        images = list(images)
-    if images is None or len(images) != n:
-        got = "one source" if images is None else f"{len(images)} entries"
-        raise ConfigurationError(
-            f"{what}'s images= needs one entry per prompt ({n}), got {got}: a list like "
-            "[path1, [path2, path3], None, ...], or with a DataFrame the name of its column of "
-            "images. Nothing was sent."
-        )
-    return [None if isinstance(i, float) and i != i else i for i in images]  # NaN: no image
-
-
-def _pandas_kind(obj: Any) -> str | None:
-    if not type(obj).__module__.startswith("pandas"):
-        return None
-    import pandas as pd
-
-    if isinstance(obj, pd.DataFrame):
-        return "frame"
-    return "series" if isinstance(obj, pd.Series) else None
-
-
-def _template_fields(template: str) -> list[str]:
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise ConfigurationError(
-            f"template {template!r} is not a valid format string: {err}."
-        ) from None
-    names = []
-    for _, name, _, _ in parsed:
-        if name is not None:
-            names.append(name.split(".", 1)[0].split("[", 1)[0])
-    return names
-
-
-def _fill_frame(frame: pd.DataFrame, template: str | None) -> list[str]:
-    if template is None:
-        raise ConfigurationError(
-            "map over a DataFrame needs template=, e.g. template='Classify: {review}' with "
-            f"columns from {list(frame.columns)[:10]}; or pass one column: s.map(df['review'])."
-        )
-    names = _template_fields(template)
-    if any(n == "" or n.isdigit() for n in names):
-        raise ConfigurationError(
-            f"template {template!r} has a positional field ({{}}): with a DataFrame, name the "
-            f"columns, e.g. {{{frame.columns[0] if len(frame.columns) else 'review'}}}."
-        )
-    columns = {str(c): c for c in frame.columns}
-    missing = [n for n in dict.fromkeys(names) if n not in columns]
-    if missing:
-        raise ConfigurationError(
-            f"template {template!r} names {', '.join(repr(m) for m in missing)}, not a column "
-            f"of the DataFrame (columns: {', '.join(map(repr, columns))}). Nothing was sent."
-        )
-    used = list(dict.fromkeys(names))
-    rows = zip(*(frame[columns[n]].tolist() for n in used), strict=True) if used else None
-    if rows is None:
-        return [template] * len(frame)
-    return [template.format_map(dict(zip(used, row, strict=True))) for row in rows]
-
-
-def _fill_values(values: list[Any], template: str | None, name: Any) -> list[Any]:
-    if template is None:
-        return values
-    names = _template_fields(template)
-    if all(n == "" or n == "0" for n in names):
-        return [template.format(v) for v in values]
-    if name is not None and all(n == str(name) for n in names):
-        return [template.format_map({str(name): v}) for v in values]
-    raise ConfigurationError(
-        f"template {template!r} names fields that a list or Series cannot fill: use {{}} for "
-        "the prompt itself, or pass a DataFrame whose columns the fields name. Nothing was sent."
-    )
+    return [
+        Request(p, images=i, **common) for p, i in zip(parsed.prompts, parsed.images, strict=True)
+    ]
 
 
 # -- one run -----------------------------------------------------------------------------------

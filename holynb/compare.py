@@ -120,7 +120,8 @@ def partial_of(err: BaseException) -> ChatResult | None:
 def _make_run(
     session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
 ) -> tuple[MapRun, list[Any]]:
-    from holynb.bulk import MapRun, requests_from
+    from holynb.bulk import MapRun, requests_for
+    from holynb.prompts import read_prompts
 
     names = models_from(models)
     if isinstance(prompts, str) or (
@@ -131,7 +132,8 @@ def _make_run(
             kwargs["images"] = [kwargs["images"]]  # its images: one source or a list
     options = {name: kwargs.pop(name) for name in _RUN_OPTIONS if name in kwargs}
     template = kwargs.pop("template", None)
-    base, index = requests_from(prompts, template, **kwargs)
+    parsed = read_prompts(prompts, template, images=kwargs.pop("images", None), what="compare")
+    base, index = requests_for(parsed, **kwargs), parsed.index
     requests, labels = [], []
     for label, request in zip(range(len(base)) if index is None else index, base, strict=True):
         for model in names:  # prompt by prompt: every model gets its share from the start

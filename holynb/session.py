@@ -31,6 +31,10 @@ from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
 from holynb.ledger import CallRecord, Ledger
+from holynb.prompts import (
+    Prompt as Prompt,  # what a prompt is lives in holynb.prompts
+    build_messages as build_messages,
+)
 from holynb.results import ChatResult, CostEstimate, Usage
 
 if TYPE_CHECKING:
@@ -43,8 +47,6 @@ if TYPE_CHECKING:
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
-
-Prompt = str | Sequence[dict[str, Any]]
 
 
 class _Unchanged:
@@ -1126,26 +1128,3 @@ def _import_quietly(modules: list[str]) -> None:
 
 _prefetching = False
 
-
-def build_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages from a prompt string or a list of ``{"role", "content"}`` dicts."""
-    if isinstance(prompt, str):
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, Sequence) and all(isinstance(m, dict) for m in prompt):
-        messages = [dict(m) for m in prompt if isinstance(m, dict)]
-        for i, m in enumerate(messages):
-            if "role" not in m or "content" not in m:
-                raise ValueError(
-                    f"Message {i} needs 'role' and 'content' keys, got {sorted(m)}: e.g. "
-                    '{"role": "user", "content": "Hi"}.'
-                )
-    else:
-        raise TypeError(
-            "prompt must be a string or a list of messages like "
-            f'[{{"role": "user", "content": "Hi"}}], got {type(prompt).__name__}.'
-        )
-    if not messages:
-        raise ValueError("The prompt has no messages: give at least one user message.")
-    if system and messages[0].get("role") != "system":
-        messages.insert(0, {"role": "system", "content": system})
-    return messages

@@ -337,7 +337,7 @@ async def achat_structured(
 ) -> ChatResult:
     """Ask for an answer that fits ``schema``; see the module docstring. ``params`` go into
     the request body (``temperature``, ``max_tokens``, ...). Raises SchemaValidationError."""
-    from holynb.session import build_messages
+    from holynb.prompts import build_messages
 
     if "response_format" in params:
         raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")
@@ -446,7 +446,7 @@ async def astream_structured(
     holds it validated. No repair round-trip (the text was already shown): a mismatch raises
     SchemaValidationError at the end of the stream. A refused ``response_format`` is retried
     with instructions and remembered, as for ``chat``."""
-    from holynb.session import build_messages
+    from holynb.prompts import build_messages
 
     if "response_format" in params:
         raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")

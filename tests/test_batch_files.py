@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import holynb
-from holynb.batch_files import encode_lines, prompt_rows, request_line, split_lines
+from holynb.batch_files import encode_lines, request_line, split_lines
 
 
 def good(i: int, model: str = "gpt-4.1-mini") -> dict:
@@ -82,7 +82,9 @@ def test_split_respects_requests_and_bytes():
         split_lines(encoded[:1], max_bytes=size - 1)
 
 
-def test_a_template_naming_a_missing_column_fails_before_sending():
+def test_a_template_naming_a_missing_column_fails_before_sending(tmp_path):
     frame = pd.DataFrame({"review": ["great"]})
-    with pytest.raises(holynb.ConfigurationError, match=r"\['text'\].*review"):
-        prompt_rows(frame, "Classify: {text}")
+    path = tmp_path / "in.jsonl"
+    with pytest.raises(holynb.ConfigurationError, match=r"'text', not a column.*'review'"):
+        holynb.batch_jsonl(frame, path, model="gpt-4.1-mini", template="Classify: {text}")
+    assert not path.exists()

@@ -20,6 +20,16 @@ from holynb._config import normalize_api
 if TYPE_CHECKING:
     from holynb.results import Usage
 
+# What a wire's readers raise for an answer not shaped as its format's answers are (the chat
+# client makes it an APIResponseError; a batch output line becomes that row's error).
+UNREADABLE: tuple[type[Exception], ...] = (
+    AttributeError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+
 # (error, text, finish_reason, usage, model) of one stream event; see Wire.read_chunk
 Chunk = tuple[Any, "str | None", "str | None", "Usage | None", "str | None"]
 # (text, model, finish_reason, usage, id) of a whole answer; see Wire.read_completion

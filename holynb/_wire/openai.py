@@ -40,12 +40,16 @@ class OpenAIWire:
         text = message.get("content") or ""
         if not isinstance(text, str):
             raise TypeError(f"message.content is {type(text).__name__}, not a string")
+        reason = choice.get("finish_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"finish_reason is {type(reason).__name__}, not a string")
+        answer_id = payload.get("id")
         return (
             text,
             str(payload.get("model") or body.get("model", "")),
-            choice.get("finish_reason"),
+            reason,
             Usage.from_api(payload.get("usage")),
-            payload.get("id"),
+            answer_id if isinstance(answer_id, str) else None,
         )
 
     def salvage_text(self, payload: Any) -> str:
