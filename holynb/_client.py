@@ -16,7 +16,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -75,19 +75,13 @@ class StreamState:
         return "".join(self.parts)
 
     def result(self, *, interrupted: bool = False) -> ChatResult:
-        """The ChatResult for what has arrived; usage is estimated from the text (at least a
-        token a chunk) when the server sent none."""
-        usage = self.usage
-        if usage is None:
-            from holynb.tokens import estimate_tokens
-
-            completion = max(self.chunks, estimate_tokens(self.text))
-            usage = Usage(completion_tokens=completion, estimated=True)
+        """The ChatResult for what has arrived, charged by ``stream_usage``."""
+        text = self.text
         return ChatResult(
-            text=self.text,
+            text=text,
             model=self.model,
             finish_reason=self.finish_reason,
-            usage=usage,
+            usage=stream_usage(self.usage, text, self.chunks, finished=self.done),
             latency_ms=(time.perf_counter() - self.started) * 1000.0,
             ttft_ms=self.ttft_ms,
             attempts=max(1, self.attempts),
@@ -95,6 +89,30 @@ class StreamState:
             interrupted=interrupted,
             warning=self.warning,
         )
+
+
+def stream_usage(reported: Usage | None, text: str, chunks: int, *, finished: bool) -> Usage:
+    """What a stream is charged, in either wire format.
+
+    A stream that finished with usage: the usage the server reported. Otherwise (no usage
+    sent, or the stream was cut, stopped or ended by an error event before its final usage,
+    when Anthropic's count is still message_start's placeholder of 1): the reported counts with
+    ``completion_tokens`` at least the estimate of ``text`` (and at least a token a chunk),
+    marked ``estimated``. The text received was generated, so it is paid for.
+
+    >>> cut = stream_usage(Usage(9, completion_tokens=1), "Hello, world!", 1, finished=False)
+    >>> cut.prompt_tokens, cut.completion_tokens, cut.estimated
+    (9, 4, True)
+    """
+    if reported is not None and finished:
+        return reported
+    from holynb.tokens import estimate_tokens
+
+    received = max(chunks, estimate_tokens(text))
+    if reported is None:
+        return Usage(completion_tokens=received, estimated=True)
+    completion = max(reported.completion_tokens, received)
+    return replace(reported, completion_tokens=completion, estimated=True)
 
 
 class _LoopState:
