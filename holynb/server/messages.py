@@ -10,8 +10,9 @@ sent as a ``message`` or as Anthropic's SSE events (``message_start``, ``content
 
 Faults apply as for chat completions where they make sense: status codes (529 answers
 ``overloaded_error``), ``error_event`` (an ``error`` event after HTTP 200), ``cut_stream``,
-``stall``, ``keepalive_comments`` (``ping`` events), ``no_done`` (no ``message_stop``),
-``no_usage`` (zero counts) and ``delay``/``drop`` (handled before the format matters).
+``stall``, ``coalesce`` (several tokens a text delta), ``keepalive_comments`` (``ping``
+events), ``no_done`` (no ``message_stop``), ``no_usage`` (zero counts), ``raw_body`` and
+``delay``/``drop`` (handled before the format matters).
 """
 
 from __future__ import annotations
