@@ -14,6 +14,7 @@ error files back onto the input rows by ``custom_id`` and enter the ledger at ba
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import sys
 import time
@@ -28,20 +29,20 @@ from holynb.batch_files import (
     ENDPOINT,
     MAX_BYTES_PER_FILE,
     MAX_REQUESTS_PER_FILE,
-    PromptRows,
     custom_id,
     encode_lines,
     line_problems,
     position_of,
-    prompt_rows,
     request_line,
     split_lines,
 )
-from holynb.batch_manifest import Manifest, Part, known_jobs, new_job_id
-from holynb.batch_results import Outcome, frame, missing, outcome, read_lines
+from holynb.batch_manifest import UNKNOWN, Manifest, Part, job_lock, known_jobs, new_job_id
+from holynb.batch_results import Outcome, frame, missing, read_outcomes
+from holynb.batch_untrusted import checked_id, scrub_lines, scrub_value
 from holynb.errors import (
     APIConnectionError,
     APIError,
+    APIResponseError,
     APIStatusError,
     BatchError,
     BatchNotSupportedError,
@@ -51,6 +52,7 @@ from holynb.errors import (
     ServerError,
 )
 from holynb.ledger import CallRecord
+from holynb.prompts import PromptSet, prompt_error, prompt_text, read_prompts
 from holynb.results import ChatResult, Usage
 
 if TYPE_CHECKING:
@@ -67,6 +69,17 @@ FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _RUNNING_ORDER = ("validating", "in_progress", "finalizing")
 _FINAL_ORDER = ("failed", "expired", "cancelled", "completed")
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
+_LIST_PAGE = 100  # batches per page of GET /batches when a part is looked up
+_LIST_PAGES = 20  # pages read at most per lookup
+_LIST_SLACK_S = 3600.0  # batches created this long before a part was sent cannot be it
+
+
+def _outcome_unknown(err: APIError) -> bool:
+    """Whether an error to POST /batches leaves open that the provider created the batch (no
+    answer, a cut connection, a gateway's 5xx), rather than refusing it (any other 4xx)."""
+    if isinstance(err, APIConnectionError | APIResponseError):
+        return True
+    return isinstance(err, APIStatusError) and (err.status >= 500 or err.status == 408)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +122,15 @@ class BatchJob:
     >>> job.wait(); df = job.results()
     >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")   # after a restart
     >>> job.resubmit_failed()                     # only the failed, expired or missing rows
+
+    The manifest under ``HOLYNB_HOME`` is the one truth: every method that changes it holds
+    the job's lock and reads it again first, so any number of objects and processes on one job
+    record each result once and never send a row twice. A part whose ``POST /batches`` got no
+    answer is ``unknown``: it is looked up on the provider by its metadata before anything of
+    it may be sent again.
     """
+
+    lookup_grace_s: float = 300.0  # a part not listed this long after it was sent was not made
 
     def __init__(self, session: Session, manifest: Manifest, schema: Any = None) -> None:
         self.session = session
@@ -138,10 +159,11 @@ class BatchJob:
         image_preset: str | ImagePreset | None = None,
     ) -> BatchJob:
         """Build, check, split and upload the requests, and create one batch per part.
-        ``schema`` asks every request for ``response_format`` ``json_schema``; ``images`` (one
-        entry per prompt, as for ``map``) go into each request's body, prepared by
-        ``image_preset``. Any bad or oversized image refuses the whole job before anything is
-        uploaded, naming every row concerned."""
+        ``prompts`` are read as ``map`` reads them (``holynb.prompts``: the same shapes, the
+        same errors). ``schema`` asks every request for ``response_format`` ``json_schema``;
+        ``images`` (one entry per prompt, as for ``map``) go into each request's body, prepared
+        by ``image_preset``. Any bad prompt or bad or oversized image refuses the whole job
+        before anything is uploaded, naming every row concerned."""
         metadata = dict(metadata or {})
         if len(metadata) > MAX_METADATA_PAIRS - 2:
             raise ConfigurationError(
@@ -158,14 +180,18 @@ class BatchJob:
             spec = AnswerSchema.of(schema)
             params["response_format"] = spec.response_format()
             kept_schema = {"name": spec.name, "schema": spec.schema}
-        rows = prompt_rows(prompts, template)
-        if not rows.prompts:
+        parsed = read_prompts(prompts, template, images=images, what="batch")
+        if not parsed.prompts:
             raise ConfigurationError("There are no prompts to send.")
-        sent = _with_images(session, prompts, rows, system, images, image_preset)
-        bodies = [
-            session._body(p, model, own_system, temperature, max_tokens, dict(params))
-            for p, own_system in sent
-        ]
+        sent = _with_images(session, parsed, system, image_preset)
+        bodies = []
+        for label, (p, own_system) in zip(parsed.labels, sent, strict=True):
+            try:
+                bodies.append(
+                    session._body(p, model, own_system, temperature, max_tokens, dict(params))
+                )
+            except (TypeError, ValueError) as err:  # a bad prompt: map's row error, raised
+                raise prompt_error(label, err) from None
         _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
         problems = line_problems(encoded)
@@ -173,43 +199,51 @@ class BatchJob:
             shown = "; ".join(f"line {n} ({cid}): {what}" for n, cid, what in problems[:5])
             raise ConfigurationError(f"The batch file would be refused: {shown}.")
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
+        digest = hashlib.sha256(b"".join(encoded)).hexdigest()
+        _refuse_a_twin(session.base_url, digest)
         manifest = Manifest(
             id=new_job_id(),
             base_url=session.base_url,
             model=bodies[0]["model"],
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            index=rows.index,
-            index_name=rows.index_name,
-            texts=rows.texts,
+            index=parsed.labels,
+            index_name=parsed.index_name,
+            texts=[prompt_text(p) for p in parsed.prompts],
             metadata=metadata,
             max_requests_per_file=max_requests_per_file,
             max_bytes_per_file=max_bytes_per_file,
             schema=kept_schema,
+            requests_sha256=digest,
         )
-        manifest.write_requests(encoded)
-        manifest.save()
         job = cls(session, manifest, schema)
-        try:
-            await job._send(groups, encoded, round_=0)
-        except BatchNotSupportedError:
-            if not manifest.parts:  # nothing was created anywhere: leave no trace
-                shutil.rmtree(manifest.folder, ignore_errors=True)
-            raise
-        except APIError as err:
-            if not manifest.parts:
-                shutil.rmtree(manifest.folder, ignore_errors=True)
+        async with job_lock(manifest.id):
+            manifest.write_requests(encoded)
+            manifest.save()
+            try:
+                await job._send(groups, encoded, round_=0)
+            except BatchNotSupportedError:
+                if not manifest.parts:  # nothing was created anywhere: leave no trace
+                    shutil.rmtree(manifest.folder, ignore_errors=True)
                 raise
-            raise BatchError(
-                f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were created, "
-                f"then: {err.message} Once they finish, BatchJob.attach(s, {manifest.id!r})"
-                ".resubmit_failed() sends the rest."
-            ) from err
+            except APIError as err:
+                if not manifest.parts:
+                    shutil.rmtree(manifest.folder, ignore_errors=True)
+                    raise
+                raise BatchError(
+                    f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were "
+                    f"created, then: {err.message} Once they finish, BatchJob.attach(s, "
+                    f"{manifest.id!r}).resubmit_failed() sends the rest."
+                ) from err
         return job
 
     async def _send(self, groups: list[list[int]], encoded: list[bytes], round_: int) -> None:
+        """Upload and create one batch per group, saving each part before its POST /batches
+        goes out. An unknown outcome is looked up at once; a part still unknown after that
+        stops the sending (BatchError), so nothing is sent that may already exist."""
         client = self.session._client
         m = self._manifest
         for n, rows in enumerate(groups, start=1):
+            label = f"{round_}:{n}/{len(groups)}"
             name = f"{m.id}-r{round_}-p{n}.jsonl"
             content = b"".join(encoded[i] for i in rows)
             try:
@@ -223,26 +257,110 @@ class BatchJob:
                 if err.status in (404, 405):
                     raise _not_supported(self.session, err, "POST /files") from None
                 raise
-            file_id = response.json()["id"]
-            tags = {JOB_KEY: m.id, PART_KEY: f"{round_}:{n}/{len(groups)}"}
+            file_id = checked_id(self._answer(response).get("id"), "file id")
             request = {
                 "input_file_id": file_id,
                 "endpoint": ENDPOINT,
                 "completion_window": COMPLETION_WINDOW,
-                "metadata": {**m.metadata, **tags},
+                "metadata": {**m.metadata, JOB_KEY: m.id, PART_KEY: label},
             }
+            part = Part(
+                batch_id="",
+                input_file_id=file_id,
+                rows=rows,
+                round=round_,
+                status=UNKNOWN,
+                label=label,
+                sent_at=time.time(),
+            )
+            m.parts.append(part)
+            m.save()  # a crash during the POST still knows this part may exist
             try:
                 response = await client.send("POST", "batches", json=request)
-            except APIStatusError as err:
-                if err.status in (404, 405):
-                    with contextlib.suppress(APIError):  # leave nothing behind at the provider
-                        await client.send("DELETE", f"files/{file_id}")
-                    raise _not_supported(self.session, err, "POST /batches") from None
-                raise
-            part = Part(batch_id="", input_file_id=file_id, rows=rows, round=round_)
-            _update(part, response.json())
-            m.parts.append(part)
+            except APIError as err:
+                if not _outcome_unknown(err):  # refused: nothing was created
+                    m.parts.remove(part)
+                    m.save()
+                    if isinstance(err, APIStatusError) and err.status in (404, 405):
+                        with contextlib.suppress(APIError):  # leave nothing at the provider
+                            await client.send("DELETE", f"files/{file_id}")
+                        raise _not_supported(self.session, err, "POST /batches") from None
+                    raise
+                await self._look_up(part)
+                m.save()
+                if part.status == UNKNOWN:
+                    raise BatchError(self._lost_message(part, n, len(groups), err)) from None
+                continue
+            _update(part, self._answer(response), created=True)
             m.save()  # a crash after this still knows every part created so far
+
+    def _lost_message(self, part: Part, n: int, parts: int, err: APIError) -> str:
+        when = datetime.fromtimestamp(part.sent_at + self.lookup_grace_s, UTC)
+        return (
+            f"Job {self.id}: the answer to POST /batches for part {n} of {parts} was lost "
+            f"({err.message}); the batch may exist on the provider, so nothing more is sent "
+            f"for now. BatchJob.attach(s, {self.id!r}).refresh() looks it up by its metadata "
+            f"({JOB_KEY}={self.id}, {PART_KEY}={part.label}) and adopts it; if it is still not "
+            f"listed after {when:%H:%M:%S} UTC, refresh() marks it as never created, so that "
+            "its rows can be sent again."
+        )
+
+    def _answer(self, response: Any) -> dict[str, Any]:
+        """A provider's JSON answer, redacted of the key (an object, else BatchError)."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise BatchError(
+                f"{self.session.base_url} answered {response.request.method} "
+                f"{response.request.url.path} with something that is not a JSON object: check "
+                "that base_url points at an OpenAI-compatible Batch API."
+            )
+        return scrub_value(data, self.session.settings.api_key)  # type: ignore[no-any-return]
+
+    async def _look_up(self, part: Part) -> None:
+        """Find an unknown part on the provider by its metadata (GET /batches, newest first)
+        and adopt it; once it has gone unlisted for ``lookup_grace_s``, mark it as never
+        created (``failed``, no batch id). An endpoint that cannot list batches leaves it
+        unknown."""
+        client = self.session._client
+        params: dict[str, Any] = {"limit": _LIST_PAGE}
+        oldest = part.sent_at - _LIST_SLACK_S
+        for _ in range(_LIST_PAGES):
+            try:
+                page = self._answer(await client.send("GET", "batches", params=params))
+            except (APIError, BatchError):
+                return  # cannot list: it stays unknown
+            batches = page.get("data")
+            if not isinstance(batches, list):
+                return
+            for batch in batches:
+                if not isinstance(batch, dict):
+                    continue
+                tags = batch.get("metadata")
+                if (
+                    isinstance(tags, dict)
+                    and tags.get(JOB_KEY) == self.id
+                    and tags.get(PART_KEY) == part.label
+                ):
+                    _update(part, batch, created=True)
+                    return
+            created = [b.get("created_at") for b in batches if isinstance(b, dict)]
+            stamps = [c for c in created if isinstance(c, int | float)]
+            last = page.get("last_id")
+            if not batches or not page.get("has_more") or not isinstance(last, str):
+                break
+            if stamps and min(stamps) < oldest:
+                break  # older than the part: it is not further down
+            params = {"limit": _LIST_PAGE, "after": last}
+        if time.time() - part.sent_at >= self.lookup_grace_s:
+            part.status = "failed"
+            part.errors = [
+                f"the provider created no batch for part {part.label} ({JOB_KEY}={self.id}): "
+                f"none was listed {self.lookup_grace_s:g} s after its POST /batches got no "
+                "answer. job.resubmit_failed() sends its rows again."
+            ]
 
     @classmethod
     def attach(cls, session: Session, job_id: str) -> BatchJob:
@@ -252,7 +370,7 @@ class BatchJob:
         """
         try:
             manifest = Manifest.load(job_id)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise BatchError(
                 f"The manifest of job {job_id!r} under HOLYNB_HOME cannot be read ({exc!r}); "
                 "its provider batch ids are in each batch's metadata (holynb_job)."
@@ -270,6 +388,14 @@ class BatchJob:
             )
         return cls(session, manifest)
 
+    def _reload(self) -> Manifest:
+        """The manifest as on disk (call with the job's lock held): the one truth."""
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            found = Manifest.load(self.id)
+            if found is not None:
+                self._manifest = found
+        return self._manifest
+
     # -- where it stands ------------------------------------------------------------------------
 
     @property
@@ -279,8 +405,8 @@ class BatchJob:
 
     @property
     def batch_ids(self) -> list[str]:
-        """The provider's id of each part, in order of creation."""
-        return [p.batch_id for p in self._manifest.parts]
+        """The provider's id of each part it is known to have created, in order of creation."""
+        return [p.batch_id for p in self._manifest.parts if p.created]
 
     @property
     def status(self) -> str:
@@ -304,8 +430,9 @@ class BatchJob:
 
         rows = [
             {
-                "batch_id": p.batch_id,
+                "batch_id": p.batch_id or None,
                 "round": p.round,
+                "label": p.label,
                 "status": p.status,
                 "requests": len(p.rows),
                 "completed": p.completed,
@@ -321,22 +448,34 @@ class BatchJob:
     def __repr__(self) -> str:
         c = self.counts
         return (
-            f"BatchJob({self.id!r}, status={self.status!r}, parts={len(self.batch_ids)}, "
+            f"BatchJob({self.id!r}, status={self.status!r}, parts={len(self._manifest.parts)}, "
             f"completed={c.completed}/{c.total}, failed={c.failed})"
         )
 
     async def arefresh(self) -> BatchJob:
         """Ask the provider where every unfinished part stands (async)."""
-        client = self.session._client
-        for part in self._manifest.parts:
-            if part.status in FINAL:
-                continue
-            _update(part, (await client.send("GET", f"batches/{part.batch_id}")).json())
-        self._manifest.save()
+        async with job_lock(self.id):
+            await self._refresh()
         return self
 
+    async def _refresh(self) -> None:
+        m = self._reload()
+        client = self.session._client
+        try:
+            for part in m.parts:
+                if part.status == UNKNOWN:
+                    await self._look_up(part)
+                elif part.status not in FINAL:
+                    answer = await client.send(
+                        "GET", f"batches/{checked_id(part.batch_id, 'batch id')}"
+                    )
+                    _update(part, self._answer(answer))
+        finally:
+            m.save()
+
     def refresh(self) -> BatchJob:
-        """Ask the provider where every unfinished part stands; returns the job."""
+        """Ask the provider where every unfinished part stands (an ``unknown`` part is looked
+        up by its metadata); returns the job."""
         return default_loop().run(self.arefresh())
 
     def wait(
@@ -387,43 +526,60 @@ class BatchJob:
 
     # -- results --------------------------------------------------------------------------------
 
-    async def _file(self, part: Part, kind: str, file_id: str | None) -> bytes:
+    async def _file(self, part: Part, position: int, kind: str, file_id: str | None) -> bytes:
+        """A part's output or error file, downloaded once and kept (redacted of the key)
+        under a name holynb chose."""
         if file_id is None:
             return b""
-        path = self._manifest.folder / f"{part.batch_id}.{kind}.jsonl"
+        secret = self.session.settings.api_key
+        path = self._manifest.folder / f"{part.stem(position)}.{kind}.jsonl"
         if path.is_file():
-            return path.read_bytes()
+            return scrub_lines(path.read_bytes(), secret)  # kept before redaction existed
+        file_id = checked_id(file_id, "file id")
         data = (await self.session._client.send("GET", f"files/{file_id}/content")).content
+        data = scrub_lines(data, secret)
         partial = path.with_suffix(".partial")
         partial.write_bytes(data)
         partial.replace(path)  # a crash mid-write never leaves a cut file to trust later
         return data
 
     async def _outcomes(self) -> tuple[dict[int, Outcome | str], dict[int, int], dict[int, Any]]:
+        """Every row's outcome, and each final part's results entered in the ledger once
+        (call with the job's lock held, after ``_refresh``)."""
         outcomes: dict[int, Outcome | str] = {}
         attempts: dict[int, int] = {}
         costs: dict[int, float | None] = {}
         requests: list[bytes] | None = None
         m = self._manifest
-        for part in m.parts:
-            for pos in part.rows:
-                attempts[pos] = attempts.get(pos, 0) + 1
-            if part.status not in FINAL:
+        for position, part in enumerate(m.parts):
+            if part.created:
                 for pos in part.rows:
-                    outcomes.setdefault(pos, f"Pending: batch {part.batch_id} is {part.status}")
+                    attempts[pos] = attempts.get(pos, 0) + 1
+            if part.status not in FINAL:
+                why = "may exist on the provider (looked up by refresh())"
+                state = why if part.status == UNKNOWN else f"is {part.status}"
+                for pos in part.rows:
+                    outcomes.setdefault(
+                        pos, f"Pending: batch {part.batch_id or part.label} {state}"
+                    )
                 continue
-            lines = read_lines(await self._file(part, "output", part.output_file_id))
-            lines += read_lines(await self._file(part, "errors", part.error_file_id))
+            got_lines: list[Outcome] = []
+            lost = 0
+            for kind, file_id in (("output", part.output_file_id), ("errors", part.error_file_id)):
+                name = f"the {kind} file of batch {part.batch_id}"
+                data = await self._file(part, position, kind, file_id)
+                found_here, lost_here = read_outcomes(data, m.model, name)
+                got_lines += found_here
+                lost += lost_here
             found: set[int] = set()
             carried = set(part.rows)
             records: list[CallRecord] = []
-            for line in lines:
-                row = position_of(line["custom_id"])
+            for got in got_lines:
+                row = position_of(got.custom_id)
                 if row is None or row not in carried or row in found:
                     continue
                 pos = row
                 found.add(pos)
-                got = outcome(line, m.model)
                 outcomes[pos] = got
                 if got.result is not None:
                     result = got.result
@@ -434,7 +590,7 @@ class BatchJob:
                     records.append(self._record(got, costs.get(pos), requests[pos]))
             for pos in part.rows:
                 if pos not in found:
-                    outcomes[pos] = missing(part)
+                    outcomes[pos] = missing(part, lost)
             if not part.recorded:
                 budget = self.session._budget
                 for record in records:
@@ -450,19 +606,22 @@ class BatchJob:
         if got.result is not None:
             return CallRecord.from_result(got.result.with_cost(cost), kind="batch", tag=tag)
         model = orjson.loads(request)["body"].get("model") or self._manifest.model
-        failed = ChatResult(text="", model=model, usage=Usage(), cost_usd=0.0)
+        spent = None if got.unreadable else 0.0  # an unreadable line's cost is unknown
+        failed = ChatResult(text="", model=model, usage=Usage(), cost_usd=spent)
         return CallRecord.from_result(failed, kind="batch", tag=tag, error=got.error)
 
     async def aresults(self, partial: bool = False) -> pd.DataFrame:
         """The results frame (async); see ``results``."""
-        await self.arefresh()
-        if not self.done and not partial:
-            c = self.counts
-            raise BatchError(
-                f"Job {self.id} is {self.status} ({c.completed + c.failed}/{c.total} finished): "
-                "call job.wait() first, or job.results(partial=True) for what is final so far."
-            )
-        outcomes, attempts, costs = await self._outcomes()
+        async with job_lock(self.id):
+            await self._refresh()
+            if not self.done and not partial:
+                c = self.counts
+                raise BatchError(
+                    f"Job {self.id} is {self.status} ({c.completed + c.failed}/{c.total} "
+                    "finished): call job.wait() first, or job.results(partial=True) for what "
+                    "is final so far."
+                )
+            outcomes, attempts, costs = await self._outcomes()
         return frame(self._manifest, outcomes, attempts, costs, self._answer_schema())
 
     def _answer_schema(self) -> Any:
@@ -478,10 +637,12 @@ class BatchJob:
         """Every input row in input order, with the input's index, shaped like ``s.map``'s
         frame plus ``custom_id``: answers where the batch gave one, failed, expired or
         cancelled rows with their error. Each answered or failed request enters the ledger
-        once (``kind="batch"``, cost at batch prices). Downloads are kept beside the manifest.
-        ``partial=True`` returns what is final while parts still run. A job created with
-        ``schema=`` gets one column per field of the answer, as ``map`` does; an answer that
-        does not fit is that row's error (no repair round trip in a batch)."""
+        once (``kind="batch"``, cost at batch prices), however many objects or processes read
+        the job. A line of the output that cannot be read fails only its own row. Downloads
+        are kept beside the manifest, redacted of the API key. ``partial=True`` returns what
+        is final while parts still run. A job created with ``schema=`` gets one column per
+        field of the answer, as ``map`` does; an answer that does not fit is that row's error
+        (no repair round trip in a batch)."""
         return default_loop().run(self.aresults(partial))
 
     # -- acting on it ---------------------------------------------------------------------------
@@ -489,66 +650,91 @@ class BatchJob:
     async def acancel(self) -> BatchJob:
         """Ask the provider to cancel every unfinished part (async)."""
         client = self.session._client
-        for part in self._manifest.parts:
-            if part.status in FINAL or part.status == "cancelling":
-                continue
-            _update(part, (await client.send("POST", f"batches/{part.batch_id}/cancel")).json())
-        self._manifest.save()
+        async with job_lock(self.id):
+            m = self._reload()
+            try:
+                for part in m.parts:
+                    if part.status in FINAL or part.status in ("cancelling", UNKNOWN):
+                        continue
+                    batch_id = checked_id(part.batch_id, "batch id")
+                    _update(
+                        part, self._answer(await client.send("POST", f"batches/{batch_id}/cancel"))
+                    )
+            finally:
+                m.save()
         return self
 
     def cancel(self) -> BatchJob:
         """Cancel every unfinished part (they pass through ``cancelling``); what finished
-        before stays in the results."""
+        before stays in the results. A part whose creation is still ``unknown`` cannot be
+        cancelled until ``refresh()`` has found it."""
         return default_loop().run(self.acancel())
 
     async def aresubmit_failed(self) -> BatchJob:
         """Send again the rows without an answer (async); see ``resubmit_failed``."""
-        await self.arefresh()
-        if not self.done:
-            raise BatchError(
-                f"Job {self.id} is still {self.status}: wait() (or cancel()) before resubmitting."
-            )
-        outcomes, _, _ = await self._outcomes()
-        m = self._manifest
-        todo = [
-            pos
-            for pos in range(len(m.texts))
-            if not (isinstance(got := outcomes.get(pos), Outcome) and got.result is not None)
-        ]
-        if not todo:
-            return self
-        encoded = m.read_requests()
-        chosen = [encoded[pos] for pos in todo]
-        groups = split_lines(chosen, m.max_requests_per_file, m.max_bytes_per_file)
-        groups = [[todo[i] for i in group] for group in groups]
-        round_ = max(p.round for p in m.parts) + 1 if m.parts else 0
-        await self._send(groups, encoded, round_)
+        async with job_lock(self.id):
+            await self._refresh()
+            m = self._manifest
+            unknown = [p.label for p in m.parts if p.status == UNKNOWN]
+            if unknown:
+                raise BatchError(
+                    f"Job {self.id}: the outcome of part(s) {', '.join(unknown)} is unknown (their "
+                    "POST /batches got no answer); they may exist on the provider, so nothing is "
+                    "sent. job.refresh() looks them up by their metadata; resubmit once it has "
+                    "found them or marked them as never created."
+                )
+            if not self.done:
+                raise BatchError(
+                    f"Job {self.id} is still {self.status}: wait() (or cancel()) before "
+                    "resubmitting."
+                )
+            outcomes, _, _ = await self._outcomes()
+            todo = [
+                pos
+                for pos in range(len(m.texts))
+                if not (isinstance(got := outcomes.get(pos), Outcome) and got.result is not None)
+            ]
+            if not todo:
+                return self
+            encoded = m.read_requests()
+            chosen = [encoded[pos] for pos in todo]
+            groups = split_lines(chosen, m.max_requests_per_file, m.max_bytes_per_file)
+            groups = [[todo[i] for i in group] for group in groups]
+            round_ = max(p.round for p in m.parts) + 1 if m.parts else 0
+            await self._send(groups, encoded, round_)
         return self
 
     def resubmit_failed(self) -> BatchJob:
         """Send again only the rows that failed, expired, were cancelled or never sent, as new
-        parts of this job; ``results()`` then shows their new answers."""
+        parts of this job; ``results()`` then shows their new answers. Refused while a part's
+        creation is unknown (it may exist on the provider); two calls never send a row twice."""
         return default_loop().run(self.aresubmit_failed())
+
+
+def _refuse_a_twin(base_url: str, digest: str) -> None:
+    """Refuse requests identical to those of a job whose creation is unknown: they may
+    already exist on the provider."""
+    for m in known_jobs():
+        same = m.requests_sha256 == digest and m.base_url.rstrip("/") == base_url.rstrip("/")
+        if same and any(p.status == UNKNOWN for p in m.parts):
+            raise BatchError(
+                f"Job {m.id} holds these same requests and may already exist on the provider "
+                f"(its POST /batches got no answer); nothing was sent. BatchJob.attach(s, "
+                f"{m.id!r}).refresh() looks it up."
+            )
 
 
 def _with_images(
     session: Session,
-    prompts: Any,
-    rows: PromptRows,
+    parsed: PromptSet,
     system: str | None,
-    images: Any,
     preset: str | ImagePreset | None,
 ) -> list[tuple[Prompt, str | None]]:
     """Each row's prompt and system message, with its images prepared and attached; raises
     ImageError naming every row whose image cannot be sent (nothing is uploaded then)."""
-    if images is None:
-        return [(p, system) for p in rows.prompts]
-    from holynb.bulk import images_per_item
-
-    per_item = images_per_item(prompts, images, len(rows.prompts), what="batch")
     sent: list[tuple[Prompt, str | None]] = []
     bad: list[tuple[Any, ImageError]] = []
-    for label, prompt, own in zip(rows.index, rows.prompts, per_item, strict=True):
+    for label, prompt, own in zip(parsed.labels, parsed.prompts, parsed.images, strict=True):
         try:
             sent.append(session._with_images(prompt, system, own, preset))
         except ImageError as err:
@@ -558,7 +744,7 @@ def _with_images(
         more = len(bad) - _SHOWN_BAD_ROWS
         tail = f"\n  ... and {more} more rows." if more > 0 else ""
         raise ImageError(
-            f"{len(bad)} of {len(rows.prompts)} rows have an image that cannot be sent; the "
+            f"{len(bad)} of {len(parsed.prompts)} rows have an image that cannot be sent; the "
             f"batch was not created and nothing was uploaded. Fix or drop these rows:\n{shown}"
             f"{tail}",
             name=bad[0][1].name,
@@ -581,23 +767,47 @@ def _check_budget(session: Session, bodies: list[dict[str, Any]]) -> None:
     budget.settle(budget.reserve(worst), None)  # raises BudgetExceededError when it won't fit
 
 
-def _update(part: Part, batch: dict[str, Any]) -> None:
-    part.batch_id = batch.get("id") or part.batch_id
-    part.status = normalise_status(batch.get("status"))
-    counts = batch.get("request_counts") or {}
-    part.total = int(counts.get("total") or 0)
-    part.completed = int(counts.get("completed") or 0)
-    part.failed = int(counts.get("failed") or 0)
-    part.output_file_id = batch.get("output_file_id") or part.output_file_id
-    part.error_file_id = batch.get("error_file_id") or part.error_file_id
-    errors = (batch.get("errors") or {}).get("data") or []
+def _update(part: Part, batch: dict[str, Any], *, created: bool = False) -> None:
+    """``part`` as the provider's batch object (already redacted) describes it. Its id names
+    the part only when it is created or adopted (``created``); later answers must carry the
+    same id. Every id is checked before it is kept; a final status and the file ids are
+    taken from ``GET /batches/{id}`` only, never from the answer that created it."""
+    answered = batch.get("id")
+    if created:
+        part.batch_id = checked_id(answered, "batch id")
+    elif answered is not None and answered != part.batch_id:
+        raise BatchError(
+            f"Asked for batch {part.batch_id}, the provider answered batch id "
+            f"{str(answered)[:80]!r}: holynb keeps the batch it asked for. Check base_url."
+        )
+    status = normalise_status(batch.get("status"))
+    if created and (status in FINAL or not status):
+        status = "validating"  # the first refresh reads the final state and its files
+    part.status = status
+    if not created:
+        for key in ("output_file_id", "error_file_id"):
+            value = batch.get(key)
+            if value is not None:
+                setattr(part, key, checked_id(value, "file id"))
+    counts = batch.get("request_counts")
+    counts = counts if isinstance(counts, dict) else {}
+    part.total = _count(counts.get("total"))
+    part.completed = _count(counts.get("completed"))
+    part.failed = _count(counts.get("failed"))
+    errors = batch.get("errors")
+    data = errors.get("data") if isinstance(errors, dict) else None
     part.errors = [
         f"line {e.get('line')}: {e.get('message') or e.get('code')}"
         if e.get("line")
         else str(e.get("message") or e.get("code"))
-        for e in errors
+        for e in (data if isinstance(data, list) else [])
         if isinstance(e, dict)
     ] or part.errors
+
+
+def _count(value: Any) -> int:
+    """A request count from the provider (0 for anything that is not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def job_status(parts: list[Part]) -> str:
@@ -609,6 +819,8 @@ def job_status(parts: list[Part]) -> str:
         return "failed"
     running = [s for s in statuses if s not in FINAL]
     if running:
+        if UNKNOWN in running:
+            return UNKNOWN
         if "cancelling" in running:
             return "cancelling"
         known = [s for s in _RUNNING_ORDER if s in running]

@@ -3,15 +3,22 @@
 Each job is a folder ``$HOLYNB_HOME/batches/<job id>/`` (``HOLYNB_HOME`` defaults to
 ``~/.holynb``) holding ``manifest.json`` (the endpoint, the parts with their provider batch ids
 and last known status), ``requests.jsonl`` (every request, for results and resubmission) and the
-output and error files once downloaded. The manifest is rewritten atomically (a temporary file
-renamed over it), so a crash never leaves half a manifest. No API key is ever written.
+output and error files once downloaded (named by holynb, ``r<round>-p<part>.output.jsonl``,
+never by a provider's id). The manifest is rewritten atomically (a temporary file renamed over
+it), so a crash never leaves half a manifest, and it is the one truth about its job: whoever
+changes it (any ``BatchJob`` object, in any process) holds the job's lock (``job_lock``), reads
+it again, changes it and writes it back before letting go. No API key is ever written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
 import secrets
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +27,20 @@ from typing import Any
 import orjson
 
 from holynb._config import holynb_home
+from holynb.errors import BatchError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process per job
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
 REQUESTS = "requests.jsonl"
+LOCK = ".lock"
 VERSION = 1
+UNKNOWN = "unknown"  # a part whose POST /batches got no answer: it may exist on the provider
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_LOCK_POLL_S = 0.02
 
 
 def batches_dir() -> Path:
@@ -34,6 +51,40 @@ def batches_dir() -> Path:
 def new_job_id() -> str:
     """A fresh job id that sorts by creation time, e.g. ``job-20261127-101500-3f9a1c``."""
     return f"job-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def is_job_id(job_id: Any) -> bool:
+    """Whether ``job_id`` can name a job's folder: letters, digits, ``_`` and ``-``, no path."""
+    return isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) is not None
+
+
+def checked_job_id(job_id: Any) -> str:
+    """``job_id`` when it is a job id, else BatchError (nothing is read with it)."""
+    if not is_job_id(job_id):
+        raise BatchError(
+            f"{job_id!r} is not a job id (like 'job-20261127-101500-3f9a1c': letters, digits, "
+            "_ and -); s.batches() lists the jobs this machine knows."
+        )
+    return str(job_id)
+
+
+@contextlib.asynccontextmanager
+async def job_lock(job_id: str) -> AsyncIterator[None]:
+    """Hold the lock of job ``job_id`` (an exclusive ``flock`` on its folder's ``.lock``,
+    across processes and across objects in one process), waiting without blocking the loop."""
+    folder = batches_dir() / checked_job_id(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @dataclass
@@ -52,6 +103,21 @@ class Part:
     error_file_id: str | None = None
     recorded: bool = False  # its lines are in the ledger
     errors: list[str] = field(default_factory=list)  # why the provider refused its file
+    label: str = ""  # "<round>:<n>/<parts>", the holynb_part metadata it was created with
+    sent_at: float = 0.0  # when its POST /batches went out (epoch seconds)
+
+    @property
+    def created(self) -> bool:
+        """Whether the provider is known to have created it (it has a batch id)."""
+        return bool(self.batch_id)
+
+    def stem(self, position: int) -> str:
+        """The name of its local files (``r0-p1``): from its label, never from the provider."""
+        head, _, tail = self.label.partition(":")
+        number = tail.partition("/")[0]
+        if head.isdigit() and number.isdigit():
+            return f"r{int(head)}-p{int(number)}"
+        return f"r{self.round}-x{position}"  # a manifest from before labels
 
 
 @dataclass
@@ -70,6 +136,7 @@ class Manifest:
     max_requests_per_file: int = 50_000
     max_bytes_per_file: int = 200 * 2**20
     schema: dict[str, Any] | None = None  # schema=: {"name", "schema"}, for the answer columns
+    requests_sha256: str = ""  # of requests.jsonl: the same requests sent again are noticed
     version: int = VERSION
 
     @property
@@ -103,11 +170,19 @@ class Manifest:
 
     @classmethod
     def load(cls, job_id: str) -> Manifest | None:
-        """The manifest of ``job_id``, or None when this machine does not know it."""
-        path = batches_dir() / job_id / MANIFEST
-        if "/" in job_id or not path.is_file():
+        """The manifest of ``job_id``, or None when this machine does not know it. Raises
+        BatchError for an id that is not a job id, or a manifest that names another job."""
+        path = batches_dir() / checked_job_id(job_id) / MANIFEST
+        if not path.is_file():
             return None
-        return cls.from_json(orjson.loads(path.read_bytes()))
+        manifest = cls.from_json(orjson.loads(path.read_bytes()))
+        if manifest.id != job_id:
+            raise BatchError(
+                f"The manifest in the folder of job {job_id!r} names another job "
+                f"({str(manifest.id)[:80]!r}): it is not trusted. Remove that folder from "
+                "HOLYNB_HOME/batches if you did not put it there."
+            )
+        return manifest
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -126,7 +201,9 @@ def known_jobs() -> list[Manifest]:
     found = []
     for path in sorted(root.glob(f"*/{MANIFEST}")):
         try:
-            found.append(Manifest.from_json(orjson.loads(path.read_bytes())))
-        except (orjson.JSONDecodeError, TypeError, KeyError):
+            manifest = Manifest.from_json(orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
             continue
+        if manifest.id == path.parent.name and is_job_id(manifest.id):  # else planted
+            found.append(manifest)
     return sorted(found, key=lambda m: (m.created_at, m.id))  # ids alone tie within a second

@@ -8,11 +8,14 @@ missing, with the reason its part gives (expired, cancelled, failed).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from holynb._wire import UNREADABLE
+from holynb._wire.openai import OpenAIWire
 from holynb.bulk import RESULT_COLUMNS, result_frame
 from holynb.errors import status_error_class
 from holynb.results import ChatResult, Usage
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 # Session.map's columns (holynb.bulk), and the line each row came from.
 BATCH_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS, "custom_id")
 _NOT_RUN = {"batch_expired": "BatchExpired", "batch_cancelled": "BatchCancelled"}
+_WIRE = OpenAIWire()  # an output line's body is a chat completion, read as chat reads it
+_CUSTOM_ID_IN_LINE = re.compile(rb'"custom_id"\s*:\s*"(row-[0-9]{1,10})"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,55 +41,118 @@ class Outcome:
     result: ChatResult | None = None
     error: str | None = None
     charged: bool = False  # the provider ran it (a ledger row is due)
+    unreadable: bool = False  # its line could not be read (what it cost is unknown)
 
 
-def read_lines(data: bytes) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; undecodable lines are skipped."""
-    found = []
-    for raw in data.splitlines():
+def read_outcomes(data: bytes, fallback_model: str, name: str) -> tuple[list[Outcome], int]:
+    """The Outcome of every line of an output or error file (``name`` says which, in
+    errors), and how many lines could not be tied to any request. A line that cannot be read
+    fails only its own request (when its ``custom_id`` can still be found), with an error
+    saying which line was unreadable; it never stops the others."""
+    found: list[Outcome] = []
+    lost = 0
+    for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
+        where = f"line {number} of {name}"
         try:
             item = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            cid = _custom_id_in(raw)
+            if cid is None:
+                lost += 1
+            else:
+                found.append(_unreadable(cid, where, f"broken JSON ({exc})"))
             continue
-        if isinstance(item, dict) and isinstance(item.get("custom_id"), str):
-            found.append(item)
-    return found
+        if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+            lost += 1
+            continue
+        found.append(outcome(item, fallback_model, where))
+    return found, lost
 
 
-def outcome(line: dict[str, Any], fallback_model: str) -> Outcome:
-    """The Outcome of one output or error line."""
+def outcome(line: dict[str, Any], fallback_model: str, where: str = "a line") -> Outcome:
+    """The Outcome of one output or error line; a line not shaped as the Batch API's lines
+    are is that request's error (``APIResponseError: ... unreadable ...``)."""
+    try:
+        return _outcome(line, fallback_model)
+    except UNREADABLE as exc:
+        return _unreadable(line["custom_id"], where, f"{type(exc).__name__}: {exc}")
+
+
+def _unreadable(cid: str, where: str, why: str) -> Outcome:
+    return Outcome(
+        cid,
+        error=f"APIResponseError: {where} is unreadable ({why[:200]}); the provider may have "
+        "charged for it. job.resubmit_failed() asks again.",
+        charged=True,
+        unreadable=True,
+    )
+
+
+def _custom_id_in(raw: bytes) -> str | None:
+    found = _CUSTOM_ID_IN_LINE.search(raw)
+    return found.group(1).decode() if found else None
+
+
+def _outcome(line: dict[str, Any], fallback_model: str) -> Outcome:
     cid = line["custom_id"]
     response = line.get("response") or None
-    if isinstance(response, dict) and response.get("status_code") == 200:
-        body = response.get("body") or {}
-        choice = (body.get("choices") or [{}])[0] or {}
-        message = choice.get("message") or {}
+    if response is not None and not isinstance(response, dict):
+        raise TypeError(f"response is {type(response).__name__}, not an object")
+    if response is not None and response.get("status_code") == 200:
+        body = response.get("body")
+        if not isinstance(body, dict):
+            raise TypeError(f"response.body is {type(body).__name__}, not an object")
+        text, model, reason, usage, answer_id = _WIRE.read_completion(body, {})
+        request_id = response.get("request_id")
         result = ChatResult(
-            text=message.get("content") or "",
-            model=body.get("model") or fallback_model,
-            finish_reason=choice.get("finish_reason"),
-            usage=Usage.from_api(body.get("usage")) or Usage(estimated=True),
+            text=text,
+            model=model or fallback_model,
+            finish_reason=reason,
+            usage=usage or Usage(estimated=True),
             latency_ms=0.0,
-            request_id=response.get("request_id") or body.get("id"),
+            request_id=request_id if isinstance(request_id, str) else answer_id,
         )
         return Outcome(cid, result=result, charged=True)
-    if isinstance(response, dict):
-        status = int(response.get("status_code") or 0)
-        error = (response.get("body") or {}).get("error")
-        message = error.get("message") if isinstance(error, dict) else str(error or "")
+    if response is not None:
+        status = response.get("status_code")
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise TypeError(f"response.status_code is {type(status).__name__}, not a number")
+        body = response.get("body") or {}
+        error = body.get("error") if isinstance(body, dict) else body
+        message = error.get("message") if isinstance(error, dict) else error
         name = status_error_class(status).__name__ if status >= 400 else "APIError"
-        return Outcome(cid, error=f"{name}: HTTP {status}: {message or 'no message'}", charged=True)
+        return Outcome(
+            cid, error=f"{name}: HTTP {status}: {_text(message) or 'no message'}", charged=True
+        )
     error = line.get("error") or {}
-    code = error.get("code") if isinstance(error, dict) else None
-    message = error.get("message") if isinstance(error, dict) else str(error)
+    if not isinstance(error, dict):
+        raise TypeError(f"error is {type(error).__name__}, not an object")
+    code, message = error.get("code"), error.get("message")
+    if code is not None and not isinstance(code, str):
+        raise TypeError(f"error.code is {type(code).__name__}, not a string")
     name = _NOT_RUN.get(code or "", "BatchError")
-    return Outcome(cid, error=f"{name}: {message or code or 'no details'}")
+    return Outcome(cid, error=f"{name}: {_text(message) or code or 'no details'}")
 
 
-def missing(part: Part) -> str:
-    """The error of a row that a final part returned no line for."""
+def _text(value: Any) -> str:
+    """A provider's message as short text (it may be any JSON value)."""
+    if value is None or isinstance(value, str):
+        return (value or "")[:2000]
+    return orjson.dumps(value).decode()[:2000]
+
+
+def missing(part: Part, unreadable: int = 0) -> str:
+    """The error of a row that a final part returned no line for (``unreadable``: lines of
+    its files that could not be tied to any request)."""
+    if not part.created:
+        return "BatchNotCreated: " + ("; ".join(part.errors[:1]) or "the batch was never created")
+    if unreadable:
+        return (
+            f"APIResponseError: no readable line for it; {unreadable} line(s) of the files of "
+            f"batch {part.batch_id} were unreadable. job.resubmit_failed() asks again."
+        )
     reasons = {
         "expired": "BatchExpired: the batch expired before this request ran",
         "cancelled": "BatchCancelled: the batch was cancelled before this request ran",

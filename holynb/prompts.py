@@ -252,9 +252,7 @@ def _fill_values(values: list[Any], template: str | None, name: Any) -> list[Any
                     f"record {i} lacks (its keys: {', '.join(map(repr, record))}). Nothing "
                     "was sent."
                 )
-        return [
-            _filled(template, i, lambda t, v=v: t.format_map(v)) for i, v in enumerate(values)
-        ]
+        return [_filled(template, i, lambda t, v=v: t.format_map(v)) for i, v in enumerate(values)]
     raise ConfigurationError(
         f"template {template!r} names fields that a list or Series cannot fill: use {{}} for "
         "the prompt itself, give records (a list of dicts with those keys), or pass a "

@@ -1156,4 +1156,3 @@ def _import_quietly(modules: list[str]) -> None:
 
 
 _prefetching = False
-

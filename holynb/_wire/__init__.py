@@ -26,6 +26,7 @@ UNREADABLE: tuple[type[Exception], ...] = (
     AttributeError,
     IndexError,
     KeyError,
+    OverflowError,
     TypeError,
     ValueError,
 )

@@ -43,10 +43,13 @@ class OpenAIWire:
         reason = choice.get("finish_reason")
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"finish_reason is {type(reason).__name__}, not a string")
+        model = payload.get("model")
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model is {type(model).__name__}, not a string")
         answer_id = payload.get("id")
         return (
             text,
-            str(payload.get("model") or body.get("model", "")),
+            model or str(body.get("model", "")),
             reason,
             Usage.from_api(payload.get("usage")),
             answer_id if isinstance(answer_id, str) else None,
