@@ -39,6 +39,7 @@ from holynb.batch_files import (
 )
 from holynb.batch_manifest import Manifest, Part, known_jobs, new_job_id
 from holynb.batch_results import Outcome, frame, missing, outcome, read_lines
+from holynb.budget import JOB_OWNER
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -115,6 +116,9 @@ class BatchJob:
         self.session = session
         self._manifest = manifest
         self._schema = schema  # schema= as given (a pydantic model validates as itself)
+        for part in manifest.parts:  # reattached: its unrecorded parts are held again
+            if not part.recorded:
+                session._adopt_batch_hold(part.key(manifest.id), part.worst_usd, part.hold)
 
     # -- creating and finding jobs --------------------------------------------------------------
 
@@ -166,15 +170,16 @@ class BatchJob:
             session._body(p, model, own_system, temperature, max_tokens, dict(params))
             for p, own_system in sent
         ]
-        _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
         problems = line_problems(encoded)
         if problems:
             shown = "; ".join(f"line {n} ({cid}): {what}" for n, cid, what in problems[:5])
             raise ConfigurationError(f"The batch file would be refused: {shown}.")
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
+        job_id = new_job_id()
+        holds = session._hold_batch([[bodies[i] for i in g] for g in groups], JOB_OWNER + job_id)
         manifest = Manifest(
-            id=new_job_id(),
+            id=job_id,
             base_url=session.base_url,
             model=bodies[0]["model"],
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -186,11 +191,11 @@ class BatchJob:
             max_bytes_per_file=max_bytes_per_file,
             schema=kept_schema,
         )
-        manifest.write_requests(encoded)
-        manifest.save()
         job = cls(session, manifest, schema)
         try:
-            await job._send(groups, encoded, round_=0)
+            manifest.write_requests(encoded)
+            manifest.save()
+            await job._send(groups, encoded, round_=0, holds=holds)
         except BatchNotSupportedError:
             if not manifest.parts:  # nothing was created anywhere: leave no trace
                 shutil.rmtree(manifest.folder, ignore_errors=True)
@@ -206,10 +211,37 @@ class BatchJob:
             ) from err
         return job
 
-    async def _send(self, groups: list[list[int]], encoded: list[bytes], round_: int) -> None:
+    async def _send(
+        self,
+        groups: list[list[int]],
+        encoded: list[bytes],
+        round_: int,
+        holds: list[tuple[int | None, float]],
+    ) -> None:
+        """Upload and create one batch per group; the holds of parts not created are
+        released (the budget no longer counts them)."""
+        created = 0
+        try:
+            await self._send_parts(groups, encoded, round_, holds)
+            created = len(groups)
+        finally:
+            if created < len(groups):
+                done = {p.key(self.id) for p in self._manifest.parts}
+                for rows, (hold, _) in zip(groups, holds, strict=True):
+                    key = Part("", "", rows, round=round_).key(self.id)
+                    if key not in done:
+                        self.session._release(hold)
+
+    async def _send_parts(
+        self,
+        groups: list[list[int]],
+        encoded: list[bytes],
+        round_: int,
+        holds: list[tuple[int | None, float]],
+    ) -> None:
         client = self.session._client
         m = self._manifest
-        for n, rows in enumerate(groups, start=1):
+        for n, (rows, (hold, worst)) in enumerate(zip(groups, holds, strict=True), start=1):
             name = f"{m.id}-r{round_}-p{n}.jsonl"
             content = b"".join(encoded[i] for i in rows)
             try:
@@ -239,10 +271,18 @@ class BatchJob:
                         await client.send("DELETE", f"files/{file_id}")
                     raise _not_supported(self.session, err, "POST /batches") from None
                 raise
-            part = Part(batch_id="", input_file_id=file_id, rows=rows, round=round_)
+            part = Part(
+                batch_id="",
+                input_file_id=file_id,
+                rows=rows,
+                round=round_,
+                worst_usd=worst,
+                hold=hold,
+            )
             _update(part, response.json())
             m.parts.append(part)
             m.save()  # a crash after this still knows every part created so far
+            self.session._adopt_batch_hold(part.key(m.id), worst, hold)
 
     @classmethod
     def attach(cls, session: Session, job_id: str) -> BatchJob:
@@ -436,11 +476,9 @@ class BatchJob:
                 if pos not in found:
                     outcomes[pos] = missing(part)
             if not part.recorded:
-                budget = self.session._budget
-                for record in records:
-                    self.session._append(record, None)
-                    if budget is not None:
-                        budget.settle(0, record.cost_usd)  # no hold to release: just count it
+                key = part.key(m.id)
+                hold = self.session._adopt_batch_hold(key, part.worst_usd, part.hold)
+                self.session._record_batch(records, hold)
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs
@@ -522,7 +560,12 @@ class BatchJob:
         groups = split_lines(chosen, m.max_requests_per_file, m.max_bytes_per_file)
         groups = [[todo[i] for i in group] for group in groups]
         round_ = max(p.round for p in m.parts) + 1 if m.parts else 0
-        await self._send(groups, encoded, round_)
+        bodies = [orjson.loads(encoded[i])["body"] for i in todo]
+        at = {pos: i for i, pos in enumerate(todo)}
+        holds = self.session._hold_batch(
+            [[bodies[at[pos]] for pos in group] for group in groups], JOB_OWNER + m.id
+        )
+        await self._send(groups, encoded, round_, holds)
         return self
 
     def resubmit_failed(self) -> BatchJob:
@@ -565,20 +608,6 @@ def _with_images(
             size_bytes=bad[0][1].size_bytes,
         )
     return sent
-
-
-def _check_budget(session: Session, bodies: list[dict[str, Any]]) -> None:
-    """Refuse, before anything is uploaded, a batch whose worst case (prompt estimates plus
-    ``max_tokens`` each, at batch prices) does not fit in what is left of the budget."""
-    budget = session._budget
-    if budget is None:
-        return
-    worst = 0.0
-    for body in bodies:
-        out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-        usage = Usage(session._prompt_tokens(body["messages"]), out, estimated=True)
-        worst += session.prices.cost(body["model"], usage, batch=True) or 0.0
-    budget.settle(budget.reserve(worst), None)  # raises BudgetExceededError when it won't fit
 
 
 def _update(part: Part, batch: dict[str, Any]) -> None:

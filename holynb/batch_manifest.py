@@ -51,7 +51,13 @@ class Part:
     output_file_id: str | None = None
     error_file_id: str | None = None
     recorded: bool = False  # its lines are in the ledger
+    worst_usd: float = 0.0  # its worst case at batch prices, held against the budget
+    hold: int | None = None  # that hold's id (in the ledger log when the budget is shared)
     errors: list[str] = field(default_factory=list)  # why the provider refused its file
+
+    def key(self, job_id: str) -> str:
+        """This part's name within every job, for the budget's holds."""
+        return f"{job_id}:{self.round}:{self.rows[0] if self.rows else ''}"
 
 
 @dataclass

@@ -895,6 +895,51 @@ class Session:
                 "this call was not sent. Try again, or give this session its own log_path.",
             ) from None
 
+    def _hold_batch(
+        self, parts: list[list[dict[str, Any]]], owner: str
+    ) -> list[tuple[int | None, float]]:
+        """Reserve each part's worst case at batch prices, all together or none (the same
+        refusals as a chat: no price, no bound on the answer); ``[(hold, usd)]`` per part,
+        holds None without a budget. ``owner`` (``job:<id>``) keeps the holds in a shared log
+        until the parts' results are recorded."""
+        budget = self._budget
+        if budget is None:
+            return [(None, 0.0)] * len(parts)
+        from holynb.worst_case import UnboundedCall
+
+        try:
+            worst = [sum(self._bounds.usd(b, batch=True) for b in bodies) for bodies in parts]
+        except UnboundedCall as err:
+            raise self._refusal(budget, str(err)) from None
+        tokens = budget.reserve_all(worst, owner=owner)
+        return list(zip(tokens, worst, strict=True))
+
+    def _adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
+        """Hold again a batch part's worst case reserved by an earlier session (see
+        ``Budget.adopt``); None without a budget."""
+        if self._budget is None or usd <= 0:
+            return None
+        return self._budget.adopt(key, usd, hold)
+
+    def _record_batch(self, records: list[CallRecord], hold: int | None) -> None:
+        """Record one batch part's calls at once and settle its hold to their real cost."""
+        self._ledger.extend(records)
+        budget = self._budget
+        shared = budget is not None and budget.shared is self._store and hold is not None
+        released = False
+        if self._store is not None:
+            import sqlite3  # loaded with the store already
+
+            try:
+                self._store.extend(records, release=hold if shared and hold > 0 else None)  # type: ignore[operator]
+                released = shared
+            except sqlite3.Error as err:
+                self._warn_log(err)
+        if budget is None:
+            return
+        cost = sum(max(r.cost_usd or 0.0, 0.0) for r in records)
+        budget.settle(hold, cost, released=released)
+
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         """The offline prompt estimate, its images counted by this session's wire format."""
         from holynb.worst_case import prompt_estimate

@@ -16,13 +16,14 @@ import contextlib
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from holynb._sqlite import SQLiteFile, use_wal
+from holynb.budget import JOB_OWNER
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord
 
@@ -192,6 +193,16 @@ class LedgerStore(SQLiteFile):
         looked and the total still held by calls in flight (holds of processes that died are
         dropped first) are given to ``check``, which raises to refuse; then the hold is
         written. Its id goes to ``append(..., release=)`` or ``release``."""
+        return self.hold_all([usd], check)[0]
+
+    def hold_all(
+        self, amounts: Sequence[float], check: Check, owner: str | None = None
+    ) -> list[int]:
+        """``hold`` for several amounts checked together (a batch job's parts): all are held
+        or none. ``owner`` names who holds them when it is not this process (``job:<id>``:
+        a batch job's holds outlive the kernel that made them, until its results are
+        recorded)."""
+        who = owner or process_owner()
         with self._lock:
             db = self._connect()
             with _transaction(db):
@@ -199,12 +210,16 @@ class LedgerStore(SQLiteFile):
                 _drop_dead_holds(db)
                 held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
                 check(others, float(held))
-                cursor = db.execute(
-                    f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
-                    (process_owner(), float(usd), datetime.now(UTC).isoformat()),
-                )
-                assert cursor.lastrowid is not None
-                return cursor.lastrowid
+                created = datetime.now(UTC).isoformat()
+                ids = []
+                for usd in amounts:
+                    cursor = db.execute(
+                        f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
+                        (who, float(usd), created),
+                    )
+                    assert cursor.lastrowid is not None
+                    ids.append(cursor.lastrowid)
+                return ids
 
     def release(self, hold: int) -> None:
         """End a hold without a record (the call was refused, failed before any answer, or its
@@ -220,8 +235,9 @@ class LedgerStore(SQLiteFile):
                 _drop_dead_holds(db)
                 return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
 
-    def extend(self, records: Iterable[CallRecord]) -> None:
-        """Write several records in one transaction (all or none)."""
+    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
+        """Write several records in one transaction (all or none), ending the hold
+        ``release`` in the same transaction."""
         rows = [_to_row(r) for r in records]
         with self._lock:
             db = self._connect()
@@ -229,6 +245,8 @@ class LedgerStore(SQLiteFile):
             try:
                 first = self._max_id(db) + 1
                 db.executemany(_INSERT, rows)
+                if release is not None:
+                    db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (release,))
                 self._mine.update(range(max(first, self._last_id + 1), self._max_id(db) + 1))
                 db.execute("COMMIT")
             except BaseException:
@@ -307,6 +325,8 @@ def _start_time(pid: int) -> str:
 
 
 def _alive(owner: str) -> bool:
+    if owner.startswith(JOB_OWNER):
+        return True  # a batch job's hold lasts until its results are recorded
     host, _, rest = owner.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():

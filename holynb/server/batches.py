@@ -375,6 +375,13 @@ class BatchRoutes:
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds) if seconds > 0 else await asyncio.sleep(0)
 
+    async def _phase_pause(self) -> None:
+        """Wait ``phase_seconds``, read again while waiting: lowering it ends the wait."""
+        started = time.monotonic()
+        while (left := self.store.settings.phase_seconds - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(min(left, 0.05))
+        await asyncio.sleep(0)
+
     async def _guarded_process(self, batch: Batch, content: bytes) -> None:
         try:
             await self._process(batch, content)
@@ -384,7 +391,7 @@ class BatchRoutes:
 
     async def _process(self, batch: Batch, content: bytes) -> None:
         settings = self.store.settings
-        await self._pause(settings.phase_seconds)
+        await self._phase_pause()
         requests, problems = check_lines(content, batch.endpoint, settings.max_requests)
         if batch.status == "cancelling":
             await self._finish(batch, [], [], requests, "cancelled")
