@@ -30,6 +30,7 @@ from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning
 from holynb.ledger import CallRecord, Ledger
+from holynb.parameters import body_params, check_params
 from holynb.results import ChatResult, CostEstimate, Usage
 
 if TYPE_CHECKING:
@@ -331,7 +332,7 @@ class Session:
             from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
 
             body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
-        body.update(params)
+        body.update(body_params(params))
         return body
 
     def _with_images(
@@ -373,6 +374,7 @@ class Session:
         ``images``: paths, bytes, PIL images, URLs, figures or arrays sent with the prompt,
         shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
         see :mod:`holynb.images`."""
+        check_params(params, "chat")
         prompt, system = self._with_images(prompt, system, images, image_preset)
         if schema is not None:
             from holynb.structured import achat_structured
@@ -435,6 +437,7 @@ class Session:
         ``result.parsed``; ``images`` (paths, bytes, PIL images, URLs, figures, arrays) go with
         the prompt, prepared by ``image_preset``. Other keyword arguments go into the request
         body as they are (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
+        check_params(params, "chat")
         return default_loop().run(
             self.achat(
                 prompt, model=model, system=system, temperature=temperature,
@@ -470,6 +473,7 @@ class Session:
         >>> async for text in stream: print(text, end="")
         >>> stream.result.usage
         """
+        check_params(params, "stream")
         prompt, system = self._with_images(prompt, system, images, image_preset)
         stream = AsyncChatStream()
         args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
@@ -567,6 +571,7 @@ class Session:
         >>> text = "".join(stream)
         >>> stream.result.cost_usd
         """
+        check_params(params, "stream")
         return ChatStream(
             self.astream(
                 prompt, model=model, system=system, temperature=temperature,
@@ -596,6 +601,7 @@ class Session:
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently (async); see ``map``."""
+        check_params(params, "map")
         from holynb.bulk import amap
 
         return await amap(
@@ -640,6 +646,7 @@ class Session:
         sources, or None), or with a DataFrame the name of its column of images; a bad image
         is that item's error. See ``holynb.bulk`` for the columns.
         """
+        check_params(params, "map")
         from holynb.bulk import map_sync
 
         return map_sync(
@@ -669,6 +676,7 @@ class Session:
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently (async); see ``compare``."""
+        check_params(params, "compare")
         from holynb.compare import acompare
 
         return await acompare(
@@ -709,6 +717,7 @@ class Session:
         same images) and the rest work as in ``map``. With one prompt, ``images`` is that
         prompt's images (one source or a list).
         """
+        check_params(params, "compare")
         from holynb.compare import compare_sync
 
         return compare_sync(
@@ -747,6 +756,7 @@ class Session:
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
+        check_params(params, "batch")
         from holynb.batch_jobs import BatchJob
 
         return await BatchJob.acreate(
@@ -795,6 +805,7 @@ class Session:
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
         """
+        check_params(params, "batch")
         return default_loop().run(
             self.abatch(
                 prompts,
