@@ -16,8 +16,9 @@ from aiohttp import web
 from holynb._config import Secret, register_offline_server, unregister_offline_server
 from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
+from holynb.server.catalog import default_models
 from holynb.server.faults import FaultQueue
-from holynb.server.models import Model, ModelRegistry, Respond, default_models
+from holynb.server.models import Model, ModelRegistry, Respond
 from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
@@ -333,7 +334,7 @@ def serve_forever(
     (unless ``api_key`` is given, which it does not echo, or ``auth=False``). ``only_model``
     serves just that model (it answers in prose: ``single_model``); ``batches=False``: no
     Batch API."""
-    from holynb.server.models import single_model
+    from holynb.server.catalog import single_model
 
     server = LocalServer(
         host,
