@@ -12,9 +12,7 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
@@ -26,9 +24,9 @@ from holynb._config import (
     resolve_settings,
 )
 from holynb._loop import default_loop
-from holynb.budget import Budget
+from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
-from holynb.errors import APIError, BudgetExceededError, HolynbWarning
+from holynb.errors import APIError
 from holynb.ledger import CallRecord, Ledger
 from holynb.parameters import body_params, check_params
 from holynb.results import ChatResult, CostEstimate, Usage
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
 
     from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
+    from holynb.budget import Budget
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
     from holynb.images import ImagePreset
@@ -55,10 +54,6 @@ class _Unchanged:
 
 
 UNCHANGED = _Unchanged()
-
-
-class LogWriteWarning(HolynbWarning):
-    """A call could not be written to the ledger log file; it is in ``session.ledger`` only."""
 
 
 class Session:
@@ -125,29 +120,22 @@ class Session:
             tpm=tpm,
         )
         from holynb.prices import PriceTable
-        from holynb.worst_case import WorstCase
 
-        self._bounds = WorstCase(PriceTable.default(self.settings.base_url, prices), self.api)
+        table = PriceTable.default(self.settings.base_url, prices)
+        self._meter = Meter(table, self.api)
         _prefetch(self.prices.needs_genai_prices(self.settings.model))
-        self._ledger = Ledger()
         if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
             from holynb.store import default_log_path
 
             log_path = default_log_path()
-        self._store: LedgerStore | None = None
         if log_path:  # sqlite3 and the store load only for a log
             from holynb.store import LedgerStore
 
-            self._store = LedgerStore(log_path)
-            self._ledger.extend(self._store.load())  # a restarted kernel picks up where it was
-        self._budget: Budget | None = None
+            self._meter.store = LedgerStore(log_path)
+            self._ledger.extend(self._meter.store.load())  # a restarted kernel picks up
         if budget_usd is not None:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
-        self._log_warned = False
-        # The most recently finished call (with concurrent calls, whichever ended last): a
-        # call's own result is what chat() returns and a stream's ``result``.
-        self.last_result: ChatResult | None = None
         self._cache: ResponseCache | None = None
         self.cache = cache
         from holynb.structured import FormatSupport
@@ -174,11 +162,42 @@ class Session:
     @property
     def prices(self) -> PriceTable:
         """The prices this session charges calls at (USD per million tokens); settable."""
-        return self._bounds.prices
+        return self._meter.prices
 
     @prices.setter
     def prices(self, table: PriceTable) -> None:
-        self._bounds.prices = table
+        self._meter.prices = table
+
+    @property
+    def meter(self) -> Meter:
+        """The meter every call of this session goes through (``holynb.calls.meter``)."""
+        return self._meter
+
+    @property
+    def last_result(self) -> ChatResult | None:
+        """The most recently finished call (with concurrent calls, whichever ended last): a
+        call's own result is what chat() returns and a stream's ``result``."""
+        return self._meter.last_result
+
+    @last_result.setter
+    def last_result(self, result: ChatResult | None) -> None:
+        self._meter.last_result = result
+
+    @property
+    def _ledger(self) -> Ledger:
+        return self._meter.ledger
+
+    @property
+    def _store(self) -> LedgerStore | None:
+        return self._meter.store
+
+    @_store.setter
+    def _store(self, store: LedgerStore | None) -> None:
+        self._meter.store = store
+
+    @property
+    def _budget(self) -> Budget | None:
+        return self._meter.budget
 
     @property
     def model(self) -> str:
@@ -228,16 +247,7 @@ class Session:
 
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
-        if limit is None:
-            self._budget = None
-            return
-        # With a log, reservations live in the file: kernels sharing it hold one budget.
-        self._budget = Budget(
-            limit,
-            spent_usd=self.total_cost_usd,
-            shared=self._store,
-            on_others=self._ledger.extend,
-        )
+        self._meter.set_budget(limit)
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -871,128 +881,30 @@ class Session:
             image_tokens=image_tokens,
         )
 
+    # -- the pipeline's steps, kept while features still call them (see holynb.calls) -------
+
     def _reserve(self, body: dict[str, Any]) -> int | None:
-        """Hold the call's worst-case cost against the budget; refuse a call whose worst case
-        is unknown (no price, or no bound on the answer's length). See ``holynb.worst_case``."""
-        budget = self._budget
-        if budget is None:
-            return None
-        from holynb.worst_case import UnboundedCall
-
-        try:
-            worst = self._bounds.usd(body)
-        except UnboundedCall as err:
-            raise self._refusal(budget, str(err)) from None
-        if budget.shared is None:
-            return budget.reserve(worst)
-        import sqlite3  # loaded with the store already
-
-        try:
-            return budget.reserve(worst)
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) and "busy" not in str(err):
-                raise self._refusal(
-                    budget,
-                    f"holynb could not read the budget shared through the ledger log ({err}), "
-                    "so this call was not sent. Try again, or give this session its own "
-                    "log_path.",
-                ) from None
-            self._warn_log(err)  # another process holds the log's write lock for now
-            return budget.reserve(worst, here_only=True)
-        except sqlite3.Error as err:
-            raise self._refusal(
-                budget,
-                f"holynb could not read the budget shared through the ledger log ({err}), so "
-                "this call was not sent. Try again, or give this session its own log_path.",
-            ) from None
+        return self._meter.reserve(body)
 
     def _hold_batch(
         self, parts: list[list[dict[str, Any]]], owner: str
     ) -> list[tuple[int | None, float]]:
-        """Reserve each part's worst case at batch prices, all together or none (the same
-        refusals as a chat: no price, no bound on the answer); ``[(hold, usd)]`` per part,
-        holds None without a budget. ``owner`` (``job:<id>``) keeps the holds in a shared log
-        until the parts' results are recorded."""
-        budget = self._budget
-        if budget is None:
-            return [(None, 0.0)] * len(parts)
-        from holynb.worst_case import UnboundedCall
-
-        try:
-            worst = [sum(self._bounds.usd(b, batch=True) for b in bodies) for bodies in parts]
-        except UnboundedCall as err:
-            raise self._refusal(budget, str(err)) from None
-        tokens = budget.reserve_all(worst, owner=owner)
-        return list(zip(tokens, worst, strict=True))
+        return self._meter.hold_batch(parts, owner)
 
     def _adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
-        """Hold again a batch part's worst case reserved by an earlier session (see
-        ``Budget.adopt``); None without a budget."""
-        if self._budget is None or usd <= 0:
-            return None
-        return self._budget.adopt(key, usd, hold)
+        return self._meter.adopt_batch_hold(key, usd, hold)
 
     def _record_batch(self, records: list[CallRecord], hold: int | None) -> None:
-        """Record one batch part's calls at once and settle its hold to their real cost."""
-        self._ledger.extend(records)
-        budget = self._budget
-        shared = budget is not None and budget.shared is self._store and hold is not None
-        released = False
-        if self._store is not None:
-            import sqlite3  # loaded with the store already
-
-            try:
-                self._store.extend(records, release=hold if shared and hold > 0 else None)  # type: ignore[operator]
-                released = shared
-            except sqlite3.Error as err:
-                self._warn_log(err)
-        if budget is None:
-            return
-        cost = sum(max(r.cost_usd or 0.0, 0.0) for r in records)
-        budget.settle(hold, cost, released=released)
+        self._meter.record_batch(records, hold)
 
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        """The offline prompt estimate, its images counted by this session's wire format."""
-        from holynb.worst_case import prompt_estimate
-
-        return prompt_estimate(messages, self.api)
-
-    @staticmethod
-    def _refusal(budget: Budget, message: str) -> BudgetExceededError:
-        return BudgetExceededError(message, spent_usd=budget.spent_usd, limit_usd=budget.limit_usd)
+        return self._meter.prompt_tokens(messages)
 
     def _release(self, hold: int | None) -> None:
-        if self._budget is not None and hold is not None:
-            self._budget.settle(hold, None)  # a no-op once the call was settled
-
-    def _warn_log(self, err: Exception, action: str = "write") -> None:
-        if self._log_warned:
-            return
-        self._log_warned = True
-        what = "this call is" if action == "write" else "calls are"
-        warnings.warn(
-            f"holynb could not {action} the ledger log ({err}); {what} kept in session.ledger "
-            "only. This warning is shown once.",
-            LogWriteWarning,
-            stacklevel=4,
-        )
+        self._meter.release(hold)
 
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
-        usage = result.usage
-        if usage.estimated:  # the server sent no usage: count offline, and say so
-            from holynb.tokens import estimate_tokens
-
-            completion = usage.completion_tokens or estimate_tokens(result.text)
-            limit = body.get("max_tokens") or body.get("max_completion_tokens")
-            if isinstance(limit, int) and limit > 0:
-                completion = min(completion, limit)  # the server stops there
-            usage = replace(
-                usage,
-                prompt_tokens=usage.prompt_tokens or self._prompt_tokens(body["messages"]),
-                completion_tokens=completion,
-            )
-            result = replace(result, usage=usage)
-        return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
+        return self._meter.price(result, body, batch)
 
     def _cache_hit(
         self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
@@ -1010,33 +922,14 @@ class Session:
         self._cache.note_saved(saved)
         elapsed = (time.perf_counter() - started) * 1000.0
         hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
-        self._append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
-        self.last_result = hit
-        return hit
+        return self._meter.record_hit(hit, kind=kind, tag=tag)
 
     def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
         if self._cache is not None and cache is not False:
             self._cache.save(body, result)
 
     def _append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
-        """Record one call: the ledger, the log (ending its budget hold in the same write when
-        the budget is shared through it) and the budget. ``asked`` is the model the call asked
-        for, to say why a call cost more than its hold."""
-        self._ledger.append(record)
-        budget = self._budget
-        released = False
-        if self._store is not None:
-            import sqlite3  # loaded with the store already
-
-            shared = budget is not None and budget.shared is self._store and hold is not None
-            try:
-                self._store.append(record, release=hold if shared else None)
-                released = shared
-            except sqlite3.Error as err:  # locked by another process, disk full, ...
-                self._warn_log(err)
-        if budget is not None and hold is not None:
-            budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
-                          released=released)  # fmt: skip
+        self._meter.append(record, hold, asked=asked)
 
     def _record(
         self,
@@ -1048,25 +941,7 @@ class Session:
         *,
         batch: bool = False,
     ) -> ChatResult:
-        result = self._with_cost(result, body, batch)
-        self._learn_answering_model(body["model"], result.model)
-        self._append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
-        self.last_result = result
-        return result
-
-    def _learn_answering_model(self, asked: str, answered: str) -> None:
-        """Remember an endpoint answering ``asked`` with a pricier model: from then on its
-        price bounds ``asked``'s calls too (said once, when a budget is set)."""
-        if self._bounds.learn(asked, answered) and self._budget is not None:
-            from holynb.budget import BudgetOvershootWarning
-
-            warnings.warn(
-                f"holynb: {asked!r} was asked, and the endpoint answered with {answered!r}, "
-                f"which costs more; the budget now reserves {asked!r}'s calls at "
-                f"{answered!r}'s price.",
-                BudgetOvershootWarning,
-                stacklevel=5,
-            )
+        return self._meter.record(result, body, kind=kind, tag=tag, hold=hold, batch=batch)
 
     def _record_failure(
         self,
@@ -1079,29 +954,8 @@ class Session:
         *,
         interrupted: bool = False,
     ) -> None:
-        if err is not None:
-            error = f"{type(err).__name__}: {err.message}"
-        else:
-            error = "Interrupted: the call was cancelled before an answer arrived"
-        if partial is not None:
-            result = self._with_cost(partial, body, False)  # what arrived was paid for
-            self.last_result = result
-            if err is not None:
-                err.partial = result
-        else:
-            result = ChatResult(
-                text="",
-                model=body["model"],
-                usage=Usage(),
-                attempts=err.attempts if err is not None else 1,
-                request_id=err.request_id if err is not None else None,
-                interrupted=interrupted,
-                cost_usd=0.0,
-            )
-        self._append(
-            CallRecord.from_result(result, kind=kind, tag=tag, error=error),
-            hold,
-            asked=body["model"],
+        self._meter.record_failure(
+            body, kind=kind, tag=tag, hold=hold, err=err, partial=partial, interrupted=interrupted
         )
 
     @property
@@ -1181,13 +1035,6 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _overshoot_reason(asked: str | None, answered: str) -> str:
-    """Why a call may have cost more than the worst case reserved for it."""
-    if asked is not None and answered and answered != asked:
-        return f"{asked!r} was asked, and the endpoint answered with {answered!r}."
-    return "The endpoint reported more tokens than the call's limits allow."
 
 
 def _prefetch(genai_prices: bool) -> None:
