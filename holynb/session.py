@@ -5,13 +5,11 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import os
 import sys
 import threading
-import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +22,17 @@ from holynb._config import (
     resolve_settings,
 )
 from holynb._loop import default_loop
+from holynb.calls.call import Call
+from holynb.calls.caller import Caller
 from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.errors import APIError
 from holynb.ledger import CallRecord, Ledger
-from holynb.parameters import body_params, check_params
+from holynb.parameters import check_params
+from holynb.prompts import (
+    Prompt as Prompt,  # what a prompt is lives in holynb.prompts
+    build_messages as build_messages,
+)
 from holynb.results import ChatResult, CostEstimate, Usage
 
 if TYPE_CHECKING:
@@ -42,8 +46,6 @@ if TYPE_CHECKING:
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
     from holynb.store import LedgerStore
-
-Prompt = str | Sequence[dict[str, Any]]
 
 
 class _Unchanged:
@@ -138,10 +140,14 @@ class Session:
         self._client_obj: ChatClient | None = None
         self._cache: ResponseCache | None = None
         self.cache = cache
-        from holynb.structured import FormatSupport
-
-        self._format_support = FormatSupport()  # which endpoints take response_format json_schema
         self._max_image_bytes = max_image_bytes
+        self._caller = Caller(
+            self.settings,
+            self._meter,
+            client=lambda: self._client,
+            cache=lambda: self._cache,
+            image_limit=lambda: self.max_image_bytes,
+        )
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -167,6 +173,11 @@ class Session:
     @prices.setter
     def prices(self, table: PriceTable) -> None:
         self._meter.prices = table
+
+    @property
+    def caller(self) -> Caller:
+        """The core every call of this session goes through (``holynb.calls.caller``)."""
+        return self._caller
 
     @property
     def meter(self) -> Meter:
@@ -330,32 +341,12 @@ class Session:
         max_tokens: int | None,
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": model or self.settings.model,
-            "messages": build_messages(prompt, system),
-        }
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
-            from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
-
-            body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
-        body.update(body_params(params))
-        return body
+        return self._caller.body(prompt, model, system, temperature, max_tokens, params)
 
     def _with_images(
         self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None
     ) -> tuple[Prompt, str | None]:
-        """The prompt as messages with ``images`` prepared (bad or oversized ones refused
-        before anything is sent) and added to its last user message; unchanged without."""
-        if images is None:
-            return prompt, system
-        from holynb.images import attach_images, prepare_images
-
-        prepared = prepare_images(images, preset, max_bytes=self.max_image_bytes)
-        return attach_images(build_messages(prompt, system), prepared), None
+        return self._caller.with_images(prompt, system, images, preset)
 
     async def achat(
         self,
@@ -387,37 +378,16 @@ class Session:
         check_params(params, "chat")
         prompt, system = self._with_images(prompt, system, images, image_preset)
         if schema is not None:
-            from holynb.structured import achat_structured
+            from holynb.structured import answer_flow
 
-            if temperature is not None:
-                params["temperature"] = temperature
-            if max_tokens is not None:
-                params["max_tokens"] = max_tokens
-            if cache is not None:
-                params["cache"] = cache
-            return await achat_structured(
-                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
-            )
+            flow = answer_flow(
+                self._caller, prompt, schema, model=model, system=system,
+                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
+                cache=cache, params=params,
+            )  # fmt: skip
+            return await self._caller.run(flow)
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        hit = self._cache_hit(body, cache, kind, tag)
-        if hit is not None:
-            return hit
-        client = self._client
-        hold = self._reserve(body)
-        try:
-            result = await client.complete(body)
-        except APIError as err:
-            self._record_failure(body, kind, tag, hold, err, err.partial)
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
-            raise
-        else:
-            result = self._record(result, body, kind, tag, hold)
-            self._cache_save(body, result, cache)
-            return result
-        finally:
-            self._release(hold)  # whatever happened above, the reservation ends with the call
+        return await self._caller.complete(Call(body=body, kind=kind, tag=tag, cache=cache))
 
     def chat(
         self,
@@ -503,59 +473,23 @@ class Session:
         schema: Any,
         params: dict[str, Any],
     ) -> AsyncGenerator[str, None]:
-        from holynb._client import StreamState
 
         if schema is not None:
             from holynb.structured import astream_structured
 
-            if temperature is not None:
-                params["temperature"] = temperature
-            if max_tokens is not None:
-                params["max_tokens"] = max_tokens
-            if cache is not None:
-                params["cache"] = cache
             async for text in astream_structured(
-                self,
-                prompt,
-                schema,
-                stream,
-                model=model,
-                system=system,
-                tag=tag,
-                kind=kind,
-                **params,
-            ):
+                self._caller, prompt, schema, stream, model=model, system=system,
+                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
+                cache=cache, params=params,
+            ):  # fmt: skip
                 yield text
             return
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        hit = self._cache_hit(body, cache, kind, tag)
-        if hit is not None:
-            from holynb.cache import replay_pieces
-
-            stream.result = hit
-            for piece in replay_pieces(hit.text):
-                yield piece
-                await asyncio.sleep(0)
-            return
-        client = self._client
-        hold = self._reserve(body)
-        progress = StreamState(model=body["model"], on_retry=stream._retrying)
-        try:
-            async for text in client.stream(body, progress):
+        call = Call(body=body, kind=kind, tag=tag, cache=cache)
+        async with contextlib.aclosing(self._caller.stream(call, stream)) as texts:
+            async for text in texts:  # leaving early closes the request at once
                 yield text
-        except APIError as err:
-            self._record_failure(body, kind, tag, hold, err, err.partial)
-            stream.result = err.partial
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            stream.result = self._record(progress.result(interrupted=True), body, kind, tag, hold)
-            raise
-        else:
-            stream.result = self._record(progress.result(), body, kind, tag, hold)
-            self._cache_save(body, stream.result, cache)
-        finally:
-            self._release(hold)
 
     def stream(
         self,
@@ -906,28 +840,6 @@ class Session:
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
         return self._meter.price(result, body, batch)
 
-    def _cache_hit(
-        self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
-    ) -> ChatResult | None:
-        """The cached answer to ``body``, recorded in the ledger as a free hit; or None."""
-        if self._cache is None or cache is False or cache == "refresh":
-            return None
-        started = time.perf_counter()
-        stored = self._cache.lookup(body)
-        if stored is None:
-            return None
-        from holynb.cache import as_hit
-
-        saved = self.prices.cost(stored.model, stored.usage)
-        self._cache.note_saved(saved)
-        elapsed = (time.perf_counter() - started) * 1000.0
-        hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
-        return self._meter.record_hit(hit, kind=kind, tag=tag)
-
-    def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
-        if self._cache is not None and cache is not False:
-            self._cache.save(body, result)
-
     def _append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
         self._meter.append(record, hold, asked=asked)
 
@@ -1057,27 +969,3 @@ def _import_quietly(modules: list[str]) -> None:
 
 
 _prefetching = False
-
-
-def build_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages from a prompt string or a list of ``{"role", "content"}`` dicts."""
-    if isinstance(prompt, str):
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, Sequence) and all(isinstance(m, dict) for m in prompt):
-        messages = [dict(m) for m in prompt if isinstance(m, dict)]
-        for i, m in enumerate(messages):
-            if "role" not in m or "content" not in m:
-                raise ValueError(
-                    f"Message {i} needs 'role' and 'content' keys, got {sorted(m)}: e.g. "
-                    '{"role": "user", "content": "Hi"}.'
-                )
-    else:
-        raise TypeError(
-            "prompt must be a string or a list of messages like "
-            f'[{{"role": "user", "content": "Hi"}}], got {type(prompt).__name__}.'
-        )
-    if not messages:
-        raise ValueError("The prompt has no messages: give at least one user message.")
-    if system and messages[0].get("role") != "system":
-        messages.insert(0, {"role": "system", "content": system})
-    return messages

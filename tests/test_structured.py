@@ -188,7 +188,7 @@ def test_another_bad_request_is_raised_not_remembered(
     local.faults.push(faults.status(400, message="temperature is out of range"))
     with pytest.raises(holynb.BadRequestError):
         session.chat("x", schema=Sentiment)
-    assert session._format_support.known == {}
+    assert session.caller.probe.known == {}
 
 
 def test_schema_and_response_format_together_are_refused(session: holynb.Session) -> None:
