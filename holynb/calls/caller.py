@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from holynb.calls.call import Call, CallCache
@@ -214,7 +214,7 @@ class Caller:
         finally:
             meter.release(hold)  # whatever happened above, the reservation ends with the call
 
-    async def stream(self, call: Call, sink: AsyncChatStream) -> AsyncIterator[str]:
+    async def stream(self, call: Call, sink: AsyncChatStream) -> AsyncGenerator[str, None]:
         """Send ``call`` streamed: its text as it arrives; what arrived is recorded when the
         stream ends, stops early or fails, and kept in ``sink.result``. A cached answer is
         replayed in pieces."""
