@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from holynb.cache import as_hit, is_complete
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
-from holynb.keystore import KeyStore, request_key
+from holynb.keystore import CallerIdentity, KeyStore, request_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -344,10 +344,10 @@ class MapRun:
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
         if self.checkpoint is not None:
-            base_url = self.session.base_url
+            identity = CallerIdentity.of(self.session.settings)
             for i, body in enumerate(bodies):
                 if body is not None:
-                    keys[i] = request_key(body, base_url)
+                    keys[i] = request_key(body, identity)
             present = self.checkpoint.present(k for k in keys if k is not None)
             for i, key in enumerate(keys):
                 if key is not None and key in present:

@@ -3,8 +3,9 @@
 ``Session(cache="cache.sqlite")`` (or ``cache=True`` for ``$HOLYNB_HOME/cache.sqlite``, or the
 ``HOLYNB_CACHE`` environment variable) keeps every complete, successful answer in a ``KeyStore``
 keyed by its exact request; asking the same thing again (same endpoint, model, messages and
-parameters) is answered from the file: nothing is sent, nothing is billed. That is what makes a
-tutorial re-run free and identical for everyone.
+parameters, and the same asker: the wire format and the API key, see ``CallerIdentity``) is
+answered from the file: nothing is sent, nothing is billed. That is what makes a tutorial re-run
+free and identical for everyone (holynb's offline server has one identity whatever its port).
 
 Per call, ``cache=False`` neither reads nor writes the cache and ``cache="refresh"`` asks again
 and replaces the stored answer (``%%llm --no-cache`` and ``--refresh`` in a notebook).
@@ -20,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from holynb._config import holynb_home
+from holynb._config import Settings, holynb_home
 from holynb.errors import ConfigurationError
-from holynb.keystore import KeyStore, request_key
+from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.results import ChatResult
 
 __all__ = ["CACHE_ENV", "CallCache", "ResponseCache", "cache_report", "open_cache"]
@@ -45,9 +46,10 @@ class ResponseCache:
     >>> s.cache.clear()   # forget every stored answer
     """
 
-    def __init__(self, path: str | os.PathLike[str], base_url: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], settings: Settings) -> None:
         self.store = KeyStore(path)
-        self.base_url = base_url
+        self.base_url = settings.base_url
+        self.identity = CallerIdentity.of(settings)  # whose answers: the key covers it
         self.hits = 0
         self.misses = 0
         self.saved_usd = 0.0
@@ -59,8 +61,8 @@ class ResponseCache:
         return self.store.path
 
     def key(self, body: Mapping[str, Any]) -> str:
-        """The key of a request body on this session's endpoint."""
-        return request_key(body, self.base_url)
+        """The key of a request body asked by this cache's session (its ``identity``)."""
+        return request_key(body, self.identity)
 
     def lookup(self, body: Mapping[str, Any]) -> ChatResult | None:
         """The stored answer to ``body`` (counted as a hit), or None (counted as a miss)."""
@@ -145,7 +147,7 @@ def replay_pieces(text: str, size: int = _PIECE_CHARS) -> Iterator[str]:
 
 
 def open_cache(
-    cache: bool | str | os.PathLike[str] | ResponseCache | None, base_url: str
+    cache: bool | str | os.PathLike[str] | ResponseCache | None, settings: Settings
 ) -> ResponseCache | None:
     """The cache a Session asked for: ``True`` (the default file under ``HOLYNB_HOME``), a path,
     ``False`` (none), or None (the ``HOLYNB_CACHE`` environment variable: ``1``/``true`` for the
@@ -160,9 +162,9 @@ def open_cache(
     if cache is False:
         return None
     if cache is True:
-        return ResponseCache(holynb_home() / DEFAULT_FILE, base_url)
+        return ResponseCache(holynb_home() / DEFAULT_FILE, settings)
     if isinstance(cache, (str, os.PathLike)) and str(cache).strip():
-        return ResponseCache(cache, base_url)
+        return ResponseCache(cache, settings)
     raise ConfigurationError(
         f"cache must be True, False, or a file path such as 'cache.sqlite', got {cache!r}."
     )

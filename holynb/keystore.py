@@ -1,10 +1,12 @@
 """The keyed store of finished answers: one SQLite file behind both the checkpoint and the cache.
 
 Each answer is stored under the key of its exact request (``request_key``): a sha256 of a
-canonical JSON of the endpoint's base URL and the request body (model, messages and every
-parameter that changes the answer). Editing one prompt changes that prompt's key only, so a
-re-run sends exactly the requests that are not stored yet (not curator's whole-run fingerprint,
-where one edited row re-requests every row).
+canonical JSON of who asked (``CallerIdentity``: the endpoint, the wire format and a one-way
+fingerprint of the API key) and the request body (model, messages and every parameter that
+changes the answer). Another key, or the same body sent in Anthropic's format instead of
+OpenAI's, is another request: tenants sharing a file never see each other's answers. Editing
+one prompt changes that prompt's key only, so a re-run sends exactly the requests that are not
+stored yet (not curator's whole-run fingerprint, where one edited row re-requests every row).
 
 The file is SQLite in WAL mode with ``synchronous=NORMAL``: a ``put`` is committed when it
 returns, a ``kill -9`` at any moment loses only the puts that had not returned, and the file is
@@ -20,18 +22,19 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
 import orjson
 
+from holynb._config import Settings, credential_identity, endpoint_identity
 from holynb._sqlite import SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.results import ChatResult, Usage
 
-__all__ = ["KeyStore", "request_key"]
+__all__ = ["CallerIdentity", "KeyStore", "request_key"]
 
 # Body fields that change how an answer is delivered or billed to whom, never what it says.
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
@@ -41,18 +44,42 @@ _SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per SELECT ... IN (...)
 
 
-def request_key(body: Mapping[str, Any], base_url: str) -> str:
-    """The key of one request: sha256 (hex) of a canonical JSON of the endpoint and the body.
+@dataclass(frozen=True, slots=True)
+class CallerIdentity:
+    """Who asks, as stored answers know it: ``endpoint`` (``endpoint_identity``: the base URL,
+    or ``"holynb-offline"`` for holynb's own offline server whatever its port), ``api`` (the
+    wire format, ``"openai"`` or ``"anthropic"``) and ``credential`` (``credential_identity``:
+    a one-way fingerprint of the API key, never the key; fixed for the offline server).
+
+    >>> CallerIdentity.of(session.settings)
+    CallerIdentity(endpoint='https://api.holysheep.ai/v1', api='openai', credential='5f0c...')
+    """
+
+    endpoint: str
+    api: str = "openai"
+    credential: str = ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> CallerIdentity:
+        """The identity of a session's settings (the key's fingerprint is computed once)."""
+        return cls(endpoint_identity(settings), settings.api, credential_identity(settings))
+
+
+def request_key(body: Mapping[str, Any], identity: CallerIdentity) -> str:
+    """The key of one request: sha256 (hex) of a canonical JSON of who asks and the body.
 
     Keys are sorted at every level, so ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` give one key;
     ``stream``, ``stream_options``, ``user``, ``metadata`` and ``store`` are left out (a streamed
-    and a whole answer to the same request share one key).
+    and a whole answer to the same request share one key). The one key function of every
+    store of answers (this SQLite one and any other).
 
     >>> request_key({"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}]},
-    ...             "https://api.holysheep.ai/v1")
+    ...             CallerIdentity.of(session.settings))
     """
     payload = {
-        "base_url": base_url.rstrip("/"),
+        "endpoint": identity.endpoint.rstrip("/"),
+        "api": identity.api,
+        "credential": identity.credential,
         "body": {k: v for k, v in body.items() if k not in IGNORED_PARAMS},
     }
     data = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_jsonable)
@@ -89,7 +116,7 @@ class KeyStore(SQLiteFile):
     """A SQLite file of finished answers keyed by their exact request; safe across processes.
 
     >>> store = KeyStore("run.sqlite")
-    >>> key = request_key(body, session.base_url)
+    >>> key = request_key(body, CallerIdentity.of(session.settings))
     >>> store.put(key, result)          # committed when it returns
     >>> store.get(key)                  # the ChatResult, or None
     >>> store.get_many([k1, k2])        # {key: ChatResult} for the keys that are stored
