@@ -35,6 +35,7 @@ _ON = {"1", "true", "yes", "on"}
 _OFF = {"", "0", "false", "no", "off"}
 _PIECE = re.compile(r"\S+\s*|\s+")
 _PIECE_CHARS = 24
+_NOT_AN_ANSWER = frozenset({"error", "content_filter"})  # finish reasons never stored
 
 
 class ResponseCache:
@@ -110,12 +111,16 @@ class ResponseCache:
 
 
 def is_complete(result: ChatResult) -> bool:
-    """Whether ``result`` is a whole, successful answer worth storing (not interrupted, not
-    from the cache already, and ended by the server with a finish reason)."""
+    """Whether ``result`` is a clean, whole, successful answer worth storing (cache and
+    checkpoint): ended by the server with a finish reason, not interrupted, nothing repaired
+    in it (``warning``: e.g. a stream whose bytes were not UTF-8, its text mangled to U+FFFD),
+    not stopped by a content filter, and not empty. Anything else is asked again next time."""
     return (
         not result.interrupted
         and result.finish_reason is not None
-        and result.finish_reason != "error"
+        and result.finish_reason not in _NOT_AN_ANSWER
+        and result.warning is None
+        and result.text != ""
     )
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import orjson
 import pytest
 
 import holynb
@@ -288,3 +289,69 @@ def test_two_processes_with_local_sessions_share_the_cache(tmp_path):
         for _ in range(2)
     ]  # fmt: skip
     assert [r.stdout.strip() for r in runs] == ["False", "True"], [r.stderr for r in runs]
+
+
+# -- only clean, complete answers are stored ----------------------------------------------------
+
+
+def _completion(content: str, finish_reason: str) -> str:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-filtered", "object": "chat.completion", "created": 0,
+            "model": "local/echo",
+            "choices": [{"index": 0, "finish_reason": finish_reason,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5},
+        }
+    ).decode()  # fmt: skip
+
+
+def test_a_stream_mangled_to_replacement_characters_is_not_stored(local, cached):
+    local.faults.push(faults.invalid_utf8(after_chunks=1))
+    with pytest.warns(holynb.StreamWarning):
+        mangled = "".join(cached.stream("Tell me about cafés", max_tokens=30))
+    assert "\ufffd" in mangled and cached.last_result.warning
+    assert len(cached.cache) == 0
+    again = cached.chat("Tell me about cafés", max_tokens=30)
+    assert not again.cache_hit and "\ufffd" not in again.text
+
+
+def test_an_empty_content_filter_answer_is_not_stored(local, cached):
+    local.faults.push(faults.raw_body(_completion("", "content_filter")))
+    filtered = cached.chat("Say something risky", max_tokens=20)
+    assert filtered.text == "" and filtered.finish_reason == "content_filter"
+    assert len(cached.cache) == 0
+    assert not cached.chat("Say something risky", max_tokens=20).cache_hit
+
+
+def test_a_content_filter_answer_with_some_text_is_not_stored(local, cached):
+    local.faults.push(faults.raw_body(_completion("I can tell you that", "content_filter")))
+    assert cached.chat("Say something risky", max_tokens=20).finish_reason == "content_filter"
+    assert len(cached.cache) == 0
+
+
+def test_an_empty_answer_is_not_stored_even_when_it_says_stop(local, cached):
+    local.faults.push(faults.raw_body(_completion("", "stop")))
+    assert cached.chat("Say nothing", max_tokens=20).text == ""
+    assert len(cached.cache) == 0
+
+
+def test_an_empty_content_filter_stream_is_not_stored(local, cached):
+    chunk = {
+        "id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 0,
+        "model": "local/echo",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                     "finish_reason": "content_filter"}],
+    }  # fmt: skip
+    local.faults.push(faults.raw_body(f"data: {orjson.dumps(chunk).decode()}\n\ndata: [DONE]\n\n"))
+    assert "".join(cached.stream("Say something risky", max_tokens=20)) == ""
+    assert len(cached.cache) == 0
+
+
+def test_a_mangled_map_answer_is_not_checkpointed(local, tmp_path):
+    ckpt = tmp_path / "run.sqlite"
+    local.faults.push(faults.raw_body(_completion("", "content_filter")))
+    with session_for(local) as s:
+        s.map(["risky"], checkpoint=ckpt, progress=False, max_tokens=5, concurrency=1)
+        df = s.map(["risky"], checkpoint=ckpt, progress=False, max_tokens=5)
+    assert not df["cache_hit"].any() and df["text"].iloc[0] != ""
