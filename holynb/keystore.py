@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from holynb._config import Settings, credential_identity, endpoint_identity
-from holynb._sqlite import SQLiteFile, use_wal
+from holynb._sqlite import Migration, SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.results import ChatResult, Usage
 
@@ -40,7 +40,6 @@ __all__ = ["CallerIdentity", "KeyStore", "request_key"]
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 _RESULT_FIELDS = frozenset(f.name for f in fields(ChatResult))
 _NOT_STORED = frozenset({"cache_hit", "saved_usd", "interrupted", "parsed"})  # parsed: from text
-_SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per SELECT ... IN (...)
 
 
@@ -112,6 +111,20 @@ def result_from_json(data: bytes | str) -> ChatResult:
     return ChatResult(**values, usage=Usage(**{k: v for k, v in usage.items() if k in known_usage}))
 
 
+def _m001_answers(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS answers (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            created TEXT NOT NULL,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m001_answers,)  # append new ones, never edit old ones
+
+
 class KeyStore(SQLiteFile):
     """A SQLite file of finished answers keyed by their exact request; safe across processes.
 
@@ -122,6 +135,9 @@ class KeyStore(SQLiteFile):
     >>> store.get_many([k1, k2])        # {key: ChatResult} for the keys that are stored
     >>> store.stats(), store.clear()
     """
+
+    MIGRATIONS = MIGRATIONS
+    WHAT = "answer store"
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         super().__init__(path, timeout=timeout)
@@ -140,28 +156,23 @@ class KeyStore(SQLiteFile):
     def put(self, key: str, result: ChatResult) -> None:
         """Store ``result`` under ``key`` (replacing what was there); committed on return."""
         row = (key, result.model, datetime.now(UTC).isoformat(), result_to_json(result))
-        with self._lock:
-            self._connect().execute(
+        with self._using() as db:
+            db.execute(
                 "INSERT OR REPLACE INTO answers (key, model, created, value) VALUES (?, ?, ?, ?)",
                 row,
             )
 
     def get(self, key: str) -> ChatResult | None:
         """The answer stored under ``key``, or None."""
-        with self._lock:
-            row = (
-                self._connect()
-                .execute("SELECT value FROM answers WHERE key = ?", (key,))
-                .fetchone()
-            )
+        with self._using() as db:
+            row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         return None if row is None else result_from_json(row[0])
 
     def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
         """``{key: answer}`` for those of ``keys`` that are stored (one query per 500 keys)."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, ChatResult] = {}
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
@@ -176,8 +187,7 @@ class KeyStore(SQLiteFile):
         """Those of ``keys`` that are stored (keys only: cheaper than ``get_many``)."""
         wanted = list(dict.fromkeys(keys))
         found: set[str] = set()
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
@@ -187,28 +197,26 @@ class KeyStore(SQLiteFile):
 
     def delete(self, key: str) -> bool:
         """Forget the answer under ``key``; whether there was one."""
-        with self._lock:
-            cur = self._connect().execute("DELETE FROM answers WHERE key = ?", (key,))
+        with self._using() as db:
+            cur = db.execute("DELETE FROM answers WHERE key = ?", (key,))
         return cur.rowcount > 0
 
     def __contains__(self, key: object) -> bool:
-        with self._lock:
-            row = self._connect().execute("SELECT 1 FROM answers WHERE key = ?", (key,)).fetchone()
+        with self._using() as db:
+            row = db.execute("SELECT 1 FROM answers WHERE key = ?", (key,)).fetchone()
         return row is not None
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._connect().execute("SELECT count(*) FROM answers").fetchone()[0]
+        with self._using() as db:
+            return db.execute("SELECT count(*) FROM answers").fetchone()[0]
 
     def stats(self) -> dict[str, Any]:
         """What the file holds: ``path``, ``entries``, ``bytes`` (file plus WAL), ``models``
         (entries per model)."""
-        with self._lock:
-            rows = (
-                self._connect()
-                .execute("SELECT model, count(*) FROM answers GROUP BY model ORDER BY model")
-                .fetchall()
-            )
+        with self._using() as db:
+            rows = db.execute(
+                "SELECT model, count(*) FROM answers GROUP BY model ORDER BY model"
+            ).fetchall()
         size = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
@@ -222,8 +230,8 @@ class KeyStore(SQLiteFile):
 
     def clear(self) -> int:
         """Forget every stored answer; how many there were."""
-        with self._lock:
-            cur = self._connect().execute("DELETE FROM answers")
+        with self._using() as db:
+            cur = db.execute("DELETE FROM answers")
         return cur.rowcount
 
 
@@ -231,24 +239,17 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
+        if version > len(MIGRATIONS):
             raise ConfigurationError(
                 f"This answer store has schema version {version}, newer than this holynb knows "
-                f"({_SCHEMA_VERSION}): upgrade holynb, or use another file."
+                f"({len(MIGRATIONS)}): upgrade holynb, or use another file."
             )
         if version < 1:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if tables and "answers" not in tables:
                 raise sqlite3.DatabaseError("the file holds other tables (is it a ledger log?)")
-            db.execute(
-                """CREATE TABLE IF NOT EXISTS answers (
-                    key TEXT PRIMARY KEY,
-                    model TEXT NOT NULL,
-                    created TEXT NOT NULL,
-                    value TEXT NOT NULL
-                ) WITHOUT ROWID"""
-            )
-            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            _m001_answers(db)
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -16,13 +16,13 @@ import contextlib
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from holynb._sqlite import SQLiteFile, use_wal
+from holynb._sqlite import Migration, SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord
 
@@ -92,7 +92,7 @@ def _m003_holds(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     _m001_calls,
     _m002_cache_columns,
     _m003_holds,
@@ -145,6 +145,9 @@ class LedgerStore(SQLiteFile):
     >>> store.close()
     """
 
+    MIGRATIONS = MIGRATIONS
+    WHAT = "ledger log"
+
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         super().__init__(path, timeout=timeout)
         self._last_id = 0  # the highest row id this store has read or written
@@ -173,8 +176,7 @@ class LedgerStore(SQLiteFile):
         ``release`` ends that budget hold in the same transaction (see ``hold``), so other
         processes never see the call counted twice or not at all."""
         row = _to_row(record)
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             if release is None:
                 rowid = db.execute(_INSERT, row).lastrowid
             else:
@@ -192,8 +194,7 @@ class LedgerStore(SQLiteFile):
         looked and the total still held by calls in flight (holds of processes that died are
         dropped first) are given to ``check``, which raises to refuse; then the hold is
         written. Its id goes to ``append(..., release=)`` or ``release``."""
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             with _transaction(db):
                 others = self._read_others(db)
                 _drop_dead_holds(db)
@@ -209,13 +210,12 @@ class LedgerStore(SQLiteFile):
     def release(self, hold: int) -> None:
         """End a hold without a record (the call was refused, failed before any answer, or its
         record could not be written); a no-op when it has ended already."""
-        with self._lock:
-            self._connect().execute(f"DELETE FROM {HOLDS} WHERE id = ?", (hold,))
+        with self._using() as db:
+            db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (hold,))
 
     def held_usd(self) -> float:
         """What calls in flight hold in this file, every process's (dead ones' dropped)."""
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             with _transaction(db):
                 _drop_dead_holds(db)
                 return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
@@ -223,8 +223,7 @@ class LedgerStore(SQLiteFile):
     def extend(self, records: Iterable[CallRecord]) -> None:
         """Write several records in one transaction (all or none)."""
         rows = [_to_row(r) for r in records]
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 first = self._max_id(db) + 1
@@ -238,8 +237,8 @@ class LedgerStore(SQLiteFile):
 
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""
-        with self._lock:
-            cursor = self._connect().execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
+        with self._using() as db:
+            cursor = db.execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
             rows = cursor.fetchall()
             if rows:
                 self._last_id = max(self._last_id, rows[-1][0])
@@ -249,8 +248,8 @@ class LedgerStore(SQLiteFile):
     def load_others(self) -> list[CallRecord]:
         """The records other connections (other processes, kernels) appended since this store
         last read or wrote, oldest first: what a budget on a shared log must also count."""
-        with self._lock:
-            return self._read_others(self._connect())
+        with self._using() as db:
+            return self._read_others(db)
 
     def _read_others(self, db: sqlite3.Connection) -> list[CallRecord]:
         rows = db.execute(
@@ -268,8 +267,8 @@ class LedgerStore(SQLiteFile):
         return db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._connect().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+        with self._using() as db:
+            return db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
 
 
 @contextlib.contextmanager
