@@ -19,7 +19,9 @@ disk: WAL does not work over network shares.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import warnings
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -31,7 +33,7 @@ import orjson
 
 from holynb._config import Settings, credential_identity, endpoint_identity
 from holynb._sqlite import Migration, SQLiteFile, use_wal
-from holynb.errors import ConfigurationError
+from holynb.errors import ConfigurationError, StoreWarning
 from holynb.results import ChatResult, Usage
 
 __all__ = ["CallerIdentity", "KeyStore", "request_key"]
@@ -101,14 +103,76 @@ def result_to_json(result: ChatResult) -> str:
     return orjson.dumps(data, default=_jsonable).decode()
 
 
+class UnreadableAnswer(ValueError):
+    """A stored answer that is not what ``result_to_json`` writes (the message says why)."""
+
+
 def result_from_json(data: bytes | str) -> ChatResult:
     """The ChatResult stored by ``result_to_json`` (fields this holynb does not know are
-    ignored, so a file written by a newer holynb still reads)."""
-    values = orjson.loads(data)
-    usage = values.pop("usage", None) or {}
-    known_usage = {f.name for f in fields(Usage)}
-    values = {k: v for k, v in values.items() if k in _RESULT_FIELDS and k not in _NOT_STORED}
-    return ChatResult(**values, usage=Usage(**{k: v for k, v in usage.items() if k in known_usage}))
+    ignored, so a file written by a newer holynb still reads). Everything is checked before it
+    is believed (a shared file may hold anything): raises ``UnreadableAnswer`` saying why."""
+    try:
+        values = orjson.loads(data)
+    except (orjson.JSONDecodeError, TypeError) as err:
+        raise UnreadableAnswer(f"not JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise UnreadableAnswer(f"a JSON {type(values).__name__}, not an object")
+    usage = values.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise UnreadableAnswer("usage is not an object")
+    stored = {k: v for k, v in values.items() if k in _RESULT_FIELDS and k not in _NOT_STORED}
+    stored.pop("usage", None)
+    for name in ("text", "model"):
+        if name not in stored:
+            raise UnreadableAnswer(f"no {name}")
+    _check_fields(stored, _RESULT_KINDS)
+    counts = {k: v for k, v in usage.items() if k in _USAGE_KINDS}
+    _check_fields(counts, _USAGE_KINDS, prefix="usage.")
+    try:
+        return ChatResult(**stored, usage=Usage(**counts))
+    except (TypeError, ValueError) as err:  # e.g. a negative token count
+        raise UnreadableAnswer(str(err)) from None
+
+
+# What each stored field may be: "str", "str?" (or null), "int" (not below 0), "num" (finite,
+# not below 0), "num?", "bool".
+_RESULT_KINDS = {
+    "text": "str", "model": "str", "finish_reason": "str?", "latency_ms": "num",
+    "ttft_ms": "num?", "attempts": "int", "request_id": "str?", "cost_usd": "num?",
+    "warning": "str?",
+}  # fmt: skip
+_USAGE_KINDS = {
+    "prompt_tokens": "int", "completion_tokens": "int", "cached_tokens": "int",
+    "reasoning_tokens": "int", "estimated": "bool", "cache_write_tokens": "int",
+}  # fmt: skip
+
+
+def _check_fields(values: Mapping[str, Any], kinds: Mapping[str, str], prefix: str = "") -> None:
+    for name, value in values.items():
+        kind = kinds.get(name, "")
+        if kind.endswith("?"):
+            if value is None:
+                continue
+            kind = kind[:-1]
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif kind == "num":
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            )
+        else:
+            ok = True  # a field this table does not list: ChatResult takes it as it is
+        if not ok:
+            raise UnreadableAnswer(f"{prefix}{name} is {value!r}, not a valid {kind}")
 
 
 def _m001_answers(db: sqlite3.Connection) -> None:
@@ -141,6 +205,7 @@ class KeyStore(SQLiteFile):
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         super().__init__(path, timeout=timeout)
+        self._warned = False  # an unreadable answer was reported
         self._connect()
 
     def _open(self, db: sqlite3.Connection) -> None:
@@ -166,7 +231,7 @@ class KeyStore(SQLiteFile):
         """The answer stored under ``key``, or None."""
         with self._using() as db:
             row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        return None if row is None else result_from_json(row[0])
+        return None if row is None else self._read(row[0])
 
     def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
         """``{key: answer}`` for those of ``keys`` that are stored (one query per 500 keys)."""
@@ -180,8 +245,27 @@ class KeyStore(SQLiteFile):
                     f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk
                 ).fetchall()
                 for key, value in rows:
-                    found[key] = result_from_json(value)
+                    result = self._read(value)
+                    if result is not None:
+                        found[key] = result
         return found
+
+    def _read(self, value: Any) -> ChatResult | None:
+        """The answer in a stored ``value``, or None (warned once per store) when it cannot be
+        read: treated as not stored, so it is asked again and replaced."""
+        try:
+            return result_from_json(value)
+        except UnreadableAnswer as err:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    StoreWarning(
+                        f"holynb: an answer stored in {str(self.path)!r} cannot be read ({err}); "
+                        "it is asked again and replaced (said once per file: others may follow)."
+                    ),
+                    stacklevel=3,
+                )
+            return None
 
     def present(self, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` that are stored (keys only: cheaper than ``get_many``)."""
