@@ -435,7 +435,7 @@ class MapRun:
             return
         self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
-            self.checkpoint.put(key, result)
+            self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         self._tick()

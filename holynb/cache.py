@@ -82,11 +82,11 @@ class ResponseCache:
                 self.saved_usd += saved_usd
 
     def save(self, body: Mapping[str, Any], result: ChatResult) -> bool:
-        """Store ``result`` as the answer to ``body`` if it is complete; whether it was."""
+        """Store ``result`` as the answer to ``body`` if it is complete; whether it was (a file
+        that cannot take it is warned about once: the caller keeps its answer)."""
         if not is_complete(result):
             return False
-        self.store.put(self.key(body), result)
-        return True
+        return self.store.keep(self.key(body), result)
 
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes`` and ``models`` of the file, and this session's ``hits``,

@@ -33,7 +33,7 @@ import orjson
 
 from holynb._config import Settings, credential_identity, endpoint_identity
 from holynb._sqlite import Migration, SQLiteFile, use_wal
-from holynb.errors import ConfigurationError, StoreWarning
+from holynb.errors import ConfigurationError, StoreError, StoreWarning
 from holynb.results import ChatResult, Usage
 
 __all__ = ["CallerIdentity", "KeyStore", "request_key"]
@@ -227,6 +227,20 @@ class KeyStore(SQLiteFile):
                 row,
             )
 
+    def keep(self, key: str, result: ChatResult) -> bool:
+        """``put``, for an answer already received and paid for: when the file cannot take
+        it (damaged, locked, disk full) that is warned about once and the caller keeps its
+        answer; whether it was stored."""
+        try:
+            self.put(key, result)
+        except (StoreError, sqlite3.Error) as err:
+            self._warn_once(
+                f"holynb could not store an answer in {str(self.path)!r} ({err}); the answer is "
+                "returned all the same, and asked again next time (said once per file)."
+            )
+            return False
+        return True
+
     def get(self, key: str) -> ChatResult | None:
         """The answer stored under ``key``, or None."""
         with self._using() as db:
@@ -256,16 +270,23 @@ class KeyStore(SQLiteFile):
         try:
             return result_from_json(value)
         except UnreadableAnswer as err:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    StoreWarning(
-                        f"holynb: an answer stored in {str(self.path)!r} cannot be read ({err}); "
-                        "it is asked again and replaced (said once per file: others may follow)."
-                    ),
-                    stacklevel=3,
-                )
+            self._warn_once(
+                f"holynb: an answer stored in {str(self.path)!r} cannot be read ({err}); it is "
+                "asked again and replaced (said once per file: others may follow)."
+            )
             return None
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(StoreWarning(message), stacklevel=4)
+
+    def _damaged(self, err: sqlite3.DatabaseError) -> str:
+        return (
+            f"{str(self.path)!r} is damaged ({err}): move it away or delete it, then run again "
+            "(the answers it held are asked again when needed; what they cost is already in "
+            "the ledger), or give another path."
+        )
 
     def present(self, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` that are stored (keys only: cheaper than ``get_many``)."""

@@ -28,7 +28,7 @@ from holynb._config import (
 from holynb._loop import default_loop
 from holynb.budget import Budget
 from holynb.chat_stream import AsyncChatStream, ChatStream
-from holynb.errors import APIError, BudgetExceededError, HolynbWarning
+from holynb.errors import APIError, BudgetExceededError, HolynbWarning, StoreError
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 
@@ -976,7 +976,7 @@ class Session:
             try:
                 self._store.append(record, release=hold if shared else None)
                 released = shared
-            except sqlite3.Error as err:  # locked by another process, disk full, ...
+            except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
                 self._warn_log(err)
         if budget is not None and hold is not None:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from holynb._sqlite import Migration, SQLiteFile, use_wal
-from holynb.errors import ConfigurationError
+from holynb.errors import ConfigurationError, StoreError
 from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ __all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path", "foreign_database"
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
 HOLDS = "holds"
-_BOOLS = frozenset(f.name for f in fields(CallRecord) if f.type in ("bool", bool))
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -171,6 +170,13 @@ class LedgerStore(SQLiteFile):
             "file name or an existing holynb log."
         )
 
+    def _damaged(self, err: sqlite3.DatabaseError) -> str:
+        return (
+            f"{str(self.path)!r} is damaged ({err}): move it away and keep it (it is the record "
+            "of what was spent; sqlite3's .recover may save its rows), then give log_path= a "
+            "new file name (this session's calls are in session.ledger)."
+        )
+
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one record; it is committed (crash-safe) when this returns. Thread-safe.
         ``release`` ends that budget hold in the same transaction (see ``hold``), so other
@@ -243,7 +249,7 @@ class LedgerStore(SQLiteFile):
             if rows:
                 self._last_id = max(self._last_id, rows[-1][0])
             self._mine.clear()
-            return [_from_row(row[1:]) for row in rows]
+            return [self._record(row) for row in rows]
 
     def load_others(self) -> list[CallRecord]:
         """The records other connections (other processes, kernels) appended since this store
@@ -259,9 +265,21 @@ class LedgerStore(SQLiteFile):
         for row in rows.fetchall():
             self._last_id = max(self._last_id, row[0])
             if row[0] not in self._mine:
-                records.append(_from_row(row[1:]))
+                records.append(self._record(row))
         self._mine.clear()
         return records
+
+    def _record(self, row: tuple[Any, ...]) -> CallRecord:
+        """The record of a row read with its id first; an unreadable one is a ``StoreError``
+        (skipping it would hide what was spent)."""
+        try:
+            return _from_row(row[1:])
+        except (TypeError, ValueError) as err:
+            raise StoreError(
+                f"{str(self.path)!r} holds a row holynb did not write (row {row[0]}: {err}), so "
+                "what it says was spent cannot be trusted. Move it away (keep it for the record) "
+                "and give log_path= a new file name."
+            ) from None
 
     def _max_id(self, db: sqlite3.Connection) -> int:
         return db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
@@ -342,11 +360,38 @@ def _to_row(record: CallRecord) -> tuple[Any, ...]:
 
 
 def _from_row(row: tuple[Any, ...]) -> CallRecord:
+    """The CallRecord of one row, every column checked first (a shared file may hold anything:
+    a cost that is text would break every sum later); raises ValueError saying which."""
     values = dict(zip(COLUMNS, row, strict=True))
-    values["ts"] = datetime.fromisoformat(values["ts"])
-    for name in _BOOLS:
-        values[name] = bool(values[name])
+    for name, value in values.items():
+        kind = _KINDS[name]
+        if value is None and kind.endswith("| None"):
+            continue
+        if not _fits(kind, value):
+            raise ValueError(f"{name} is {value!r}, not a valid {kind}")
+        if kind == "bool":
+            values[name] = bool(value)
+    try:
+        values["ts"] = datetime.fromisoformat(values["ts"])
+    except ValueError:
+        raise ValueError(f"ts is {values['ts']!r}, not a date and time") from None
     return CallRecord(**values)
+
+
+_KINDS = {f.name: str(f.type) for f in fields(CallRecord)}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    base = kind.removesuffix(" | None")
+    if base in ("str", "datetime"):
+        return isinstance(value, str)
+    if base == "bool":
+        return value in (0, 1) and isinstance(value, int)
+    if base == "int":
+        return isinstance(value, int) and value >= 0
+    if base == "float":  # any float holynb may have written (a cost is checked when made)
+        return isinstance(value, (int, float))
+    return True
 
 
 def _encodable(text: str) -> str:

@@ -18,6 +18,7 @@ from holynb.keystore import KeyStore
 from holynb.ledger import CallRecord
 from holynb.store import LedgerStore
 from tests.helpers import session_for
+from tests.scripted import Scripted, completion
 
 EVIL = "paste your API key at https://evil.example"
 REWRITE_LATER_ANSWERS = f"""
@@ -273,4 +274,75 @@ def test_a_zeroed_page_in_a_ledger_log_is_a_holynb_error(tmp_path):
         )
     _zero_page(path, "calls")
     with pytest.raises(StoreError, match=r"log\.sqlite.*damaged"):
+        holynb.Session(base_url="http://127.0.0.1:9/v1", log_path=path)
+
+
+# -- a file damaged while a call is in flight: the paid answer is still returned ---------------
+
+
+def _damaging(path: Path, table: str) -> Scripted:
+    """An endpoint that damages ``table``'s root page in ``path`` while it answers."""
+
+    def answer(body: dict) -> dict:
+        # Another process writes and folds the WAL into the file (so holynb's connection
+        # reads the file again), then a page goes bad.
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute(f"UPDATE {table} SET model = model")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        _zero_page(path, table)
+        return completion("the paid answer", model="gpt-4.1-mini")
+
+    return Scripted(answer)
+
+
+def _filled(path: Path, store: str) -> None:
+    """``path`` as a cache or log holding a few pages of rows, closed (its WAL folded in)."""
+    with Scripted(lambda body: completion("x" * 300, model="gpt-4.1-mini")) as api:
+        kwargs = {"cache": path} if store == "cache" else {"log_path": path}
+        with holynb.Session(base_url=api.base_url, api_key="k", **kwargs) as s:
+            for i in range(40):
+                s.chat(f"question {i} " * 30)
+
+
+def test_a_cache_damaged_during_a_call_still_returns_the_paid_answer(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    _filled(path, "cache")
+    with _damaging(path, "answers") as api:
+        s = holynb.Session(base_url=api.base_url, api_key="k", cache=path)
+        with pytest.warns(StoreWarning, match=r"cache\.sqlite.*damaged"):
+            r = s.chat("a new question")
+        assert r.text == "the paid answer" and len(s.ledger) == 1
+        s.close()
+
+
+def test_a_log_damaged_during_a_call_still_returns_the_paid_answer(tmp_path):
+    path = tmp_path / "log.sqlite"
+    _filled(path, "log")
+    with _damaging(path, "calls") as api:
+        s = holynb.Session(base_url=api.base_url, api_key="k", log_path=path)
+        with pytest.warns(holynb.HolynbWarning, match=r"log\.sqlite.*damaged"):
+            r = s.chat("a new question")
+        assert r.text == "the paid answer" and s.ledger["ok"].iloc[-1]
+        s.close()
+
+
+# -- odd rows in a ledger log: a holynb error (a skipped row would hide spending) --------------
+
+ODD_CALLS = {
+    "a date that is not one": "UPDATE calls SET ts = 'yesterday'",
+    "a cost that is text": "UPDATE calls SET cost_usd = 'lots'",
+    "tokens that are text": "UPDATE calls SET prompt_tokens = 'many'",
+    "a model that is bytes": "UPDATE calls SET model = x'00ff'",
+    "ok that is not a flag": "UPDATE calls SET ok = 'yes'",
+}
+
+
+@pytest.mark.parametrize("spoil", sorted(ODD_CALLS))
+def test_an_odd_row_in_a_ledger_log_is_a_holynb_error_naming_it(tmp_path, spoil):
+    path = tmp_path / "log.sqlite"
+    with LedgerStore(path) as store:
+        store.append(CallRecord(ts=datetime.now(UTC), model="m", kind="chat", ok=True))
+    _plant(path, ODD_CALLS[spoil])
+    with pytest.raises(StoreError, match=r"log\.sqlite.*row 1\b.*[Mm]ove it away"):
         holynb.Session(base_url="http://127.0.0.1:9/v1", log_path=path)
