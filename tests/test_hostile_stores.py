@@ -56,14 +56,16 @@ def test_a_trigger_planted_in_a_shared_cache_is_refused(local, cache_file):
 
 def test_the_trigger_never_rewrites_an_answer(local, cache_file):
     _plant(cache_file, REWRITE_LATER_ANSWERS)
-    answers = []
+    before = cache_file.read_bytes()
     for _ in range(2):  # a victim who ignores the error and runs again
-        try:
+        with pytest.raises(StoreError):  # noqa: SIM117
             with session_for(local, cache=cache_file) as s:
-                answers.append(s.chat("my private question", max_tokens=20).text)
-        except StoreError:
-            pass
-    assert all(EVIL not in a for a in answers)
+                s.chat("my private question", max_tokens=20)
+    assert cache_file.read_bytes() == before  # untouched: nothing stored, the trigger never ran
+    db = sqlite3.connect(cache_file)
+    values = [value for (value,) in db.execute("SELECT value FROM answers")]
+    db.close()
+    assert len(values) == 1 and EVIL not in values[0]
 
 
 def test_a_view_in_a_cache_file_is_refused(local, cache_file):
