@@ -187,4 +187,3 @@ def _planted(path: Path, what: str, kind: str, name: str) -> str:
         "no triggers or views): it may have been planted to change what is stored or shown. "
         "holynb will not use the file and leaves it untouched: delete it or give another path."
     )
-

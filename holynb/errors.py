@@ -69,9 +69,9 @@ __all__ = [
     "RateLimitError",
     "SchemaValidationError",
     "ServerError",
-    "StreamError",
     "StoreError",
     "StoreWarning",
+    "StreamError",
     "StreamWarning",
     "status_error_class",
 ]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import warnings
 import sqlite3
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime

@@ -200,18 +200,17 @@ class LedgerStore(SQLiteFile):
         looked and the total still held by calls in flight (holds of processes that died are
         dropped first) are given to ``check``, which raises to refuse; then the hold is
         written. Its id goes to ``append(..., release=)`` or ``release``."""
-        with self._using() as db:
-            with _transaction(db):
-                others = self._read_others(db)
-                _drop_dead_holds(db)
-                held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
-                check(others, float(held))
-                cursor = db.execute(
-                    f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
-                    (process_owner(), float(usd), datetime.now(UTC).isoformat()),
-                )
-                assert cursor.lastrowid is not None
-                return cursor.lastrowid
+        with self._using() as db, _transaction(db):
+            others = self._read_others(db)
+            _drop_dead_holds(db)
+            held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
+            check(others, float(held))
+            cursor = db.execute(
+                f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
+                (process_owner(), float(usd), datetime.now(UTC).isoformat()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
 
     def release(self, hold: int) -> None:
         """End a hold without a record (the call was refused, failed before any answer, or its
@@ -221,10 +220,9 @@ class LedgerStore(SQLiteFile):
 
     def held_usd(self) -> float:
         """What calls in flight hold in this file, every process's (dead ones' dropped)."""
-        with self._using() as db:
-            with _transaction(db):
-                _drop_dead_holds(db)
-                return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
+        with self._using() as db, _transaction(db):
+            _drop_dead_holds(db)
+            return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
 
     def extend(self, records: Iterable[CallRecord]) -> None:
         """Write several records in one transaction (all or none)."""
