@@ -28,7 +28,7 @@
     └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
     HolynbWarning (a UserWarning)     shown as one short line, without file path or source line
     ├── StreamWarning                 a stream's text had to be repaired (invalid UTF-8)
-    └── StoreWarning                  a stored answer could not be read: it is asked again
+    └── StoreWarning                  an answer could not be read from or kept in a file
     (also UnknownPriceWarning, BudgetWarning, LogWriteWarning in their modules)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -267,8 +267,9 @@ class HolynbWarning(UserWarning):
 
 class StoreWarning(HolynbWarning):
     """An answer stored in a cache or checkpoint file could not be read (not JSON, a field of
-    the wrong type, one missing): it is treated as not stored and asked again. Shown once per
-    file."""
+    the wrong type, one missing): it is treated as not stored and asked again; or an answer
+    just received could not be kept there (the file is damaged or locked): it is returned all
+    the same. Shown once per file."""
 
 
 class StreamWarning(HolynbWarning):
