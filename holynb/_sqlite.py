@@ -32,6 +32,7 @@ __all__ = ["SQLiteFile", "check_schema", "reference_schema", "schema_of", "use_w
 Migration = Callable[[sqlite3.Connection], None]
 SchemaEntry = tuple[str, str, str, str]  # type, name, table, SQL (whitespace squeezed)
 _SPACE = re.compile(r"\s+")
+_PRAGMA_NAME = re.compile(r"[a-z_]+")
 _AROUND_PUNCTUATION = re.compile(r"\s*([(),])\s*")
 
 
@@ -107,6 +108,15 @@ class SQLiteFile:
                 if isinstance(err, sqlite3.IntegrityError):
                     raise
                 raise StoreError(self._damaged(err)) from err
+
+    def pragma(self, name: str) -> object:
+        """The value of ``PRAGMA name`` on this process's connection (read only), e.g.
+        ``store.pragma("trusted_schema")`` is 0: for checks and diagnostics."""
+        if not _PRAGMA_NAME.fullmatch(name):
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._using() as db:
+            row = db.execute(f"PRAGMA {name}").fetchone()
+        return None if row is None else row[0]
 
     def close(self) -> None:
         """Close the file (the last connection to close folds the WAL back into it)."""

@@ -125,7 +125,7 @@ def test_a_ledger_log_with_a_view_is_refused(tmp_path):
 def test_holynb_files_open_with_trusted_schema_off(tmp_path):
     with KeyStore(tmp_path / "a.sqlite") as keys, LedgerStore(tmp_path / "log.sqlite") as log:
         for store in (keys, log):
-            assert store._connect().execute("PRAGMA trusted_schema").fetchone()[0] == 0
+            assert store.pragma("trusted_schema") == 0
 
 
 def test_an_older_holynb_log_is_still_accepted(tmp_path):
