@@ -136,43 +136,31 @@ def result_from_json(data: bytes | str) -> ChatResult:
         raise UnreadableAnswer(str(err)) from None
 
 
-# What each stored field may be: "str", "str?" (or null), "int" (not below 0), "num" (finite,
-# not below 0), "num?", "bool".
-_RESULT_KINDS = {
-    "text": "str", "model": "str", "finish_reason": "str?", "latency_ms": "num",
-    "ttft_ms": "num?", "attempts": "int", "request_id": "str?", "cost_usd": "num?",
-    "warning": "str?",
+# What each stored field may be (exact types: a bool is not a count); numbers must be finite
+# and not below 0.
+_NUM = (int, float)
+_RESULT_KINDS: dict[str, tuple[type, ...]] = {
+    "text": (str,), "model": (str,), "finish_reason": (str, type(None)), "latency_ms": _NUM,
+    "ttft_ms": (*_NUM, type(None)), "attempts": (int,), "request_id": (str, type(None)),
+    "cost_usd": (*_NUM, type(None)), "warning": (str, type(None)),
 }  # fmt: skip
-_USAGE_KINDS = {
-    "prompt_tokens": "int", "completion_tokens": "int", "cached_tokens": "int",
-    "reasoning_tokens": "int", "estimated": "bool", "cache_write_tokens": "int",
+_USAGE_KINDS: dict[str, tuple[type, ...]] = {
+    "prompt_tokens": (int,), "completion_tokens": (int,), "cached_tokens": (int,),
+    "reasoning_tokens": (int,), "estimated": (bool,), "cache_write_tokens": (int,),
 }  # fmt: skip
 
 
-def _check_fields(values: Mapping[str, Any], kinds: Mapping[str, str], prefix: str = "") -> None:
+def _check_fields(
+    values: Mapping[str, Any], kinds: Mapping[str, tuple[type, ...]], prefix: str = ""
+) -> None:
     for name, value in values.items():
-        kind = kinds.get(name, "")
-        if kind.endswith("?"):
-            if value is None:
-                continue
-            kind = kind[:-1]
-        if kind == "str":
-            ok = isinstance(value, str)
-        elif kind == "bool":
-            ok = isinstance(value, bool)
-        elif kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif kind == "num":
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and value >= 0
-            )
-        else:
-            ok = True  # a field this table does not list: ChatResult takes it as it is
-        if not ok:
-            raise UnreadableAnswer(f"{prefix}{name} is {value!r}, not a valid {kind}")
+        types = kinds.get(name)
+        if types is None:
+            continue  # a field this table does not list: ChatResult takes it as it is
+        kind = type(value)
+        if kind not in types or (kind in _NUM and not 0 <= value < math.inf):
+            expected = " or ".join(t.__name__ for t in types)
+            raise UnreadableAnswer(f"{prefix}{name} is {value!r}, not a valid {expected}")
 
 
 def _m001_answers(db: sqlite3.Connection) -> None:
