@@ -275,7 +275,7 @@ class Session:
             return
         from holynb.cache import open_cache
 
-        self._cache = open_cache(cache, self.settings.base_url)
+        self._cache = open_cache(cache, self.settings)
 
     def derive(
         self,

@@ -337,3 +337,48 @@ def test_without_jsonschema_the_builtin_check_validates_dict_schemas(
     with pytest.raises(holynb.SchemaValidationError) as info:
         session.chat("holynb: invalid-always", schema=SENTIMENT_SCHEMA)
     assert info.value.errors == "label: 12345 is not of type string"
+
+
+# -- stored answers are validated again on the way out -----------------------------------------
+
+REVIEWS = ["Classify: a positive experience.", "Classify: a negative experience."]
+
+
+class Verdict(pydantic.BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+def _stricter_verdict() -> type[pydantic.BaseModel]:
+    """``Verdict`` with a new validator: the same JSON schema (so the same key), and answers
+    labelled negative no longer pass."""
+
+    class Verdict(pydantic.BaseModel):
+        label: Literal["positive", "negative", "neutral"]
+        confidence: float
+
+        @pydantic.field_validator("label")
+        @classmethod
+        def not_negative(cls, value: str) -> str:
+            if value == "negative":
+                raise ValueError("negative verdicts need a second opinion")
+            return value
+
+    return Verdict
+
+
+def test_a_checkpointed_schema_row_that_no_longer_validates_is_asked_again(
+    local: LocalServer, tmp_path: Any
+) -> None:
+    ckpt = tmp_path / "run.sqlite"
+    stricter = _stricter_verdict()
+    assert stricter.model_json_schema() == Verdict.model_json_schema()
+    with session_for(local, model="local/json", log_path="") as s:
+        first = s.map(REVIEWS, schema=Verdict, checkpoint=ckpt, progress=False)
+        assert first["ok"].all() and list(first["label"]) == ["positive", "negative"]
+        sent = len(_chat_log(local))
+        df = s.map(REVIEWS, schema=stricter, checkpoint=ckpt, progress=False)
+    assert list(df["cache_hit"]) == [True, False]  # the positive row still validates
+    assert len(_chat_log(local)) > sent  # the negative one was asked again
+    assert list(df["ok"]) == [True, False] and df["label"].iloc[0] == "positive"
+    assert "second opinion" in df["error"].iloc[1]

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb.budget import Budget, BudgetOvershootWarning
-from holynb.errors import APIError, BudgetExceededError, HolynbWarning
+from holynb.errors import APIError, BudgetExceededError, HolynbWarning, StoreError
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, Usage
 from holynb.worst_case import UnboundedCall, WorstCase, prompt_estimate
@@ -233,7 +233,7 @@ class Meter:
             try:
                 self.store.append(record, release=hold if shared else None)
                 released = shared
-            except sqlite3.Error as err:  # locked by another process, disk full, ...
+            except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
                 self.warn_log(err)
         if budget is not None and hold is not None:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
@@ -252,7 +252,7 @@ class Meter:
                 ends = hold if shared and hold is not None and hold > 0 else None
                 self.store.extend(records, release=ends)
                 released = shared
-            except sqlite3.Error as err:
+            except (sqlite3.Error, StoreError) as err:
                 self.warn_log(err)
         if budget is None:
             return

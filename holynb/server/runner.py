@@ -13,7 +13,12 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from holynb._config import Secret, register_offline_server, unregister_offline_server
+from holynb._config import (
+    TOKEN_PREFIX,
+    Secret,
+    register_offline_server,
+    unregister_offline_server,
+)
 from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
 from holynb.server.catalog import default_models
@@ -23,7 +28,6 @@ from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
 _BACKLOG = 1024
-TOKEN_PREFIX = "holynb-local-"  # made tokens are recognisable (and their masked form is stable)
 
 
 def _bind_host(host: str, allow_remote: bool) -> str:
