@@ -24,6 +24,23 @@ class Usage:
     estimated: bool = False
     cache_write_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        # An endpoint's counts are checked before they are believed: a negative one would
+        # make a cost negative and credit a budget.
+        if (
+            self.prompt_tokens < 0
+            or self.completion_tokens < 0
+            or self.cached_tokens < 0
+            or self.reasoning_tokens < 0
+            or self.cache_write_tokens < 0
+        ):
+            raise ValueError(
+                "the endpoint reported a negative token count (prompt_tokens="
+                f"{self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
+                f"cached_tokens={self.cached_tokens}, reasoning_tokens={self.reasoning_tokens}, "
+                f"cache_write_tokens={self.cache_write_tokens})"
+            )
+
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""

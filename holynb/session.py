@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import math
 import os
 import sys
 import threading
@@ -55,9 +54,6 @@ class _Unchanged:
 
 
 UNCHANGED = _Unchanged()
-
-# A budget reserves the prompt estimate plus this share (the estimate is within about 10%).
-PROMPT_MARGIN = 1.25
 
 
 class LogWriteWarning(HolynbWarning):
@@ -128,8 +124,9 @@ class Session:
             tpm=tpm,
         )
         from holynb.prices import PriceTable
+        from holynb.worst_case import WorstCase
 
-        self.prices: PriceTable = PriceTable.default(self.settings.base_url, prices)
+        self._bounds = WorstCase(PriceTable.default(self.settings.base_url, prices), self.api)
         _prefetch(self.prices.needs_genai_prices(self.settings.model))
         self._ledger = Ledger()
         if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
@@ -172,6 +169,15 @@ class Session:
     @max_image_bytes.setter
     def max_image_bytes(self, limit: int | None) -> None:
         self._max_image_bytes = limit
+
+    @property
+    def prices(self) -> PriceTable:
+        """The prices this session charges calls at (USD per million tokens); settable."""
+        return self._bounds.prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        self._bounds.prices = table
 
     @property
     def model(self) -> str:
@@ -221,7 +227,16 @@ class Session:
 
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
-        self._budget = None if limit is None else Budget(limit, spent_usd=self.total_cost_usd)
+        if limit is None:
+            self._budget = None
+            return
+        # With a log, reservations live in the file: kernels sharing it hold one budget.
+        self._budget = Budget(
+            limit,
+            spent_usd=self.total_cost_usd,
+            shared=self._store,
+            on_others=self._ledger.extend,
+        )
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -816,11 +831,13 @@ class Session:
         system: str | None = None,
         images: Any = None,
         image_preset: str | ImagePreset | None = None,
+        **params: Any,
     ) -> CostEstimate:
         """What a call would cost, before sending it, from an offline token estimate.
 
         The prompt is counted with holynb's tokenizer heuristic (within about 10% for English
-        and code); the completion is counted as ``max_tokens`` (the most it can cost). Images
+        and code); the completion is counted as ``max_tokens`` for every answer asked for
+        (``n=``, as the call would send it: the most it can cost). Images
         are prepared as a call would send them and counted by the rule of this session's wire
         format (``image_tokens``; see ``holynb.images``).
         """
@@ -831,7 +848,9 @@ class Session:
         prepared = prepare_images(images, image_preset, max_bytes=self.max_image_bytes)
         image_tokens = sum(i.tokens(getattr(self.settings, "api", "openai")) for i in prepared)
         prompt_tokens = estimate_messages_tokens(build_messages(prompt, system)) + image_tokens
-        out = max_tokens or 0
+        from holynb.worst_case import answers_asked
+
+        out = (max_tokens or 0) * answers_asked(params)
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
         return CostEstimate(
             model=model,
@@ -843,53 +862,44 @@ class Session:
 
     def _reserve(self, body: dict[str, Any]) -> int | None:
         """Hold the call's worst-case cost against the budget; refuse a call whose worst case
-        is unknown (no price, or no bound on the answer's length)."""
+        is unknown (no price, or no bound on the answer's length). See ``holynb.worst_case``."""
         budget = self._budget
         if budget is None:
             return None
-        self._count_other_processes(budget)
-        model = body["model"]
-        price = self.prices.lookup(model)
-        if price is None:
-            raise self._refusal(
-                budget,
-                f"holynb knows no price for model {model!r}, so the budget cannot bound this "
-                f"call; it was not sent. Add its price in USD per million tokens, e.g. "
-                f"Session(prices={{{model!r}: {{'input': 3.0, 'output': 15.0}}}}), or remove "
-                "the budget (session.budget_usd = None).",
-            )
-        prompt = math.ceil(self._prompt_tokens(body["messages"]) * PROMPT_MARGIN)
-        out = body.get("max_tokens") or body.get("max_completion_tokens")
-        if out is None and price.output > 0:
-            window = self.prices.context_window(model)
-            if window is None:
+        from holynb.worst_case import UnboundedCall
+
+        try:
+            worst = self._bounds.usd(body)
+        except UnboundedCall as err:
+            raise self._refusal(budget, str(err)) from None
+        if budget.shared is None:
+            return budget.reserve(worst)
+        import sqlite3  # loaded with the store already
+
+        try:
+            return budget.reserve(worst)
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
                 raise self._refusal(
                     budget,
-                    f"This call sets no max_tokens and holynb knows no output limit for model "
-                    f"{model!r}, so its cost has no upper bound and the budget cannot hold it; "
-                    "it was not sent. Pass max_tokens=... (%%llm --max-tokens N), or remove "
-                    "the budget (session.budget_usd = None).",
-                )
-            out = max(window - prompt, 0)  # the answer cannot outgrow the context window
-        usage = Usage(prompt_tokens=prompt, completion_tokens=out or 0, estimated=True)
-        worst = self.prices.cost(model, usage)
-        if worst is None:
+                    f"holynb could not read the budget shared through the ledger log ({err}), "
+                    "so this call was not sent. Try again, or give this session its own "
+                    "log_path.",
+                ) from None
+            self._warn_log(err)  # another process holds the log's write lock for now
+            return budget.reserve(worst, here_only=True)
+        except sqlite3.Error as err:
             raise self._refusal(
                 budget,
-                f"holynb could not price model {model!r}, so the budget cannot bound this "
-                f"call; it was not sent. Set its price with Session(prices={{{model!r}: "
-                "{'input': 3.0, 'output': 15.0}}), or remove the budget.",
-            )
-        return budget.reserve(worst)
+                f"holynb could not read the budget shared through the ledger log ({err}), so "
+                "this call was not sent. Try again, or give this session its own log_path.",
+            ) from None
 
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        """The offline prompt estimate, its images counted by the rule of this session's wire
-        format (``holynb.images``) instead of a fixed amount."""
-        from holynb.image_tokens import messages_image_tokens
-        from holynb.tokens import IMAGE_TOKENS, estimate_messages_tokens
+        """The offline prompt estimate, its images counted by this session's wire format."""
+        from holynb.worst_case import prompt_estimate
 
-        count, tokens = messages_image_tokens(messages, getattr(self.settings, "api", "openai"))
-        return estimate_messages_tokens(messages) - count * IMAGE_TOKENS + tokens
+        return prompt_estimate(messages, self.api)
 
     @staticmethod
     def _refusal(budget: Budget, message: str) -> BudgetExceededError:
@@ -898,21 +908,6 @@ class Session:
     def _release(self, hold: int | None) -> None:
         if self._budget is not None and hold is not None:
             self._budget.settle(hold, None)  # a no-op once the call was settled
-
-    def _count_other_processes(self, budget: Budget) -> None:
-        """Add what other processes sharing the log file spent since we last looked."""
-        if self._store is None:
-            return
-        import sqlite3  # loaded with the store already
-
-        try:
-            others = self._store.load_others()
-        except sqlite3.Error as err:
-            self._warn_log(err, "read")
-            return
-        if others:
-            self._ledger.extend(others)
-            budget.settle(None, sum(r.cost_usd for r in others if r.cost_usd))
 
     def _warn_log(self, err: Exception, action: str = "write") -> None:
         if self._log_warned:
@@ -967,17 +962,25 @@ class Session:
         if self._cache is not None and cache is not False:
             self._cache.save(body, result)
 
-    def _append(self, record: CallRecord, hold: int | None) -> None:
+    def _append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
+        """Record one call: the ledger, the log (ending its budget hold in the same write when
+        the budget is shared through it) and the budget. ``asked`` is the model the call asked
+        for, to say why a call cost more than its hold."""
         self._ledger.append(record)
-        if self._budget is not None and hold is not None:
-            self._budget.settle(hold, record.cost_usd)
+        budget = self._budget
+        released = False
         if self._store is not None:
             import sqlite3  # loaded with the store already
 
+            shared = budget is not None and budget.shared is self._store and hold is not None
             try:
-                self._store.append(record)
+                self._store.append(record, release=hold if shared else None)
+                released = shared
             except sqlite3.Error as err:  # locked by another process, disk full, ...
                 self._warn_log(err)
+        if budget is not None and hold is not None:
+            budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
+                          released=released)  # fmt: skip
 
     def _record(
         self,
@@ -990,9 +993,24 @@ class Session:
         batch: bool = False,
     ) -> ChatResult:
         result = self._with_cost(result, body, batch)
-        self._append(CallRecord.from_result(result, kind=kind, tag=tag), hold)
+        self._learn_answering_model(body["model"], result.model)
+        self._append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
         self.last_result = result
         return result
+
+    def _learn_answering_model(self, asked: str, answered: str) -> None:
+        """Remember an endpoint answering ``asked`` with a pricier model: from then on its
+        price bounds ``asked``'s calls too (said once, when a budget is set)."""
+        if self._bounds.learn(asked, answered) and self._budget is not None:
+            from holynb.budget import BudgetOvershootWarning
+
+            warnings.warn(
+                f"holynb: {asked!r} was asked, and the endpoint answered with {answered!r}, "
+                f"which costs more; the budget now reserves {asked!r}'s calls at "
+                f"{answered!r}'s price.",
+                BudgetOvershootWarning,
+                stacklevel=5,
+            )
 
     def _record_failure(
         self,
@@ -1024,7 +1042,11 @@ class Session:
                 interrupted=interrupted,
                 cost_usd=0.0,
             )
-        self._append(CallRecord.from_result(result, kind=kind, tag=tag, error=error), hold)
+        self._append(
+            CallRecord.from_result(result, kind=kind, tag=tag, error=error),
+            hold,
+            asked=body["model"],
+        )
 
     @property
     def records(self) -> list[CallRecord]:
@@ -1103,6 +1125,13 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _overshoot_reason(asked: str | None, answered: str) -> str:
+    """Why a call may have cost more than the worst case reserved for it."""
+    if asked is not None and answered and answered != asked:
+        return f"{asked!r} was asked, and the endpoint answered with {answered!r}."
+    return "The endpoint reported more tokens than the call's limits allow."
 
 
 def _prefetch(genai_prices: bool) -> None:

@@ -12,22 +12,28 @@ a file written by an older holynb is upgraded when opened.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from holynb._sqlite import SQLiteFile, use_wal
 from holynb.errors import ConfigurationError
 from holynb.ledger import COLUMNS, CallRecord
 
+if TYPE_CHECKING:
+    from holynb.budget import Check
+
 __all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path", "foreign_database"]
 
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
+HOLDS = "holds"
 _BOOLS = frozenset(f.name for f in fields(CallRecord) if f.type in ("bool", bool))
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -74,7 +80,23 @@ def _m002_cache_columns(db: sqlite3.Connection) -> None:
     db.execute(f"ALTER TABLE {TABLE} ADD COLUMN saved_usd REAL")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_calls, _m002_cache_columns)
+def _m003_holds(db: sqlite3.Connection) -> None:
+    # Budget reservations of calls in flight, so kernels sharing the log hold one budget.
+    db.execute(
+        f"""CREATE TABLE {HOLDS} (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            usd REAL NOT NULL,
+            created TEXT NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _m001_calls,
+    _m002_cache_columns,
+    _m003_holds,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -146,13 +168,57 @@ class LedgerStore(SQLiteFile):
             "file name or an existing holynb log."
         )
 
-    def append(self, record: CallRecord) -> None:
-        """Write one record; it is committed (crash-safe) when this returns. Thread-safe."""
+    def append(self, record: CallRecord, *, release: int | None = None) -> None:
+        """Write one record; it is committed (crash-safe) when this returns. Thread-safe.
+        ``release`` ends that budget hold in the same transaction (see ``hold``), so other
+        processes never see the call counted twice or not at all."""
         row = _to_row(record)
         with self._lock:
-            rowid = self._connect().execute(_INSERT, row).lastrowid
+            db = self._connect()
+            if release is None:
+                rowid = db.execute(_INSERT, row).lastrowid
+            else:
+                with _transaction(db):
+                    rowid = db.execute(_INSERT, row).lastrowid
+                    db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (release,))
             if rowid is not None and rowid > self._last_id:
                 self._mine.add(rowid)
+
+    # -- budget holds (holynb.budget.SharedHolds) ------------------------------------------------
+
+    def hold(self, usd: float, check: Check) -> int:
+        """Reserve ``usd`` for a call about to be sent, atomically with the budget's check:
+        in one write transaction, the records other processes appended since this store last
+        looked and the total still held by calls in flight (holds of processes that died are
+        dropped first) are given to ``check``, which raises to refuse; then the hold is
+        written. Its id goes to ``append(..., release=)`` or ``release``."""
+        with self._lock:
+            db = self._connect()
+            with _transaction(db):
+                others = self._read_others(db)
+                _drop_dead_holds(db)
+                held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
+                check(others, float(held))
+                cursor = db.execute(
+                    f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
+                    (process_owner(), float(usd), datetime.now(UTC).isoformat()),
+                )
+                assert cursor.lastrowid is not None
+                return cursor.lastrowid
+
+    def release(self, hold: int) -> None:
+        """End a hold without a record (the call was refused, failed before any answer, or its
+        record could not be written); a no-op when it has ended already."""
+        with self._lock:
+            self._connect().execute(f"DELETE FROM {HOLDS} WHERE id = ?", (hold,))
+
+    def held_usd(self) -> float:
+        """What calls in flight hold in this file, every process's (dead ones' dropped)."""
+        with self._lock:
+            db = self._connect()
+            with _transaction(db):
+                _drop_dead_holds(db)
+                return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
 
     def extend(self, records: Iterable[CallRecord]) -> None:
         """Write several records in one transaction (all or none)."""
@@ -184,17 +250,19 @@ class LedgerStore(SQLiteFile):
         """The records other connections (other processes, kernels) appended since this store
         last read or wrote, oldest first: what a budget on a shared log must also count."""
         with self._lock:
-            rows = self._connect().execute(
-                f"SELECT id, {_COLUMN_LIST} FROM {TABLE} WHERE id > ? ORDER BY id",
-                (self._last_id,),
-            )
-            records = []
-            for row in rows.fetchall():
-                self._last_id = max(self._last_id, row[0])
-                if row[0] not in self._mine:
-                    records.append(_from_row(row[1:]))
-            self._mine.clear()
-            return records
+            return self._read_others(self._connect())
+
+    def _read_others(self, db: sqlite3.Connection) -> list[CallRecord]:
+        rows = db.execute(
+            f"SELECT id, {_COLUMN_LIST} FROM {TABLE} WHERE id > ? ORDER BY id", (self._last_id,)
+        )
+        records = []
+        for row in rows.fetchall():
+            self._last_id = max(self._last_id, row[0])
+            if row[0] not in self._mine:
+                records.append(_from_row(row[1:]))
+        self._mine.clear()
+        return records
 
     def _max_id(self, db: sqlite3.Connection) -> int:
         return db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
@@ -202,6 +270,62 @@ class LedgerStore(SQLiteFile):
     def __len__(self) -> int:
         with self._lock:
             return self._connect().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+_owner: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """This process as the owner of budget holds: ``host:pid:start``, where ``start`` (the
+    process's start time, from /proc where there is one) tells a reused pid apart."""
+    global _owner
+    pid = os.getpid()
+    if _owner is None or _owner[0] != pid:
+        _owner = (pid, f"{socket.gethostname()}:{pid}:{_start_time(pid)}")
+    return _owner[1]
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat.rsplit(b")", 1)[-1].split()[19].decode()  # field 22, after the command name
+
+
+def _alive(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another machine's (a log is a local file: unusual) is kept
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    return not start or _start_time(pid) in ("", start)
+
+
+def _drop_dead_holds(db: sqlite3.Connection) -> None:
+    owners = [o for (o,) in db.execute(f"SELECT DISTINCT owner FROM {HOLDS}")]
+    dead = [o for o in owners if o != process_owner() and not _alive(o)]
+    if dead:
+        db.executemany(f"DELETE FROM {HOLDS} WHERE owner = ?", [(o,) for o in dead])
 
 
 def _to_row(record: CallRecord) -> tuple[Any, ...]:
