@@ -212,6 +212,30 @@ def test_two_fenced_objects_are_ambiguous(parrot: holynb.Session) -> None:
     assert "2 JSON blocks" in _refused(parrot, reply)
 
 
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ('{"label": "negative", "label": "positive",}', "duplicate key 'label'"),
+        ('{"items": [{"k": 1, "k": 2}],}', "duplicate key 'k'"),
+        ('{"label": "positive", "confidence": NaN,}', "not a finite JSON number"),
+        ('{"label": "positive", "confidence": -inf,}', "not a finite JSON number"),
+        ('{"label": "positive", "confidence": 1e999,}', "not a finite JSON number"),
+    ],
+)
+def test_broken_json_is_not_repaired_into_an_answer_it_does_not_say(
+    reply: str, problem: str
+) -> None:
+    # json-repair would keep the last key and turn NaN into the string "NaN" (which pydantic
+    # reads back as a float): the repair must not hide what the strict reading refuses.
+    assert problem in (AnswerSchema.of({"type": "object"}).mismatch(reply) or "")
+
+
+def test_the_same_key_in_two_objects_and_nan_in_a_string_are_fine() -> None:
+    spec = AnswerSchema.of({"type": "object", "additionalProperties": True})
+    assert spec.mismatch('{"a": {"k": 1}, "b": {"k": 2}, "note": "NaN, Infinity"}') is None
+    assert spec.mismatch('{"a": {"k": 1}, "b": {"k": 2}, "note": "NaN, Infinity",}') is None
+
+
 def test_map_fails_each_row_that_only_looks_like_an_answer(parrot: holynb.Session) -> None:
     replies = [
         '{"label": "neutral", "confidence": 0.5}',
