@@ -657,8 +657,12 @@ def test_batch_puts_each_rows_images_into_its_request_body(vision, local, home, 
     frame = pd.DataFrame(
         {"name": ["a", "b", "c"], "photo": [tmp_path / "red.png", solid((4, 4), (0, 255, 0)), None]}
     )
-    job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
-    df = job.wait(progress=False).results()
+    local.batches.settings.keep_inputs = True  # to read what was sent after the batch ends
+    try:
+        job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
+        df = job.wait(progress=False).results()
+    finally:
+        local.batches.settings.keep_inputs = False
     assert df["text"].tolist() == [
         "image 1: PNG 8x8, mean colour #ff0000",
         "image 1: PNG 4x4, mean colour #00ff00",

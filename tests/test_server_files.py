@@ -117,6 +117,17 @@ def test_a_refused_upload_holds_nothing(srv: LocalServer, http: httpx.Client) ->
     assert srv.batches.files.used_bytes == 3_000
 
 
+def test_an_upload_refused_midway_names_what_the_others_hold(
+    srv: LocalServer, http: httpx.Client
+) -> None:
+    srv.batches.files.max_total_bytes = 700_000
+    assert upload(http, b"x" * 200_000).status_code == 200
+    refused = upload(http, b"y" * 1_000_000)  # read in 256 KiB chunks: refused at the third
+    assert refused.status_code == 413
+    assert "holds 200,000 bytes in 1 file(s)" in refused.json()["error"]["message"]
+    assert srv.batches.files.used_bytes == 200_000
+
+
 def test_concurrent_uploads_never_pass_the_cap_together(srv: LocalServer) -> None:
     srv.batches.files.max_total_bytes = 350_000
     statuses: list[int] = []
@@ -139,7 +150,9 @@ def test_concurrent_uploads_never_pass_the_cap_together(srv: LocalServer) -> Non
 
 
 @pytest.mark.parametrize("end", ["completed", "failed", "cancelled", "expired"])
-def test_a_batch_frees_its_input_when_it_ends(srv: LocalServer, http: httpx.Client, end: str) -> None:
+def test_a_batch_frees_its_input_when_it_ends(
+    srv: LocalServer, http: httpx.Client, end: str
+) -> None:
     settings = srv.batches.settings
     content = b"".join(line(i) for i in range(20))
     if end == "failed":
