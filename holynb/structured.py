@@ -15,10 +15,12 @@ How a call goes:
    concurrent calls wait for the first one's verdict rather than all being refused. A refusal
    of this particular schema (e.g. one strict mode cannot express) falls back for this call
    only.
-2. The reply is parsed (strict JSON, else :func:`holynb.extract_json`) and validated: pydantic
-   for a model class; for a dict schema ``jsonschema`` when it is installed, else a small
-   built-in check (types, enum, const, required, properties, additionalProperties, items,
-   anyOf/oneOf/allOf, $ref, bounds and lengths).
+2. The reply is read with :func:`holynb.jsonx.answer_json` (the whole reply is the JSON, less
+   whitespace, ``<think>`` blocks and one code fence; broken JSON there is repaired; an object
+   inside prose, two JSON blocks, a duplicate key or NaN/Infinity is a mismatch) and
+   validated: pydantic for a model class; for a dict schema ``jsonschema`` when it is
+   installed, else a small built-in check (types, enum, const, required, properties,
+   additionalProperties, items, anyOf/oneOf/allOf, $ref, bounds and lengths).
 3. If it does not match, the model is asked once more, with its reply and what was wrong.
 4. Still wrong: :class:`SchemaValidationError` with the raw text and the result.
 
@@ -126,7 +128,7 @@ class AnswerSchema:
 
     def parse(self, text: str) -> Any:
         """The validated answer in ``text``; raises ``_Mismatch`` saying what is wrong."""
-        value = _decode(text, self.fields)
+        value = _decode(text)
         if self.model is not None:
             return _validate_pydantic(self.model, value)
         _validate_dict(self.schema, value)
@@ -216,18 +218,13 @@ def _strict_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return out, strict
 
 
-def _decode(text: str, fields: list[str]) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        pass
-    from holynb.jsonx import extract_json
+def _decode(text: str) -> Any:
+    from holynb.jsonx import answer_json
 
     try:
-        return extract_json(text, expect_keys=fields or None)
-    except HolynbError:
-        excerpt = " ".join(text.split())[:120]
-        raise _Mismatch(f"the reply is not JSON (it starts {excerpt!r})") from None
+        return answer_json(text)
+    except HolynbError as err:
+        raise _Mismatch(str(err)) from None
 
 
 def _validate_pydantic(model: Any, value: Any) -> Any:
