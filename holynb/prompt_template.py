@@ -1,4 +1,4 @@
-"""The ``%%llm`` prompt template: a cell's text with the notebook's context filled in.
+r"""The ``%%llm`` prompt template: a cell's text with the notebook's context filled in.
 
 What the user typed is read once, left to right; what is filled in is never read again, so a
 value's own braces, or the words "In[2]" and "Err" inside it, reach the model as they are.
@@ -50,7 +50,8 @@ class FilledPrompt:
     """A prompt with its references filled in, and what they pulled in.
 
     ``pulled_in`` names each variable, cell input, output or traceback that went into the
-    prompt, e.g. ``("{city}", "In[3]", "traceback of In[30]")``; ``note`` says it in one line for a status line.
+    prompt, e.g. ``("{city}", "In[3]", "traceback of In[30]")``; ``note`` says it in one line
+    for a status line.
     """
 
     text: str

@@ -196,7 +196,7 @@ def test_a_prompt_that_cannot_be_filled_fails_the_cell_and_stops_run_all(local):
 
 
 def test_braces_in_a_kernel_cell_are_sent_as_written_and_n_sends_it_verbatim(local):
-    prompt = "Solve $e^{i\\pi}$ for {city}; JSON {\"a\": {\"b\": 1}}; C: int f() { return 0; }"
+    prompt = 'Solve $e^{i\\pi}$ for {city}; JSON {"a": {"b": 1}}; C: int f() { return 0; }'
     cells = execute(
         [
             kernel_setup_cell(local),

@@ -164,7 +164,7 @@ def test_the_figures_line_names_the_variables_filled_in(shell, local, capsys):
     shell.user_ns["city"] = "Hanoi"
     run(shell, "x = 1")
     capsys.readouterr()
-    run(shell, "%%llm\nWeather in {city} after {In[-1]}, as {\"c\": 1}")
+    run(shell, '%%llm\nWeather in {city} after {In[-1]}, as {"c": 1}')
     figures = capsys.readouterr().out.strip().splitlines()[-1]
     assert figures.endswith("+ {city} and In[" + str(cell_number(shell) - 2) + "]"), figures
 
