@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
 
@@ -855,8 +856,9 @@ def test_llm_magic_sends_variables_and_paths_as_images(shell, local, tmp_path, c
 
 
 def test_llm_magic_reports_a_bad_image_and_sends_nothing(shell, local, capsys):
-    run(shell, "%%llm --image no/such/file.png\nWhat?")
-    assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().out
+    result = shell.run_cell("%%llm --image no/such/file.png\nWhat?", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)  # the cell fails: Run All stops
+    assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().err
     assert local.stats.requests == 0
 
 
