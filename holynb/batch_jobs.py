@@ -37,7 +37,7 @@ from holynb.batch_files import (
     request_line,
     split_lines,
 )
-from holynb.batch_manifest import Manifest, Part, known_jobs, new_job_id
+from holynb.batch_manifest import Manifest, Part, known_jobs, new_job_id, part_key
 from holynb.batch_results import Outcome, frame, missing, outcome, read_lines
 from holynb.budget import JOB_OWNER
 from holynb.errors import (
@@ -220,17 +220,14 @@ class BatchJob:
     ) -> None:
         """Upload and create one batch per group; the holds of parts not created are
         released (the budget no longer counts them)."""
-        created = 0
         try:
             await self._send_parts(groups, encoded, round_, holds)
-            created = len(groups)
-        finally:
-            if created < len(groups):
-                done = {p.key(self.id) for p in self._manifest.parts}
-                for rows, (hold, _) in zip(groups, holds, strict=True):
-                    key = Part("", "", rows, round=round_).key(self.id)
-                    if key not in done:
-                        self.session._release(hold)
+        except BaseException:
+            created = {p.key(self.id) for p in self._manifest.parts}
+            for rows, (hold, _) in zip(groups, holds, strict=True):
+                if part_key(self.id, round_, rows) not in created:
+                    self.session._release(hold)
+            raise
 
     async def _send_parts(
         self,

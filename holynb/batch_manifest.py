@@ -36,6 +36,11 @@ def new_job_id() -> str:
     return f"job-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+def part_key(job_id: str, round_: int, rows: list[int]) -> str:
+    """The name of a job's part (its round and first row), for the budget's holds."""
+    return f"{job_id}:{round_}:{rows[0] if rows else ''}"
+
+
 @dataclass
 class Part:
     """One provider batch of a job: which input rows it carries and where it stands."""
@@ -57,7 +62,7 @@ class Part:
 
     def key(self, job_id: str) -> str:
         """This part's name within every job, for the budget's holds."""
-        return f"{job_id}:{self.round}:{self.rows[0] if self.rows else ''}"
+        return part_key(job_id, self.round, self.rows)
 
 
 @dataclass
