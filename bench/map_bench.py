@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import holynb  # noqa: E402
-from holynb.keystore import KeyStore, request_key  # noqa: E402
+from holynb.keystore import CallerIdentity, KeyStore, request_key  # noqa: E402
 from holynb.results import ChatResult, Usage  # noqa: E402
 
 MODEL = "local/echo"  # the fast server answers any model name
@@ -138,9 +138,10 @@ def resume_start(base_url: str, concurrency: int) -> dict[str, Any]:
         usage = Usage(prompt_tokens=20, completion_tokens=16)
         result = ChatResult(text=text, model=MODEL, finish_reason="stop", usage=usage,
                             latency_ms=100.0, cost_usd=0.0)  # fmt: skip
+        identity = CallerIdentity.of(s.settings)
         with KeyStore(path) as store:  # 9,000 answers under the keys map gives them
             for p in items[:9000]:
-                store.put(request_key(s._body(p, None, None, None, 16, {}), s.base_url), result)
+                store.put(request_key(s._body(p, None, None, None, 16, {}), identity), result)
         first: list[float] = []
         achat = s.achat
 

@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "RateLimitError": "holynb.errors",
     "SchemaValidationError": "holynb.errors",
     "ServerError": "holynb.errors",
+    "StoreError": "holynb.errors",
+    "StoreWarning": "holynb.errors",
     "StreamError": "holynb.errors",
     "StreamWarning": "holynb.errors",
     "ExecutionError": "holynb.execution",
@@ -123,6 +125,8 @@ if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X 
         RateLimitError as RateLimitError,
         SchemaValidationError as SchemaValidationError,
         ServerError as ServerError,
+        StoreError as StoreError,
+        StoreWarning as StoreWarning,
         StreamError as StreamError,
         StreamWarning as StreamWarning,
     )

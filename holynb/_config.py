@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field, replace
+from hashlib import pbkdf2_hmac
 from pathlib import Path
 
 from holynb.errors import ConfigurationError, MissingAPIKeyError
@@ -21,6 +22,12 @@ LOCAL_MODEL = "local/echo"  # the offline server's default model
 API_ENV = "HOLYNB_API"
 APIS = ("openai", "anthropic")  # the wire formats a session can speak (see holynb._wire)
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # the largest stream event accepted by default
+TOKEN_PREFIX = "holynb-local-"  # the start of every token a holynb LocalServer makes
+OFFLINE_IDENTITY = "holynb-offline"  # holynb's own offline server, in keys (whatever its port)
+# The salt and cost of a key's fingerprint (see Secret.fingerprint): never change them, or
+# every stored answer becomes a miss.
+_FINGERPRINT_SALT = b"holynb answer owner v1"
+_FINGERPRINT_ROUNDS = 50_000
 
 
 class Secret:
@@ -30,10 +37,11 @@ class Secret:
     Secret('sk-...***')
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_fingerprint", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._fingerprint: str | None = None
 
     def get(self) -> str:
         """The key itself; only the transport calls this, to build the Authorization header."""
@@ -48,6 +56,24 @@ class Secret:
         """``redact`` for bytes (a file from the provider, before it is kept)."""
         v = self._value.encode()
         return data.replace(v, b"***") if v and v in data else data
+
+    @property
+    def fingerprint(self) -> str:
+        """A one-way digest of the key that says whose a stored answer is, safe to keep in a
+        shared file: PBKDF2-HMAC-SHA256 over the key with holynb's own salt, 50,000 rounds
+        (about 25 ms, once per key and process).
+
+        The salt is fixed so that one key gives one fingerprint on every machine (a shared
+        cache file works); it makes tables precomputed for plain sha256 useless, and the rounds
+        make each guess cost 50,000 hashes, so a short key cannot be recovered cheaply from a
+        file. (Keys that providers issue are long random strings: no guessing reaches them.)
+        """
+        if self._fingerprint is None:
+            digest = pbkdf2_hmac(
+                "sha256", self._value.encode(), _FINGERPRINT_SALT, _FINGERPRINT_ROUNDS
+            )
+            self._fingerprint = digest.hex()
+        return self._fingerprint
 
     @property
     def masked(self) -> str:
@@ -251,6 +277,43 @@ def _offline(base_url: str) -> bool:
 def offline_server_token(base_url: str) -> Secret | None:
     """The token of the holynb LocalServer running in this process at ``base_url``, if any."""
     return _offline_servers.get(_offline_key(base_url))
+
+
+def is_offline_server(settings: Settings) -> bool:
+    """Whether ``settings`` talk to holynb's own offline server: a LocalServer running in this
+    process, or one in another process (``holynb serve``, another kernel) reached on loopback
+    with a token it made (they start with ``TOKEN_PREFIX``)."""
+    if offline_server_token(settings.base_url) is not None:
+        return True
+    key = settings.api_key
+    return (
+        key is not None
+        and key.get().startswith(TOKEN_PREFIX)
+        and is_loopback_url(settings.base_url)
+    )
+
+
+def endpoint_identity(settings: Settings) -> str:
+    """The endpoint as stored answers (cache, checkpoint) and batch manifests know it:
+    ``OFFLINE_IDENTITY`` for holynb's own offline server, whatever its port and token (its
+    answers are the same on every run, so a re-run after a kernel restart, on a new port, still
+    finds them); otherwise the base URL without a trailing slash.
+
+    >>> endpoint_identity(Settings(base_url="https://api.holysheep.ai/v1/", ...))
+    'https://api.holysheep.ai/v1'
+    """
+    if is_offline_server(settings):
+        return OFFLINE_IDENTITY
+    return settings.base_url.strip().rstrip("/")
+
+
+def credential_identity(settings: Settings) -> str:
+    """Whose credential asks, as stored answers know it: the key's ``fingerprint`` (never the
+    key), ``""`` without a key, and ``OFFLINE_IDENTITY`` for holynb's offline server (its
+    token changes every run; its answers do not)."""
+    if is_offline_server(settings):
+        return OFFLINE_IDENTITY
+    return settings.api_key.fingerprint if settings.api_key else ""
 
 
 def normalize_base_url(url: str) -> str:

@@ -36,9 +36,18 @@ from holynb.batch_files import (
     request_line,
     split_lines,
 )
-from holynb.batch_manifest import UNKNOWN, Manifest, Part, job_lock, known_jobs, new_job_id
+from holynb.batch_manifest import (
+    UNKNOWN,
+    Manifest,
+    Part,
+    job_lock,
+    known_jobs,
+    new_job_id,
+    part_key,
+)
 from holynb.batch_results import Outcome, frame, missing, read_outcomes
 from holynb.batch_untrusted import checked_id, scrub_lines, scrub_value
+from holynb.budget import JOB_OWNER
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -79,7 +88,9 @@ def _outcome_unknown(err: APIError) -> bool:
     answer, a cut connection, a gateway's 5xx), rather than refusing it (any other 4xx)."""
     if isinstance(err, APIConnectionError | APIResponseError):
         return True
-    return isinstance(err, APIStatusError) and (err.status >= 500 or err.status == 408)
+    if not isinstance(err, APIStatusError):
+        return False
+    return err.status is None or err.status >= 500 or err.status == 408
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,9 @@ class BatchJob:
         self.session = session
         self._manifest = manifest
         self._schema = schema  # schema= as given (a pydantic model validates as itself)
+        for part in manifest.parts:  # reattached: its unrecorded parts are held again
+            if not part.recorded:
+                session._adopt_batch_hold(part.key(manifest.id), part.worst_usd, part.hold)
 
     # -- creating and finding jobs --------------------------------------------------------------
 
@@ -192,7 +206,6 @@ class BatchJob:
                 )
             except (TypeError, ValueError) as err:  # a bad prompt: map's row error, raised
                 raise prompt_error(label, err) from None
-        _check_budget(session, bodies)
         encoded = encode_lines(request_line(custom_id(i), b) for i, b in enumerate(bodies))
         problems = line_problems(encoded)
         if problems:
@@ -201,8 +214,10 @@ class BatchJob:
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         digest = hashlib.sha256(b"".join(encoded)).hexdigest()
         _refuse_a_twin(session.base_url, digest)
+        job_id = new_job_id()
+        holds = session._hold_batch([[bodies[i] for i in g] for g in groups], JOB_OWNER + job_id)
         manifest = Manifest(
-            id=new_job_id(),
+            id=job_id,
             base_url=session.base_url,
             model=bodies[0]["model"],
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -216,33 +231,65 @@ class BatchJob:
             requests_sha256=digest,
         )
         job = cls(session, manifest, schema)
-        async with job_lock(manifest.id):
-            manifest.write_requests(encoded)
-            manifest.save()
-            try:
-                await job._send(groups, encoded, round_=0)
-            except BatchNotSupportedError:
-                if not manifest.parts:  # nothing was created anywhere: leave no trace
-                    shutil.rmtree(manifest.folder, ignore_errors=True)
-                raise
-            except APIError as err:
-                if not manifest.parts:
-                    shutil.rmtree(manifest.folder, ignore_errors=True)
+        sending = False
+        try:
+            async with job_lock(manifest.id):
+                manifest.write_requests(encoded)
+                manifest.save()
+                sending = True  # from here _send releases the holds of parts not created
+                try:
+                    await job._send(groups, encoded, round_=0, holds=holds)
+                except BatchNotSupportedError:
+                    if not manifest.parts:  # nothing was created anywhere: leave no trace
+                        shutil.rmtree(manifest.folder, ignore_errors=True)
                     raise
-                raise BatchError(
-                    f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were "
-                    f"created, then: {err.message} Once they finish, BatchJob.attach(s, "
-                    f"{manifest.id!r}).resubmit_failed() sends the rest."
-                ) from err
+                except APIError as err:
+                    if not manifest.parts:
+                        shutil.rmtree(manifest.folder, ignore_errors=True)
+                        raise
+                    raise BatchError(
+                        f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were "
+                        f"created, then: {err.message} Once they finish, BatchJob.attach(s, "
+                        f"{manifest.id!r}).resubmit_failed() sends the rest."
+                    ) from err
+        except BaseException:
+            if not sending:  # nothing went out: no part holds its share
+                for hold, _ in holds:
+                    session._release(hold)
+            raise
         return job
 
-    async def _send(self, groups: list[list[int]], encoded: list[bytes], round_: int) -> None:
-        """Upload and create one batch per group, saving each part before its POST /batches
-        goes out. An unknown outcome is looked up at once; a part still unknown after that
-        stops the sending (BatchError), so nothing is sent that may already exist."""
+    async def _send(
+        self,
+        groups: list[list[int]],
+        encoded: list[bytes],
+        round_: int,
+        holds: list[tuple[int | None, float]],
+    ) -> None:
+        """Upload and create one batch per group, saving each part (with its budget hold)
+        before its POST /batches goes out. An unknown outcome is looked up at once; a part
+        still unknown after that stops the sending (BatchError), so nothing is sent that may
+        already exist. The holds of parts not created are released; a part whose outcome is
+        unknown keeps its hold until a lookup decides."""
+        try:
+            await self._send_parts(groups, encoded, round_, holds)
+        except BaseException:
+            kept = {p.key(self.id) for p in self._manifest.parts}
+            for rows, (hold, _) in zip(groups, holds, strict=True):
+                if part_key(self.id, round_, rows) not in kept:
+                    self.session._release(hold)
+            raise
+
+    async def _send_parts(
+        self,
+        groups: list[list[int]],
+        encoded: list[bytes],
+        round_: int,
+        holds: list[tuple[int | None, float]],
+    ) -> None:
         client = self.session._client
         m = self._manifest
-        for n, rows in enumerate(groups, start=1):
+        for n, (rows, (hold, worst)) in enumerate(zip(groups, holds, strict=True), start=1):
             label = f"{round_}:{n}/{len(groups)}"
             name = f"{m.id}-r{round_}-p{n}.jsonl"
             content = b"".join(encoded[i] for i in rows)
@@ -272,6 +319,8 @@ class BatchJob:
                 status=UNKNOWN,
                 label=label,
                 sent_at=time.time(),
+                worst_usd=worst,
+                hold=hold,
             )
             m.parts.append(part)
             m.save()  # a crash during the POST still knows this part may exist
@@ -290,9 +339,18 @@ class BatchJob:
                 m.save()
                 if part.status == UNKNOWN:
                     raise BatchError(self._lost_message(part, n, len(groups), err)) from None
-                continue
-            _update(part, self._answer(response), created=True)
+                if not part.created:
+                    continue  # never created: _look_up released its hold
+            else:
+                _update(part, self._answer(response), created=True)
             m.save()  # a crash after this still knows every part created so far
+            self.session._adopt_batch_hold(part.key(m.id), worst, hold)
+
+    def _end_hold(self, part: Part) -> None:
+        """Release ``part``'s budget hold without a cost (it was never created)."""
+        key = part.key(self.id)
+        self.session._release(self.session._adopt_batch_hold(key, part.worst_usd, part.hold))
+        part.hold, part.worst_usd = None, 0.0
 
     def _lost_message(self, part: Part, n: int, parts: int, err: APIError) -> str:
         when = datetime.fromtimestamp(part.sent_at + self.lookup_grace_s, UTC)
@@ -317,7 +375,7 @@ class BatchJob:
                 f"{response.request.url.path} with something that is not a JSON object: check "
                 "that base_url points at an OpenAI-compatible Batch API."
             )
-        return scrub_value(data, self.session.settings.api_key)  # type: ignore[no-any-return]
+        return scrub_value(data, self.session.settings.api_key)
 
     async def _look_up(self, part: Part) -> None:
         """Find an unknown part on the provider by its metadata (GET /batches, newest first)
@@ -355,6 +413,7 @@ class BatchJob:
                 break  # older than the part: it is not further down
             params = {"limit": _LIST_PAGE, "after": last}
         if time.time() - part.sent_at >= self.lookup_grace_s:
+            self._end_hold(part)
             part.status = "failed"
             part.errors = [
                 f"the provider created no batch for part {part.label} ({JOB_KEY}={self.id}): "
@@ -464,8 +523,8 @@ class BatchJob:
         try:
             for part in m.parts:
                 if part.status == UNKNOWN:
-                    await self._look_up(part)
-                elif part.status not in FINAL:
+                    await self._look_up(part)  # adopted: read its state at once, below
+                if part.created and part.status not in FINAL:
                     answer = await client.send(
                         "GET", f"batches/{checked_id(part.batch_id, 'batch id')}"
                     )
@@ -592,11 +651,9 @@ class BatchJob:
                 if pos not in found:
                     outcomes[pos] = missing(part, lost)
             if not part.recorded:
-                budget = self.session._budget
-                for record in records:
-                    self.session._append(record, None)
-                    if budget is not None:
-                        budget.settle(0, record.cost_usd)  # no hold to release: just count it
+                key = part.key(m.id)
+                hold = self.session._adopt_batch_hold(key, part.worst_usd, part.hold)
+                self.session._record_batch(records, hold)
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs
@@ -701,7 +758,12 @@ class BatchJob:
             groups = split_lines(chosen, m.max_requests_per_file, m.max_bytes_per_file)
             groups = [[todo[i] for i in group] for group in groups]
             round_ = max(p.round for p in m.parts) + 1 if m.parts else 0
-            await self._send(groups, encoded, round_)
+            bodies = [orjson.loads(encoded[i])["body"] for i in todo]
+            at = {pos: i for i, pos in enumerate(todo)}
+            holds = self.session._hold_batch(
+                [[bodies[at[pos]] for pos in group] for group in groups], JOB_OWNER + m.id
+            )
+            await self._send(groups, encoded, round_, holds)
         return self
 
     def resubmit_failed(self) -> BatchJob:
@@ -751,20 +813,6 @@ def _with_images(
             size_bytes=bad[0][1].size_bytes,
         )
     return sent
-
-
-def _check_budget(session: Session, bodies: list[dict[str, Any]]) -> None:
-    """Refuse, before anything is uploaded, a batch whose worst case (prompt estimates plus
-    ``max_tokens`` each, at batch prices) does not fit in what is left of the budget."""
-    budget = session._budget
-    if budget is None:
-        return
-    worst = 0.0
-    for body in bodies:
-        out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-        usage = Usage(session._prompt_tokens(body["messages"]), out, estimated=True)
-        worst += session.prices.cost(body["model"], usage, batch=True) or 0.0
-    budget.settle(budget.reserve(worst), None)  # raises BudgetExceededError when it won't fit
 
 
 def _update(part: Part, batch: dict[str, Any], *, created: bool = False) -> None:

@@ -87,6 +87,11 @@ async def job_lock(job_id: str) -> AsyncIterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def part_key(job_id: str, round_: int, rows: list[int]) -> str:
+    """The name of a job's part (its round and first row), for the budget's holds."""
+    return f"{job_id}:{round_}:{rows[0] if rows else ''}"
+
+
 @dataclass
 class Part:
     """One provider batch of a job: which input rows it carries and where it stands."""
@@ -102,6 +107,8 @@ class Part:
     output_file_id: str | None = None
     error_file_id: str | None = None
     recorded: bool = False  # its lines are in the ledger
+    worst_usd: float = 0.0  # its worst case at batch prices, held against the budget
+    hold: int | None = None  # that hold's id (in the ledger log when the budget is shared)
     errors: list[str] = field(default_factory=list)  # why the provider refused its file
     label: str = ""  # "<round>:<n>/<parts>", the holynb_part metadata it was created with
     sent_at: float = 0.0  # when its POST /batches went out (epoch seconds)
@@ -118,6 +125,10 @@ class Part:
         if head.isdigit() and number.isdigit():
             return f"r{int(head)}-p{int(number)}"
         return f"r{self.round}-x{position}"  # a manifest from before labels
+
+    def key(self, job_id: str) -> str:
+        """This part's name within every job, for the budget's holds."""
+        return part_key(job_id, self.round, self.rows)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from holynb.errors import BudgetExceededError, ConfigurationError, HolynbWarning
 from holynb.formatting import money
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from holynb.ledger import CallRecord
 
 WARN_AT = 0.8
+JOB_OWNER = "job:"  # who holds a batch job's worst case: "job:<job id>", until its results
 _CENT_FRACTION = 1e-9  # costs are floats: below this, a cost is not "more" than its hold
 
 
@@ -44,6 +45,13 @@ class SharedHolds(Protocol):
     def hold(self, usd: float, check: Check) -> int:
         """In one transaction: call ``check(others_new_records, held_usd)`` (it raises to
         refuse), then hold ``usd``; the hold's id."""
+        ...
+
+    def hold_all(
+        self, amounts: Sequence[float], check: Check, owner: str | None = None
+    ) -> list[int]:
+        """``hold`` for several amounts checked together, held by ``owner`` (None: this
+        process)."""
         ...
 
     def release(self, hold: int) -> None:
@@ -77,6 +85,7 @@ class Budget:
         self.shared = shared
         self._on_others = on_others
         self._reserved: dict[int, float] = {}  # this process's holds
+        self._adopted: dict[str, int] = {}  # a batch part's key -> its hold here
         self._held_elsewhere = 0.0  # in a shared store: every hold, as last read
         self._next = 0
         self._warned = False
@@ -104,7 +113,47 @@ class Budget:
             self._reserved[self._next] = estimate_usd
             return self._next
 
-    def _reserve_shared(self, estimate_usd: float) -> int:
+    def reserve_all(self, amounts: Sequence[float], *, owner: str | None = None) -> list[int]:
+        """Hold several amounts (a batch job's parts) if they fit together, else raise and
+        hold none. ``owner`` (``job:<id>``) keeps the holds in the shared store after this
+        process ends, until ``settle``."""
+        total = sum(amounts)
+        if self.shared is not None:
+            tokens = self._reserve_shared(total, amounts, owner)
+        else:
+            with self._lock:
+                self._refuse_unless_fits(total, sum(self._reserved.values()))
+                tokens = []
+                for usd in amounts:
+                    self._next -= 1
+                    self._reserved[self._next] = usd
+                    tokens.append(self._next)
+        return tokens
+
+    def adopt(self, key: str, usd: float, hold: int | None = None) -> int:
+        """Hold again, without a check, what an earlier session reserved for ``key`` (a
+        batch part reattached after a restart): the shared store's ``hold`` when there is
+        one, else a hold in this process. Idempotent per key; ``settle`` ends it."""
+        with self._lock:
+            if key in self._adopted:
+                return self._adopted[key]
+            if hold is not None and (
+                hold in self._reserved or (self.shared is not None and hold > 0)
+            ):
+                token = hold  # held here already, or in the shared store
+            else:
+                self._next -= 1
+                token = self._next
+            self._reserved[token] = usd
+            self._adopted[key] = token
+            return token
+
+    def _reserve_shared(
+        self,
+        estimate_usd: float,
+        amounts: Sequence[float] | None = None,
+        owner: str | None = None,
+    ) -> Any:
         assert self.shared is not None
 
         def check(others: Sequence[CallRecord], held_usd: float) -> None:
@@ -117,10 +166,15 @@ class Budget:
                 self._held_elsewhere = held_usd
                 self._refuse_unless_fits(estimate_usd, held_usd)
 
-        token = self.shared.hold(estimate_usd, check)
+        if amounts is None:
+            token = self.shared.hold(estimate_usd, check)
+            with self._lock:
+                self._reserved[token] = estimate_usd
+            return token
+        tokens = self.shared.hold_all(amounts, check, owner)
         with self._lock:
-            self._reserved[token] = estimate_usd
-        return token
+            self._reserved.update(zip(tokens, amounts, strict=True))
+        return tokens
 
     def _refuse_unless_fits(self, estimate_usd: float, held_usd: float) -> None:
         committed = self.spent_usd + held_usd
@@ -154,6 +208,10 @@ class Budget:
         cost = cost_usd if cost_usd is not None and cost_usd > 0 else 0.0
         with self._lock:
             held = self._reserved.pop(token, None) if token is not None else None
+            if held is not None and self._adopted:
+                self._adopted = {k: t for k, t in self._adopted.items() if t != token}
+            if held is not None and self.shared is not None:
+                self._held_elsewhere = max(self._held_elsewhere - held, 0.0)
             self.spent_usd += cost
             crossed = not self._warned and self.spent_usd >= WARN_AT * self.limit_usd
             if crossed:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from holynb.cache import as_hit, is_complete
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
-from holynb.keystore import KeyStore, request_key
+from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
 
 if TYPE_CHECKING:
@@ -214,6 +214,7 @@ class MapRun:
         self.startup_s: float | None = None  # from arun() to the first request sent
         self.schema = _schema_of(self.requests)
         self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
+        self._again: list[int] = []  # positions found stored but unusable: to ask again
         self._sending: dict[int, tuple[Any, str | None]] = {}  # prompt with its images attached
 
     # -- the frame ----------------------------------------------------------------------------
@@ -260,10 +261,10 @@ class MapRun:
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
         if self.checkpoint is not None:
-            base_url = self.session.base_url
+            identity = CallerIdentity.of(self.session.settings)
             for i, body in enumerate(bodies):
                 if body is not None:
-                    keys[i] = request_key(body, base_url)
+                    keys[i] = request_key(body, identity)
             present = self.checkpoint.present(k for k in keys if k is not None)
             for i, key in enumerate(keys):
                 if key is not None and key in present:
@@ -272,18 +273,26 @@ class MapRun:
             self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
         self._open_bar(len(self.requests) - len(pending))
-        items = iter(pending)
 
-        async def worker() -> None:
-            for i in items:  # one shared iterator: each item is taken by exactly one worker
-                await self._run_item(i, bodies[i], keys[i])  # type: ignore[arg-type]
+        def start(positions: list[int]) -> list[asyncio.Future[None]]:
+            items = iter(positions)
 
-        size = min(self.concurrency, len(pending))
-        workers = [asyncio.ensure_future(worker()) for _ in range(size)]
+            async def worker() -> None:
+                for i in items:  # one shared iterator: each item is taken by exactly one worker
+                    await self._run_item(i, bodies[i], keys[i])  # type: ignore[arg-type]
+
+            size = min(self.concurrency, len(positions))
+            return [asyncio.ensure_future(worker()) for _ in range(size)]
+
+        workers = start(pending)
         self.startup_s = time.perf_counter() - started
         try:
             await self._load_stored()
             await asyncio.gather(*workers)
+            while self._again:  # stored answers that turned out unusable: asked again
+                again, self._again = self._again, []
+                workers = start(again)
+                await asyncio.gather(*workers)
         except BaseException:
             for w in workers:
                 w.cancel()
@@ -309,9 +318,14 @@ class MapRun:
         found = self.checkpoint.get_many(self._stored[i] for i in positions)
         for i in positions:
             stored = found.get(self._stored.pop(i))
-            if stored is None:  # removed from the file meanwhile (e.g. cleared): not done
+            if stored is None or not still_valid(self.requests[i], stored):
+                # removed from the file meanwhile (e.g. cleared), unreadable, or no longer
+                # valid for the request's schema: not done, asked again
                 self.rows[i] = None
                 self.counts["cached"] -= 1
+                self._again.append(i)
+                if self._bar is not None:
+                    self._bar.update(-1)
                 continue
             hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
             self.rows[i] = self.row(self.requests[i], hit)
@@ -337,7 +351,7 @@ class MapRun:
             return
         self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
-            self.checkpoint.put(key, result)
+            self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         self._tick()
@@ -403,6 +417,18 @@ class MapRun:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.close()
             self._bar = None
+
+
+def still_valid(req: Request, stored: ChatResult) -> bool:
+    """Whether a stored answer still answers ``req``: with ``schema=``, its text must pass the
+    schema's validation as it is now (a pydantic model's validators may have changed while
+    its JSON schema, and so the key, did not)."""
+    schema = req.params.get("schema")
+    if schema is None:
+        return True
+    from holynb.structured import AnswerSchema
+
+    return AnswerSchema.of(schema).mismatch(stored.text) is None
 
 
 def sent_params(params: Mapping[str, Any]) -> dict[str, Any]:

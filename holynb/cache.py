@@ -3,8 +3,9 @@
 ``Session(cache="cache.sqlite")`` (or ``cache=True`` for ``$HOLYNB_HOME/cache.sqlite``, or the
 ``HOLYNB_CACHE`` environment variable) keeps every complete, successful answer in a ``KeyStore``
 keyed by its exact request; asking the same thing again (same endpoint, model, messages and
-parameters) is answered from the file: nothing is sent, nothing is billed. That is what makes a
-tutorial re-run free and identical for everyone.
+parameters, and the same asker: the wire format and the API key, see ``CallerIdentity``) is
+answered from the file: nothing is sent, nothing is billed. That is what makes a tutorial re-run
+free and identical for everyone (holynb's offline server has one identity whatever its port).
 
 Per call, ``cache=False`` neither reads nor writes the cache and ``cache="refresh"`` asks again
 and replaces the stored answer (``%%llm --no-cache`` and ``--refresh`` in a notebook).
@@ -20,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from holynb._config import holynb_home
+from holynb._config import Settings, holynb_home
 from holynb.errors import ConfigurationError
-from holynb.keystore import KeyStore, request_key
+from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.results import ChatResult
 
 __all__ = ["CACHE_ENV", "CallCache", "ResponseCache", "cache_report", "open_cache"]
@@ -34,6 +35,7 @@ _ON = {"1", "true", "yes", "on"}
 _OFF = {"", "0", "false", "no", "off"}
 _PIECE = re.compile(r"\S+\s*|\s+")
 _PIECE_CHARS = 24
+_NOT_AN_ANSWER = frozenset({"error", "content_filter"})  # finish reasons never stored
 
 
 class ResponseCache:
@@ -45,9 +47,10 @@ class ResponseCache:
     >>> s.cache.clear()   # forget every stored answer
     """
 
-    def __init__(self, path: str | os.PathLike[str], base_url: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], settings: Settings) -> None:
         self.store = KeyStore(path)
-        self.base_url = base_url
+        self.base_url = settings.base_url
+        self.identity = CallerIdentity.of(settings)  # whose answers: the key covers it
         self.hits = 0
         self.misses = 0
         self.saved_usd = 0.0
@@ -59,8 +62,8 @@ class ResponseCache:
         return self.store.path
 
     def key(self, body: Mapping[str, Any]) -> str:
-        """The key of a request body on this session's endpoint."""
-        return request_key(body, self.base_url)
+        """The key of a request body asked by this cache's session (its ``identity``)."""
+        return request_key(body, self.identity)
 
     def lookup(self, body: Mapping[str, Any]) -> ChatResult | None:
         """The stored answer to ``body`` (counted as a hit), or None (counted as a miss)."""
@@ -79,11 +82,11 @@ class ResponseCache:
                 self.saved_usd += saved_usd
 
     def save(self, body: Mapping[str, Any], result: ChatResult) -> bool:
-        """Store ``result`` as the answer to ``body`` if it is complete; whether it was."""
+        """Store ``result`` as the answer to ``body`` if it is complete; whether it was (a file
+        that cannot take it is warned about once: the caller keeps its answer)."""
         if not is_complete(result):
             return False
-        self.store.put(self.key(body), result)
-        return True
+        return self.store.keep(self.key(body), result)
 
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes`` and ``models`` of the file, and this session's ``hits``,
@@ -108,12 +111,16 @@ class ResponseCache:
 
 
 def is_complete(result: ChatResult) -> bool:
-    """Whether ``result`` is a whole, successful answer worth storing (not interrupted, not
-    from the cache already, and ended by the server with a finish reason)."""
+    """Whether ``result`` is a clean, whole, successful answer worth storing (cache and
+    checkpoint): ended by the server with a finish reason, not interrupted, nothing repaired
+    in it (``warning``: e.g. a stream whose bytes were not UTF-8, its text mangled to U+FFFD),
+    not stopped by a content filter, and not empty. Anything else is asked again next time."""
     return (
         not result.interrupted
         and result.finish_reason is not None
-        and result.finish_reason != "error"
+        and result.finish_reason not in _NOT_AN_ANSWER
+        and result.warning is None
+        and result.text != ""
     )
 
 
@@ -145,7 +152,7 @@ def replay_pieces(text: str, size: int = _PIECE_CHARS) -> Iterator[str]:
 
 
 def open_cache(
-    cache: bool | str | os.PathLike[str] | ResponseCache | None, base_url: str
+    cache: bool | str | os.PathLike[str] | ResponseCache | None, settings: Settings
 ) -> ResponseCache | None:
     """The cache a Session asked for: ``True`` (the default file under ``HOLYNB_HOME``), a path,
     ``False`` (none), or None (the ``HOLYNB_CACHE`` environment variable: ``1``/``true`` for the
@@ -160,9 +167,9 @@ def open_cache(
     if cache is False:
         return None
     if cache is True:
-        return ResponseCache(holynb_home() / DEFAULT_FILE, base_url)
+        return ResponseCache(holynb_home() / DEFAULT_FILE, settings)
     if isinstance(cache, (str, os.PathLike)) and str(cache).strip():
-        return ResponseCache(cache, base_url)
+        return ResponseCache(cache, settings)
     raise ConfigurationError(
         f"cache must be True, False, or a file path such as 'cache.sqlite', got {cache!r}."
     )

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from holynb.errors import ConfigurationError
+from holynb.errors import ConfigurationError, ImageError
 from holynb.formatting import (
     ERROR_STYLE,
     answer_html as _answer_html,
@@ -96,13 +96,19 @@ _LABEL_STYLE = "color: var(--jp-ui-font-color2, #666); font-size: 0.85em"
 
 def images_html(images: Sequence[PreparedImage]) -> str:
     """A row of small thumbnails of the images sent with a prompt (PNG ``data:`` URLs made here,
-    at most 96 px), each titled with its label; a URL image is named, never loaded."""
+    at most 96 px), each titled with its label; a URL image is named, never loaded, and so is an
+    image that cannot be previewed (too many pixels to decode safely: the reason is its title)."""
     if not images:
         return ""
     items = []
     for image in images:
         label = _html.escape(image.label(), quote=True)
-        thumb = image.thumbnail_url()
+        try:
+            thumb = image.thumbnail_url()
+        except ImageError as err:  # that image only: the others, and the call, go on
+            why = _html.escape(str(err), quote=True)
+            items.append(f'<span style="{_LABEL_STYLE}" title="{why}">{label}</span>')
+            continue
         if thumb is not None and thumb.startswith("data:image/png;base64,"):
             items.append(
                 f'<img src="{thumb}" alt="{label}" title="{label}" style="{_THUMB_STYLE}">'

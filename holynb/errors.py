@@ -2,7 +2,8 @@
 
     HolynbError
     ├── ConfigurationError            bad or missing settings (e.g. no API key)
-    │   └── MissingAPIKeyError
+    │   ├── MissingAPIKeyError
+    │   └── StoreError                a holynb file (cache, checkpoint, log) is damaged or refused
     ├── APIError                      something went wrong talking to the API
     │   ├── APIConnectionError        could not connect, or the connection dropped
     │   │   └── APITimeoutError       connect or read timeout
@@ -26,7 +27,8 @@
     KeyboardInterrupt
     └── MapInterrupted                a map was interrupted; ``.frame`` holds the finished rows
     HolynbWarning (a UserWarning)     shown as one short line, without file path or source line
-    └── StreamWarning                 a stream's text had to be repaired (invalid UTF-8)
+    ├── StreamWarning                 a stream's text had to be repaired (invalid UTF-8)
+    └── StoreWarning                  an answer could not be read from or kept in a file
     (also UnknownPriceWarning, BudgetWarning, LogWriteWarning in their modules)
 
 Every APIError carries ``status`` (or None), ``request_id``, ``body`` (a short excerpt) and
@@ -67,6 +69,8 @@ __all__ = [
     "RateLimitError",
     "SchemaValidationError",
     "ServerError",
+    "StoreError",
+    "StoreWarning",
     "StreamError",
     "StreamWarning",
     "status_error_class",
@@ -83,6 +87,13 @@ class ConfigurationError(HolynbError, ValueError):
 
 class MissingAPIKeyError(ConfigurationError):
     """No API key was given and none is in the environment."""
+
+
+class StoreError(ConfigurationError):
+    """A holynb file (the response cache, a checkpoint, the ledger log) cannot be used: it is
+    damaged, or it holds something holynb never writes there (a trigger, a view, another
+    table), which may have been planted to change answers. The message names the file and
+    what to do (delete it, or give another path); the file is left as it is."""
 
 
 class BatchError(HolynbError):
@@ -252,6 +263,13 @@ class APIResponseError(APIError):
 class HolynbWarning(UserWarning):
     """Base class of holynb's warnings; shown as one short line (``show_short``), without the
     file path and source line Python adds to other warnings."""
+
+
+class StoreWarning(HolynbWarning):
+    """An answer stored in a cache or checkpoint file could not be read (not JSON, a field of
+    the wrong type, one missing): it is treated as not stored and asked again; or an answer
+    just received could not be kept there (the file is damaged or locked): it is returned all
+    the same. Shown once per file."""
 
 
 class StreamWarning(HolynbWarning):

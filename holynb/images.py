@@ -20,7 +20,13 @@ What is sent (OpenAI-style ``image_url`` blocks; another wire format converts th
   then JPEG. A PNG over the size limit falls back to JPEG, its alpha flattened onto white.
   JPEG quality is the preset's, or 90 without one. Matplotlib figures are rendered to PNG.
 - An image over the size limit (20 MB by default) is refused before anything is sent, with the
-  preset that would bring it under the limit.
+  preset that would bring it under the limit. The limit holds for every image however it was
+  made: a ``PreparedImage`` made for a larger limit is refused too.
+- holynb never decodes an image with more pixels than Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``
+  (about 89 megapixels; a small file can hold a "decompression bomb" of many more): the count
+  is read from the file's header first. Such an image can still be sent as it is (PNG, JPEG,
+  GIF, WebP without a preset); converting it, or its thumbnail in the widget, is refused as an
+  ``ImageError`` on that image only.
 
 Token estimates follow each provider's published rule (``holynb.image_tokens``).
 """
@@ -34,6 +40,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +55,12 @@ __all__ = [
     "PreparedImage",
     "attach_images",
     "default_max_image_bytes",
+    "max_decoded_pixels",
+    "open_image",
     "prepare_image",
     "prepare_images",
     "sniff_format",
+    "within_limit",
 ]
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 2**20  # OpenAI's limit per image
@@ -175,15 +185,19 @@ class PreparedImage:
         return f"[image: {self.name}, {self.width}x{self.height}, {self.format}, {size}]"
 
     def thumbnail_url(self, max_side: int = THUMBNAIL_SIDE) -> str | None:
-        """A small PNG of this image as a ``data:`` URL (None for a URL, or without Pillow)."""
+        """A small PNG of this image as a ``data:`` URL (None for a URL, or without Pillow).
+
+        Raises ImageError when it cannot be shown: more pixels than Pillow decodes safely
+        (``PIL.Image.MAX_IMAGE_PIXELS``, checked from the header before decoding), or bytes
+        Pillow cannot read. The image itself is unaffected: it is sent all the same."""
         if self.data is None:
             return None
         try:
-            from PIL import Image, ImageOps
+            from PIL import ImageOps
         except ImportError:
             return None
         try:
-            with Image.open(io.BytesIO(self.data)) as im:
+            with open_image(self.data, self.name, "no thumbnail is shown") as im:
                 im.draft("RGB", (max_side, max_side))  # a JPEG decodes at a fraction of its size
                 thumb = ImageOps.exif_transpose(im)
                 thumb.thumbnail((max_side, max_side))
@@ -191,8 +205,12 @@ class PreparedImage:
                     thumb = thumb.convert("RGBA")
                 out = io.BytesIO()
                 thumb.save(out, format="PNG")
-        except Exception:  # a thumbnail must never break the call
-            return None
+        except ImageError:
+            raise
+        except Exception as err:  # a thumbnail must never break the call: its own error only
+            raise ImageError(
+                f"No thumbnail for {self.name}: {type(err).__name__}: {err}", name=self.name
+            ) from None
         return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
     def __repr__(self) -> str:
@@ -248,7 +266,7 @@ def prepare_image(
     resolved = resolve_preset(preset)
     limit = DEFAULT_MAX_IMAGE_BYTES if max_bytes is None else int(max_bytes)
     if isinstance(source, PreparedImage):
-        return source
+        return within_limit(source, limit)
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         detail = resolved.detail if resolved else "auto"
         return PreparedImage(name=name or source, source_url=source, detail=detail)
@@ -270,6 +288,86 @@ def prepare_image(
         f"Cannot use a {type(source).__name__} as an image: give a path, bytes, a PIL image, "
         "a URL, a matplotlib figure or a NumPy array."
     )
+
+
+def within_limit(image: PreparedImage, max_bytes: int) -> PreparedImage:
+    """``image`` itself when its bytes fit ``max_bytes``; else ImageError (nothing is sent),
+    saying how to prepare it again for this limit. A URL has no size here and always fits."""
+    size = image.size_bytes
+    if size is None or size <= max_bytes:
+        return image
+    fix = _fixing_preset(image.data, None, max_bytes, None)
+    how = f"preset={fix}, " if fix is not None and not fix.startswith("'medium' (") else ""
+    raise ImageError(
+        f"{image.name} is {_size(size)}, over the {_size(max_bytes)} limit per image; nothing "
+        "was sent. It was prepared for a larger limit: prepare it again for this one, e.g. "
+        f"prepare_image(source, {how}max_bytes={max_bytes}), or raise the limit with "
+        "Session(max_image_bytes=...).",
+        name=image.name,
+        size_bytes=size,
+    )
+
+
+def max_decoded_pixels() -> int | None:
+    """The most pixels holynb decodes in one image: Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``
+    as it is now (raise it to trust bigger images; None: no limit), or None without Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else int(limit)
+
+
+def _check_pixels(name: str, width: int, height: int, outcome: str) -> None:
+    limit = max_decoded_pixels()
+    if limit is None or width * height <= limit:
+        return
+    size = f"{width}x{height} pixels ({width * height / 1e6:,.1f} megapixels)"
+    raise _too_many_pixels(name, size, outcome)
+
+
+def _too_many_pixels(name: str, size: str, outcome: str) -> ImageError:
+    limit = max_decoded_pixels()
+    return ImageError(
+        f"{name} is {size}, more than holynb decodes (PIL.Image.MAX_IMAGE_PIXELS = "
+        f"{limit or 0:,}): it may be a decompression bomb, so it is not decoded and {outcome}. "
+        "Shrink it with another tool, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the "
+        "file (a PNG, JPEG, GIF or WebP without a preset is sent as it is, without decoding).",
+        name=name,
+    )
+
+
+def open_image(data: bytes, name: str, outcome: str = "nothing was sent") -> Any:
+    """``data`` opened with Pillow (not yet decoded), after its pixel count, read from the
+    header, was checked against :func:`max_decoded_pixels`. Every Pillow decode of bytes in
+    holynb starts here. Raises ImageError (``outcome`` says what it means for the caller) for
+    too many pixels; Pillow's own errors for anything else."""
+    image = _pil(name)
+    width, height = _header_dimensions(data)
+    if width > 0 and height > 0:
+        _check_pixels(name, width, height, outcome)  # before Pillow opens it: no warning
+    try:
+        im = image.open(io.BytesIO(data))
+    except image.DecompressionBombError as err:  # a format the header reader does not know
+        raise _too_many_pixels(name, f"larger than Pillow opens ({err})", outcome) from None
+    try:
+        _check_pixels(name, im.width, im.height, outcome)
+    except ImageError:
+        im.close()
+        raise
+    return im
+
+
+def _header_dimensions(data: bytes) -> tuple[int, int]:
+    """Width and height from the header without decoding ((-1, -1) when not known)."""
+    import imagesize
+
+    try:
+        width, height = imagesize.get(io.BytesIO(data))
+    except Exception:
+        width, height = -1, -1
+    return int(width), int(height)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -315,14 +413,15 @@ def _from_bytes(data: bytes, name: str, preset: ImagePreset | None, limit: int) 
             raise _too_big(name, len(data), limit, data, None)
         width, height = _header_size(data, name)
         return PreparedImage(name, MEDIA_TYPES[fmt], width, height, data)
-    image = _pil(name)
     try:
-        im = image.open(io.BytesIO(data))
+        im = open_image(data, name)  # too many pixels: an ImageError, raised as it is
         original_size = im.size
         if preset is not None and preset.max_side and im.format == "JPEG":
             # decode at 1/2, 1/4 or 1/8 scale when that still covers max_side: much faster
             im.draft("RGB", (preset.max_side, preset.max_side))
         im.load()
+    except ImageError:
+        raise
     except Exception as err:
         unknown = type(err).__name__ == "UnidentifiedImageError"
         reason = (
@@ -350,23 +449,21 @@ def _from_bytes(data: bytes, name: str, preset: ImagePreset | None, limit: int) 
 def _header_size(data: bytes, name: str) -> tuple[int, int]:
     """Width and height from the header (EXIF rotation applied); checks the file with Pillow
     when it is installed."""
-    import imagesize
-
-    try:
-        width, height = imagesize.get(io.BytesIO(data))
-    except Exception:
-        width, height = -1, -1
+    width, height = _header_dimensions(data)
     detail = ""
+    limit = max_decoded_pixels()
     try:
         from PIL import Image
     except ImportError:
         pass
     else:
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.verify()
-        except Exception as err:
-            width, detail = -1, f" ({type(err).__name__}: {err})"
+        # Not for more pixels than Pillow opens: it would refuse, though this is no decode.
+        if limit is None or width * height <= limit:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.verify()
+            except Exception as err:
+                width, detail = -1, f" ({type(err).__name__}: {err})"
     if width <= 0 or height <= 0:
         raise ImageError(
             f"{name} looks like an image but cannot be read{detail}: the file may be truncated "
@@ -541,13 +638,11 @@ def _fixing_preset(
     data: bytes | None, im: Any, limit: int, tried: ImagePreset | None
 ) -> str | None:
     """The largest named preset whose result fits under ``limit`` (tried for real)."""
-    try:
-        from PIL import Image
-    except ImportError:
+    if find_spec("PIL") is None:
         return "'medium' (with Pillow: " + INSTALL_HINT + ")"
     try:
         if im is None and data is not None:
-            im = Image.open(io.BytesIO(data))
+            im = open_image(data, "")
             im.load()
     except Exception:
         return None

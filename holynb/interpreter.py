@@ -300,7 +300,7 @@ class CodeInterpreter:
         json_mode = self.json_mode if self.json_mode is not None else self._json_support.get(key)
         if self.session.settings.api == "anthropic":
             json_mode = False  # no response_format there: the prompt and extract_json do it
-        params = dict(self.extra_body)
+        params: dict[str, Any] = {"extra_body": dict(self.extra_body)} if self.extra_body else {}
         if json_mode is not False:
             params["response_format"] = {"type": "json_object"}
         run.attempts += 1

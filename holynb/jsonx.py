@@ -26,12 +26,20 @@ any size is still parsed). A reply cut at ``max_tokens`` loses its half-written 
 repair (a key without its value, a cut ``tr``, a broken ``\\u00`` escape, an object just
 opened), so no value is made up for it; what is left is closed exactly when it is valid JSON, and
 handed to json-repair only when it is not.
+
+:func:`answer_json` is the stricter reading ``schema=`` answers get: the whole reply (less
+whitespace, reasoning blocks, and one code fence with or without a sentence around it) must be
+one JSON value. An object inside prose ("I refuse. Example: {...}") is not an answer, two
+fenced JSON blocks are ambiguous, and a duplicate key or a non-finite number (``NaN``,
+``Infinity``, ``1e999``) is refused rather than read as last-wins or as a float no JSON allows.
+Broken JSON that is the whole reply is still repaired (a trailing comma, a cut end).
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterable
@@ -45,6 +53,7 @@ __all__ = [
     "MAX_REPAIR_CHARS",
     "JSONExtraction",
     "JSONExtractionError",
+    "answer_json",
     "extract_json",
     "extract_json_detailed",
 ]
@@ -723,3 +732,209 @@ class _Search:
 def _excerpt(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return f"it starts with {text[:limit]!r}" if len(text) > limit else repr(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# answers: the whole reply is the JSON
+
+
+class _NotAnAnswer(Exception):
+    """Valid-looking JSON that no answer may hold (a duplicate key, a non-finite number)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotAnAnswer(_duplicate_message(key))
+            seen.add(key)
+    return obj
+
+
+def _constant_refused(name: str) -> Any:
+    raise _NotAnAnswer(_non_finite_message(name))
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: valid JSON syntax, but no finite number
+        raise _NotAnAnswer(_non_finite_message(text))
+    return value
+
+
+def _duplicate_message(key: str) -> str:
+    return f"duplicate key {key!r} (each key may appear once in an object)"
+
+
+def _non_finite_message(token: str) -> str:
+    return f"{token} is not a finite JSON number (write a number, or null where it is allowed)"
+
+
+_ANSWER_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs, parse_constant=_constant_refused, parse_float=_finite_float
+)
+# Outside double-quoted strings: a bare NaN/Infinity/inf (json-repair turns them into strings
+# that pydantic reads back as floats) and each object's keys (json-repair keeps the last).
+_BARE_CONSTANT_RE = re.compile(
+    r'"(?:[^"\\]|\\.)*"|(?<![\w.])(-?(?:NaN|nan|Infinity|inf(?:inity)?))(?![\w.])', re.I
+)
+_KEY_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[{}\[\]]')
+
+
+def _answer_loads(text: str) -> Any:
+    """Strict JSON that refuses duplicate keys and non-finite numbers (``_NotAnAnswer``);
+    ``_FAIL`` when it is not valid JSON."""
+    try:
+        return _ANSWER_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return _FAIL
+
+
+def _refuse_broken(text: str) -> None:
+    """Raise ``_NotAnAnswer`` for what json-repair would hide in broken JSON: a bare non-finite
+    constant, or a key given twice in one object."""
+    for m in _BARE_CONSTANT_RE.finditer(text):
+        if m.group(1):
+            raise _NotAnAnswer(_non_finite_message(m.group(1)))
+    stack: list[set[str] | None] = []
+    for m in _KEY_TOKEN_RE.finditer(text):
+        token = m.group()
+        if token[0] == '"':
+            keys = stack[-1] if stack else None
+            if m.group(1) and keys is not None:
+                key = token[: token.rindex('"') + 1]
+                name = _loads(key)
+                name = name if isinstance(name, str) else key[1:-1]
+                if name in keys:
+                    raise _NotAnAnswer(_duplicate_message(name))
+                keys.add(name)
+        elif token in "{[":
+            stack.append(set() if token == "{" else None)
+        elif stack:
+            stack.pop()
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def answer_json(text: str | bytes | None) -> Any:
+    """The JSON value a reply gives as its whole answer, the reading ``schema=`` uses.
+
+    >>> answer_json('```json\\n{"label": "positive",}\\n```')
+    {'label': 'positive'}
+    >>> answer_json('I refuse. Example: {"label": "positive"}')
+    Traceback (most recent call last):
+    holynb.errors.JSONExtractionError: the reply is not JSON: it has a JSON value inside prose ...
+
+    The reply, less whitespace and reasoning blocks (``<think>``...), must be one JSON value,
+    or hold exactly one fenced JSON block (a sentence around it is allowed, as chat models
+    write it) whose content is one value. Invalid JSON in that place is repaired as by
+    :func:`extract_json`; a value inside prose, two JSON blocks, a duplicate key or a
+    non-finite number (NaN, Infinity, 1e999) raise :class:`JSONExtractionError` with the
+    reason (``str(err)``, no hint) and the reply in ``err.raw``.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    raw = text or ""
+    try:
+        return _answer(raw)
+    except _NotAnAnswer as err:
+        raise JSONExtractionError(str(err), raw=raw) from None
+
+
+def _answer(raw: str) -> Any:
+    body = raw.lstrip("\ufeff").strip()
+    if not body:
+        raise JSONExtractionError("the reply is empty: answer with the JSON alone", raw=raw)
+    value = _answer_loads(body)  # the fast path: the reply is JSON
+    if value is not _FAIL:
+        return _unwrapped(value)
+    body = body.replace("\r\n", "\n")
+    if title := _html_title(body):
+        raise JSONExtractionError(
+            f"the reply is an HTML page ({title}), not an answer: probably a proxy's error page",
+            raw=raw,
+        )
+    body, cut_in_reasoning = _strip_reasoning(body)
+    body = body.strip()
+    if cut_in_reasoning and not body:
+        raise JSONExtractionError(
+            "the reply ended inside a reasoning block (<think>...) before any answer: raise "
+            "max_tokens",
+            raw=raw,
+        )
+    value = _whole_value(body)
+    if value is not _FAIL:
+        return value
+    blocks = [body[a:b] for a, b in _fences(body) if body[a:b].strip()[:1] in ("{", "[")]
+    if len(blocks) > 1:
+        raise JSONExtractionError(
+            f"the reply has {len(blocks)} JSON blocks, so which one answers is unclear: answer "
+            "with one JSON value alone",
+            raw=raw,
+        )
+    if blocks:
+        value = _whole_value(blocks[0].strip())
+        if value is not _FAIL:
+            return value
+        raise JSONExtractionError(
+            f"the JSON block in the reply is not valid JSON and could not be repaired "
+            f"({_excerpt(blocks[0])})",
+            raw=raw,
+        )
+    if any(
+        isinstance(_loads(body[s.start : s.end]), dict | list)
+        for s in _spans(body)
+        if s.depth == 0 and s.closed
+    ):
+        raise JSONExtractionError(
+            f"the reply is not JSON: it has a JSON value inside prose ({_excerpt(body)}); a "
+            "value inside prose is not an answer, answer with the JSON alone",
+            raw=raw,
+        )
+    raise JSONExtractionError(
+        f"the reply is not JSON ({_excerpt(body)}): answer with the JSON alone", raw=raw
+    )
+
+
+def _unwrapped(value: Any) -> Any:
+    """A reply JSON-encoded as a string (``"{\\"a\\": 1}"``) is the value inside it."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        inner = _answer_loads(value.strip())
+        if isinstance(inner, dict | list):
+            return inner
+    return value
+
+
+def _whole_value(text: str) -> Any:
+    """``text`` as one JSON value, repaired if need be; ``_FAIL`` when it is not one value
+    (prose, or a value with prose after it)."""
+    if not text:
+        return _FAIL
+    value = _answer_loads(text)
+    if value is not _FAIL:
+        return _unwrapped(value)
+    first = next((s for s in _spans(text) if s.depth == 0), None)
+    if first is None or first.start != 0 or (first.closed and first.end != len(text)):
+        return _FAIL
+    if len(text) > MAX_REPAIR_CHARS:
+        raise _NotAnAnswer(
+            f"the JSON in the reply is not valid, and at {len(text):,} characters too large to "
+            "repair: ask for a shorter answer"
+        )
+    _refuse_broken(text)
+    value, _ = _repair(text)
+    if value is _FAIL:
+        return _FAIL
+    if _has_non_finite(value):
+        raise _NotAnAnswer(_non_finite_message("a number too large for a float"))
+    return value

@@ -124,6 +124,12 @@ class LLMMagics(Magics):
     @argument("--chat", action="store_true", help="continue this notebook's conversation")
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--bg", action="store_true", help="run in the background; a Stop button cancels")
+    @argument(
+        "-n",
+        "--no-interpolate",
+        action="store_true",
+        help="send the prompt as typed: no {name}, {In[n]}, {Out[n]}, {Err} filled in",
+    )
     @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     @argument("--refresh", action="store_true", help="ask again and replace the cached answer")
     @argument(
@@ -151,7 +157,8 @@ class LLMMagics(Magics):
 
         In the prompt, {name} pulls in a variable, {In[3]} / {Out[3]} a cell's input or
         output ({In[-1]}: the cell before this one), {Err} the last traceback and {Err[3]}
-        cell 3's; {{ and }} are literal braces. The option line takes {name} / $name too.
+        cell 3's; any other brace text (LaTeX, code, JSON) is sent as written, and -n sends the
+        whole cell as typed. The option line takes {name} / $name too.
 
         Other commands: %llm config [model=... base_url=... api=... budget=...],
         %llm models, %llm cost, %llm history, %llm cache [clear | on [PATH] | off].
@@ -185,13 +192,15 @@ class LLMMagics(Magics):
             if args.new:
                 print("Started a new conversation.")
                 return None
-            print("Nothing to ask: put the prompt in the cell (%%llm) or after %llm.")
-            return None
+            raise UsageError(
+                "%%llm: Nothing to ask: put the prompt in the cell (%%llm) or after %llm."
+            )
+        if args.no_interpolate:
+            return self._ask(prompt, args)
         try:
             filled = build_prompt(prompt, self.shell, self.tracebacks)
-        except PromptError as err:
-            print(f"holynb: {err}")
-            return None
+        except PromptError as err:  # nothing is sent, and the cell fails (Run All stops)
+            raise UsageError(f"%%llm: {err}") from None
         return self._ask(filled.text, args, note=filled.note)
 
     def _expand(self, line: str) -> str:
@@ -211,9 +220,8 @@ class LLMMagics(Magics):
         session = self.session
         try:
             images = self._images(args, session)
-        except HolynbError as err:  # bad or oversized image: nothing is sent
-            print(f"holynb: {err}")
-            return None
+        except HolynbError as err:  # bad or oversized image: nothing is sent, the cell fails
+            raise UsageError(f"holynb: {err}") from None
         if args.model and "," in args.model:  # -m a,b,c: every model at once, side by side
             return self._ask_models(session, text, args, images)
         model = args.model or session.model
@@ -357,9 +365,11 @@ class LLMMagics(Magics):
 
             try:
                 value = extract_json(result.text)
-            except HolynbError as err:
-                print(f"holynb: {_short(err)}")
-                return None
+            except HolynbError as err:  # the answer stays in _llm (and VAR); the cell fails
+                if background:
+                    print(f"holynb: {_short(err)}")
+                    return None
+                raise UsageError(f"holynb: {_short(err)}") from None
             ns["_llm_json"] = value
             if args.out:
                 ns[args.out + "_json"] = value
@@ -428,11 +438,10 @@ class LLMMagics(Magics):
             for word in words:
                 key, sep, value = word.partition("=")
                 if not sep or key not in ("model", "base_url", "budget", "api_key", "api"):
-                    print(
-                        f"holynb: cannot set {word!r}: use model=, base_url=, api=, budget= or "
-                        "api_key= (better: set HOLYSHEEP_API_KEY in the environment)."
+                    raise UsageError(
+                        f"%llm config: cannot set {word!r}: use model=, base_url=, api=, "
+                        "budget= or api_key= (better: set HOLYSHEEP_API_KEY in the environment)."
                     )
-                    return
                 changes[key] = value
             if changes.get("api", "openai").lower() not in APIS:
                 raise UsageError(
@@ -462,8 +471,7 @@ class LLMMagics(Magics):
         try:
             models = self.session.models()
         except HolynbError as err:
-            print(f"holynb: {_short(err)}")
-            return
+            raise UsageError(f"%llm models: {_short(err)}") from None
         print("\n".join(models))
 
     def _cmd_cost(self, _words: list[str]) -> Any:
@@ -485,8 +493,9 @@ class LLMMagics(Magics):
         elif command == "clear" and session.cache is not None:
             print(f"Forgot {session.cache.clear()} cached answers.")
         elif command not in ("stats", "clear"):
-            print("holynb: use %llm cache, %llm cache clear, %llm cache on [PATH], or off.")
-            return
+            raise UsageError(
+                "%llm cache: use %llm cache, %llm cache clear, %llm cache on [PATH], or off."
+            )
         print(cache_report(session.cache))
 
     def _cmd_history(self, words: list[str]) -> Any:
@@ -525,8 +534,7 @@ class LLMMagics(Magics):
         args = _options(self.interpret, line, "interpret")
         code = cell if cell is not None else ""
         if not code.strip():
-            print("Nothing to run: put the code in the cell under %%interpret.")
-            return None
+            raise UsageError("%%interpret: Nothing to run: put the code in the cell under it.")
         key = (id(self.session), _unquote(args.model), args.verify)
         interpreter = self._interpreters.get(key)
         if interpreter is None:  # one per session: it remembers what the endpoint accepts

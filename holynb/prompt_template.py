@@ -1,16 +1,20 @@
-"""The ``%%llm`` prompt template: a cell's text with the notebook's context filled in.
+r"""The ``%%llm`` prompt template: a cell's text with the notebook's context filled in.
 
 What the user typed is read once, left to right; what is filled in is never read again, so a
 value's own braces, or the words "In[2]" and "Err" inside it, reach the model as they are.
 
-- ``{name}``: the value of a variable (``str(value)``).
+- ``{name}``: the value of a variable (``str(value)``); a name that is not defined is an error
+  (a typo is not sent).
 - ``{In[n]}``, ``{Out[n]}``: cell n's input or output; ``{In[-1]}`` is the cell before this one,
   ``{Out[-2]}`` the output of the one before that.
 - ``{Err}``: the traceback of the last error; ``{Err[n]}`` the traceback of cell n.
-- ``{{`` and ``}}``: literal braces. Any other brace is an error, so a prompt is never sent
-  half-filled; text with braces can also go through a variable (``{snippet}``).
+- Any other brace text (LaTeX ``$e^{i\pi}$``, C code, JSON) is sent as written.
+- ``{{name}}`` is sent as ``{name}``. In a prompt whose every brace is a reference or doubled
+  (the template form, e.g. ``Reply {{"temp": 1}} for {city}``) ``{{`` and ``}}`` are literal
+  braces; in any other prompt doubled braces are sent as written too.
 
-The bare words ``In[2]`` and ``Err`` are plain text.
+The bare words ``In[2]`` and ``Err`` are plain text. ``%%llm -n`` sends a cell without any of
+this.
 
 >>> filled = build_prompt("Why does {In[-1]} fail? {Err}", get_ipython(), tracebacks)
 >>> filled.text, filled.note
@@ -28,15 +32,16 @@ from typing import Any
 
 from holynb.errors import PromptError
 
-__all__ = ["FilledPrompt", "build_prompt", "cell_number", "readable_traceback"]
+__all__ = ["FilledPrompt", "build_prompt", "cell_number", "is_reference", "readable_traceback"]
 
-_PIECE = re.compile(r"\{\{|\}\}|\{([^{}\n]*)\}|[{}]")
+# a doubled pair {{x}}, a doubled brace, a single pair {x}, a lone brace
+_PIECE = re.compile(r"\{\{([^{}\n]*)\}\}|\{\{|\}\}|\{([^{}\n]*)\}|[{}]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CELL = re.compile(r"(In|Out|Err)\[\s*(-?\d+)\s*\]\Z")
 _BACKTICKS = re.compile(r"`{3,}")
-_SYNTAX = (
-    "{name} for a variable, {In[n]} or {Out[n]} for a cell, {Err} or {Err[n]} for a traceback; "
-    "write {{ and }} for literal braces, or put text with braces in a variable and use {name}"
+_UNDEFINED_HINT = (
+    "Define it, write {{{{{ref}}}}} to send {{{ref}}} as written, or run the cell with -n "
+    "(--no-interpolate) to send the whole cell as typed."
 )
 
 
@@ -44,8 +49,9 @@ _SYNTAX = (
 class FilledPrompt:
     """A prompt with its references filled in, and what they pulled in.
 
-    ``pulled_in`` names each cell input, output or traceback that went into the prompt, e.g.
-    ``("In[3]", "traceback of In[30]")``; ``note`` says it in one line for a status line.
+    ``pulled_in`` names each variable, cell input, output or traceback that went into the
+    prompt, e.g. ``("{city}", "In[3]", "traceback of In[30]")``; ``note`` says it in one line
+    for a status line.
     """
 
     text: str
@@ -82,25 +88,43 @@ def build_prompt(
     """
     tracebacks = tracebacks or {}
     current = cell_number(shell)
+    pieces = list(_PIECE.finditer(template))
+    template_form = all(_in_template_form(piece) for piece in pieces)
     pulled: list[str] = []
     out: list[str] = []
     pos = 0
-    for match in _PIECE.finditer(template):
+    for match in pieces:
         out.append(template[pos : match.start()])
         pos = match.end()
-        piece = match.group(0)
-        if piece in ("{{", "}}"):
-            out.append(piece[0])
-        elif match.group(1) is None:  # a lone brace
-            line = template.count("\n", 0, match.start()) + 1
-            raise PromptError(f"A lone {piece!r} on line {line} of the prompt: use {_SYNTAX}.")
-        else:
-            text, source = _fill(match.group(1), shell, current, tracebacks)
+        doubled, single = match.group(1), match.group(2)
+        if doubled is not None:  # {{x}}: {x}, unless pasted text writes it so
+            literal = template_form or is_reference(doubled)
+            out.append(f"{{{doubled}}}" if literal else match.group(0))
+        elif single is not None and is_reference(single):
+            text, source = _fill(single, shell, current, tracebacks)
             out.append(text)
             if source:
                 pulled.append(source)
+        elif template_form and match.group(0) in ("{{", "}}"):
+            out.append(match.group(0)[0])
+        else:  # brace text that is not a reference: sent as written
+            out.append(match.group(0))
     out.append(template[pos:])
     return FilledPrompt("".join(out), tuple(pulled))
+
+
+def is_reference(ref: str) -> bool:
+    """Whether ``{ref}`` is something holynb fills in: a variable name, ``In[n]``,
+    ``Out[n]``, ``Err``, ``Err[n]`` (or ``In``/``Out`` without the number they need)."""
+    return bool(_NAME.match(ref) or _CELL.match(ref))
+
+
+def _in_template_form(piece: re.Match[str]) -> bool:
+    # a prompt written entirely in the template language: every brace a reference or doubled
+    single = piece.group(2)
+    if single is not None:
+        return is_reference(single)
+    return piece.group(0) not in ("{", "}")
 
 
 def _fill(
@@ -138,15 +162,12 @@ def _fill(
             f"{{{ref}}} in the prompt needs a cell number: {{{ref}[3]}}, or {{{ref}[-1]}} "
             "for the cell before this one."
         )
-    if _NAME.match(ref):
-        if ref not in ns:
-            raise PromptError(
-                f"{{{ref}}} in the prompt: no variable {ref!r} is defined. Define it, or write "
-                f"{{{{{ref}}}}} for literal braces."
-            )
-        return str(ns[ref]), None
-    shown = ref if len(ref) <= 40 else ref[:39] + "…"
-    raise PromptError(f"{{{shown}}} in the prompt is not something holynb fills in: use {_SYNTAX}.")
+    if ref not in ns:
+        raise PromptError(
+            f"{{{ref}}} in the prompt: no variable {ref!r} is defined. "
+            + _UNDEFINED_HINT.format(ref=ref)
+        )
+    return str(ns[ref]), f"{{{ref}}}"
 
 
 def _last_error(shell: Any, tracebacks: Mapping[int, str]) -> tuple[str, str]:

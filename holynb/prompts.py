@@ -28,6 +28,7 @@ from typing import Any
 from holynb.errors import ConfigurationError
 
 __all__ = [
+    "Prompt",
     "PromptSet",
     "build_messages",
     "images_per_item",

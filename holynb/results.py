@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+MAX_TOKENS = 10**12  # more than any call has used: a count beyond it is not believed
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -39,6 +41,18 @@ class Usage:
                 f"{self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
                 f"cached_tokens={self.cached_tokens}, reasoning_tokens={self.reasoning_tokens}, "
                 f"cache_write_tokens={self.cache_write_tokens})"
+            )
+        counts = (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.reasoning_tokens,
+            self.cache_write_tokens,
+        )
+        if max(counts) > MAX_TOKENS:
+            raise ValueError(
+                f"the endpoint reported an implausible token count ({max(counts):,} tokens, "
+                f"more than {MAX_TOKENS:,}): the answer's usage is not believed"
             )
 
     @property

@@ -3,7 +3,8 @@
 It covers what people put in schemas for models: ``type`` (one or several), ``enum``,
 ``const``, ``required``, ``properties``, ``additionalProperties: false``, ``items``,
 ``minItems``/``maxItems``, ``minLength``/``maxLength``, ``minimum``/``maximum`` (and the
-exclusive forms), ``anyOf``/``oneOf``/``allOf`` and local ``$ref`` (``#/$defs/...``).
+exclusive forms; NaN and infinities fail every bound and the type ``number``),
+``anyOf``/``oneOf``/``allOf`` and local ``$ref`` (``#/$defs/...``).
 Problems come back as ``"path: message"`` strings, the path dotted (``items[0].label``).
 
 >>> check({"label": "great"}, {"properties": {"label": {"enum": ["good", "bad"]}}})
@@ -13,6 +14,7 @@ Problems come back as ``"path: message"`` strings, the path dotted (``items[0].l
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 __all__ = ["check"]
@@ -38,9 +40,13 @@ def _is_type(value: Any, name: str) -> bool:
             isinstance(value, float) and value.is_integer()
         )
     if name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, int | float) and not isinstance(value, bool) and _finite(value)
     kind = _TYPES.get(name)
     return kind is None or isinstance(value, kind)
+
+
+def _finite(value: int | float) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +70,8 @@ def _check(value: Any, node: Any, root: dict[str, Any], path: str) -> list[str]:
     if types is not None:
         names = [types] if isinstance(types, str) else list(types)
         if not any(_is_type(value, t) for t in names):
+            if isinstance(value, float) and not math.isfinite(value):
+                return [f"{where}: {value} is not a finite number"]
             return [f"{where}: {json.dumps(value)[:60]} is not of type {' or '.join(names)}"]
     if "enum" in node and value not in node["enum"]:
         return [f"{where}: {json.dumps(value)[:60]} is not one of {node['enum']}"]
@@ -100,6 +108,10 @@ def _check(value: Any, node: Any, root: dict[str, Any], path: str) -> list[str]:
         if "maxLength" in node and len(value) > node["maxLength"]:
             problems.append(f"{where}: longer than {node['maxLength']} characters")
     if isinstance(value, int | float) and not isinstance(value, bool):
+        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        if not _finite(value) and any(key in node for key in bounds):
+            problems.append(f"{where}: {value} is not a finite number, so it fails every bound")
+            return problems
         for key, bad in (
             ("minimum", lambda v, b: v < b),
             ("maximum", lambda v, b: v > b),

@@ -5,16 +5,12 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import os
 import sys
 import threading
-import time
-import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
@@ -26,10 +22,13 @@ from holynb._config import (
     resolve_settings,
 )
 from holynb._loop import default_loop
-from holynb.budget import Budget
+from holynb.calls.call import Call
+from holynb.calls.caller import Caller
+from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
-from holynb.errors import APIError, BudgetExceededError, HolynbWarning
+from holynb.errors import APIError
 from holynb.ledger import CallRecord, Ledger
+from holynb.parameters import check_params
 from holynb.prompts import (
     Prompt as Prompt,  # what a prompt is lives in holynb.prompts
     build_messages as build_messages,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 
     from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
+    from holynb.budget import Budget
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
     from holynb.images import ImagePreset
@@ -56,10 +56,6 @@ class _Unchanged:
 
 
 UNCHANGED = _Unchanged()
-
-
-class LogWriteWarning(HolynbWarning):
-    """A call could not be written to the ledger log file; it is in ``session.ledger`` only."""
 
 
 class Session:
@@ -126,35 +122,32 @@ class Session:
             tpm=tpm,
         )
         from holynb.prices import PriceTable
-        from holynb.worst_case import WorstCase
 
-        self._bounds = WorstCase(PriceTable.default(self.settings.base_url, prices), self.api)
+        table = PriceTable.default(self.settings.base_url, prices)
+        self._meter = Meter(table, self.api)
         _prefetch(self.prices.needs_genai_prices(self.settings.model))
-        self._ledger = Ledger()
         if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
             from holynb.store import default_log_path
 
             log_path = default_log_path()
-        self._store: LedgerStore | None = None
         if log_path:  # sqlite3 and the store load only for a log
             from holynb.store import LedgerStore
 
-            self._store = LedgerStore(log_path)
-            self._ledger.extend(self._store.load())  # a restarted kernel picks up where it was
-        self._budget: Budget | None = None
+            self._meter.store = LedgerStore(log_path)
+            self._ledger.extend(self._meter.store.load())  # a restarted kernel picks up
         if budget_usd is not None:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
-        self._log_warned = False
-        # The most recently finished call (with concurrent calls, whichever ended last): a
-        # call's own result is what chat() returns and a stream's ``result``.
-        self.last_result: ChatResult | None = None
         self._cache: ResponseCache | None = None
         self.cache = cache
-        from holynb.structured import FormatSupport
-
-        self._format_support = FormatSupport()  # which endpoints take response_format json_schema
         self._max_image_bytes = max_image_bytes
+        self._caller = Caller(
+            self.settings,
+            self._meter,
+            client=lambda: self._client,
+            cache=lambda: self._cache,
+            image_limit=lambda: self.max_image_bytes,
+        )
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -175,11 +168,47 @@ class Session:
     @property
     def prices(self) -> PriceTable:
         """The prices this session charges calls at (USD per million tokens); settable."""
-        return self._bounds.prices
+        return self._meter.prices
 
     @prices.setter
     def prices(self, table: PriceTable) -> None:
-        self._bounds.prices = table
+        self._meter.prices = table
+
+    @property
+    def caller(self) -> Caller:
+        """The core every call of this session goes through (``holynb.calls.caller``)."""
+        return self._caller
+
+    @property
+    def meter(self) -> Meter:
+        """The meter every call of this session goes through (``holynb.calls.meter``)."""
+        return self._meter
+
+    @property
+    def last_result(self) -> ChatResult | None:
+        """The most recently finished call (with concurrent calls, whichever ended last): a
+        call's own result is what chat() returns and a stream's ``result``."""
+        return self._meter.last_result
+
+    @last_result.setter
+    def last_result(self, result: ChatResult | None) -> None:
+        self._meter.last_result = result
+
+    @property
+    def _ledger(self) -> Ledger:
+        return self._meter.ledger
+
+    @property
+    def _store(self) -> LedgerStore | None:
+        return self._meter.store
+
+    @_store.setter
+    def _store(self, store: LedgerStore | None) -> None:
+        self._meter.store = store
+
+    @property
+    def _budget(self) -> Budget | None:
+        return self._meter.budget
 
     @property
     def model(self) -> str:
@@ -229,16 +258,7 @@ class Session:
 
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
-        if limit is None:
-            self._budget = None
-            return
-        # With a log, reservations live in the file: kernels sharing it hold one budget.
-        self._budget = Budget(
-            limit,
-            spent_usd=self.total_cost_usd,
-            shared=self._store,
-            on_others=self._ledger.extend,
-        )
+        self._meter.set_budget(limit)
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -255,7 +275,7 @@ class Session:
             return
         from holynb.cache import open_cache
 
-        self._cache = open_cache(cache, self.settings.base_url)
+        self._cache = open_cache(cache, self.settings)
 
     def derive(
         self,
@@ -321,32 +341,12 @@ class Session:
         max_tokens: int | None,
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": model or self.settings.model,
-            "messages": build_messages(prompt, system),
-        }
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
-            from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
-
-            body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
-        body.update(params)
-        return body
+        return self._caller.body(prompt, model, system, temperature, max_tokens, params)
 
     def _with_images(
         self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None
     ) -> tuple[Prompt, str | None]:
-        """The prompt as messages with ``images`` prepared (bad or oversized ones refused
-        before anything is sent) and added to its last user message; unchanged without."""
-        if images is None:
-            return prompt, system
-        from holynb.images import attach_images, prepare_images
-
-        prepared = prepare_images(images, preset, max_bytes=self.max_image_bytes)
-        return attach_images(build_messages(prompt, system), prepared), None
+        return self._caller.with_images(prompt, system, images, preset)
 
     async def achat(
         self,
@@ -375,39 +375,19 @@ class Session:
         ``images``: paths, bytes, PIL images, URLs, figures or arrays sent with the prompt,
         shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
         see :mod:`holynb.images`."""
+        check_params(params, "chat")
         prompt, system = self._with_images(prompt, system, images, image_preset)
         if schema is not None:
-            from holynb.structured import achat_structured
+            from holynb.structured import answer_flow
 
-            if temperature is not None:
-                params["temperature"] = temperature
-            if max_tokens is not None:
-                params["max_tokens"] = max_tokens
-            if cache is not None:
-                params["cache"] = cache
-            return await achat_structured(
-                self, prompt, schema, model=model, system=system, tag=tag, kind=kind, **params
-            )
+            flow = answer_flow(
+                self._caller, prompt, schema, model=model, system=system,
+                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
+                cache=cache, params=params,
+            )  # fmt: skip
+            return await self._caller.run(flow)
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        hit = self._cache_hit(body, cache, kind, tag)
-        if hit is not None:
-            return hit
-        client = self._client
-        hold = self._reserve(body)
-        try:
-            result = await client.complete(body)
-        except APIError as err:
-            self._record_failure(body, kind, tag, hold, err, err.partial)
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            self._record_failure(body, kind, tag, hold, None, None, interrupted=True)
-            raise
-        else:
-            result = self._record(result, body, kind, tag, hold)
-            self._cache_save(body, result, cache)
-            return result
-        finally:
-            self._release(hold)  # whatever happened above, the reservation ends with the call
+        return await self._caller.complete(Call(body=body, kind=kind, tag=tag, cache=cache))
 
     def chat(
         self,
@@ -437,6 +417,7 @@ class Session:
         ``result.parsed``; ``images`` (paths, bytes, PIL images, URLs, figures, arrays) go with
         the prompt, prepared by ``image_preset``. Other keyword arguments go into the request
         body as they are (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
+        check_params(params, "chat")
         return default_loop().run(
             self.achat(
                 prompt, model=model, system=system, temperature=temperature,
@@ -472,6 +453,7 @@ class Session:
         >>> async for text in stream: print(text, end="")
         >>> stream.result.usage
         """
+        check_params(params, "stream")
         prompt, system = self._with_images(prompt, system, images, image_preset)
         stream = AsyncChatStream()
         args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
@@ -491,59 +473,23 @@ class Session:
         schema: Any,
         params: dict[str, Any],
     ) -> AsyncGenerator[str, None]:
-        from holynb._client import StreamState
 
         if schema is not None:
             from holynb.structured import astream_structured
 
-            if temperature is not None:
-                params["temperature"] = temperature
-            if max_tokens is not None:
-                params["max_tokens"] = max_tokens
-            if cache is not None:
-                params["cache"] = cache
             async for text in astream_structured(
-                self,
-                prompt,
-                schema,
-                stream,
-                model=model,
-                system=system,
-                tag=tag,
-                kind=kind,
-                **params,
-            ):
+                self._caller, prompt, schema, stream, model=model, system=system,
+                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
+                cache=cache, params=params,
+            ):  # fmt: skip
                 yield text
             return
 
         body = self._body(prompt, model, system, temperature, max_tokens, params)
-        hit = self._cache_hit(body, cache, kind, tag)
-        if hit is not None:
-            from holynb.cache import replay_pieces
-
-            stream.result = hit
-            for piece in replay_pieces(hit.text):
-                yield piece
-                await asyncio.sleep(0)
-            return
-        client = self._client
-        hold = self._reserve(body)
-        progress = StreamState(model=body["model"], on_retry=stream._retrying)
-        try:
-            async for text in client.stream(body, progress):
+        call = Call(body=body, kind=kind, tag=tag, cache=cache)
+        async with contextlib.aclosing(self._caller.stream(call, stream)) as texts:
+            async for text in texts:  # leaving early closes the request at once
                 yield text
-        except APIError as err:
-            self._record_failure(body, kind, tag, hold, err, err.partial)
-            stream.result = err.partial
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            stream.result = self._record(progress.result(interrupted=True), body, kind, tag, hold)
-            raise
-        else:
-            stream.result = self._record(progress.result(), body, kind, tag, hold)
-            self._cache_save(body, stream.result, cache)
-        finally:
-            self._release(hold)
 
     def stream(
         self,
@@ -569,6 +515,7 @@ class Session:
         >>> text = "".join(stream)
         >>> stream.result.cost_usd
         """
+        check_params(params, "stream")
         return ChatStream(
             self.astream(
                 prompt, model=model, system=system, temperature=temperature,
@@ -598,6 +545,7 @@ class Session:
         **params: Any,
     ) -> pd.DataFrame:
         """Ask many prompts concurrently (async); see ``map``."""
+        check_params(params, "map")
         from holynb.bulk import amap
 
         return await amap(
@@ -642,6 +590,7 @@ class Session:
         sources, or None), or with a DataFrame the name of its column of images; a bad image
         is that item's error. See ``holynb.bulk`` for the columns.
         """
+        check_params(params, "map")
         from holynb.bulk import map_sync
 
         return map_sync(
@@ -671,6 +620,7 @@ class Session:
         **params: Any,
     ) -> pd.DataFrame:
         """Every prompt to every model, concurrently (async); see ``compare``."""
+        check_params(params, "compare")
         from holynb.compare import acompare
 
         return await acompare(
@@ -711,6 +661,7 @@ class Session:
         same images) and the rest work as in ``map``. With one prompt, ``images`` is that
         prompt's images (one source or a list).
         """
+        check_params(params, "compare")
         from holynb.compare import compare_sync
 
         return compare_sync(
@@ -749,6 +700,7 @@ class Session:
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
+        check_params(params, "batch")
         from holynb.batch_jobs import BatchJob
 
         return await BatchJob.acreate(
@@ -797,6 +749,7 @@ class Session:
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
         """
+        check_params(params, "batch")
         return default_loop().run(
             self.abatch(
                 prompts,
@@ -862,127 +815,33 @@ class Session:
             image_tokens=image_tokens,
         )
 
+    # -- the pipeline's steps, kept while features still call them (see holynb.calls) -------
+
     def _reserve(self, body: dict[str, Any]) -> int | None:
-        """Hold the call's worst-case cost against the budget; refuse a call whose worst case
-        is unknown (no price, or no bound on the answer's length). See ``holynb.worst_case``."""
-        budget = self._budget
-        if budget is None:
-            return None
-        from holynb.worst_case import UnboundedCall
+        return self._meter.reserve(body)
 
-        try:
-            worst = self._bounds.usd(body)
-        except UnboundedCall as err:
-            raise self._refusal(budget, str(err)) from None
-        if budget.shared is None:
-            return budget.reserve(worst)
-        import sqlite3  # loaded with the store already
+    def _hold_batch(
+        self, parts: list[list[dict[str, Any]]], owner: str
+    ) -> list[tuple[int | None, float]]:
+        return self._meter.hold_batch(parts, owner)
 
-        try:
-            return budget.reserve(worst)
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) and "busy" not in str(err):
-                raise self._refusal(
-                    budget,
-                    f"holynb could not read the budget shared through the ledger log ({err}), "
-                    "so this call was not sent. Try again, or give this session its own "
-                    "log_path.",
-                ) from None
-            self._warn_log(err)  # another process holds the log's write lock for now
-            return budget.reserve(worst, here_only=True)
-        except sqlite3.Error as err:
-            raise self._refusal(
-                budget,
-                f"holynb could not read the budget shared through the ledger log ({err}), so "
-                "this call was not sent. Try again, or give this session its own log_path.",
-            ) from None
+    def _adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
+        return self._meter.adopt_batch_hold(key, usd, hold)
+
+    def _record_batch(self, records: list[CallRecord], hold: int | None) -> None:
+        self._meter.record_batch(records, hold)
 
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        """The offline prompt estimate, its images counted by this session's wire format."""
-        from holynb.worst_case import prompt_estimate
-
-        return prompt_estimate(messages, self.api)
-
-    @staticmethod
-    def _refusal(budget: Budget, message: str) -> BudgetExceededError:
-        return BudgetExceededError(message, spent_usd=budget.spent_usd, limit_usd=budget.limit_usd)
+        return self._meter.prompt_tokens(messages)
 
     def _release(self, hold: int | None) -> None:
-        if self._budget is not None and hold is not None:
-            self._budget.settle(hold, None)  # a no-op once the call was settled
-
-    def _warn_log(self, err: Exception, action: str = "write") -> None:
-        if self._log_warned:
-            return
-        self._log_warned = True
-        what = "this call is" if action == "write" else "calls are"
-        warnings.warn(
-            f"holynb could not {action} the ledger log ({err}); {what} kept in session.ledger "
-            "only. This warning is shown once.",
-            LogWriteWarning,
-            stacklevel=4,
-        )
+        self._meter.release(hold)
 
     def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
-        usage = result.usage
-        if usage.estimated:  # the server sent no usage: count offline, and say so
-            from holynb.tokens import estimate_tokens
-
-            completion = usage.completion_tokens or estimate_tokens(result.text)
-            limit = body.get("max_tokens") or body.get("max_completion_tokens")
-            if isinstance(limit, int) and limit > 0:
-                completion = min(completion, limit)  # the server stops there
-            usage = replace(
-                usage,
-                prompt_tokens=usage.prompt_tokens or self._prompt_tokens(body["messages"]),
-                completion_tokens=completion,
-            )
-            result = replace(result, usage=usage)
-        return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
-
-    def _cache_hit(
-        self, body: dict[str, Any], cache: CallCache, kind: str, tag: str | None
-    ) -> ChatResult | None:
-        """The cached answer to ``body``, recorded in the ledger as a free hit; or None."""
-        if self._cache is None or cache is False or cache == "refresh":
-            return None
-        started = time.perf_counter()
-        stored = self._cache.lookup(body)
-        if stored is None:
-            return None
-        from holynb.cache import as_hit
-
-        saved = self.prices.cost(stored.model, stored.usage)
-        self._cache.note_saved(saved)
-        elapsed = (time.perf_counter() - started) * 1000.0
-        hit = as_hit(stored, saved_usd=saved, latency_ms=elapsed)
-        self._append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
-        self.last_result = hit
-        return hit
-
-    def _cache_save(self, body: dict[str, Any], result: ChatResult, cache: CallCache) -> None:
-        if self._cache is not None and cache is not False:
-            self._cache.save(body, result)
+        return self._meter.price(result, body, batch)
 
     def _append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
-        """Record one call: the ledger, the log (ending its budget hold in the same write when
-        the budget is shared through it) and the budget. ``asked`` is the model the call asked
-        for, to say why a call cost more than its hold."""
-        self._ledger.append(record)
-        budget = self._budget
-        released = False
-        if self._store is not None:
-            import sqlite3  # loaded with the store already
-
-            shared = budget is not None and budget.shared is self._store and hold is not None
-            try:
-                self._store.append(record, release=hold if shared else None)
-                released = shared
-            except sqlite3.Error as err:  # locked by another process, disk full, ...
-                self._warn_log(err)
-        if budget is not None and hold is not None:
-            budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
-                          released=released)  # fmt: skip
+        self._meter.append(record, hold, asked=asked)
 
     def _record(
         self,
@@ -994,25 +853,7 @@ class Session:
         *,
         batch: bool = False,
     ) -> ChatResult:
-        result = self._with_cost(result, body, batch)
-        self._learn_answering_model(body["model"], result.model)
-        self._append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
-        self.last_result = result
-        return result
-
-    def _learn_answering_model(self, asked: str, answered: str) -> None:
-        """Remember an endpoint answering ``asked`` with a pricier model: from then on its
-        price bounds ``asked``'s calls too (said once, when a budget is set)."""
-        if self._bounds.learn(asked, answered) and self._budget is not None:
-            from holynb.budget import BudgetOvershootWarning
-
-            warnings.warn(
-                f"holynb: {asked!r} was asked, and the endpoint answered with {answered!r}, "
-                f"which costs more; the budget now reserves {asked!r}'s calls at "
-                f"{answered!r}'s price.",
-                BudgetOvershootWarning,
-                stacklevel=5,
-            )
+        return self._meter.record(result, body, kind=kind, tag=tag, hold=hold, batch=batch)
 
     def _record_failure(
         self,
@@ -1025,29 +866,8 @@ class Session:
         *,
         interrupted: bool = False,
     ) -> None:
-        if err is not None:
-            error = f"{type(err).__name__}: {err.message}"
-        else:
-            error = "Interrupted: the call was cancelled before an answer arrived"
-        if partial is not None:
-            result = self._with_cost(partial, body, False)  # what arrived was paid for
-            self.last_result = result
-            if err is not None:
-                err.partial = result
-        else:
-            result = ChatResult(
-                text="",
-                model=body["model"],
-                usage=Usage(),
-                attempts=err.attempts if err is not None else 1,
-                request_id=err.request_id if err is not None else None,
-                interrupted=interrupted,
-                cost_usd=0.0,
-            )
-        self._append(
-            CallRecord.from_result(result, kind=kind, tag=tag, error=error),
-            hold,
-            asked=body["model"],
+        self._meter.record_failure(
+            body, kind=kind, tag=tag, hold=hold, err=err, partial=partial, interrupted=interrupted
         )
 
     @property
@@ -1127,13 +947,6 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _overshoot_reason(asked: str | None, answered: str) -> str:
-    """Why a call may have cost more than the worst case reserved for it."""
-    if asked is not None and answered and answered != asked:
-        return f"{asked!r} was asked, and the endpoint answered with {answered!r}."
-    return "The endpoint reported more tokens than the call's limits allow."
 
 
 def _prefetch(genai_prices: bool) -> None:

@@ -16,14 +16,15 @@ import contextlib
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from holynb._sqlite import SQLiteFile, use_wal
-from holynb.errors import ConfigurationError
+from holynb._sqlite import Migration, SQLiteFile, use_wal
+from holynb.budget import JOB_OWNER
+from holynb.errors import ConfigurationError, StoreError
 from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path", "foreign_database"
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
 HOLDS = "holds"
-_BOOLS = frozenset(f.name for f in fields(CallRecord) if f.type in ("bool", bool))
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -92,7 +92,7 @@ def _m003_holds(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     _m001_calls,
     _m002_cache_columns,
     _m003_holds,
@@ -145,6 +145,9 @@ class LedgerStore(SQLiteFile):
     >>> store.close()
     """
 
+    MIGRATIONS = MIGRATIONS
+    WHAT = "ledger log"
+
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         super().__init__(path, timeout=timeout)
         self._last_id = 0  # the highest row id this store has read or written
@@ -168,13 +171,19 @@ class LedgerStore(SQLiteFile):
             "file name or an existing holynb log."
         )
 
+    def _damaged(self, err: sqlite3.DatabaseError) -> str:
+        return (
+            f"{str(self.path)!r} is damaged ({err}): move it away and keep it (it is the record "
+            "of what was spent; sqlite3's .recover may save its rows), then give log_path= a "
+            "new file name (this session's calls are in session.ledger)."
+        )
+
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one record; it is committed (crash-safe) when this returns. Thread-safe.
         ``release`` ends that budget hold in the same transaction (see ``hold``), so other
         processes never see the call counted twice or not at all."""
         row = _to_row(record)
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             if release is None:
                 rowid = db.execute(_INSERT, row).lastrowid
             else:
@@ -192,43 +201,55 @@ class LedgerStore(SQLiteFile):
         looked and the total still held by calls in flight (holds of processes that died are
         dropped first) are given to ``check``, which raises to refuse; then the hold is
         written. Its id goes to ``append(..., release=)`` or ``release``."""
-        with self._lock:
-            db = self._connect()
-            with _transaction(db):
-                others = self._read_others(db)
-                _drop_dead_holds(db)
-                held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
-                check(others, float(held))
+        return self.hold_all([usd], check)[0]
+
+    def hold_all(
+        self, amounts: Sequence[float], check: Check, owner: str | None = None
+    ) -> list[int]:
+        """``hold`` for several amounts checked together (a batch job's parts): all are held
+        or none. ``owner`` names who holds them when it is not this process (``job:<id>``:
+        a batch job's holds outlive the kernel that made them, until its results are
+        recorded)."""
+        who = owner or process_owner()
+        with self._using() as db, _transaction(db):
+            others = self._read_others(db)
+            _drop_dead_holds(db)
+            held = db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0]
+            check(others, float(held))
+            created = datetime.now(UTC).isoformat()
+            ids = []
+            for usd in amounts:
                 cursor = db.execute(
                     f"INSERT INTO {HOLDS} (owner, usd, created) VALUES (?, ?, ?)",
-                    (process_owner(), float(usd), datetime.now(UTC).isoformat()),
+                    (who, float(usd), created),
                 )
                 assert cursor.lastrowid is not None
-                return cursor.lastrowid
+                ids.append(cursor.lastrowid)
+            return ids
 
     def release(self, hold: int) -> None:
         """End a hold without a record (the call was refused, failed before any answer, or its
         record could not be written); a no-op when it has ended already."""
-        with self._lock:
-            self._connect().execute(f"DELETE FROM {HOLDS} WHERE id = ?", (hold,))
+        with self._using() as db:
+            db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (hold,))
 
     def held_usd(self) -> float:
         """What calls in flight hold in this file, every process's (dead ones' dropped)."""
-        with self._lock:
-            db = self._connect()
-            with _transaction(db):
-                _drop_dead_holds(db)
-                return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
+        with self._using() as db, _transaction(db):
+            _drop_dead_holds(db)
+            return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
 
-    def extend(self, records: Iterable[CallRecord]) -> None:
-        """Write several records in one transaction (all or none)."""
+    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
+        """Write several records in one transaction (all or none), ending the hold
+        ``release`` in the same transaction."""
         rows = [_to_row(r) for r in records]
-        with self._lock:
-            db = self._connect()
+        with self._using() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 first = self._max_id(db) + 1
                 db.executemany(_INSERT, rows)
+                if release is not None:
+                    db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (release,))
                 self._mine.update(range(max(first, self._last_id + 1), self._max_id(db) + 1))
                 db.execute("COMMIT")
             except BaseException:
@@ -238,19 +259,19 @@ class LedgerStore(SQLiteFile):
 
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""
-        with self._lock:
-            cursor = self._connect().execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
+        with self._using() as db:
+            cursor = db.execute(f"SELECT id, {_COLUMN_LIST} FROM {TABLE} ORDER BY id")
             rows = cursor.fetchall()
             if rows:
                 self._last_id = max(self._last_id, rows[-1][0])
             self._mine.clear()
-            return [_from_row(row[1:]) for row in rows]
+            return [self._record(row) for row in rows]
 
     def load_others(self) -> list[CallRecord]:
         """The records other connections (other processes, kernels) appended since this store
         last read or wrote, oldest first: what a budget on a shared log must also count."""
-        with self._lock:
-            return self._read_others(self._connect())
+        with self._using() as db:
+            return self._read_others(db)
 
     def _read_others(self, db: sqlite3.Connection) -> list[CallRecord]:
         rows = db.execute(
@@ -260,16 +281,28 @@ class LedgerStore(SQLiteFile):
         for row in rows.fetchall():
             self._last_id = max(self._last_id, row[0])
             if row[0] not in self._mine:
-                records.append(_from_row(row[1:]))
+                records.append(self._record(row))
         self._mine.clear()
         return records
+
+    def _record(self, row: tuple[Any, ...]) -> CallRecord:
+        """The record of a row read with its id first; an unreadable one is a ``StoreError``
+        (skipping it would hide what was spent)."""
+        try:
+            return _from_row(row[1:])
+        except (TypeError, ValueError) as err:
+            raise StoreError(
+                f"{str(self.path)!r} holds a row holynb did not write (row {row[0]}: {err}), so "
+                "what it says was spent cannot be trusted. Move it away (keep it for the record) "
+                "and give log_path= a new file name."
+            ) from None
 
     def _max_id(self, db: sqlite3.Connection) -> int:
         return db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._connect().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+        with self._using() as db:
+            return db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
 
 
 @contextlib.contextmanager
@@ -307,6 +340,8 @@ def _start_time(pid: int) -> str:
 
 
 def _alive(owner: str) -> bool:
+    if owner.startswith(JOB_OWNER):
+        return True  # a batch job's hold lasts until its results are recorded
     host, _, rest = owner.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -343,11 +378,38 @@ def _to_row(record: CallRecord) -> tuple[Any, ...]:
 
 
 def _from_row(row: tuple[Any, ...]) -> CallRecord:
+    """The CallRecord of one row, every column checked first (a shared file may hold anything:
+    a cost that is text would break every sum later); raises ValueError saying which."""
     values = dict(zip(COLUMNS, row, strict=True))
-    values["ts"] = datetime.fromisoformat(values["ts"])
-    for name in _BOOLS:
-        values[name] = bool(values[name])
+    for name, value in values.items():
+        kind = _KINDS[name]
+        if value is None and kind.endswith("| None"):
+            continue
+        if not _fits(kind, value):
+            raise ValueError(f"{name} is {value!r}, not a valid {kind}")
+        if kind == "bool":
+            values[name] = bool(value)
+    try:
+        values["ts"] = datetime.fromisoformat(values["ts"])
+    except ValueError:
+        raise ValueError(f"ts is {values['ts']!r}, not a date and time") from None
     return CallRecord(**values)
+
+
+_KINDS = {f.name: str(f.type) for f in fields(CallRecord)}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    base = kind.removesuffix(" | None")
+    if base in ("str", "datetime"):
+        return isinstance(value, str)
+    if base == "bool":
+        return value in (0, 1) and isinstance(value, int)
+    if base == "int":
+        return isinstance(value, int) and value >= 0
+    if base == "float":  # any float holynb may have written (a cost is checked when made)
+        return isinstance(value, (int, float))
+    return True
 
 
 def _encodable(text: str) -> str:

@@ -15,10 +15,12 @@ How a call goes:
    concurrent calls wait for the first one's verdict rather than all being refused. A refusal
    of this particular schema (e.g. one strict mode cannot express) falls back for this call
    only.
-2. The reply is parsed (strict JSON, else :func:`holynb.extract_json`) and validated: pydantic
-   for a model class; for a dict schema ``jsonschema`` when it is installed, else a small
-   built-in check (types, enum, const, required, properties, additionalProperties, items,
-   anyOf/oneOf/allOf, $ref, bounds and lengths).
+2. The reply is read with :func:`holynb.jsonx.answer_json` (the whole reply is the JSON, less
+   whitespace, ``<think>`` blocks and one code fence; broken JSON there is repaired; an object
+   inside prose, two JSON blocks, a duplicate key or NaN/Infinity is a mismatch) and
+   validated: pydantic for a model class; for a dict schema ``jsonschema`` when it is
+   installed, else a small built-in check (types, enum, const, required, properties,
+   additionalProperties, items, anyOf/oneOf/allOf, $ref, bounds and lengths).
 3. If it does not match, the model is asked once more, with its reply and what was wrong.
 4. Still wrong: :class:`SchemaValidationError` with the raw text and the result.
 
@@ -29,29 +31,33 @@ Every request, refused ones included, is a row of the ledger.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from holynb.calls.call import Call
+from holynb.calls.probe import refusal_of
 from holynb.errors import BadRequestError, HolynbError, SchemaValidationError
+from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from holynb.calls.call import CallCache
+    from holynb.calls.caller import Caller, Flow
     from holynb.chat_stream import AsyncChatStream
     from holynb.results import ChatResult
-    from holynb.session import Prompt, Session
+
+JSON_SCHEMA = "json_schema"  # the response_format type structured answers ask for
 
 __all__ = [
     "AnswerSchema",
-    "FormatSupport",
     "SchemaValidationError",
-    "achat_structured",
+    "answer_flow",
     "astream_structured",
 ]
 
@@ -122,7 +128,7 @@ class AnswerSchema:
 
     def parse(self, text: str) -> Any:
         """The validated answer in ``text``; raises ``_Mismatch`` saying what is wrong."""
-        value = _decode(text, self.fields)
+        value = _decode(text)
         if self.model is not None:
             return _validate_pydantic(self.model, value)
         _validate_dict(self.schema, value)
@@ -212,18 +218,13 @@ def _strict_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return out, strict
 
 
-def _decode(text: str, fields: list[str]) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        pass
-    from holynb.jsonx import extract_json
+def _decode(text: str) -> Any:
+    from holynb.jsonx import answer_json
 
     try:
-        return extract_json(text, expect_keys=fields or None)
-    except HolynbError:
-        excerpt = " ".join(text.split())[:120]
-        raise _Mismatch(f"the reply is not JSON (it starts {excerpt!r})") from None
+        return answer_json(text)
+    except HolynbError as err:
+        raise _Mismatch(str(err)) from None
 
 
 def _validate_pydantic(model: Any, value: Any) -> Any:
@@ -255,35 +256,6 @@ def _validate_dict(schema: dict[str, Any], value: Any) -> None:
 
 
 # -- what each endpoint accepts ----------------------------------------------------------------
-
-
-@dataclass
-class FormatSupport:
-    """Which (endpoint, model) pairs accept ``response_format`` ``json_schema``: True, False,
-    or absent (not asked yet). One per Session."""
-
-    known: dict[tuple[str, str], bool] = field(default_factory=dict)
-    _locks: dict[tuple[int, str, str], asyncio.Lock] = field(default_factory=dict, repr=False)
-
-    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
-        """The lock the first request to ``key`` holds while it finds out (per event loop)."""
-        return self._locks.setdefault((id(asyncio.get_running_loop()), *key), asyncio.Lock())
-
-
-_UNSUPPORTED = (
-    "not supported", "unsupported", "unrecognized", "unknown", "not permitted", "not allowed",
-    "extra inputs", "extra_forbidden",
-)  # fmt: skip
-
-
-def _refusal(err: BadRequestError) -> str | None:
-    """Why a 400/422 refused the request: ``"unsupported"`` (this endpoint and model do not
-    take json_schema: remembered), ``"schema"`` (they do, but not this schema, e.g. one strict
-    mode cannot express: this call falls back) or None (about something else: raised)."""
-    text = f"{err.message} {err.body or ''}".lower()
-    if "response_format" not in text and "json_schema" not in text:
-        return None
-    return "unsupported" if any(word in text for word in _UNSUPPORTED) else "schema"
 
 
 # -- the call ----------------------------------------------------------------------------------
@@ -324,39 +296,64 @@ def combine(results: list[ChatResult], parsed: Any = None) -> ChatResult:
     )
 
 
-async def achat_structured(
-    session: Session,
+def answer_flow(
+    caller: Caller,
     prompt: Prompt,
     schema: Any,
     *,
     model: str | None = None,
     system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
     tag: str | None = None,
     kind: str = "chat",
-    **params: Any,
-) -> ChatResult:
-    """Ask for an answer that fits ``schema``; see the module docstring. ``params`` go into
-    the request body (``temperature``, ``max_tokens``, ...). Raises SchemaValidationError."""
-    from holynb.prompts import build_messages
-
+    cache: CallCache = None,
+    params: dict[str, Any] | None = None,
+) -> Flow[ChatResult]:
+    """The flow of one structured answer (``Caller.run`` drives it): ask with
+    ``response_format`` json_schema (the schema in the prompt where the endpoint refuses
+    it), validate, ask once more with what was wrong; raises SchemaValidationError."""
+    params = dict(params or {})
     if "response_format" in params:
         raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")
     spec = AnswerSchema.of(schema)
     messages = build_messages(prompt, system)
-    model = model or session.model
+    model = model or caller.settings.model
+
+    def call_for(asked: list[dict[str, Any]]) -> Call:
+        with_format = {**params, "response_format": spec.response_format()}
+        body = caller.body(asked, model, None, temperature, max_tokens, with_format)
+        plain = caller.body(_with_instructions(asked, spec), model, None, temperature,
+                            max_tokens, params)  # fmt: skip
+        fallback = Call(body=plain, kind=kind, tag=tag, cache=cache)
+        return Call(body=body, kind=kind, tag=tag, cache=cache, probe=JSON_SCHEMA,
+                    fallback=fallback)  # fmt: skip
+
+    return _answer_flow(caller, spec, messages, model, call_for)
+
+
+def _answer_flow(
+    caller: Caller,
+    spec: AnswerSchema,
+    messages: list[dict[str, Any]],
+    model: str,
+    call_for: Any,
+) -> Flow[ChatResult]:
     results: list[ChatResult] = []
-    reply = await _ask(session, spec, messages, model, tag, kind, params, results)
+    reply = yield call_for(messages)
+    results.append(reply)
     try:
         parsed = spec.parse(reply.text)
     except _Mismatch as first:
         asked = [*messages, {"role": "assistant", "content": reply.text}]
         asked.append({"role": "user", "content": _REPAIR.format(errors=first)})
-        reply = await _ask(session, spec, asked, model, tag, kind, params, results)
+        reply = yield call_for(asked)
+        results.append(reply)
         try:
             parsed = spec.parse(reply.text)
         except _Mismatch as second:
             result = combine(results)
-            session.last_result = result
+            caller.meter.last_result = result
             cut = " (the reply was cut at max_tokens)" if reply.finish_reason == "length" else ""
             raise SchemaValidationError(
                 f"{model}'s answer does not match the schema {spec.name!r} after one repair "
@@ -366,118 +363,62 @@ async def achat_structured(
                 result=result,
             ) from None
     result = combine(results, parsed)
-    session.last_result = result
+    caller.meter.last_result = result
     return result
 
 
-async def _ask(
-    session: Session,
-    spec: AnswerSchema,
-    messages: list[dict[str, Any]],
-    model: str,
-    tag: str | None,
-    kind: str,
-    params: dict[str, Any],
-    results: list[ChatResult],
-) -> ChatResult:
-    support = session._format_support
-    key = (session.base_url, model)
-
-    async def send(accepted: bool | None) -> ChatResult:
-        try:
-            return await _send(session, spec, messages, model, tag, kind, params, accepted)
-        except BadRequestError as err:
-            why = _refusal(err) if accepted is not False else None
-            if why is None:
-                raise
-            if why == "unsupported":
-                support.known[key] = False
-            return await _send(session, spec, messages, model, tag, kind, params, False)
-
-    reply = None
-    if key not in support.known:
-        async with support.lock(key):  # the first request finds out; the others wait for it
-            if key not in support.known:
-                reply = await send(None)
-                support.known.setdefault(key, True)
-    if reply is None:
-        reply = await send(support.known[key])
-    results.append(reply)
-    return reply
-
-
-async def _send(
-    session: Session,
-    spec: AnswerSchema,
-    messages: list[dict[str, Any]],
-    model: str,
-    tag: str | None,
-    kind: str,
-    params: dict[str, Any],
-    accepted: bool | None,
-) -> ChatResult:
-    if accepted is False:
-        return await session.achat(
-            _with_instructions(messages, spec), model=model, tag=tag, kind=kind, **params
-        )
-    return await session.achat(
-        messages,
-        model=model,
-        tag=tag,
-        kind=kind,
-        response_format=spec.response_format(),
-        **params,
-    )
-
-
 async def astream_structured(
-    session: Session,
+    caller: Caller,
     prompt: Prompt,
     schema: Any,
     outer: AsyncChatStream,
     *,
     model: str | None = None,
     system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
     tag: str | None = None,
     kind: str = "stream",
-    **params: Any,
+    cache: CallCache = None,
+    params: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
     """Stream an answer that should fit ``schema``; when it ends, ``outer.result.parsed``
     holds it validated. No repair round-trip (the text was already shown): a mismatch raises
     SchemaValidationError at the end of the stream. A refused ``response_format`` is retried
     with instructions and remembered, as for ``chat``."""
-    from holynb.prompts import build_messages
-
+    params = dict(params or {})
     if "response_format" in params:
         raise TypeError("Give schema= or response_format=, not both: schema= sets it for you.")
     spec = AnswerSchema.of(schema)
     messages = build_messages(prompt, system)
-    model = model or session.model
-    key = (session.base_url, model)
-    accepted = session._format_support.known.get(key)
+    model = model or caller.settings.model
+    probe, url = caller.probe, caller.base_url
+    accepted = probe.verdict(JSON_SCHEMA, url, model)
     while True:
         if accepted is False:
             asked, extra = _with_instructions(messages, spec), params
         else:
             asked, extra = messages, {**params, "response_format": spec.response_format()}
+        body = caller.body(asked, model, None, temperature, max_tokens, extra)
         sent = False
-        inner = session.astream(asked, model=model, tag=tag, kind=kind, **extra)
         try:
-            async for text in inner:
+            async for text in caller.stream(
+                Call(body=body, kind=kind, tag=tag, cache=cache), outer
+            ):
                 sent = True
                 yield text
         except BadRequestError as err:
-            why = _refusal(err)
+            why = refusal_of(err, JSON_SCHEMA)
             if sent or accepted is False or why is None:
                 raise
             if why == "unsupported":
-                session._format_support.known[key] = False
+                probe.learn(JSON_SCHEMA, url, model, False)
             accepted = False
             continue
         if accepted is None:
-            session._format_support.known[key] = True
+            probe.learn(JSON_SCHEMA, url, model, True)
         break
-    result = outer.result = inner.result
+    result = outer.result
     if result is None:
         return
     try:
@@ -489,4 +430,4 @@ async def astream_structured(
             errors=str(err),
             result=result,
         ) from None
-    outer.result = session.last_result = replace(result, parsed=parsed)
+    outer.result = caller.meter.last_result = replace(result, parsed=parsed)

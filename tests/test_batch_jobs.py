@@ -175,6 +175,7 @@ def test_resubmit_failed_sends_only_failed_items(s, srv):
     assert len(failed_ids) == 3
 
     srv.register_model("local/flaky", lambda messages, params: "fixed")
+    srv.batches.settings.keep_inputs = True  # to read what was sent after the batch ends
     job.resubmit_failed()
     assert len(job.batch_ids) == 2
     new = srv.batches.get(job.batch_ids[-1])

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import orjson
 import pytest
 
 import holynb
 from holynb.server import LocalServer, faults
 from holynb.server.models import echo
-from tests.helpers import key_env, session_for
+from tests.helpers import CHILD_ENV, key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
 
@@ -187,3 +188,170 @@ def test_the_summary_counts_hits_apart_from_what_was_sent(local, cached):
     assert row["prompt_tokens"] == first.usage.prompt_tokens  # billed once
     assert row["saved_usd"] == pytest.approx(3 * first.cost_usd)
     assert row["latency_p50_ms"] == pytest.approx(first.latency_ms, rel=0.01)
+
+
+# -- whose answers: the endpoint, the wire format and the credential ----------------------------
+
+
+@pytest.fixture(scope="module")
+def open_server():
+    """A local server that takes any key (auth=False): two tenants on one endpoint."""
+    with LocalServer(auth=False) as srv:
+        yield srv
+
+
+def test_two_keys_on_one_endpoint_do_not_share_answers(open_server, tmp_path):
+    path = tmp_path / "shared.sqlite"
+    before = open_server.stats.requests
+    with session_for(open_server, api_key="sk-tenant-AAAAAA", cache=path) as alice:
+        alice.chat("private question", max_tokens=20)
+    with session_for(open_server, api_key="sk-tenant-BBBBBB", cache=path) as bob:
+        answer = bob.chat("private question", max_tokens=20)
+    assert not answer.cache_hit
+    assert open_server.stats.requests == before + 2
+
+
+def test_the_same_key_on_the_same_endpoint_still_hits(open_server, tmp_path):
+    path = tmp_path / "shared.sqlite"
+    with session_for(open_server, api_key="sk-tenant-AAAAAA", cache=path) as first:
+        first.chat("my question", max_tokens=20)
+    before = open_server.stats.requests
+    with session_for(open_server, api_key="sk-tenant-AAAAAA", cache=path) as again:
+        assert again.chat("my question", max_tokens=20).cache_hit
+    assert open_server.stats.requests == before
+
+
+def test_a_checkpoint_is_not_shared_between_keys_either(open_server, tmp_path):
+    ckpt = tmp_path / "run.sqlite"
+    items = ["one", "two", "three"]
+    with session_for(open_server, api_key="sk-tenant-AAAAAA") as alice:
+        alice.map(items, checkpoint=ckpt, progress=False, max_tokens=6)
+    with session_for(open_server, api_key="sk-tenant-BBBBBB") as bob:
+        df = bob.map(items, checkpoint=ckpt, progress=False, max_tokens=6)
+    assert not df["cache_hit"].any()
+
+
+def test_an_anthropic_session_does_not_get_an_answer_stored_from_chat_completions(local, tmp_path):
+    path = tmp_path / "cache.sqlite"
+    with session_for(local, cache=path) as openai_format:
+        openai_format.chat("Say hi", max_tokens=20)
+    with session_for(local, api="anthropic", cache=path) as anthropic_format:
+        answer = anthropic_format.chat("Say hi", max_tokens=20)
+        assert not answer.cache_hit
+        assert anthropic_format.chat("Say hi", max_tokens=20).cache_hit  # its own answer
+    assert [e["path"] for e in local.requests_log] == ["/v1/chat/completions", "/v1/messages"]
+
+
+def test_the_identity_never_holds_the_key_nor_its_plain_hash():
+    import hashlib
+
+    from holynb.keystore import CallerIdentity
+
+    key = "sk-short"
+    s = holynb.Session(base_url="https://api.example.com/v1", api_key=key, log_path="")
+    identity = CallerIdentity.of(s.settings)
+    assert key not in repr(identity) and key not in identity.credential
+    assert identity.credential != hashlib.sha256(key.encode()).hexdigest()
+    assert identity == CallerIdentity.of(s.derive(model="other").settings)
+    assert identity != CallerIdentity.of(s.derive(api_key="sk-other").settings)
+
+
+# -- holynb's own offline server: one identity whatever its port and token ---------------------
+
+
+def test_two_local_servers_share_cache_hits(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    with LocalServer() as first, session_for(first, cache=path) as s:
+        s.chat("Say hi", max_tokens=20)
+        s.map(["a", "b"], checkpoint=tmp_path / "run.sqlite", progress=False, max_tokens=5)
+    with LocalServer() as second, session_for(second, cache=path) as s:
+        assert second.port != first.port and second.api_key != first.api_key
+        assert s.chat("Say hi", max_tokens=20).cache_hit
+        df = s.map(["a", "b"], checkpoint=tmp_path / "run.sqlite", progress=False, max_tokens=5)
+        assert df["cache_hit"].all()
+        assert second.stats.requests == 0
+
+
+def test_two_processes_with_local_sessions_share_the_cache(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, holynb
+        s = holynb.local_session(cache=sys.argv[1])
+        print(s.chat("Say hi", max_tokens=20).cache_hit)
+        """
+    )
+    path = str(tmp_path / "cache.sqlite")
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, path], env=CHILD_ENV, capture_output=True,
+            text=True, timeout=120,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    assert [r.stdout.strip() for r in runs] == ["False", "True"], [r.stderr for r in runs]
+
+
+# -- only clean, complete answers are stored ----------------------------------------------------
+
+
+def _completion(content: str, finish_reason: str) -> str:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-filtered", "object": "chat.completion", "created": 0,
+            "model": "local/echo",
+            "choices": [{"index": 0, "finish_reason": finish_reason,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5},
+        }
+    ).decode()  # fmt: skip
+
+
+def test_a_stream_mangled_to_replacement_characters_is_not_stored(local, cached):
+    local.faults.push(faults.invalid_utf8(after_chunks=1))
+    with pytest.warns(holynb.StreamWarning):
+        mangled = "".join(cached.stream("Tell me about cafés", max_tokens=30))
+    assert "\ufffd" in mangled and cached.last_result.warning
+    assert len(cached.cache) == 0
+    again = cached.chat("Tell me about cafés", max_tokens=30)
+    assert not again.cache_hit and "\ufffd" not in again.text
+
+
+def test_an_empty_content_filter_answer_is_not_stored(local, cached):
+    local.faults.push(faults.raw_body(_completion("", "content_filter")))
+    filtered = cached.chat("Say something risky", max_tokens=20)
+    assert filtered.text == "" and filtered.finish_reason == "content_filter"
+    assert len(cached.cache) == 0
+    assert not cached.chat("Say something risky", max_tokens=20).cache_hit
+
+
+def test_a_content_filter_answer_with_some_text_is_not_stored(local, cached):
+    local.faults.push(faults.raw_body(_completion("I can tell you that", "content_filter")))
+    assert cached.chat("Say something risky", max_tokens=20).finish_reason == "content_filter"
+    assert len(cached.cache) == 0
+
+
+def test_an_empty_answer_is_not_stored_even_when_it_says_stop(local, cached):
+    local.faults.push(faults.raw_body(_completion("", "stop")))
+    assert cached.chat("Say nothing", max_tokens=20).text == ""
+    assert len(cached.cache) == 0
+
+
+def test_an_empty_content_filter_stream_is_not_stored(local, cached):
+    chunk = {
+        "id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 0,
+        "model": "local/echo",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                     "finish_reason": "content_filter"}],
+    }  # fmt: skip
+    local.faults.push(faults.raw_body(f"data: {orjson.dumps(chunk).decode()}\n\ndata: [DONE]\n\n"))
+    assert "".join(cached.stream("Say something risky", max_tokens=20)) == ""
+    assert len(cached.cache) == 0
+
+
+def test_a_mangled_map_answer_is_not_checkpointed(local, tmp_path):
+    ckpt = tmp_path / "run.sqlite"
+    local.faults.push(faults.raw_body(_completion("", "content_filter")))
+    with session_for(local) as s:
+        s.map(["risky"], checkpoint=ckpt, progress=False, max_tokens=5, concurrency=1)
+        df = s.map(["risky"], checkpoint=ckpt, progress=False, max_tokens=5)
+    assert not df["cache_hit"].any() and df["text"].iloc[0] != ""

@@ -4,6 +4,7 @@ widget's thumbnails and ``%%llm --image``."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
 
@@ -46,6 +48,27 @@ def noise(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Image.Imag
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
     return Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A single-colour greyscale PNG of width x height, made with zlib (never decoded here):
+    10,000 x 10,000 pixels fit in about 100 KB and decode to 100 MB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    pack = zlib.compressobj(9)
+    rows = bytes((width + 1) * 100)  # 100 rows: filter byte 0, then black pixels
+    data = [pack.compress(rows) for _ in range(height // 100)]
+    data.append(pack.compress(bytes((width + 1) * (height % 100))) + pack.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(data))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
 
 
 def sent_parts(server) -> list[dict[str, Any]]:
@@ -333,6 +356,31 @@ def test_default_limit_is_5_mb_in_anthropics_format_unless_given(local):
     assert given.chat("What?", images=[data]).text.startswith("image 1: PNG 1400x1400")
 
 
+def test_a_prepared_image_over_the_sessions_limit_is_refused_in_chat_and_stream(local):
+    big = prepare_image(encoded(noise((1400, 1400)), "PNG"))  # 5.6 MB: within the default 20 MB
+    assert 5 * 2**20 < (big.size_bytes or 0) < 20 * 2**20
+    s = session_for(local, model="local/vision", api="anthropic")  # 5 MB per image
+    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit.*nothing was sent") as caught:
+        s.chat("What?", images=[big])
+    assert caught.value.size_bytes == big.size_bytes
+    assert "prepare_image(" in str(caught.value)  # how to make it again, smaller
+    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit"):
+        list(s.stream("What?", images=big))
+    assert local.stats.requests == 0 and s.records == []
+
+
+def test_a_prepared_image_over_the_limit_fails_only_its_own_map_row(local):
+    small = prepare_image(encoded(solid((8, 8), (255, 0, 0)), "PNG"), name="small.png")
+    big = prepare_image(encoded(noise((300, 300)), "PNG"), name="big.png")  # about 270 KB
+    s = session_for(local, model="local/vision", max_image_bytes=100_000)
+    df = s.map(["one", "two", "three"], images=[small, big, [small, big]], progress=False)
+    assert df["ok"].tolist() == [True, False, False]
+    assert df.loc[0, "text"] == "image 1: PNG 8x8, mean colour #ff0000"
+    assert df.loc[1, "error"].startswith("ImageError: big.png is ")
+    assert "over the 97.7 KB limit" in df.loc[2, "error"]
+    assert local.stats.requests == 1
+
+
 def test_truncated_image_is_a_clear_error_naming_it(local, tmp_path):
     data = encoded(noise((64, 64)), "PNG")
     path = tmp_path / "scan.png"
@@ -610,8 +658,12 @@ def test_batch_puts_each_rows_images_into_its_request_body(vision, local, home, 
     frame = pd.DataFrame(
         {"name": ["a", "b", "c"], "photo": [tmp_path / "red.png", solid((4, 4), (0, 255, 0)), None]}
     )
-    job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
-    df = job.wait(progress=False).results()
+    local.batches.settings.keep_inputs = True  # to read what was sent after the batch ends
+    try:
+        job = vision.batch(frame, "Describe {name}", images="photo", image_preset="low")
+        df = job.wait(progress=False).results()
+    finally:
+        local.batches.settings.keep_inputs = False
     assert df["text"].tolist() == [
         "image 1: PNG 8x8, mean colour #ff0000",
         "image 1: PNG 4x4, mean colour #00ff00",
@@ -691,6 +743,75 @@ def test_vision_model_reads_anthropic_image_blocks_too():
     )
 
 
+BOMB_SCRIPT = """
+import sys
+from holynb import ImageError
+from holynb.display import images_html
+from holynb.images import prepare_image
+
+bomb = prepare_image(open(sys.argv[1], "rb").read(), name="bomb.png")  # sent as it is: no decode
+small = prepare_image(open(sys.argv[2], "rb").read(), name="small.png")
+html = images_html([bomb, small])
+try:
+    bomb.thumbnail_url()
+except ImageError as err:
+    refused = str(err)
+else:
+    refused = ""
+# VmHWM: this process's own peak (getrusage's ru_maxrss starts from the parent's at fork)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+peak_mb = int(status["VmHWM"].split()[0]) / 1024
+print(repr((html.count("<img "), "bomb.png, 10000x10000, PNG" in html, refused, peak_mb)))
+"""
+
+
+def test_a_decompression_bomb_gets_no_thumbnail_and_memory_stays_bounded(tmp_path):
+    from tests.helpers import CHILD_ENV
+
+    bomb = png_bomb(10_000, 10_000)  # 100 megapixels: over Pillow's limit, under twice it
+    assert len(bomb) < 150_000
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "small.png").write_bytes(encoded(solid((40, 20)), "PNG"))
+    paths = [str(tmp_path / "bomb.png"), str(tmp_path / "small.png")]
+    done = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT, *paths],
+        capture_output=True, text=True, env=CHILD_ENV, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    thumbnails, labelled, refused, peak_mb = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert peak_mb < 150, f"peak {peak_mb:.0f} MB"
+    assert thumbnails == 1 and labelled  # the small image's thumbnail; the bomb named
+    assert "bomb.png is 10000x10000 pixels" in refused and "MAX_IMAGE_PIXELS" in refused
+
+
+def test_thumbnails_and_conversions_refuse_images_over_pillows_pixel_limit(local, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # a 200x100 image is "too many"
+    big = prepare_image(encoded(solid((200, 100)), "PNG"), name="big.png")  # no decode: fine
+    small = prepare_image(encoded(solid((40, 20)), "PNG"), name="small.png")
+    with pytest.raises(ImageError, match=r"big\.png is 200x100 pixels") as caught:
+        big.thumbnail_url()
+    assert caught.value.name == "big.png"
+    view = StreamView("local/echo", images=[big, small])
+    html = view.widget.children[0].value
+    assert html.count("<img ") == 1 and "big.png, 200x100, PNG" in html  # named, not shown
+    s = session_for(local)
+    assert s.chat("hi", images=[big]).text.startswith("You said: hi [1 image]")  # sent as it is
+    seen = session_for(local, model="local/vision").chat("?", images=[big]).text
+    assert seen == "image 1: PNG 200x100, too many pixels to decode"  # the server decodes none
+    with pytest.raises(ImageError, match=r"bytes is 200x100 pixels.*nothing was sent"):
+        s.chat("hi", images=[encoded(solid((200, 100)), "PNG")], image_preset="low")
+    assert local.stats.requests == 2
+
+
+def test_an_image_too_big_to_decode_fails_only_its_own_map_row(local, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    images = [encoded(solid((200, 100)), "BMP"), encoded(solid((40, 20)), "BMP")]  # converted
+    df = session_for(local).map(["one", "two"], images=images, progress=False)
+    assert df["ok"].tolist() == [False, True]
+    assert df.loc[0, "error"].startswith("ImageError: bytes is 200x100 pixels")
+    assert local.stats.requests == 1
+
+
 def test_widget_without_images_has_no_thumbnail_row():
     view = StreamView("local/echo")
     assert view.images_html == "" and len(view.widget.children) == 3
@@ -735,8 +856,9 @@ def test_llm_magic_sends_variables_and_paths_as_images(shell, local, tmp_path, c
 
 
 def test_llm_magic_reports_a_bad_image_and_sends_nothing(shell, local, capsys):
-    run(shell, "%%llm --image no/such/file.png\nWhat?")
-    assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().out
+    result = shell.run_cell("%%llm --image no/such/file.png\nWhat?", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)  # the cell fails: Run All stops
+    assert "holynb: Image file not found: no/such/file.png" in capsys.readouterr().err
     assert local.stats.requests == 0
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from holynb.errors import ConfigurationError
-from holynb.keystore import KeyStore, request_key
+from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.results import ChatResult, Usage
 from holynb.store import LedgerStore
 
 URL = "https://api.example.com/v1"
+ME = CallerIdentity(URL, "openai", "fingerprint-of-my-key")
 BODY = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
 
 
@@ -25,15 +26,25 @@ def answer(text: str = "Hello") -> ChatResult:
 
 
 def test_the_key_ignores_order_and_delivery_but_not_content() -> None:
-    key = request_key(BODY, URL)
-    assert request_key(dict(reversed(BODY.items())), URL) == key
-    assert request_key({**BODY, "stream": True, "stream_options": {"x": 1}}, URL) == key
-    assert request_key(BODY, URL + "/") == key
-    assert request_key(BODY, "https://other.example.com/v1") != key
-    assert request_key({**BODY, "temperature": 0.1}, URL) != key
-    assert request_key({**BODY, "seed": 1}, URL) != key
+    key = request_key(BODY, ME)
+    assert request_key(dict(reversed(BODY.items())), ME) == key
+    assert request_key({**BODY, "stream": True, "stream_options": {"x": 1}}, ME) == key
+    assert request_key(BODY, CallerIdentity(URL + "/", ME.api, ME.credential)) == key
+    assert (
+        request_key(BODY, CallerIdentity("https://other.example.com/v1", ME.api, ME.credential))
+        != key
+    )
+    assert request_key({**BODY, "temperature": 0.1}, ME) != key
+    assert request_key({**BODY, "seed": 1}, ME) != key
     other = {**BODY, "messages": [{"role": "user", "content": "Hi!"}]}
-    assert request_key(other, URL) != key
+    assert request_key(other, ME) != key
+
+
+def test_the_key_covers_the_wire_format_and_the_credential() -> None:
+    key = request_key(BODY, ME)
+    assert request_key(BODY, CallerIdentity(URL, "anthropic", ME.credential)) != key
+    assert request_key(BODY, CallerIdentity(URL, "openai", "fingerprint-of-another")) != key
+    assert request_key(BODY, CallerIdentity(URL, "openai", "")) != key
 
 
 def test_an_answer_comes_back_equal(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
@@ -93,7 +94,10 @@ def test_a_budget_refusal_in_a_cell_names_the_magic_options(shell, local, capsys
 
 def test_json_that_cannot_be_read_points_to_llm_not_err_raw(shell, local, capsys):
     local.register_model("prose", lambda m, p: "no json here, sorry")
-    text = cell_error(shell, capsys, "%%llm -m prose -f json\ngive me json")
+    result = shell.run_cell("%%llm -m prose -f json\ngive me json", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)  # a magic error fails the cell
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     assert "_llm" in text and "JSON only" in text
     assert_magic_words(text)
 

@@ -55,8 +55,10 @@ def magics_prompt(shell):
 
 
 def test_unknown_variable_is_a_clear_message_and_nothing_is_sent(shell, local, capsys):
-    run(shell, "%%llm\nTell me about {nowhere}")
-    assert "no variable 'nowhere'" in capsys.readouterr().out
+    result = shell.run_cell("%%llm\nTell me about {nowhere}", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)  # the cell fails: Run All stops
+    assert "no variable 'nowhere'" in capsys.readouterr().err
+    assert "--no-interpolate" in str(result.error_in_exec)
     assert local.stats.requests == 0
 
 
@@ -309,3 +311,28 @@ def test_ledger_tag_is_the_cell_number_the_user_sees(shell, local):
 
 def sent_prompt(local):
     return local.requests_log[-1]["body"]["messages"][-1]["content"].rstrip("\n")
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        ("%llm config colour=blue", "cannot set 'colour=blue'"),
+        ("%llm cache sometimes", "use %llm cache, %llm cache clear"),
+        ("%%llm\n   ", "Nothing to ask"),
+        ("%%interpret\n   \n", "Nothing to run"),
+    ],
+)
+def test_every_magic_refusal_fails_the_cell(shell, local, capsys, cell, says):
+    result = shell.run_cell(cell, store_history=True)
+    captured = capsys.readouterr()
+    assert isinstance(result.error_in_exec, UsageError)  # red, and Run All stops
+    assert says in str(result.error_in_exec) and says not in captured.out
+    assert local.stats.requests == 0
+
+
+def test_an_answer_without_json_fails_a_format_json_cell(shell, local, capsys):
+    local.register_model("prose", lambda m, p: "No JSON here, sorry.")
+    result = shell.run_cell("%%llm -m prose -f json\ngive json", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "JSON" in str(result.error_in_exec)
+    assert shell.user_ns["_llm"] == "No JSON here, sorry."  # the answer is kept

@@ -172,3 +172,42 @@ def test_format_text_stays_verbatim_in_the_stored_output(local):
     (html,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
     assert "<pre><code" in html and "# Not a heading" in html
     assert "<h1>" not in html and "<strong>" not in html
+
+
+def test_a_prompt_that_cannot_be_filled_fails_the_cell_and_stops_run_all(local):
+    import pytest
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    sources = [kernel_setup_cell(local), "%%llm\nTell me about {nowhere}", "print('ran on')"]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    before = local.stats.requests
+    with pytest.raises(CellExecutionError):
+        NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    failed = nb.cells[1]
+    shown = texts(failed, "stderr") + "".join(
+        "\n".join(o.traceback) for o in failed.outputs if o.output_type == "error"
+    )
+    assert "no variable 'nowhere'" in shown and "-n" in shown
+    assert "Traceback" not in shown and "File " not in shown
+    assert texts(failed) == ""  # not a printed refusal
+    assert nb.cells[2].outputs == []  # Run All stopped here
+    assert local.stats.requests == before
+
+
+def test_braces_in_a_kernel_cell_are_sent_as_written_and_n_sends_it_verbatim(local):
+    prompt = 'Solve $e^{i\\pi}$ for {city}; JSON {"a": {"b": 1}}; C: int f() { return 0; }'
+    cells = execute(
+        [
+            kernel_setup_cell(local),
+            "city = 'Hanoi'",
+            "%%llm -o filled\n" + prompt,
+            "%%llm --no-interpolate -o raw\n" + prompt,
+            "%%llm -n\nKeep {nowhere} as typed",
+        ]
+    )
+    sent = [r["body"]["messages"][-1]["content"].rstrip("\n") for r in local.requests_log[-3:]]
+    assert sent[0] == prompt.replace("{city}", "Hanoi")
+    assert sent[1] == prompt and sent[2] == "Keep {nowhere} as typed"
+    assert displayed(cells[2]).splitlines()[-1].endswith("+ {city}")
+    assert not displayed(cells[3]).splitlines()[-1].endswith("}")  # nothing filled in

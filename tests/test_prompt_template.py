@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from IPython.core.error import UsageError
 
 from holynb.errors import PromptError
 from holynb.prompt_template import FilledPrompt, build_prompt, cell_number
@@ -109,9 +110,6 @@ def test_double_braces_are_literal_braces(shell, local):
 @pytest.mark.parametrize(
     ("template", "says"),
     [
-        ('Reply with {"a": 1}', "is not something holynb fills in"),
-        ("a lone } here", "A lone '}' on line 1"),
-        ("two lines\nand { here", "A lone '{' on line 2"),
         ("{nowhere}", "no variable 'nowhere'"),
         ("{In}", "needs a cell number"),
         ("{In[99999]}", "there is no cell 99999"),
@@ -122,10 +120,53 @@ def test_double_braces_are_literal_braces(shell, local):
 def test_what_cannot_be_filled_is_a_clear_error_and_nothing_is_sent(
     shell, local, capsys, template, says
 ):
-    assert ask(shell, local, template) is None
-    assert says in capsys.readouterr().out
+    before = local.stats.requests
+    result = shell.run_cell("%%llm\n" + template, store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)  # the cell fails (red, stops Run All)
+    assert says in str(result.error_in_exec)
+    assert says in capsys.readouterr().err
+    assert local.stats.requests == before
     with pytest.raises(PromptError, match="the prompt"):
         build_prompt(template, shell)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Reply with {"a": 1}',
+        "a lone } here",
+        "two lines\nand { here",
+        "Euler: $e^{i\\pi} + 1 = 0$ and $\\frac{1}{2}$",
+        "int main(void) {\n    int a[2][2] = {{1, 2}, {3, 4}};\n    return 0;\n}",
+        '{"user": {"id": 7, "tags": ["a"]}}',
+        "{ spaced } and {not a name!}",
+    ],
+)
+def test_brace_text_that_is_not_a_reference_is_sent_as_written(shell, local, text):
+    assert ask(shell, local, text) == text
+
+
+def test_references_are_filled_beside_pasted_braces(shell, local):
+    shell.user_ns["city"] = "Hanoi"
+    prompt = ask(shell, local, 'Weather in {city} as {"temp": {"c": 1}} in C: if (x) { y(); }')
+    assert prompt == 'Weather in Hanoi as {"temp": {"c": 1}} in C: if (x) { y(); }'
+
+
+def test_no_interpolate_sends_the_cell_verbatim(shell, local):
+    shell.user_ns["city"] = "Hanoi"
+    shell.run_cell("1 / 0", store_history=True)
+    for flag in ("-n", "--no-interpolate"):
+        run(shell, f"%%llm {flag}\nKeep {{city}}, {{{{x}}}}, {{nowhere}} and {{Err}} as typed")
+        assert sent(local).rstrip("\n") == "Keep {city}, {{x}}, {nowhere} and {Err} as typed"
+
+
+def test_the_figures_line_names_the_variables_filled_in(shell, local, capsys):
+    shell.user_ns["city"] = "Hanoi"
+    run(shell, "x = 1")
+    capsys.readouterr()
+    run(shell, '%%llm\nWeather in {city} after {In[-1]}, as {"c": 1}')
+    figures = capsys.readouterr().out.strip().splitlines()[-1]
+    assert figures.endswith("+ {city} and In[" + str(cell_number(shell) - 2) + "]"), figures
 
 
 def test_err_without_any_error_is_a_clear_error(monkeypatch):

@@ -120,6 +120,138 @@ def test_prose_instead_of_json_is_a_mismatch_too() -> None:
         AnswerSchema.of(Sentiment).parse("I think it is positive.")
 
 
+# -- answers that only look right ----------------------------------------------------------------
+
+PARROT = "local/parrot-first"  # answers the first user message as it is, ignoring the schema
+
+
+@pytest.fixture
+def parrot(local: LocalServer) -> Iterator[holynb.Session]:
+    def first_user_message(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+        return next(m["content"] for m in messages if m.get("role") == "user")
+
+    local.register_model(PARROT, first_user_message)
+    s = session_for(local, model=PARROT, log_path="")
+    yield s
+    s.close()
+
+
+def _refused(s: holynb.Session, reply: str, schema: Any = SENTIMENT_SCHEMA) -> str:
+    with pytest.raises(holynb.SchemaValidationError) as info:
+        s.chat(reply, schema=schema)
+    assert info.value.raw == reply  # the row keeps the text it was given
+    return info.value.errors
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("schema", [SENTIMENT_SCHEMA, Sentiment], ids=["dict", "pydantic"])
+def test_non_finite_numbers_are_not_json_numbers(
+    parrot: holynb.Session, local: LocalServer, number: str, schema: Any
+) -> None:
+    errors = _refused(parrot, f'{{"label": "positive", "confidence": {number}}}', schema)
+    assert "not a finite JSON number" in errors
+    assert len(_chat_log(local)) == 2  # asked once more, with what was wrong
+
+
+def test_the_builtin_check_refuses_non_finite_numbers() -> None:
+    schema = AnswerSchema.of(SENTIMENT_SCHEMA).schema
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        problems = check({"label": "positive", "confidence": bad}, schema)
+        assert problems and "finite" in problems[0]
+    assert check({"n": float("nan")}, {"properties": {"n": {"type": "integer"}}})
+    assert check({"n": float("nan")}, {"properties": {"n": {"maximum": 3}}})
+
+
+def test_duplicate_keys_are_a_validation_error(parrot: holynb.Session) -> None:
+    reply = '{"label": "negative", "confidence": 0.2, "label": "positive"}'
+    assert "duplicate key 'label'" in _refused(parrot, reply)
+    nested = '{"items": [{"label": "x", "label": "y"}]}'
+    assert "duplicate key 'label'" in _refused(parrot, nested, {"type": "object"})
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        'I refuse to classify this. Example: {"label": "positive", "confidence": 0.9}',
+        'Sorry, I cannot help with that.\n\n{"label": "positive", "confidence": 0.9}',
+        '{"label": "positive", "confidence": 0.9} is what a positive answer would look like, '
+        "but I will not answer.",
+    ],
+)
+def test_an_object_inside_prose_is_not_an_answer(parrot: holynb.Session, reply: str) -> None:
+    assert "inside prose" in _refused(parrot, reply)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '  \n{"label": "positive", "confidence": 0.9}\n',
+        '```json\n{"label": "positive", "confidence": 0.9}\n```',
+        'Here is the JSON you asked for:\n\n```json\n{"label": "positive", "confidence": 0.9}\n```',
+        '<think>maybe {"label": "negative", "confidence": 0.1}?</think>\n'
+        '{"label": "positive", "confidence": 0.9}',
+        '{"label": "positive", "confidence": 0.9,}',  # repaired, as before
+    ],
+    ids=["whitespace", "fence", "fence-with-lead-in", "think", "trailing-comma"],
+)
+def test_a_reply_that_is_json_once_stripped_is_an_answer(
+    parrot: holynb.Session, local: LocalServer, reply: str
+) -> None:
+    assert parrot.chat(reply, schema=SENTIMENT_SCHEMA).parsed == {
+        "label": "positive",
+        "confidence": 0.9,
+    }
+    assert len(_chat_log(local)) == 1
+
+
+def test_two_fenced_objects_are_ambiguous(parrot: holynb.Session) -> None:
+    reply = (
+        'For example:\n```json\n{"label": "negative", "confidence": 0.1}\n```\nMy answer:\n'
+        '```json\n{"label": "positive", "confidence": 0.9}\n```'
+    )
+    assert "2 JSON blocks" in _refused(parrot, reply)
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ('{"label": "negative", "label": "positive",}', "duplicate key 'label'"),
+        ('{"items": [{"k": 1, "k": 2}],}', "duplicate key 'k'"),
+        ('{"label": "positive", "confidence": NaN,}', "not a finite JSON number"),
+        ('{"label": "positive", "confidence": -inf,}', "not a finite JSON number"),
+        ('{"label": "positive", "confidence": 1e999,}', "not a finite JSON number"),
+    ],
+)
+def test_broken_json_is_not_repaired_into_an_answer_it_does_not_say(
+    reply: str, problem: str
+) -> None:
+    # json-repair would keep the last key and turn NaN into the string "NaN" (which pydantic
+    # reads back as a float): the repair must not hide what the strict reading refuses.
+    assert problem in (AnswerSchema.of({"type": "object"}).mismatch(reply) or "")
+
+
+def test_the_same_key_in_two_objects_and_nan_in_a_string_are_fine() -> None:
+    spec = AnswerSchema.of({"type": "object", "additionalProperties": True})
+    assert spec.mismatch('{"a": {"k": 1}, "b": {"k": 2}, "note": "NaN, Infinity"}') is None
+    assert spec.mismatch('{"a": {"k": 1}, "b": {"k": 2}, "note": "NaN, Infinity",}') is None
+
+
+def test_map_fails_each_row_that_only_looks_like_an_answer(parrot: holynb.Session) -> None:
+    replies = [
+        '{"label": "neutral", "confidence": 0.5}',
+        '{"label": "positive", "confidence": NaN}',
+        '{"label": "negative", "confidence": 0.2, "label": "positive"}',
+        'I refuse. Example: {"label": "positive", "confidence": 0.9}',
+    ]
+    df = parrot.map(replies, schema=SENTIMENT_SCHEMA, progress=False)
+    assert df["ok"].tolist() == [True, False, False, False]
+    assert df.loc[0, "label"] == "neutral" and df.loc[1:, "label"].isna().all()
+    assert df["text"].tolist() == replies  # each failed row keeps its text
+    assert "not a finite JSON number" in df.loc[1, "error"]
+    assert "duplicate key 'label'" in df.loc[2, "error"]
+    assert "inside prose" in df.loc[3, "error"]
+
+
 # -- endpoints without json_schema -------------------------------------------------------------
 
 
@@ -188,7 +320,7 @@ def test_another_bad_request_is_raised_not_remembered(
     local.faults.push(faults.status(400, message="temperature is out of range"))
     with pytest.raises(holynb.BadRequestError):
         session.chat("x", schema=Sentiment)
-    assert session._format_support.known == {}
+    assert session.caller.probe.known == {}
 
 
 def test_schema_and_response_format_together_are_refused(session: holynb.Session) -> None:
@@ -337,3 +469,48 @@ def test_without_jsonschema_the_builtin_check_validates_dict_schemas(
     with pytest.raises(holynb.SchemaValidationError) as info:
         session.chat("holynb: invalid-always", schema=SENTIMENT_SCHEMA)
     assert info.value.errors == "label: 12345 is not of type string"
+
+
+# -- stored answers are validated again on the way out -----------------------------------------
+
+REVIEWS = ["Classify: a positive experience.", "Classify: a negative experience."]
+
+
+class Verdict(pydantic.BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+def _stricter_verdict() -> type[pydantic.BaseModel]:
+    """``Verdict`` with a new validator: the same JSON schema (so the same key), and answers
+    labelled negative no longer pass."""
+
+    class Verdict(pydantic.BaseModel):
+        label: Literal["positive", "negative", "neutral"]
+        confidence: float
+
+        @pydantic.field_validator("label")
+        @classmethod
+        def not_negative(cls, value: str) -> str:
+            if value == "negative":
+                raise ValueError("negative verdicts need a second opinion")
+            return value
+
+    return Verdict
+
+
+def test_a_checkpointed_schema_row_that_no_longer_validates_is_asked_again(
+    local: LocalServer, tmp_path: Any
+) -> None:
+    ckpt = tmp_path / "run.sqlite"
+    stricter = _stricter_verdict()
+    assert stricter.model_json_schema() == Verdict.model_json_schema()
+    with session_for(local, model="local/json", log_path="") as s:
+        first = s.map(REVIEWS, schema=Verdict, checkpoint=ckpt, progress=False)
+        assert first["ok"].all() and list(first["label"]) == ["positive", "negative"]
+        sent = len(_chat_log(local))
+        df = s.map(REVIEWS, schema=stricter, checkpoint=ckpt, progress=False)
+    assert list(df["cache_hit"]) == [True, False]  # the positive row still validates
+    assert len(_chat_log(local)) > sent  # the negative one was asked again
+    assert list(df["ok"]) == [True, False] and df["label"].iloc[0] == "positive"
+    assert "second opinion" in df["error"].iloc[1]

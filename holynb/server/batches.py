@@ -10,9 +10,15 @@ answer (an unknown model, a bad body, a model that raises) becomes a line of the
 ``POST /v1/batches/{id}/cancel`` goes through ``cancelling`` to ``cancelled``; lines not run by
 then are written to the error file with code ``batch_cancelled`` (``batch_expired`` for expiry).
 
+Memory: the file's lines are counted before any is parsed (a file over ``max_requests`` is
+refused at once), then read one at a time, twice (checked, then run), so a batch holds its input
+file and its answers as JSONL bytes, never the file as parsed objects. When the batch ends
+(completed, failed, cancelled, expired), its input file is freed (see ``holynb.server.files``).
+
 Knobs for tests (``LocalServer.batches.settings``): ``seconds_per_request`` and ``phase_seconds``
 slow the processing down, ``expire_after`` expires a batch after that many requests,
-``uppercase_status`` answers ``COMPLETED`` etc. as some relays do.
+``uppercase_status`` answers ``COMPLETED`` etc. as some relays do, ``keep_inputs`` keeps input
+files until deleted, as OpenAI does (for tests that read what was sent).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +38,7 @@ from holynb.server.files import (
     CheckAuth,
     FileRoutes,
     FileStore,
+    freed_file,
     guarded,
     json_response,
     no_such_file,
@@ -62,6 +70,7 @@ class BatchSettings:
     uppercase_status: bool = False
     max_requests: int = MAX_REQUESTS
     batches_endpoint: bool = True  # False: /v1/batches answers 404 (files only, like some relays)
+    keep_inputs: bool = False  # True: a batch's input file stays until deleted, as on OpenAI
 
 
 @dataclass
@@ -134,16 +143,51 @@ def _problem(line: int, code: str, message: str, param: str | None = None) -> di
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def check_lines(content: bytes, endpoint: str, max_requests: int) -> tuple[list, list]:
-    """The requests of a batch input file and the problems found in it (OpenAI's checks)."""
-    requests: list[dict[str, Any]] = []
+_BLANK = frozenset(b" \t\r\n\x0b\x0c")
+
+
+def _end_of_requests(content: bytes) -> int:
+    """Where the last line that is not blank ends (blank lines at the end are no requests)."""
+    end = len(content)
+    while end and content[end - 1] in _BLANK:
+        end -= 1
+    return end
+
+
+def count_lines(content: bytes) -> int:
+    """The number of lines of a batch input file, blank ones at its end left out; no line is
+    parsed (a newline count: fast, and nothing is allocated)."""
+    end = _end_of_requests(content)
+    return content.count(b"\n", 0, end) + 1 if end else 0
+
+
+def request_lines(content: bytes) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, line) for each line of a batch input file, one at a time."""
+    end = _end_of_requests(content)
+    start, number = 0, 0
+    while start < end:
+        stop = content.find(b"\n", start, end)
+        stop = end if stop < 0 else stop
+        number += 1
+        yield number, content[start:stop]
+        start = stop + 1
+
+
+def check_lines(content: bytes, endpoint: str, max_requests: int) -> tuple[int, list]:
+    """How many requests a batch input file holds, and the problems found in it (OpenAI's
+    checks). A file over ``max_requests`` lines is refused before any line is parsed; the
+    others are parsed one line at a time and nothing parsed is kept."""
+    count = count_lines(content)
+    if count > max_requests:
+        message = f"The file has {count} requests; a batch takes at most {max_requests}."
+        return 0, [_problem(0, "too_many_requests", message)]
+    if not count:
+        return 0, [_problem(0, "empty_file", "The input file has no requests.")]
     problems: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     model: str | None = None
-    lines = content.decode("utf-8", "replace").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    for number, text in enumerate(lines, start=1):
+    valid = 0
+    for number, text in request_lines(content):
         try:
             item = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -193,18 +237,21 @@ def check_lines(content: bytes, endpoint: str, max_requests: int) -> tuple[list,
                     "body.model",
                 )
             )
-        requests.append(item)
-    if not lines:
-        problems.append(_problem(0, "empty_file", "The input file has no requests."))
-    if len(lines) > max_requests:
-        problems.append(
-            _problem(
-                0,
-                "too_many_requests",
-                f"The file has {len(lines)} requests; a batch takes at most {max_requests}.",
-            )
-        )
-    return requests, problems
+        valid += 1
+    return valid, problems
+
+
+def _requests(content: bytes, skip: int = 0) -> Iterator[dict[str, Any]]:
+    """The requests of a checked input file (objects only), one at a time, after ``skip``."""
+    for number, text in request_lines(content):
+        if number <= skip:
+            continue
+        try:
+            item = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(item, dict):
+            yield item
 
 
 class BatchStore:
@@ -244,8 +291,9 @@ class BatchStore:
         task.add_done_callback(self._tasks.discard)
 
 
-# JSONL lines (spelled out here because BatchRoutes.list shadows the builtin in its body)
-_Lines = list[dict[str, Any]]
+# JSONL lines, each ending with a newline (spelled out here because BatchRoutes.list shadows the
+# builtin in its body)
+_Lines = list[bytes]
 
 
 class BatchRoutes:
@@ -301,6 +349,8 @@ class BatchRoutes:
         stored = self.files.get(body["input_file_id"])
         if stored is None:
             raise no_such_file(body["input_file_id"])
+        if stored.freed is not None:
+            raise freed_file(stored)
         if stored.purpose != "batch":
             raise RequestError(
                 400,
@@ -375,56 +425,70 @@ class BatchRoutes:
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds) if seconds > 0 else await asyncio.sleep(0)
 
+    async def _phase_pause(self) -> None:
+        """Wait ``phase_seconds``, read again while waiting: lowering it ends the wait."""
+        started = time.monotonic()
+        while (left := self.store.settings.phase_seconds - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(min(left, 0.05))
+        await asyncio.sleep(0)
+
     async def _guarded_process(self, batch: Batch, content: bytes) -> None:
         try:
             await self._process(batch, content)
         except Exception as exc:  # a bug must not leave the batch in_progress forever
             batch.errors = [_problem(0, "server_error", f"The local server failed: {exc!r}")]
-            batch.move("failed")
+            self._end(batch, "failed")
+
+    def _end(self, batch: Batch, status: str) -> None:
+        """Enter a final status, freeing the batch's input file first (after its output and
+        error files were written), unless ``keep_inputs``."""
+        if not self.store.settings.keep_inputs:
+            self.files.free(batch.input_file_id, f"its batch {batch.id} ended ({status})")
+        batch.move(status)
 
     async def _process(self, batch: Batch, content: bytes) -> None:
         settings = self.store.settings
-        await self._pause(settings.phase_seconds)
-        requests, problems = check_lines(content, batch.endpoint, settings.max_requests)
+        await self._phase_pause()
+        total, problems = check_lines(content, batch.endpoint, settings.max_requests)
         if batch.status == "cancelling":
-            await self._finish(batch, [], [], requests, "cancelled")
+            await self._finish(batch, [], [], _requests(content), "cancelled")
             return
         if problems:
             batch.errors = problems[:1000]
-            batch.move("failed")
+            self._end(batch, "failed")
             return
-        batch.total = len(requests)
-        batch.model = requests[0]["body"].get("model")
+        batch.total = total
+        batch.model = next(_requests(content))["body"].get("model")
         batch.move("in_progress")
         outputs: _Lines = []
         errors: _Lines = []
-        for i, item in enumerate(requests):
+        for i, item in enumerate(_requests(content)):
             if batch.status == "cancelling":
-                await self._finish(batch, outputs, errors, requests[i:], "cancelled")
+                await self._finish(batch, outputs, errors, _requests(content, i), "cancelled")
                 return
             if settings.expire_after is not None and i >= settings.expire_after:
-                await self._finish(batch, outputs, errors, requests[i:], "expired")
+                await self._finish(batch, outputs, errors, _requests(content, i), "expired")
                 return
             line = await self._run(item)
             response = line["response"]
             if response["status_code"] == 200:
-                outputs.append(line)
+                outputs.append(orjson.dumps(line) + b"\n")
                 batch.completed += 1
                 spent = response["body"]["usage"]
                 batch.input_tokens += spent["prompt_tokens"]
                 batch.output_tokens += spent["completion_tokens"]
             else:
-                errors.append(line)
+                errors.append(orjson.dumps(line) + b"\n")
                 batch.failed += 1
             await self._pause(settings.seconds_per_request)
-        await self._finish(batch, outputs, errors, [], "completed")
+        await self._finish(batch, outputs, errors, iter(()), "completed")
 
     async def _finish(
         self,
         batch: Batch,
         outputs: _Lines,
         errors: _Lines,
-        not_run: _Lines,
+        not_run: Iterator[dict[str, Any]],
         end: str,
     ) -> None:
         if end == "completed":
@@ -433,15 +497,17 @@ class BatchRoutes:
         code = {"cancelled": "batch_cancelled", "expired": "batch_expired"}.get(end)
         for item in not_run:
             message = f"This request was not run: the batch was {end}."
-            errors.append(_line(item.get("custom_id"), None, {"code": code, "message": message}))
+            line = _line(item.get("custom_id"), None, {"code": code, "message": message})
+            errors.append(orjson.dumps(line) + b"\n")
         if outputs:
             batch.output_file_id = self._write(batch, "output", outputs)
         if errors:
             batch.error_file_id = self._write(batch, "error", errors)
-        batch.move(end)
+        self._end(batch, end)
 
     def _write(self, batch: Batch, kind: str, lines: _Lines) -> str:
-        content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        content = b"".join(lines)
+        lines.clear()
         return self.files.add(f"{batch.id}_{kind}.jsonl", "batch_output", content).id
 
     async def _run(self, item: dict[str, Any]) -> dict[str, Any]:

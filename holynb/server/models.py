@@ -17,7 +17,7 @@ Models are plain functions ``respond(messages, params) -> str`` (or async ones, 
 server's loop) kept in a ``ModelRegistry``; one may raise ``wire.RequestError`` to refuse a
 request with that status, as an API does:
 
->>> models = default_models()
+>>> models = default_models()   # holynb.server.catalog
 >>> models.register("local/upper", lambda messages, params: messages[-1]["content"].upper())
 """
 
@@ -302,40 +302,10 @@ def fit_sentences(text: str, cap: int | None, *, keep: int = 0) -> str:
     return "".join(kept) + closing + rest
 
 
-def default_models() -> ModelRegistry:
-    """A fresh registry with ``local/echo``, ``local/slow`` (echo with latency and pacing),
-    ``local/vision`` (describes the images it got), the code-interpreter models
-    ``local/python`` and ``local/broken``, and the structured-answer models ``local/json`` and
-    ``local/json-noformat``."""
-    from holynb.server.json_model import register_json_models
-    from holynb.server.python_model import register_python_models
-    from holynb.server.vision import vision
-
-    registry = ModelRegistry(
-        [
-            Model("local/echo", echo),
-            Model("local/slow", echo, latency_ms=400.0, tokens_per_second=40.0),
-            Model("local/vision", vision),
-        ]
-    )
-    register_python_models(registry)
-    register_json_models(registry)
-    return registry
-
-
 def prose(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
     """A weak model's answer: a deterministic passage chosen by the prompt, never repeating it,
     so never the JSON or the code it was asked for."""
     return f"Here is what I think. {passage(_prompt_seed(messages, params))}"
-
-
-def single_model(name: str) -> ModelRegistry:
-    """A registry serving only ``name``: a stand-in for a user's own endpoint (a relay, vLLM,
-    Ollama) that knows one model and no ``local/...`` ones. It answers in prose (``prose``),
-    never JSON or code, as a weak model often does."""
-    if not name or name.startswith("local/"):
-        raise ValueError(f"Pick a model name outside local/..., not {name!r}.")
-    return ModelRegistry([Model(name, prose, owned_by="user")])
 
 
 async def generate(

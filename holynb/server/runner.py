@@ -13,16 +13,21 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from holynb._config import Secret, register_offline_server, unregister_offline_server
+from holynb._config import (
+    TOKEN_PREFIX,
+    Secret,
+    register_offline_server,
+    unregister_offline_server,
+)
 from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
+from holynb.server.catalog import default_models
 from holynb.server.faults import FaultQueue
-from holynb.server.models import Model, ModelRegistry, Respond, default_models
+from holynb.server.models import Model, ModelRegistry, Respond
 from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
 _BACKLOG = 1024
-TOKEN_PREFIX = "holynb-local-"  # made tokens are recognisable (and their masked form is stable)
 
 
 def _bind_host(host: str, allow_remote: bool) -> str:
@@ -333,7 +338,7 @@ def serve_forever(
     (unless ``api_key`` is given, which it does not echo, or ``auth=False``). ``only_model``
     serves just that model (it answers in prose: ``single_model``); ``batches=False``: no
     Batch API."""
-    from holynb.server.models import single_model
+    from holynb.server.catalog import single_model
 
     server = LocalServer(
         host,

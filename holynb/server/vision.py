@@ -44,6 +44,9 @@ def _describe(data: bytes | None) -> str:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format or "unknown"
             width, height = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and width * height > limit:  # a decompression bomb: not decoded
+                return f"{fmt} {width}x{height}, too many pixels to decode"
             rgb = im.convert("RGB")
     except Exception as err:
         return f"unreadable ({type(err).__name__})"

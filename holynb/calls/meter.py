@@ -1,0 +1,303 @@
+"""The meter: every call's money, from its worst case before sending to its ledger row after.
+
+One ``Meter`` per session holds the prices, the budget, the ledger and the ledger log. Every
+path that can spend goes through it: ``reserve`` (one call's worst case, refused when it does
+not fit or cannot be bounded), ``hold_batch`` (a batch job's parts, checked together with
+nothing sent), ``record`` / ``record_failure`` / ``record_batch`` (the real cost, settling the
+hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping is
+``holynb.budget``.
+
+>>> meter = Meter(PriceTable.default(url, None), "openai")
+>>> hold = meter.reserve(body)            # None without a budget
+>>> result = meter.record(result, body, kind="chat", tag=None, hold=hold)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from holynb.budget import Budget, BudgetOvershootWarning
+from holynb.errors import APIError, BudgetExceededError, HolynbWarning, StoreError
+from holynb.ledger import CallRecord, Ledger
+from holynb.results import ChatResult, Usage
+from holynb.worst_case import UnboundedCall, WorstCase, prompt_estimate
+
+if TYPE_CHECKING:
+    from holynb.prices import PriceTable
+    from holynb.store import LedgerStore
+
+__all__ = ["LogWriteWarning", "Meter"]
+
+
+class LogWriteWarning(HolynbWarning):
+    """The ledger log could not be written; calls are kept in ``session.ledger`` only."""
+
+
+class Meter:
+    """Prices, budget, ledger and log of one session (and of sessions derived from it)."""
+
+    def __init__(
+        self,
+        prices: PriceTable,
+        api: str,
+        *,
+        ledger: Ledger | None = None,
+        store: LedgerStore | None = None,
+    ) -> None:
+        self.bounds = WorstCase(prices, api)
+        self.api = api
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.store = store
+        self.budget: Budget | None = None
+        # The most recently finished call (with concurrent calls, whichever ended last).
+        self.last_result: ChatResult | None = None
+        self._log_warned = False
+
+    # -- settings ------------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceTable:
+        """The prices calls are charged at; settable."""
+        return self.bounds.prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        self.bounds.prices = table
+
+    @property
+    def spent_usd(self) -> float:
+        """The sum of the ledger's known costs."""
+        return float(sum(r.cost_usd for r in self.ledger if r.cost_usd is not None))
+
+    def set_budget(self, limit: float | None) -> None:
+        """A spending limit in USD over this ledger (None: none). With a log, the budget's
+        holds live in the file, so kernels sharing it hold one budget."""
+        if limit is None:
+            self.budget = None
+            return
+        self.budget = Budget(
+            limit, spent_usd=self.spent_usd, shared=self.store, on_others=self.ledger.extend
+        )
+
+    # -- before sending ------------------------------------------------------------------------
+
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The offline prompt estimate, its images counted by this wire format's rule."""
+        return prompt_estimate(messages, self.api)
+
+    def reserve(self, body: dict[str, Any]) -> int | None:
+        """Hold the call's worst-case cost against the budget (None: no budget); refuse a call
+        whose worst case is unknown (no price, no bound on the answer) or does not fit."""
+        budget = self.budget
+        if budget is None:
+            return None
+        try:
+            worst = self.bounds.usd(body)
+        except UnboundedCall as err:
+            raise _refusal(budget, str(err)) from None
+        if budget.shared is None:
+            return budget.reserve(worst)
+        import sqlite3  # loaded with the store already
+
+        try:
+            return budget.reserve(worst)
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise _refusal(budget, _unreadable(err)) from None
+            self.warn_log(err)  # another process holds the log's write lock for now
+            return budget.reserve(worst, here_only=True)
+        except sqlite3.Error as err:
+            raise _refusal(budget, _unreadable(err)) from None
+
+    def hold_batch(
+        self, parts: list[list[dict[str, Any]]], owner: str
+    ) -> list[tuple[int | None, float]]:
+        """Reserve each part's worst case at batch prices, all together or none (the same
+        refusals as ``reserve``); ``[(hold, usd)]`` per part, holds None without a budget.
+        ``owner`` (``job:<id>``) keeps the holds in a shared log until the parts' results are
+        recorded."""
+        budget = self.budget
+        if budget is None:
+            return [(None, 0.0)] * len(parts)
+        try:
+            worst = [sum(self.bounds.usd(b, batch=True) for b in bodies) for bodies in parts]
+        except UnboundedCall as err:
+            raise _refusal(budget, str(err)) from None
+        tokens = budget.reserve_all(worst, owner=owner)
+        return list(zip(tokens, worst, strict=True))
+
+    def adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
+        """Hold again a batch part's worst case reserved by an earlier session (see
+        ``Budget.adopt``); None without a budget."""
+        if self.budget is None or usd <= 0:
+            return None
+        return self.budget.adopt(key, usd, hold)
+
+    def release(self, hold: int | None) -> None:
+        """End a hold without a cost (a no-op once the call was settled)."""
+        if self.budget is not None and hold is not None:
+            self.budget.settle(hold, None)
+
+    # -- after the answer ----------------------------------------------------------------------
+
+    def price(self, result: ChatResult, body: dict[str, Any], batch: bool = False) -> ChatResult:
+        """``result`` with its cost; usage the server did not send is counted offline (and
+        marked estimated), the answer capped at the request's limit."""
+        usage = result.usage
+        if usage.estimated:
+            from holynb.tokens import estimate_tokens
+
+            completion = usage.completion_tokens or estimate_tokens(result.text)
+            limit = body.get("max_tokens") or body.get("max_completion_tokens")
+            if isinstance(limit, int) and limit > 0:
+                completion = min(completion, limit)  # the server stops there
+            usage = replace(
+                usage,
+                prompt_tokens=usage.prompt_tokens or self.prompt_tokens(body["messages"]),
+                completion_tokens=completion,
+            )
+            result = replace(result, usage=usage)
+        return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
+
+    def record(
+        self,
+        result: ChatResult,
+        body: dict[str, Any],
+        *,
+        kind: str,
+        tag: str | None,
+        hold: int | None,
+        batch: bool = False,
+    ) -> ChatResult:
+        """Price an answered call, record it and settle its hold; the priced result."""
+        result = self.price(result, body, batch)
+        self.learn_answering_model(body["model"], result.model)
+        self.append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
+        self.last_result = result
+        return result
+
+    def record_failure(
+        self,
+        body: dict[str, Any],
+        *,
+        kind: str,
+        tag: str | None,
+        hold: int | None,
+        err: APIError | None,
+        partial: ChatResult | None,
+        interrupted: bool = False,
+    ) -> None:
+        """Record a call that failed or was interrupted; what arrived of it is paid for (and
+        becomes ``err.partial``, priced)."""
+        if err is not None:
+            error = f"{type(err).__name__}: {err.message}"
+        else:
+            error = "Interrupted: the call was cancelled before an answer arrived"
+        if partial is not None:
+            result = self.price(partial, body)
+            self.last_result = result
+            if err is not None:
+                err.partial = result
+        else:
+            result = ChatResult(
+                text="",
+                model=body["model"],
+                usage=Usage(),
+                attempts=err.attempts if err is not None else 1,
+                request_id=err.request_id if err is not None else None,
+                interrupted=interrupted,
+                cost_usd=0.0,
+            )
+        record = CallRecord.from_result(result, kind=kind, tag=tag, error=error)
+        self.append(record, hold, asked=body["model"])
+
+    def record_hit(self, hit: ChatResult, *, kind: str, tag: str | None) -> ChatResult:
+        """Record an answer served from the cache (free)."""
+        self.append(CallRecord.from_result(hit, kind=kind, tag=tag), None)
+        self.last_result = hit
+        return hit
+
+    def append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
+        """Record one call: the ledger, the log (ending its budget hold in the same write when
+        the budget is shared through it) and the budget. ``asked`` is the model the call asked
+        for, to say why a call cost more than its hold."""
+        self.ledger.append(record)
+        budget = self.budget
+        released = False
+        if self.store is not None:
+            import sqlite3  # loaded with the store already
+
+            shared = budget is not None and budget.shared is self.store and hold is not None
+            try:
+                self.store.append(record, release=hold if shared else None)
+                released = shared
+            except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
+                self.warn_log(err)
+        if budget is not None and hold is not None:
+            budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
+                          released=released)  # fmt: skip
+
+    def record_batch(self, records: list[CallRecord], hold: int | None) -> None:
+        """Record one batch part's calls at once and settle its hold to their real cost."""
+        self.ledger.extend(records)
+        budget = self.budget
+        shared = budget is not None and budget.shared is self.store and hold is not None
+        released = False
+        if self.store is not None:
+            import sqlite3  # loaded with the store already
+
+            try:
+                ends = hold if shared and hold is not None and hold > 0 else None
+                self.store.extend(records, release=ends)
+                released = shared
+            except (sqlite3.Error, StoreError) as err:
+                self.warn_log(err)
+        if budget is None:
+            return
+        cost = sum(max(r.cost_usd or 0.0, 0.0) for r in records)
+        budget.settle(hold, cost, released=released)
+
+    def learn_answering_model(self, asked: str, answered: str) -> None:
+        """Remember an endpoint answering ``asked`` with a pricier model: from then on its
+        price bounds ``asked``'s calls too (said once, when a budget is set)."""
+        if self.bounds.learn(asked, answered) and self.budget is not None:
+            warnings.warn(
+                f"holynb: {asked!r} was asked, and the endpoint answered with {answered!r}, "
+                f"which costs more; the budget now reserves {asked!r}'s calls at "
+                f"{answered!r}'s price.",
+                BudgetOvershootWarning,
+                stacklevel=6,
+            )
+
+    def warn_log(self, err: Exception, action: str = "write") -> None:
+        """Say once that the log could not be written (or read)."""
+        if self._log_warned:
+            return
+        self._log_warned = True
+        what = "this call is" if action == "write" else "calls are"
+        warnings.warn(
+            f"holynb could not {action} the ledger log ({err}); {what} kept in session.ledger "
+            "only. This warning is shown once.",
+            LogWriteWarning,
+            stacklevel=5,
+        )
+
+
+def _refusal(budget: Budget, message: str) -> BudgetExceededError:
+    return BudgetExceededError(message, spent_usd=budget.spent_usd, limit_usd=budget.limit_usd)
+
+
+def _unreadable(err: Exception) -> str:
+    return (
+        f"holynb could not read the budget shared through the ledger log ({err}), so this "
+        "call was not sent. Try again, or give this session its own log_path."
+    )
+
+
+def _overshoot_reason(asked: str | None, answered: str) -> str:
+    """Why a call may have cost more than the worst case reserved for it."""
+    if asked is not None and answered and answered != asked:
+        return f"{asked!r} was asked, and the endpoint answered with {answered!r}."
+    return "The endpoint reported more tokens than the call's limits allow."
