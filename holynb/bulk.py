@@ -30,7 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from holynb.answers import ask
 from holynb.cache import as_hit, is_complete
+from holynb.calls.call import Call
+from holynb.calls.caller import caller_of
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
 from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
@@ -38,8 +41,9 @@ from holynb.prompts import PromptSet, read_prompts
 if TYPE_CHECKING:
     import pandas as pd
 
+    from holynb.calls.caller import Core
+    from holynb.prompts import Prompt
     from holynb.results import ChatResult
-    from holynb.session import Prompt, Session
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -156,7 +160,7 @@ def requests_for(
 class MapRun:
     """One bulk run over ``requests``: its rows so far, its checkpoint and its progress bar.
 
-    >>> run = MapRun(session, requests, index, checkpoint="run.sqlite", concurrency=32)
+    >>> run = MapRun(session.caller, requests, index, checkpoint="run.sqlite", concurrency=32)
     >>> frame = await run.arun()        # every row, input order
     >>> run.frame()                     # at any moment: the rows finished so far
 
@@ -168,7 +172,7 @@ class MapRun:
 
     def __init__(
         self,
-        session: Session,
+        caller: Core,
         requests: Sequence[Request],
         index: pd.Index | None = None,
         *,
@@ -182,12 +186,12 @@ class MapRun:
     ) -> None:
         if errors not in ("record", "raise"):
             raise ConfigurationError(f'errors must be "record" or "raise", got {errors!r}.')
-        self.session = session
+        self.caller = caller_of(caller)
         self.requests = list(requests)
         self._index = index
         if index is not None and len(index) != len(self.requests):
             raise ConfigurationError("index must have one label per request.")
-        limit = session.settings.limits.concurrency
+        limit = self.caller.settings.limits.concurrency
         if concurrency is not None and concurrency > limit:
             warnings.warn(
                 f"holynb: map(concurrency={concurrency}) is capped by the session's "
@@ -248,12 +252,12 @@ class MapRun:
         keys: list[str | None] = [None] * len(self.requests)
         for i, req in enumerate(self.requests):
             try:
-                prompt, system = self.session._with_images(
+                prompt, system = self.caller.with_images(
                     req.prompt, req.system, req.images, req.image_preset
                 )  # a bad image fails its own item (ImageError is a ValueError)
                 if req.images is not None:
                     self._sending[i] = (prompt, system)
-                bodies[i] = self.session._body(
+                bodies[i] = self.caller.body(
                     prompt, req.model, system, req.temperature, req.max_tokens,
                     sent_params(req.params),
                 )  # fmt: skip
@@ -261,7 +265,7 @@ class MapRun:
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
         if self.checkpoint is not None:
-            identity = CallerIdentity.of(self.session.settings)
+            identity = CallerIdentity.of(self.caller.settings)
             for i, body in enumerate(bodies):
                 if body is not None:
                     keys[i] = request_key(body, identity)
@@ -335,10 +339,16 @@ class MapRun:
         prompt, system = self._sending.pop(i, (req.prompt, req.system))
         started = time.perf_counter()
         try:
-            result = await self.session.achat(
-                prompt, model=req.model, system=system, temperature=req.temperature,
-                max_tokens=req.max_tokens, tag=self.tag, kind=self.kind, **req.params,
-            )  # fmt: skip
+            if req.params.get("schema") is None:  # the body built above is the call
+                call = Call(body=body, kind=self.kind, tag=self.tag)
+                result = await self.caller.complete(call)
+            else:
+                result = await ask(
+                    self.caller, prompt, model=req.model, system=system,
+                    temperature=req.temperature, max_tokens=req.max_tokens, tag=self.tag,
+                    kind=self.kind, schema=req.params.get("schema"),
+                    params={k: v for k, v in req.params.items() if k != "schema"},
+                )  # fmt: skip
         except (APIError, BudgetExceededError, TypeError, ValueError) as err:
             elapsed = (time.perf_counter() - started) * 1000.0
             self.rows[i] = self.failure_row(req, body, err, elapsed)
@@ -372,7 +382,7 @@ class MapRun:
         """The row of an item that failed or was refused, in ``columns`` order."""
         message = getattr(err, "message", None) or str(err)  # SchemaValidationError's too
         partial: ChatResult | None = getattr(err, "partial", None)
-        model = body["model"] if body is not None else (req.model or self.session.model)
+        model = body["model"] if body is not None else (req.model or self.caller.settings.model)
         attempts = getattr(err, "attempts", 0) if isinstance(err, APIError) else 0
         if partial is not None:
             partial = replace(partial, interrupted=True)
@@ -483,7 +493,7 @@ _DTYPES = {
 # -- entry points ------------------------------------------------------------------------------
 
 
-def _make_run(session: Session, prompts: Prompts, **kwargs: Any) -> MapRun:
+def _make_run(caller: Core, prompts: Prompts, **kwargs: Any) -> MapRun:
     run_options = {
         name: kwargs.pop(name)
         for name in ("concurrency", "checkpoint", "progress", "errors", "tag")
@@ -491,20 +501,20 @@ def _make_run(session: Session, prompts: Prompts, **kwargs: Any) -> MapRun:
     }
     template = kwargs.pop("template", None)
     requests, index = requests_from(prompts, template, **kwargs)
-    return MapRun(session, requests, index, **run_options)
+    return MapRun(caller, requests, index, **run_options)
 
 
-async def amap(session: Session, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
+async def amap(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     """``Session.amap``: build the requests, run them, return the frame (see the module)."""
-    return await _make_run(session, prompts, **kwargs).arun()
+    return await _make_run(caller, prompts, **kwargs).arun()
 
 
-def map_sync(session: Session, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
+def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     """``Session.map``: ``amap`` on holynb's loop thread; an interrupt raises
     ``MapInterrupted`` with the finished rows."""
     from holynb._loop import default_loop
 
-    run = _make_run(session, prompts, **kwargs)
+    run = _make_run(caller, prompts, **kwargs)
     try:
         return default_loop().run(run.arun())
     except KeyboardInterrupt:

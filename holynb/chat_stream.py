@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING
 
+Texts = AsyncGenerator[str, None]
+
 if TYPE_CHECKING:
     from holynb._loop import LoopThread
     from holynb.results import ChatResult
@@ -33,32 +35,29 @@ class AsyncChatStream:
     >>> stream.result.text
     """
 
-    def __init__(self) -> None:
+    def __init__(self, source: Callable[[AsyncChatStream], Texts]) -> None:
+        """``source(stream)`` makes the texts; it keeps the call's result in ``stream.result``
+        and reports retries through ``stream.retrying``."""
         self.result: ChatResult | None = None
-        self._texts: AsyncGenerator[str, None] | None = None
         # Set before iterating to hear of retries: on_retry(error, retry, most, wait_s), e.g.
         # a display's "429, retrying 1/2 in 0.5 s". Called on holynb's loop thread.
         self.on_retry: Callable[[Exception, int, int, float], None] | None = None
+        self._texts: Texts = source(self)
 
-    def _retrying(self, err: Exception, retry: int, most: int, wait: float) -> None:
+    def retrying(self, err: Exception, retry: int, most: int, wait: float) -> None:
+        """Tell ``on_retry``, if set, that the request is being retried."""
         if self.on_retry is not None:
             self.on_retry(err, retry, most, wait)
-
-    def _attach(self, texts: AsyncGenerator[str, None]) -> AsyncChatStream:
-        self._texts = texts
-        return self
 
     def __aiter__(self) -> AsyncChatStream:
         return self
 
     async def __anext__(self) -> str:
-        assert self._texts is not None
         return await self._texts.__anext__()
 
     async def aclose(self) -> None:
         """Stop the request; what arrived is recorded and kept in ``result``."""
-        if self._texts is not None:
-            await self._texts.aclose()
+        await self._texts.aclose()
 
     def __repr__(self) -> str:
         state = "running" if self.result is None else "done"

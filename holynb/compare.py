@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb.bulk import MapRun, Prompts
+    from holynb.calls.caller import Core
+    from holynb.prompts import Prompt
     from holynb.results import ChatResult
-    from holynb.session import Prompt, Session
     from holynb.views import ColumnsLike
 
 __all__ = [
@@ -57,7 +58,7 @@ def models_from(models: str | Sequence[str]) -> list[str]:
 
 
 async def astream_models(
-    session: Session, prompt: Prompt, models: Sequence[str], **kwargs: Any
+    core: Core, prompt: Prompt, models: Sequence[str], **kwargs: Any
 ) -> AsyncIterator[Event]:
     """Stream ``prompt`` from every model in ``models`` at once; yields ``(i, kind, payload)``
     events as they happen: ``"text"`` (a delta), then one ``"done"`` (the ChatResult),
@@ -68,11 +69,18 @@ async def astream_models(
     >>> async for i, kind, payload in astream_models(s, "Hi", ["gpt-4.1", "deepseek-v3.2"]):
     ...     ...
     """
+    from holynb.answers import split_options, stream_answer
+    from holynb.calls.caller import caller_of
+    from holynb.parameters import check_params
+
+    caller = caller_of(core)
+    named, params = split_options({"kind": "stream", **kwargs})
+    check_params(params, "stream")
     queue: asyncio.Queue[Event] = asyncio.Queue()
 
     async def one(i: int, model: str) -> None:
         try:
-            stream = session.astream(prompt, model=model, **kwargs)
+            stream = stream_answer(caller, prompt, **{**named, "model": model}, params=params)
             async for text in stream:
                 queue.put_nowait((i, "text", text))
             queue.put_nowait((i, "done", stream.result))
@@ -118,7 +126,7 @@ def partial_of(err: BaseException) -> ChatResult | None:
 
 
 def _make_run(
-    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+    core: Core, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
 ) -> tuple[MapRun, list[Any]]:
     from holynb.bulk import MapRun, requests_for
     from holynb.prompts import read_prompts
@@ -139,7 +147,7 @@ def _make_run(
         for model in names:  # prompt by prompt: every model gets its share from the start
             requests.append(replace(request, model=model))
             labels.append(label)
-    run = MapRun(session, requests, kind="compare", description="compare", **options)
+    run = MapRun(core, requests, kind="compare", description="compare", **options)
     return run, labels
 
 
@@ -153,21 +161,21 @@ def long_frame(frame: pd.DataFrame, labels: Sequence[Any]) -> pd.DataFrame:
 
 
 async def acompare(
-    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+    core: Core, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
 ) -> pd.DataFrame:
     """``Session.acompare``: the long frame (see the module docstring)."""
-    run, labels = _make_run(session, prompts, models, **kwargs)
+    run, labels = _make_run(core, prompts, models, **kwargs)
     return long_frame(await run.arun(), labels)
 
 
 def compare_sync(
-    session: Session, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
+    core: Core, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
 ) -> pd.DataFrame:
     """``Session.compare``: ``acompare`` on holynb's loop thread; an interrupt raises
     ``MapInterrupted`` with the finished rows (in the long form)."""
     from holynb._loop import default_loop
 
-    run, labels = _make_run(session, prompts, models, **kwargs)
+    run, labels = _make_run(core, prompts, models, **kwargs)
     try:
         return long_frame(default_loop().run(run.arun()), labels)
     except KeyboardInterrupt:
@@ -201,7 +209,7 @@ def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) 
 
 
 def stream_to_view(
-    session: Session, prompt: Prompt, models: Sequence[str], view: ColumnsLike, **kwargs: Any
+    core: Core, prompt: Prompt, models: Sequence[str], view: ColumnsLike, **kwargs: Any
 ) -> pd.DataFrame:
     """Stream ``prompt`` from every model at once into ``view`` (``sidebyside.ColumnsView`` or
     ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row
@@ -217,7 +225,7 @@ def stream_to_view(
     texts: list[list[str]] = [[] for _ in models]
     try:
         for i, kind, payload in default_loop().iterate(
-            astream_models(session, prompt, models, **kwargs)
+            astream_models(core, prompt, models, **kwargs)
         ):
             if kind == "text":
                 texts[i].append(payload)

@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
@@ -22,7 +22,7 @@ from holynb._config import (
     resolve_settings,
 )
 from holynb._loop import default_loop
-from holynb.calls.call import Call
+from holynb.answers import ask, stream_answer
 from holynb.calls.caller import Caller
 from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
@@ -376,18 +376,11 @@ class Session:
         shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
         see :mod:`holynb.images`."""
         check_params(params, "chat")
-        prompt, system = self._with_images(prompt, system, images, image_preset)
-        if schema is not None:
-            from holynb.structured import answer_flow
-
-            flow = answer_flow(
-                self._caller, prompt, schema, model=model, system=system,
-                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
-                cache=cache, params=params,
-            )  # fmt: skip
-            return await self._caller.run(flow)
-        body = self._body(prompt, model, system, temperature, max_tokens, params)
-        return await self._caller.complete(Call(body=body, kind=kind, tag=tag, cache=cache))
+        return await ask(
+            self._caller, prompt, model=model, system=system, temperature=temperature,
+            max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
+            images=images, image_preset=image_preset, params=params,
+        )  # fmt: skip
 
     def chat(
         self,
@@ -454,42 +447,11 @@ class Session:
         >>> stream.result.usage
         """
         check_params(params, "stream")
-        prompt, system = self._with_images(prompt, system, images, image_preset)
-        stream = AsyncChatStream()
-        args = (prompt, model, system, temperature, max_tokens, tag, kind, cache, schema, params)
-        return stream._attach(self._stream_texts(stream, *args))
-
-    async def _stream_texts(
-        self,
-        stream: AsyncChatStream,
-        prompt: Prompt,
-        model: str | None,
-        system: str | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        tag: str | None,
-        kind: str,
-        cache: CallCache,
-        schema: Any,
-        params: dict[str, Any],
-    ) -> AsyncGenerator[str, None]:
-
-        if schema is not None:
-            from holynb.structured import astream_structured
-
-            async for text in astream_structured(
-                self._caller, prompt, schema, stream, model=model, system=system,
-                temperature=temperature, max_tokens=max_tokens, tag=tag, kind=kind,
-                cache=cache, params=params,
-            ):  # fmt: skip
-                yield text
-            return
-
-        body = self._body(prompt, model, system, temperature, max_tokens, params)
-        call = Call(body=body, kind=kind, tag=tag, cache=cache)
-        async with contextlib.aclosing(self._caller.stream(call, stream)) as texts:
-            async for text in texts:  # leaving early closes the request at once
-                yield text
+        return stream_answer(
+            self._caller, prompt, model=model, system=system, temperature=temperature,
+            max_tokens=max_tokens, tag=tag, kind=kind, cache=cache, schema=schema,
+            images=images, image_preset=image_preset, params=params,
+        )  # fmt: skip
 
     def stream(
         self,
@@ -549,7 +511,7 @@ class Session:
         from holynb.bulk import amap
 
         return await amap(
-            self, prompts, template=template, model=model, system=system,
+            self._caller, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
             images=images, image_preset=image_preset, **params,
@@ -594,7 +556,7 @@ class Session:
         from holynb.bulk import map_sync
 
         return map_sync(
-            self, prompts, template=template, model=model, system=system,
+            self._caller, prompts, template=template, model=model, system=system,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
             checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
             images=images, image_preset=image_preset, **params,
@@ -624,10 +586,10 @@ class Session:
         from holynb.compare import acompare
 
         return await acompare(
-            self, prompts, models, template=template, system=system, temperature=temperature,
-            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
-            image_preset=image_preset, **params,
+            self._caller, prompts, models, template=template, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     def compare(
@@ -665,10 +627,10 @@ class Session:
         from holynb.compare import compare_sync
 
         return compare_sync(
-            self, prompts, models, template=template, system=system, temperature=temperature,
-            max_tokens=max_tokens, concurrency=concurrency, checkpoint=checkpoint,
-            progress=progress, errors=errors, tag=tag, schema=schema, images=images,
-            image_preset=image_preset, **params,
+            self._caller, prompts, models, template=template, system=system,
+            temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+            checkpoint=checkpoint, progress=progress, errors=errors, tag=tag, schema=schema,
+            images=images, image_preset=image_preset, **params,
         )  # fmt: skip
 
     async def amodels(self) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from holynb.calls.call import Call, CallCache
 from holynb.calls.probe import Probe, refusal_of
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from holynb.images import ImagePreset
     from holynb.results import ChatResult
 
-__all__ = ["Caller", "Flow"]
+__all__ = ["Caller", "Core", "Flow", "HasCaller", "caller_of"]
 
 T = TypeVar("T")
 Flow = Generator[Call, "ChatResult", T]  # yields calls, receives their results, returns T
@@ -233,7 +233,7 @@ class Caller:
         meter = self.meter
         body = call.body
         hold = meter.reserve(body)
-        progress = StreamState(model=body["model"], on_retry=sink._retrying)
+        progress = StreamState(model=body["model"], on_retry=sink.retrying)
         kind, tag = call.kind, call.tag
         try:
             async for text in client.stream(body, progress):
@@ -272,3 +272,23 @@ class Caller:
                 call = flow.send(result)
             except StopIteration as done:
                 return done.value
+
+
+class HasCaller(Protocol):
+    """Anything that has a Caller (a Session): what features take besides a Caller."""
+
+    @property
+    def caller(self) -> Caller: ...
+
+
+Core: TypeAlias = "Caller | HasCaller"  # what features take: the core, or anything that has it
+
+
+def caller_of(core: Caller | HasCaller) -> Caller:
+    """The ``Caller`` of ``core``: a Caller itself, or anything that has one (a Session)."""
+    if isinstance(core, Caller):
+        return core
+    caller = getattr(core, "caller", None)
+    if not isinstance(caller, Caller):
+        raise TypeError(f"expected a Session or a Caller, got {type(core).__name__}")
+    return caller
