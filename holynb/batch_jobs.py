@@ -48,6 +48,7 @@ from holynb.batch_manifest import (
 from holynb.batch_results import Outcome, frame, missing, read_outcomes
 from holynb.batch_untrusted import checked_id, scrub_lines, scrub_value
 from holynb.budget import JOB_OWNER
+from holynb.calls.caller import caller_of
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -67,8 +68,9 @@ from holynb.results import ChatResult, Usage
 if TYPE_CHECKING:
     import pandas as pd
 
+    from holynb.calls.caller import Caller, Core
     from holynb.images import ImagePreset
-    from holynb.session import Prompt, Session
+    from holynb.prompts import Prompt
 
 COMPLETION_WINDOW = "24h"
 MAX_METADATA_PAIRS = 16
@@ -112,9 +114,9 @@ def normalise_status(status: Any) -> str:
     return str(status or "").strip().lower()
 
 
-def _not_supported(session: Session, err: APIStatusError, what: str) -> BatchNotSupportedError:
+def _not_supported(base_url: str, err: APIStatusError, what: str) -> BatchNotSupportedError:
     return BatchNotSupportedError(
-        f"{session.base_url} has no Batch API: {what} answered HTTP {err.status}.",
+        f"{base_url} has no Batch API: {what} answered HTTP {err.status}.",
         status=err.status,
         request_id=err.request_id,
         hint=(
@@ -143,20 +145,21 @@ class BatchJob:
 
     lookup_grace_s: float = 300.0  # a part not listed this long after it was sent was not made
 
-    def __init__(self, session: Session, manifest: Manifest, schema: Any = None) -> None:
-        self.session = session
+    def __init__(self, core: Core, manifest: Manifest, schema: Any = None) -> None:
+        self.caller: Caller = caller_of(core)
+        self.meter = self.caller.meter
         self._manifest = manifest
         self._schema = schema  # schema= as given (a pydantic model validates as itself)
         for part in manifest.parts:  # reattached: its unrecorded parts are held again
             if not part.recorded:
-                session._adopt_batch_hold(part.key(manifest.id), part.worst_usd, part.hold)
+                self.meter.adopt_batch_hold(part.key(manifest.id), part.worst_usd, part.hold)
 
     # -- creating and finding jobs --------------------------------------------------------------
 
     @classmethod
     async def acreate(
         cls,
-        session: Session,
+        core: Core,
         prompts: Any,
         *,
         template: str | None = None,
@@ -178,6 +181,7 @@ class BatchJob:
         ``images`` (one entry per prompt, as for ``map``) go into each request's body, prepared
         by ``image_preset``. Any bad prompt or bad or oversized image refuses the whole job
         before anything is uploaded, naming every row concerned."""
+        caller, meter = caller_of(core), caller_of(core).meter
         metadata = dict(metadata or {})
         if len(metadata) > MAX_METADATA_PAIRS - 2:
             raise ConfigurationError(
@@ -197,12 +201,12 @@ class BatchJob:
         parsed = read_prompts(prompts, template, images=images, what="batch")
         if not parsed.prompts:
             raise ConfigurationError("There are no prompts to send.")
-        sent = _with_images(session, parsed, system, image_preset)
+        sent = _with_images(caller, parsed, system, image_preset)
         bodies = []
         for label, (p, own_system) in zip(parsed.labels, sent, strict=True):
             try:
                 bodies.append(
-                    session._body(p, model, own_system, temperature, max_tokens, dict(params))
+                    caller.body(p, model, own_system, temperature, max_tokens, dict(params))
                 )
             except (TypeError, ValueError) as err:  # a bad prompt: map's row error, raised
                 raise prompt_error(label, err) from None
@@ -213,12 +217,12 @@ class BatchJob:
             raise ConfigurationError(f"The batch file would be refused: {shown}.")
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         digest = hashlib.sha256(b"".join(encoded)).hexdigest()
-        _refuse_a_twin(session.base_url, digest)
+        _refuse_a_twin(caller.base_url, digest)
         job_id = new_job_id()
-        holds = session._hold_batch([[bodies[i] for i in g] for g in groups], JOB_OWNER + job_id)
+        holds = meter.hold_batch([[bodies[i] for i in g] for g in groups], JOB_OWNER + job_id)
         manifest = Manifest(
             id=job_id,
-            base_url=session.base_url,
+            base_url=caller.base_url,
             model=bodies[0]["model"],
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             index=parsed.labels,
@@ -230,7 +234,7 @@ class BatchJob:
             schema=kept_schema,
             requests_sha256=digest,
         )
-        job = cls(session, manifest, schema)
+        job = cls(caller, manifest, schema)
         sending = False
         try:
             async with job_lock(manifest.id):
@@ -255,7 +259,7 @@ class BatchJob:
         except BaseException:
             if not sending:  # nothing went out: no part holds its share
                 for hold, _ in holds:
-                    session._release(hold)
+                    meter.release(hold)
             raise
         return job
 
@@ -277,7 +281,7 @@ class BatchJob:
             kept = {p.key(self.id) for p in self._manifest.parts}
             for rows, (hold, _) in zip(groups, holds, strict=True):
                 if part_key(self.id, round_, rows) not in kept:
-                    self.session._release(hold)
+                    self.meter.release(hold)
             raise
 
     async def _send_parts(
@@ -287,14 +291,14 @@ class BatchJob:
         round_: int,
         holds: list[tuple[int | None, float]],
     ) -> None:
-        client = self.session._client
+        api = self.caller
         m = self._manifest
         for n, (rows, (hold, worst)) in enumerate(zip(groups, holds, strict=True), start=1):
             label = f"{round_}:{n}/{len(groups)}"
             name = f"{m.id}-r{round_}-p{n}.jsonl"
             content = b"".join(encoded[i] for i in rows)
             try:
-                response = await client.send(
+                response = await api.request(
                     "POST",
                     "files",
                     files={"file": (name, content, "application/jsonl")},
@@ -302,7 +306,7 @@ class BatchJob:
                 )
             except APIStatusError as err:
                 if err.status in (404, 405):
-                    raise _not_supported(self.session, err, "POST /files") from None
+                    raise _not_supported(self.caller.base_url, err, "POST /files") from None
                 raise
             file_id = checked_id(self._answer(response).get("id"), "file id")
             request = {
@@ -325,15 +329,15 @@ class BatchJob:
             m.parts.append(part)
             m.save()  # a crash during the POST still knows this part may exist
             try:
-                response = await client.send("POST", "batches", json=request)
+                response = await api.request("POST", "batches", json=request)
             except APIError as err:
                 if not _outcome_unknown(err):  # refused: nothing was created
                     m.parts.remove(part)
                     m.save()
                     if isinstance(err, APIStatusError) and err.status in (404, 405):
                         with contextlib.suppress(APIError):  # leave nothing at the provider
-                            await client.send("DELETE", f"files/{file_id}")
-                        raise _not_supported(self.session, err, "POST /batches") from None
+                            await api.request("DELETE", f"files/{file_id}")
+                        raise _not_supported(self.caller.base_url, err, "POST /batches") from None
                     raise
                 await self._look_up(part)
                 m.save()
@@ -344,12 +348,12 @@ class BatchJob:
             else:
                 _update(part, self._answer(response), created=True)
             m.save()  # a crash after this still knows every part created so far
-            self.session._adopt_batch_hold(part.key(m.id), worst, hold)
+            self.meter.adopt_batch_hold(part.key(m.id), worst, hold)
 
     def _end_hold(self, part: Part) -> None:
         """Release ``part``'s budget hold without a cost (it was never created)."""
         key = part.key(self.id)
-        self.session._release(self.session._adopt_batch_hold(key, part.worst_usd, part.hold))
+        self.meter.release(self.meter.adopt_batch_hold(key, part.worst_usd, part.hold))
         part.hold, part.worst_usd = None, 0.0
 
     def _lost_message(self, part: Part, n: int, parts: int, err: APIError) -> str:
@@ -371,23 +375,23 @@ class BatchJob:
             data = None
         if not isinstance(data, dict):
             raise BatchError(
-                f"{self.session.base_url} answered {response.request.method} "
+                f"{self.caller.base_url} answered {response.request.method} "
                 f"{response.request.url.path} with something that is not a JSON object: check "
                 "that base_url points at an OpenAI-compatible Batch API."
             )
-        return scrub_value(data, self.session.settings.api_key)
+        return scrub_value(data, self.caller.settings.api_key)
 
     async def _look_up(self, part: Part) -> None:
         """Find an unknown part on the provider by its metadata (GET /batches, newest first)
         and adopt it; once it has gone unlisted for ``lookup_grace_s``, mark it as never
         created (``failed``, no batch id). An endpoint that cannot list batches leaves it
         unknown."""
-        client = self.session._client
+        api = self.caller
         params: dict[str, Any] = {"limit": _LIST_PAGE}
         oldest = part.sent_at - _LIST_SLACK_S
         for _ in range(_LIST_PAGES):
             try:
-                page = self._answer(await client.send("GET", "batches", params=params))
+                page = self._answer(await api.request("GET", "batches", params=params))
             except (APIError, BatchError):
                 return  # cannot list: it stays unknown
             batches = page.get("data")
@@ -422,7 +426,7 @@ class BatchJob:
             ]
 
     @classmethod
-    def attach(cls, session: Session, job_id: str) -> BatchJob:
+    def attach(cls, session: Core, job_id: str) -> BatchJob:
         """The job ``job_id`` from this machine's manifest (nothing is created or sent).
 
         >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")
@@ -440,10 +444,11 @@ class BatchJob:
                 f"This machine knows no batch job {job_id!r} (HOLYNB_HOME holds the manifests). "
                 f"Recent jobs: {known or 'none'}; s.batches() lists them all."
             )
-        if manifest.base_url.rstrip("/") != session.base_url.rstrip("/"):
+        base_url = caller_of(session).base_url
+        if manifest.base_url.rstrip("/") != base_url.rstrip("/"):
             raise BatchError(
                 f"Job {job_id} was created at {manifest.base_url}, but this session talks to "
-                f"{session.base_url}: attach with a Session(base_url={manifest.base_url!r})."
+                f"{base_url}: attach with a Session(base_url={manifest.base_url!r})."
             )
         return cls(session, manifest)
 
@@ -519,13 +524,13 @@ class BatchJob:
 
     async def _refresh(self) -> None:
         m = self._reload()
-        client = self.session._client
+        api = self.caller
         try:
             for part in m.parts:
                 if part.status == UNKNOWN:
                     await self._look_up(part)  # adopted: read its state at once, below
                 if part.created and part.status not in FINAL:
-                    answer = await client.send(
+                    answer = await api.request(
                         "GET", f"batches/{checked_id(part.batch_id, 'batch id')}"
                     )
                     _update(part, self._answer(answer))
@@ -549,7 +554,7 @@ class BatchJob:
         """
         from tqdm.auto import tqdm
 
-        interval = poll_s or (0.1 if self.session.is_local else 5.0)
+        interval = poll_s or (0.1 if self.caller.is_local else 5.0)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         bar = tqdm(
             total=self.counts.total, desc=f"batch {self.id}", unit="req", disable=not progress
@@ -571,7 +576,7 @@ class BatchJob:
                     )
                 pause = interval if deadline is None else min(interval, deadline - time.monotonic())
                 time.sleep(max(pause, 0.0))
-                if poll_s is None and not self.session.is_local:
+                if poll_s is None and not self.caller.is_local:
                     interval = min(interval * 1.5, 60.0)
         except KeyboardInterrupt:
             print(
@@ -590,12 +595,12 @@ class BatchJob:
         under a name holynb chose."""
         if file_id is None:
             return b""
-        secret = self.session.settings.api_key
+        secret = self.caller.settings.api_key
         path = self._manifest.folder / f"{part.stem(position)}.{kind}.jsonl"
         if path.is_file():
             return scrub_lines(path.read_bytes(), secret)  # kept before redaction existed
         file_id = checked_id(file_id, "file id")
-        data = (await self.session._client.send("GET", f"files/{file_id}/content")).content
+        data = (await self.caller.request("GET", f"files/{file_id}/content")).content
         data = scrub_lines(data, secret)
         partial = path.with_suffix(".partial")
         partial.write_bytes(data)
@@ -642,7 +647,7 @@ class BatchJob:
                 outcomes[pos] = got
                 if got.result is not None:
                     result = got.result
-                    costs[pos] = self.session.prices.cost(result.model, result.usage, batch=True)
+                    costs[pos] = self.meter.prices.cost(result.model, result.usage, batch=True)
                 if not part.recorded and got.charged:
                     if requests is None:
                         requests = m.read_requests()
@@ -652,8 +657,8 @@ class BatchJob:
                     outcomes[pos] = missing(part, lost)
             if not part.recorded:
                 key = part.key(m.id)
-                hold = self.session._adopt_batch_hold(key, part.worst_usd, part.hold)
-                self.session._record_batch(records, hold)
+                hold = self.meter.adopt_batch_hold(key, part.worst_usd, part.hold)
+                self.meter.record_batch(records, hold)
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs
@@ -706,7 +711,7 @@ class BatchJob:
 
     async def acancel(self) -> BatchJob:
         """Ask the provider to cancel every unfinished part (async)."""
-        client = self.session._client
+        api = self.caller
         async with job_lock(self.id):
             m = self._reload()
             try:
@@ -715,7 +720,7 @@ class BatchJob:
                         continue
                     batch_id = checked_id(part.batch_id, "batch id")
                     _update(
-                        part, self._answer(await client.send("POST", f"batches/{batch_id}/cancel"))
+                        part, self._answer(await api.request("POST", f"batches/{batch_id}/cancel"))
                     )
             finally:
                 m.save()
@@ -760,7 +765,7 @@ class BatchJob:
             round_ = max(p.round for p in m.parts) + 1 if m.parts else 0
             bodies = [orjson.loads(encoded[i])["body"] for i in todo]
             at = {pos: i for i, pos in enumerate(todo)}
-            holds = self.session._hold_batch(
+            holds = self.meter.hold_batch(
                 [[bodies[at[pos]] for pos in group] for group in groups], JOB_OWNER + m.id
             )
             await self._send(groups, encoded, round_, holds)
@@ -787,7 +792,7 @@ def _refuse_a_twin(base_url: str, digest: str) -> None:
 
 
 def _with_images(
-    session: Session,
+    caller: Caller,
     parsed: PromptSet,
     system: str | None,
     preset: str | ImagePreset | None,
@@ -798,7 +803,7 @@ def _with_images(
     bad: list[tuple[Any, ImageError]] = []
     for label, prompt, own in zip(parsed.labels, parsed.prompts, parsed.images, strict=True):
         try:
-            sent.append(session._with_images(prompt, system, own, preset))
+            sent.append(caller.with_images(prompt, system, own, preset))
         except ImageError as err:
             bad.append((label, err))
     if bad:

@@ -27,6 +27,8 @@ from holynb.parameters import body_params
 from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
+    import httpx
+
     from holynb._client import ChatClient
     from holynb._config import Settings
     from holynb.cache import ResponseCache
@@ -69,6 +71,22 @@ class Caller:
     def base_url(self) -> str:
         """The endpoint calls go to."""
         return self.settings.base_url
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the endpoint is on this machine."""
+        from holynb._config import is_loopback_url
+
+        return is_loopback_url(self.settings.base_url)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request to another part of the API (files, batches, models), with the
+        client's key, retries and timeouts; raises holynb's APIError subclasses."""
+        return await self.client.send(method, path, **kwargs)
+
+    async def get_json(self, path: str) -> Any:
+        """``GET path``'s JSON answer (raises APIError subclasses)."""
+        return await self.client.get_json(path)
 
     # -- building ------------------------------------------------------------------------------
 
