@@ -44,10 +44,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from holynb._loop import default_loop
+from holynb.calls.call import Call
+from holynb.calls.caller import caller_of
+from holynb.calls.probe import JSON_OBJECT
 from holynb.errors import (
     APIError,
     AuthenticationError,
-    BadRequestError,
     BudgetExceededError,
     ConfigurationError,
     HolynbError,
@@ -72,18 +74,16 @@ from holynb.interpret_protocol import (
 from holynb.magic_errors import plain_message
 
 if TYPE_CHECKING:
+    from holynb.calls.caller import Core
     from holynb.results import ChatResult
     from holynb.sandbox import SandboxResult
-    from holynb.session import Session
 
 # result_card_html stays importable from here for magics.py; the other result types are
 # imported from holynb.execution / holynb.interpret_protocol, where they live.
 __all__ = ["CodeInterpreter", "result_card_html"]
 
 
-def _rejects_json_mode(err: BadRequestError) -> bool:
-    text = f"{err.message} {err.body or ''}".lower()
-    return any(word in text for word in ("response_format", "json_object", "json mode"))
+JSON_MODE = {"type": JSON_OBJECT}  # the response_format of JSON mode
 
 
 # -- the interpreter ---------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class CodeInterpreter:
 
     def __init__(
         self,
-        session: Session,
+        session: Core,
         model: str | None = None,
         *,
         language: str = "python",
@@ -150,7 +150,11 @@ class CodeInterpreter:
             raise ConfigurationError(
                 "Give either models=[...] (the whole order) or model= with fallbacks=, not both."
             )
-        order = list(models) if models is not None else [model or session.model, *fallbacks]
+        order = (
+            list(models)
+            if models is not None
+            else [model or caller_of(session).settings.model, *fallbacks]
+        )
         if not order or not all(isinstance(m, str) and m for m in order):
             raise ConfigurationError(f"models must be non-empty model names, got {order!r}.")
         if verify and language.lower() not in ("python", "python3", "py"):
@@ -160,7 +164,7 @@ class CodeInterpreter:
             )
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}.")
-        self.session = session
+        self.caller = caller_of(session)
         self.models: list[str] = list(dict.fromkeys(order))
         self.language = language
         self.verify = verify
@@ -174,8 +178,6 @@ class CodeInterpreter:
         self.tag = tag
         self.last_batch: RunManyResult | None = None
         # (base_url, model) -> whether it accepts response_format json_object
-        self._json_support: dict[tuple[str, str], bool] = {}
-        self._probe_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         verify = ", verify=True" if self.verify else ""
@@ -282,48 +284,36 @@ class CodeInterpreter:
     async def _call(
         self, model: str, messages: list[dict[str, Any]], tag: str | None, run: _Run
     ) -> ChatResult:
-        """One request; retried once without JSON mode if the endpoint rejects it."""
-        key = (self.session.base_url, model)
-        if self.json_mode is None and key not in self._json_support:
-            # The first request per (endpoint, model) probes JSON mode; the rest wait for the
-            # verdict instead of all being rejected at once.
-            lock_key = (id(asyncio.get_running_loop()), *key)
-            lock = self._probe_locks.setdefault(lock_key, asyncio.Lock())
-            async with lock:
-                return await self._send(model, messages, tag, run)
-        return await self._send(model, messages, tag, run)
-
-    async def _send(
-        self, model: str, messages: list[dict[str, Any]], tag: str | None, run: _Run
-    ) -> ChatResult:
-        key = (self.session.base_url, model)
-        json_mode = self.json_mode if self.json_mode is not None else self._json_support.get(key)
-        if self.session.settings.api == "anthropic":
-            json_mode = False  # no response_format there: the prompt and extract_json do it
+        """One request, in JSON mode where the endpoint takes it: the session's probe finds
+        out with the first request per (endpoint, model) and remembers; a refusal is retried
+        once without it."""
+        caller = self.caller
         params: dict[str, Any] = {"extra_body": dict(self.extra_body)} if self.extra_body else {}
-        if json_mode is not False:
-            params["response_format"] = {"type": "json_object"}
-        run.attempts += 1
-        try:
-            reply = await self.session.achat(
-                messages,
-                model=model,
-                system=self.system_prompt,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                kind="interpret",
-                tag=tag,
-                **params,
+        json_mode = self.json_mode
+        if caller.settings.api == "anthropic":
+            json_mode = False  # no response_format there: the prompt and extract_json do it
+
+        def call_of(extra: dict[str, Any]) -> Call:
+            body = caller.body(messages, model, self.system_prompt, self.temperature,
+                               self.max_tokens, {**params, **extra})  # fmt: skip
+            return Call(body=body, kind="interpret", tag=tag)
+
+        def dropped(why: str) -> None:
+            run.attempts += 1
+            run.notes.append(f"{model}: response_format rejected; asking without JSON mode")
+
+        plain = call_of({})
+        if json_mode is False:
+            call = plain
+        elif json_mode is True:
+            call = call_of({"response_format": JSON_MODE})
+        else:
+            call = call_of({"response_format": JSON_MODE}).but(
+                probe=JSON_OBJECT, fallback=plain, on_fallback=dropped
             )
-        except BadRequestError as err:
-            if json_mode is None and _rejects_json_mode(err):
-                self._json_support[key] = False
-                run.notes.append(f"{model}: response_format rejected; asking without JSON mode")
-                return await self._send(model, messages, tag, run)
-            raise
+        run.attempts += 1
+        reply = await caller.complete(call)
         run.costs.append(reply.cost_usd)
-        if json_mode is None:
-            self._json_support[key] = True
         if reply.finish_reason == "length":
             run.notes.append(f"{model}: the reply was cut at max_tokens")
         return reply
@@ -377,8 +367,8 @@ class CodeInterpreter:
         limit = self.concurrency if concurrency is None else concurrency
         if not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {limit!r}.")
-        if not self.session.is_local:
-            self.session.settings.require_key()  # fail once, not once per snippet
+        if not self.caller.is_local:
+            self.caller.settings.require_key()  # fail once, not once per snippet
         slots: list[ExecutionResult | None] = [None] * len(items)
         gate = asyncio.Semaphore(limit)
         failed = 0

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from holynb.calls.call import Call
-from holynb.calls.probe import refusal_of
+from holynb.calls.probe import JSON_SCHEMA, refusal_of
 from holynb.errors import BadRequestError, HolynbError, SchemaValidationError
 from holynb.prompts import Prompt, build_messages
 
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from holynb.chat_stream import AsyncChatStream
     from holynb.results import ChatResult
 
-JSON_SCHEMA = "json_schema"  # the response_format type structured answers ask for
 
 __all__ = [
     "AnswerSchema",

@@ -9,7 +9,8 @@ with instructions in the prompt).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = ["Call", "CallCache"]
@@ -28,6 +29,8 @@ class Call:
     batch: bool = False  # priced at batch rates
     probe: str | None = None  # the response_format type this call asks for, if any
     fallback: Call | None = None  # sent instead where ``probe`` is refused
+    # told why (a refusal's message) when this call's refusal sends the fallback instead
+    on_fallback: Callable[[str], None] | None = field(default=None, compare=False)
 
     @property
     def model(self) -> str:

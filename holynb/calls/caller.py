@@ -202,6 +202,8 @@ class Caller:
                 raise
             if why == "unsupported":
                 self.probe.learn(call.probe, self.base_url, call.model, False)
+            if call.on_fallback is not None:
+                call.on_fallback(err.message)
             return await self._complete(call.fallback)
         self.probe.learn(call.probe, self.base_url, call.model, True)
         return result

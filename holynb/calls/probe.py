@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from holynb.errors import BadRequestError
 
-__all__ = ["Probe", "refusal_of"]
+__all__ = ["JSON_OBJECT", "JSON_SCHEMA", "Probe", "refusal_of"]
+
+JSON_SCHEMA = "json_schema"  # what structured answers ask for
+JSON_OBJECT = "json_object"  # what the code interpreter asks for (JSON mode)
 
 Key = tuple[str, str, str]  # (response_format type, endpoint, model)
 
