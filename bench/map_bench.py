@@ -141,7 +141,7 @@ def resume_start(base_url: str, concurrency: int) -> dict[str, Any]:
         identity = CallerIdentity.of(s.settings)
         with KeyStore(path) as store:  # 9,000 answers under the keys map gives them
             for p in items[:9000]:
-                store.put(request_key(s._body(p, None, None, None, 16, {}), identity), result)
+                store.put(request_key(s.caller.body(p, max_tokens=16), identity), result)
         first: list[float] = []
         achat = s.achat
 

@@ -109,6 +109,14 @@ class SQLiteFile:
                     raise
                 raise StoreError(self._damaged(err)) from err
 
+    def wait_at_most(self, seconds: float) -> None:
+        """How long a write waits for another process's lock on the file before it fails
+        (30 s unless set): this process's busy timeout."""
+        with self._lock:
+            self._timeout = seconds
+            if self._db is not None and self._pid == os.getpid():
+                self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def pragma(self, name: str) -> object:
         """The value of ``PRAGMA name`` on this process's connection (read only), e.g.
         ``store.pragma("trusted_schema")`` is 0: for checks and diagnostics."""

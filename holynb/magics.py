@@ -215,7 +215,6 @@ class LLMMagics(Magics):
 
     def _ask(self, text: str, args: Any, note: str = "") -> Any:
         from holynb.display import make_view
-        from holynb.results import Usage
 
         session = self.session
         try:
@@ -230,12 +229,7 @@ class LLMMagics(Magics):
             from holynb.images import attach_images
 
             messages = attach_images(messages, images)
-        # no price lookup before sending; images counted by the wire format's rule
-        prompt_tokens = session._prompt_tokens(messages)
-
-        def cost_of(completion_tokens: int) -> float | None:
-            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            return session.prices.cost(model, usage)
+        cost_of = session.meter.running_cost(model, messages)  # images by the wire's rule
 
         kwargs: dict[str, Any] = {
             "model": model,
@@ -388,7 +382,6 @@ class LLMMagics(Magics):
 
         from holynb.compare import models_from, stream_to_view
         from holynb.images import attach_images
-        from holynb.results import Usage
         from holynb.sidebyside import make_columns_view
 
         unsupported = [
@@ -406,14 +399,10 @@ class LLMMagics(Magics):
                 "answers stream side by side. Pick one model for it."
             )
         models = models_from(args.model)
-        prompt_tokens = session._prompt_tokens(attach_images(self._messages(text, False), images))
+        messages = attach_images(self._messages(text, False), images)
 
-        def cost_of(model: str) -> Any:
-            def cost(completion_tokens: int) -> float | None:
-                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-                return session.prices.cost(model, usage)
-
-            return cost
+        def cost_of(model: str) -> Callable[[int], float | None]:
+            return session.meter.running_cost(model, messages)
 
         view = make_columns_view(models, cost_of=cost_of).show()
         frame = stream_to_view(

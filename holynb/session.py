@@ -26,26 +26,23 @@ from holynb.answers import ask, stream_answer
 from holynb.calls.caller import Caller
 from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
-from holynb.errors import APIError
-from holynb.ledger import CallRecord, Ledger
+from holynb.ledger import CallRecord
 from holynb.parameters import check_params
 from holynb.prompts import (
     Prompt as Prompt,  # what a prompt is lives in holynb.prompts
     build_messages as build_messages,
 )
-from holynb.results import ChatResult, CostEstimate, Usage
+from holynb.results import ChatResult, CostEstimate
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
-    from holynb.budget import Budget
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
-    from holynb.store import LedgerStore
 
 
 class _Unchanged:
@@ -134,7 +131,7 @@ class Session:
             from holynb.store import LedgerStore
 
             self._meter.store = LedgerStore(log_path)
-            self._ledger.extend(self._meter.store.load())  # a restarted kernel picks up
+            self._meter.ledger.extend(self._meter.store.load())  # a restarted kernel picks up
         if budget_usd is not None:
             self.budget_usd = budget_usd
         self._client_obj: ChatClient | None = None
@@ -195,22 +192,6 @@ class Session:
         self._meter.last_result = result
 
     @property
-    def _ledger(self) -> Ledger:
-        return self._meter.ledger
-
-    @property
-    def _store(self) -> LedgerStore | None:
-        return self._meter.store
-
-    @_store.setter
-    def _store(self, store: LedgerStore | None) -> None:
-        self._meter.store = store
-
-    @property
-    def _budget(self) -> Budget | None:
-        return self._meter.budget
-
-    @property
     def model(self) -> str:
         """The default model of this session."""
         return self.settings.model
@@ -254,7 +235,7 @@ class Session:
     @property
     def budget_usd(self) -> float | None:
         """The spending limit in USD (None: no limit). Settable; past calls count against it."""
-        return None if self._budget is None else self._budget.limit_usd
+        return None if self._meter.budget is None else self._meter.budget.limit_usd
 
     @budget_usd.setter
     def budget_usd(self, limit: float | None) -> None:
@@ -309,9 +290,9 @@ class Session:
             max_image_bytes=self._max_image_bytes,
         )
         fresh.prices = self.prices
-        fresh._store = self._store
+        fresh.meter.store = self._meter.store
         fresh.cache = self.cache.path if self.cache is not None else False
-        fresh._ledger.extend(self.records)
+        fresh.meter.ledger.extend(self.records)
         # after the ledger, so that past spending counts
         fresh.budget_usd = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
         return fresh
@@ -321,7 +302,7 @@ class Session:
         api = f", api={self.api!r}" if self.api != "openai" else ""
         return (
             f"Session(model={self.model!r}{api}, base_url={self.base_url!r}, key={key}, "
-            f"calls={len(self._ledger)}, cost={self.cost_summary()})"
+            f"calls={len(self._meter.ledger)}, cost={self.cost_summary()})"
         )
 
     def _repr_html_(self) -> str:
@@ -331,22 +312,6 @@ class Session:
         return summary_html(self.summary(), self.total_cost_usd, self.unpriced_calls, title)
 
     # -- requests ------------------------------------------------------------------------------
-
-    def _body(
-        self,
-        prompt: Prompt,
-        model: str | None,
-        system: str | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        params: dict[str, Any],
-    ) -> dict[str, Any]:
-        return self._caller.body(prompt, model, system, temperature, max_tokens, params)
-
-    def _with_images(
-        self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None
-    ) -> tuple[Prompt, str | None]:
-        return self._caller.with_images(prompt, system, images, preset)
 
     async def achat(
         self,
@@ -758,96 +723,32 @@ class Session:
         are prepared as a call would send them and counted by the rule of this session's wire
         format (``image_tokens``; see ``holynb.images``).
         """
-        from holynb.images import prepare_images
-        from holynb.tokens import estimate_messages_tokens
-
-        model = model or self.settings.model
-        prepared = prepare_images(images, image_preset, max_bytes=self.max_image_bytes)
-        image_tokens = sum(i.tokens(getattr(self.settings, "api", "openai")) for i in prepared)
-        prompt_tokens = estimate_messages_tokens(build_messages(prompt, system)) + image_tokens
-        from holynb.worst_case import answers_asked
-
-        out = (max_tokens or 0) * answers_asked(params)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
-        return CostEstimate(
-            model=model,
-            prompt_tokens=prompt_tokens,
-            max_completion_tokens=max_tokens,
-            cost_usd=self.prices.cost(model, usage),
-            image_tokens=image_tokens,
-        )
-
-    # -- the pipeline's steps, kept while features still call them (see holynb.calls) -------
-
-    def _reserve(self, body: dict[str, Any]) -> int | None:
-        return self._meter.reserve(body)
-
-    def _hold_batch(
-        self, parts: list[list[dict[str, Any]]], owner: str
-    ) -> list[tuple[int | None, float]]:
-        return self._meter.hold_batch(parts, owner)
-
-    def _adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
-        return self._meter.adopt_batch_hold(key, usd, hold)
-
-    def _record_batch(self, records: list[CallRecord], hold: int | None) -> None:
-        self._meter.record_batch(records, hold)
-
-    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return self._meter.prompt_tokens(messages)
-
-    def _release(self, hold: int | None) -> None:
-        self._meter.release(hold)
-
-    def _with_cost(self, result: ChatResult, body: dict[str, Any], batch: bool) -> ChatResult:
-        return self._meter.price(result, body, batch)
-
-    def _append(self, record: CallRecord, hold: int | None, *, asked: str | None = None) -> None:
-        self._meter.append(record, hold, asked=asked)
-
-    def _record(
-        self,
-        result: ChatResult,
-        body: dict[str, Any],
-        kind: str,
-        tag: str | None,
-        hold: int | None,
-        *,
-        batch: bool = False,
-    ) -> ChatResult:
-        return self._meter.record(result, body, kind=kind, tag=tag, hold=hold, batch=batch)
-
-    def _record_failure(
-        self,
-        body: dict[str, Any],
-        kind: str,
-        tag: str | None,
-        hold: int | None,
-        err: APIError | None,
-        partial: ChatResult | None,
-        *,
-        interrupted: bool = False,
-    ) -> None:
-        self._meter.record_failure(
-            body, kind=kind, tag=tag, hold=hold, err=err, partial=partial, interrupted=interrupted
+        return self._caller.estimate(
+            prompt,
+            model,
+            max_tokens,
+            system=system,
+            images=images,
+            image_preset=image_preset,
+            params=params,
         )
 
     @property
     def records(self) -> list[CallRecord]:
         """The ledger's records, oldest first."""
-        return list(self._ledger)
+        return list(self._meter.ledger)
 
     @property
     def ledger(self) -> pd.DataFrame:
         """Every call as a DataFrame, one row per call, failures included."""
-        return self._ledger.to_frame()
+        return self._meter.ledger.to_frame()
 
     @property
     def total_cost_usd(self) -> float:
         """The sum of the known costs, a float. Calls to a model with no known price are not in
         it (they are not free either): ``unpriced_calls`` counts them, and ``cost_summary()``
         says both, e.g. ``"$0.0123 + 4 calls without a price"``."""
-        return float(sum(r.cost_usd for r in self._ledger if r.cost_usd is not None))
+        return float(sum(r.cost_usd for r in self._meter.ledger if r.cost_usd is not None))
 
     @property
     def unpriced_calls(self) -> int:
@@ -856,7 +757,7 @@ class Session:
         ``Session(prices={"my-model": {"input": 0.15, "output": 0.6}})`` (USD per 1M tokens)."""
         return sum(
             1
-            for r in self._ledger
+            for r in self._meter.ledger
             if r.cost_usd is None and (r.prompt_tokens or r.completion_tokens)
         )
 
@@ -893,8 +794,8 @@ class Session:
         """Close the connections of the sync facade and the log file."""
         if self._client_obj is not None:
             default_loop().run(self._client_obj.aclose())
-        if self._store is not None:
-            self._store.close()
+        if self._meter.store is not None:
+            self._meter.store.close()
         if self._cache is not None:
             self._cache.close()
 

@@ -35,7 +35,7 @@ import copy
 import functools
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -380,7 +380,7 @@ async def astream_structured(
     kind: str = "stream",
     cache: CallCache = None,
     params: dict[str, Any] | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Stream an answer that should fit ``schema``; when it ends, ``outer.result.parsed``
     holds it validated. No repair round-trip (the text was already shown): a mismatch raises
     SchemaValidationError at the end of the stream. A refused ``response_format`` is retried

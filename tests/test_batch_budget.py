@@ -67,7 +67,7 @@ def test_a_pending_batch_holds_its_worst_case_so_the_next_one_is_refused(srv):
         base_url=srv.base_url, model="local/echo", prices=PRICES, budget_usd=1.0
     ) as s:
         first = s.batch(["hello"] * 10, max_tokens=100)  # worst ~ 10 x 100 x $0.0005 = $0.50+
-        held = s._budget.reserved_usd
+        held = s.meter.budget.reserved_usd
         assert 0.5 < held < 1.0
         files_before = uploads(srv)
         with pytest.raises(holynb.BudgetExceededError, match="held by calls in flight"):
@@ -78,7 +78,7 @@ def test_a_pending_batch_holds_its_worst_case_so_the_next_one_is_refused(srv):
         srv.batches.settings.phase_seconds = 0  # let it run now
         first.wait(poll_s=0.01, progress=False)
         df = first.results()
-        assert s._budget.reserved_usd == pytest.approx(0.0)
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0)
         assert s.total_cost_usd == pytest.approx(df.cost_usd.fillna(0).sum())
 
 
@@ -87,17 +87,17 @@ def test_a_finished_batch_is_settled_to_its_real_cost_and_frees_the_rest(srv):
         base_url=srv.base_url, model="local/echo", prices=PRICES, budget_usd=1.0
     ) as s:
         job = s.batch(["hello"] * 10, max_tokens=100)
-        held = s._budget.reserved_usd
+        held = s.meter.budget.reserved_usd
         assert held > 0.5
         df = job.wait(poll_s=0.01, progress=False).results()
         real = df.cost_usd.sum()
         assert 0 < real < held
-        assert s._budget.reserved_usd == pytest.approx(0.0)
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0)
         assert s.total_cost_usd == pytest.approx(real)
         job.results()  # reading again settles nothing twice
         assert s.total_cost_usd == pytest.approx(real)
         s.batch(["hello"] * 8, max_tokens=100).wait(poll_s=0.01, progress=False).results()
-        assert s._budget.reserved_usd == pytest.approx(0.0) and s.total_cost_usd <= 1.0
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0) and s.total_cost_usd <= 1.0
 
 
 def test_three_batches_never_spend_more_than_the_budget_together(srv):
@@ -112,11 +112,11 @@ def test_three_batches_never_spend_more_than_the_budget_together(srv):
             except holynb.BudgetExceededError:
                 refused += 1
         assert len(jobs) == 2 and refused == 1
-        assert s._budget.reserved_usd <= 1.0
+        assert s.meter.budget.reserved_usd <= 1.0
         srv.batches.settings.phase_seconds = 0
         for job in jobs:
             job.wait(poll_s=0.01, progress=False).results()
-        assert s.total_cost_usd <= 1.0 and s._budget.reserved_usd == pytest.approx(0.0)
+        assert s.total_cost_usd <= 1.0 and s.meter.budget.reserved_usd == pytest.approx(0.0)
 
 
 REATTACH = textwrap.dedent(
@@ -150,7 +150,7 @@ def test_a_restarted_session_that_reattaches_keeps_the_hold_until_results(srv, t
         job = holynb.BatchJob.attach(s, job_id)
         srv.batches.settings.phase_seconds = 0
         df = job.wait(poll_s=0.01, progress=False).results()
-        assert s._budget.reserved_usd == pytest.approx(0.0)
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0)
         assert s.total_cost_usd == pytest.approx(df.cost_usd.sum())
         s.chat("hello", max_tokens=400)  # now it fits
 
@@ -166,11 +166,11 @@ def test_without_a_log_a_reattached_job_is_held_again(srv):
     ) as s:
         job = holynb.BatchJob.attach(s, job_id)
         again = holynb.BatchJob.attach(s, job_id)  # a second object holds nothing twice
-        assert 0.5 < s._budget.reserved_usd < 1.0
+        assert 0.5 < s.meter.budget.reserved_usd < 1.0
         srv.batches.settings.phase_seconds = 0
         job.wait(poll_s=0.01, progress=False).results()
         again.results()
-        assert s._budget.reserved_usd == pytest.approx(0.0)
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0)
 
 
 def test_resubmitting_failed_rows_is_refused_when_their_worst_case_does_not_fit(srv):

@@ -269,7 +269,9 @@ def test_the_budget_refuses_a_batch_that_could_exceed_it_and_counts_its_cost(srv
         assert s.batches().empty
         s.budget_usd = 1.0
         df = s.batch(prompts, max_tokens=100).wait(progress=False).results()
-        assert s._budget.spent_usd == pytest.approx(df.cost_usd.sum()) and df.cost_usd.sum() > 0
+        assert (
+            s.meter.budget.spent_usd == pytest.approx(df.cost_usd.sum()) and df.cost_usd.sum() > 0
+        )
 
 
 def test_a_refused_file_gives_its_reason_on_every_row(s, srv):

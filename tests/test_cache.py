@@ -72,7 +72,7 @@ def test_a_different_endpoint_is_a_miss(local, tmp_path):
     other = holynb.Session(base_url=local.url + "/v1/", model="local/echo", cache=path)
     assert other.chat("Say hi").cache_hit  # the same endpoint, spelled differently
     with holynb.Session(base_url="http://localhost:1/v1", model="local/echo", cache=path) as s:
-        assert s.cache.lookup(s._body("Say hi", None, None, None, None, {})) is None
+        assert s.cache.lookup(s.caller.body("Say hi")) is None
 
 
 def test_a_stream_hit_is_replayed_in_pieces(local, cached):

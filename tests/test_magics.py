@@ -197,7 +197,7 @@ def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tm
     run(shell, "%llm config model=local/echo budget=100")
     fresh = magics.get_default_session()
     assert fresh.prices is s.prices and fresh.settings.retry == s.settings.retry
-    assert fresh._budget.spent_usd == spent > 0
+    assert fresh.meter.budget.spent_usd == spent > 0
     run(shell, "%llm --max-tokens 20 again")  # under a budget, a priced call needs a bound
     assert len(session_for(local, log_path=tmp_path / "log.sqlite").records) == 2
 
@@ -231,7 +231,7 @@ def test_config_with_a_log_in_the_environment_does_not_double_the_ledger(
     run(shell, "%llm config budget=100")
     fresh = magics.get_default_session()
     assert len(fresh.records) == 3 and fresh.total_cost_usd == pytest.approx(spent)
-    assert fresh._budget.spent_usd == pytest.approx(spent)
+    assert fresh.meter.budget.spent_usd == pytest.approx(spent)
     run(shell, "%llm --max-tokens 20 one more")
     assert len(fresh.records) == 4
     assert len(session_for(local, log_path=path).records) == 4

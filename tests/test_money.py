@@ -43,7 +43,7 @@ def test_concurrent_calls_never_spend_more_than_the_budget(local):
     stats = local.stats
     assert stats.requests == len(answered)
     assert stats.total_tokens * 0.01 <= 5.0  # what the server says was used
-    assert s.total_cost_usd <= 5.0 and s._budget.reserved_usd == 0
+    assert s.total_cost_usd <= 5.0 and s.meter.budget.reserved_usd == 0
 
 
 def test_a_priced_call_without_max_tokens_is_refused_when_no_limit_is_known(local):
@@ -98,7 +98,7 @@ def test_an_unreadable_completion_is_a_typed_error_with_a_row_and_no_held_budget
     assert local.stats.requests == 1  # not re-sent: it may have been paid for
     row = s.records[-1]
     assert not row.ok and row.error.startswith("APIResponseError")
-    assert s._budget.reserved_usd == 0
+    assert s.meter.budget.reserved_usd == 0
     if "hello" in body:
         assert info.value.partial.text == "hello" and row.completion_tokens > 0
         assert row.cost_usd > 0
@@ -125,7 +125,7 @@ def test_an_unreadable_stream_is_a_typed_error_with_what_arrived(local, body):
     assert local.stats.requests == 1
     row = s.records[-1]
     assert not row.ok and row.error.startswith("APIResponseError")
-    assert s._budget.reserved_usd == 0
+    assert s.meter.budget.reserved_usd == 0
     if "Hello" in body:
         assert got == ["Hello there"] and s.last_result.text == "Hello there"
         assert row.completion_tokens >= 2 and row.cost_usd > 0
@@ -134,7 +134,7 @@ def test_an_unreadable_stream_is_a_typed_error_with_what_arrived(local, body):
 def test_a_locked_log_warns_once_and_the_answers_still_come_back(local, tmp_path):
     path = tmp_path / "calls.sqlite"
     s = session_for(local, prices=CENT_A_TOKEN, budget_usd=5, log_path=path)
-    s._store._connect().execute("PRAGMA busy_timeout = 50")  # do not wait 30 s in a test
+    s.meter.store.wait_at_most(0.05)  # do not wait 30 s in a test
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     try:
@@ -150,8 +150,8 @@ def test_a_locked_log_warns_once_and_the_answers_still_come_back(local, tmp_path
     assert len(logged) == 1
     message = str(logged[0].message)
     assert "database is locked" in message and str(tmp_path) not in message
-    assert len(s.records) == 2 and s._budget.reserved_usd == 0
-    assert s._budget.spent_usd == pytest.approx(first.cost_usd + second.cost_usd)
+    assert len(s.records) == 2 and s.meter.budget.reserved_usd == 0
+    assert s.meter.budget.spent_usd == pytest.approx(first.cost_usd + second.cost_usd)
     s.close()
 
 
@@ -197,8 +197,8 @@ def test_a_shared_log_does_not_count_my_own_rows_twice(local, tmp_path):
         a.chat("a", max_tokens=50)
         b.chat("b", max_tokens=50)
     a.chat("a", max_tokens=50)  # reads b's second row first
-    assert a._budget.spent_usd == pytest.approx(5.0)  # 3 of mine, 2 of b's
-    assert b._budget.spent_usd == pytest.approx(4.0)  # 2 of mine, 2 of a's
+    assert a.meter.budget.spent_usd == pytest.approx(5.0)  # 3 of mine, 2 of b's
+    assert b.meter.budget.spent_usd == pytest.approx(4.0)  # 2 of mine, 2 of a's
     assert len(a.records) == 5 and len(b.records) == 4
     a.close()
     b.close()

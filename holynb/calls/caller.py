@@ -27,7 +27,7 @@ from holynb.parameters import body_params
 from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2 as httpx
 
     from holynb._client import ChatClient
     from holynb._config import Settings
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from holynb.calls.meter import Meter
     from holynb.chat_stream import AsyncChatStream
     from holynb.images import ImagePreset
-    from holynb.results import ChatResult
+    from holynb.results import ChatResult, CostEstimate
 
 __all__ = ["Caller", "Core", "Flow", "HasCaller", "caller_of"]
 
@@ -127,6 +127,28 @@ class Caller:
 
         prepared = prepare_images(images, preset, max_bytes=self._image_limit())
         return attach_images(build_messages(prompt, system), prepared), None
+
+    def estimate(
+        self,
+        prompt: Prompt,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        *,
+        system: str | None = None,
+        images: Any = None,
+        image_preset: str | ImagePreset | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> CostEstimate:
+        """What ``prompt`` would cost at most, sending nothing (see ``Session.estimate``):
+        images prepared as a call would send them, then the meter's estimate."""
+        from holynb.images import prepare_images
+
+        prepared = prepare_images(images, image_preset, max_bytes=self._image_limit())
+        image_tokens = sum(i.tokens(self.settings.api) for i in prepared)
+        return self.meter.estimate(
+            build_messages(prompt, system), model or self.settings.model, max_tokens,
+            params or {}, image_tokens,
+        )  # fmt: skip
 
     def call(
         self,

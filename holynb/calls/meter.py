@@ -15,13 +15,14 @@ hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb.budget import Budget, BudgetOvershootWarning
 from holynb.errors import APIError, BudgetExceededError, HolynbWarning, StoreError
 from holynb.ledger import CallRecord, Ledger
-from holynb.results import ChatResult, Usage
+from holynb.results import ChatResult, CostEstimate, Usage
 from holynb.worst_case import UnboundedCall, WorstCase, prompt_estimate
 
 if TYPE_CHECKING:
@@ -86,6 +87,47 @@ class Meter:
     def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         """The offline prompt estimate, its images counted by this wire format's rule."""
         return prompt_estimate(messages, self.api)
+
+    def estimate(
+        self,
+        messages: list[dict[str, Any]],
+        model: str,
+        max_tokens: int | None,
+        params: dict[str, Any],
+        image_tokens: int = 0,
+    ) -> CostEstimate:
+        """What a call would cost, from an offline token estimate: the messages counted by
+        holynb's tokenizer heuristic plus ``image_tokens``, the answer as ``max_tokens`` for
+        every answer asked for (``n=``)."""
+        from holynb.tokens import estimate_messages_tokens
+        from holynb.worst_case import answers_asked
+
+        prompt_tokens = estimate_messages_tokens(messages) + image_tokens
+        out = (max_tokens or 0) * answers_asked(params)
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out, estimated=True)
+        return CostEstimate(
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=max_tokens,
+            cost_usd=self.prices.cost(model, usage),
+            image_tokens=image_tokens,
+        )
+
+    def running_cost(
+        self, model: str, messages: list[dict[str, Any]]
+    ) -> Callable[[int], float | None]:
+        """The cost of ``model``'s answer so far by its completion tokens, the prompt counted
+        offline once: what a live figures line shows while the answer streams (None: no
+        price)."""
+        prompt = self.prompt_tokens(messages)
+        prices = self.prices
+
+        def cost(completion_tokens: int) -> float | None:
+            return prices.cost(
+                model, Usage(prompt_tokens=prompt, completion_tokens=completion_tokens)
+            )
+
+        return cost
 
     def reserve(self, body: dict[str, Any]) -> int | None:
         """Hold the call's worst-case cost against the budget (None: no budget); refuse a call
