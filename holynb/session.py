@@ -5,11 +5,7 @@ Async first; the sync methods run the same coroutines on holynb's loop thread (s
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
-import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +18,7 @@ from holynb._config import (
     resolve_settings,
 )
 from holynb._loop import default_loop
+from holynb._prefetch import prefetch
 from holynb.answers import ask, stream_answer
 from holynb.calls.caller import Caller
 from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
@@ -37,7 +34,6 @@ from holynb.results import ChatResult, CostEstimate
 if TYPE_CHECKING:
     import pandas as pd
 
-    from holynb._client import ChatClient
     from holynb.batch_jobs import BatchJob
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
@@ -121,46 +117,22 @@ class Session:
         from holynb.prices import PriceTable
 
         table = PriceTable.default(self.settings.base_url, prices)
-        self._meter = Meter(table, self.api)
-        _prefetch(self.prices.needs_genai_prices(self.settings.model))
-        if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
-            from holynb.store import default_log_path
-
-            log_path = default_log_path()
-        if log_path:  # sqlite3 and the store load only for a log
-            from holynb.store import LedgerStore
-
-            self._meter.store = LedgerStore(log_path)
-            self._meter.ledger.extend(self._meter.store.load())  # a restarted kernel picks up
-        if budget_usd is not None:
-            self.budget_usd = budget_usd
-        self._client_obj: ChatClient | None = None
-        self._cache: ResponseCache | None = None
+        prefetch(table.needs_genai_prices(self.settings.model))  # while the log opens
+        self._meter = Meter.open(table, self.api, log_path=log_path, budget_usd=budget_usd)
+        self._caller = Caller(self.settings, self._meter, max_image_bytes=max_image_bytes)
         self.cache = cache
-        self._max_image_bytes = max_image_bytes
-        self._caller = Caller(
-            self.settings,
-            self._meter,
-            client=lambda: self._client,
-            cache=lambda: self._cache,
-            image_limit=lambda: self.max_image_bytes,
-        )
 
     # -- configuration -------------------------------------------------------------------------
 
     @property
     def max_image_bytes(self) -> int:
         """The size limit per image: as given, else 5 MB with ``api="anthropic"`` and 20 MB
-        with OpenAI's format."""
-        if self._max_image_bytes is not None:
-            return self._max_image_bytes
-        from holynb.images import default_max_image_bytes
-
-        return default_max_image_bytes(getattr(self.settings, "api", "openai"))
+        with OpenAI's format; settable (None: that default)."""
+        return self._caller.image_limit
 
     @max_image_bytes.setter
     def max_image_bytes(self, limit: int | None) -> None:
-        self._max_image_bytes = limit
+        self._caller.max_image_bytes_given = limit
 
     @property
     def prices(self) -> PriceTable:
@@ -223,16 +195,6 @@ class Session:
         return offline_server_token(self.settings.base_url) is not None
 
     @property
-    def _client(self) -> ChatClient:
-        if self._client_obj is None:
-            if not self.is_local:
-                self.settings.require_key()
-            from holynb._client import ChatClient  # the HTTP stack loads on first use
-
-            self._client_obj = ChatClient(self.settings)
-        return self._client_obj
-
-    @property
     def budget_usd(self) -> float | None:
         """The spending limit in USD (None: no limit). Settable; past calls count against it."""
         return None if self._meter.budget is None else self._meter.budget.limit_usd
@@ -247,16 +209,16 @@ class Session:
 
         >>> s.cache.stats(); s.cache.clear()
         """
-        return self._cache
+        return self._caller.cache
 
     @cache.setter
     def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
         if cache is False or (cache is None and not os.environ.get("HOLYNB_CACHE", "").strip()):
-            self._cache = None  # no cache asked for: sqlite3 and the store stay unimported
+            self._caller.cache = None  # none asked for: sqlite3 and the store stay unimported
             return
         from holynb.cache import open_cache
 
-        self._cache = open_cache(cache, self.settings)
+        self._caller.cache = open_cache(cache, self.settings)
 
     def derive(
         self,
@@ -287,7 +249,7 @@ class Session:
             rpm=settings.limits.rpm,
             tpm=settings.limits.tpm,
             log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
-            max_image_bytes=self._max_image_bytes,
+            max_image_bytes=self._caller.max_image_bytes_given,
         )
         fresh.prices = self.prices
         fresh.meter.store = self._meter.store
@@ -600,7 +562,7 @@ class Session:
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
-        payload = await self._client.get_json("models")
+        payload = await self._caller.get_json("models")
         return sorted(m["id"] for m in payload.get("data", []) if "id" in m)
 
     def models(self) -> list[str]:
@@ -787,17 +749,15 @@ class Session:
 
     async def aclose(self) -> None:
         """Close this loop's connections (``async with Session() as s`` does it for you)."""
-        if self._client_obj is not None:
-            await self._client_obj.aclose()
+        await self._caller.aclose()
 
     def close(self) -> None:
-        """Close the connections of the sync facade and the log file."""
-        if self._client_obj is not None:
-            default_loop().run(self._client_obj.aclose())
+        """Close the connections of the sync facade, the log file and the cache."""
+        default_loop().run(self._caller.aclose())
         if self._meter.store is not None:
             self._meter.store.close()
-        if self._cache is not None:
-            self._cache.close()
+        if self._caller.cache is not None:
+            self._caller.cache.close()
 
     def __enter__(self) -> Session:
         return self
@@ -810,25 +770,3 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _prefetch(genai_prices: bool) -> None:
-    """Start importing the HTTP stack (aiohttp, httpx2: ~200 ms of a cold start), and
-    genai-prices (~150 ms) when the default model's price will need it, in a thread, once per
-    process: the session's set-up and the first request's flight then hide them."""
-    global _prefetching
-    wanted = ["holynb._client", "genai_prices"] if genai_prices else ["holynb._client"]
-    modules = [m for m in wanted if m not in sys.modules]
-    if _prefetching or not modules:
-        return
-    _prefetching = True
-    threading.Thread(target=_import_quietly, args=(modules,), daemon=True).start()
-
-
-def _import_quietly(modules: list[str]) -> None:
-    for module in modules:
-        with contextlib.suppress(Exception):  # the call that needs it imports it and says why
-            importlib.import_module(module)
-
-
-_prefetching = False

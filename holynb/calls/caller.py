@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from holynb.calls.call import Call, CallCache
@@ -51,21 +51,41 @@ class Caller:
         settings: Settings,
         meter: Meter,
         *,
-        client: Callable[[], ChatClient],
-        cache: Callable[[], ResponseCache | None],
-        image_limit: Callable[[], int],
+        cache: ResponseCache | None = None,
+        max_image_bytes: int | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
         self.probe = Probe()
-        self._client = client
-        self._cache = cache
-        self._image_limit = image_limit
+        self.cache = cache  # the response cache (None: none)
+        self.max_image_bytes_given = max_image_bytes  # None: the wire format's default
+        self._client: ChatClient | None = None
 
     @property
     def client(self) -> ChatClient:
-        """The HTTP client (made on first use)."""
-        return self._client()
+        """The HTTP client, made on first use (a remote endpoint needs a key by then)."""
+        if self._client is None:
+            if not self.is_local:
+                self.settings.require_key()
+            from holynb._client import ChatClient  # the HTTP stack loads on first use
+
+            self._client = ChatClient(self.settings)
+        return self._client
+
+    @property
+    def image_limit(self) -> int:
+        """The size limit per image: as given, else the wire format's (5 MB for Anthropic's,
+        20 MB for OpenAI's)."""
+        if self.max_image_bytes_given is not None:
+            return self.max_image_bytes_given
+        from holynb.images import default_max_image_bytes
+
+        return default_max_image_bytes(self.settings.api)
+
+    async def aclose(self) -> None:
+        """Close this loop's connections."""
+        if self._client is not None:
+            await self._client.aclose()
 
     @property
     def base_url(self) -> str:
@@ -125,7 +145,7 @@ class Caller:
             return prompt, system
         from holynb.images import attach_images, prepare_images
 
-        prepared = prepare_images(images, preset, max_bytes=self._image_limit())
+        prepared = prepare_images(images, preset, max_bytes=self.image_limit)
         return attach_images(build_messages(prompt, system), prepared), None
 
     def estimate(
@@ -143,7 +163,7 @@ class Caller:
         images prepared as a call would send them, then the meter's estimate."""
         from holynb.images import prepare_images
 
-        prepared = prepare_images(images, image_preset, max_bytes=self._image_limit())
+        prepared = prepare_images(images, image_preset, max_bytes=self.image_limit)
         image_tokens = sum(i.tokens(self.settings.api) for i in prepared)
         return self.meter.estimate(
             build_messages(prompt, system), model or self.settings.model, max_tokens,
@@ -176,7 +196,7 @@ class Caller:
 
     def cached(self, call: Call) -> ChatResult | None:
         """The cached answer to ``call``, recorded in the ledger as a free hit; or None."""
-        cache = self._cache()
+        cache = self.cache
         if cache is None or call.cache is False or call.cache == "refresh":
             return None
         started = time.perf_counter()
@@ -193,7 +213,7 @@ class Caller:
 
     def keep(self, call: Call, result: ChatResult) -> None:
         """Store ``result`` as ``call``'s answer (the cache judges whether it is clean)."""
-        cache = self._cache()
+        cache = self.cache
         if cache is not None and call.cache is not False:
             cache.save(call.body, result)
 

@@ -14,6 +14,7 @@ hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -55,6 +56,31 @@ class Meter:
         # The most recently finished call (with concurrent calls, whichever ended last).
         self.last_result: ChatResult | None = None
         self._log_warned = False
+
+    @classmethod
+    def open(
+        cls,
+        prices: PriceTable,
+        api: str,
+        *,
+        log_path: str | os.PathLike[str] | None = None,
+        budget_usd: float | None = None,
+    ) -> Meter:
+        """A meter with its log (``log_path``, else ``HOLYNB_LOG_PATH``; ``""``: none), the
+        calls already in it, and a budget over them."""
+        meter = cls(prices, api)
+        if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
+            from holynb.store import default_log_path
+
+            log_path = default_log_path()
+        if log_path:  # sqlite3 and the store load only for a log
+            from holynb.store import LedgerStore
+
+            meter.store = LedgerStore(log_path)
+            meter.ledger.extend(meter.store.load())  # a restarted kernel picks up
+        if budget_usd is not None:
+            meter.set_budget(budget_usd)
+        return meter
 
     # -- settings ------------------------------------------------------------------------------
 
