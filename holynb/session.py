@@ -15,6 +15,7 @@ from holynb._config import (
     Settings,
     Timeout,
     is_loopback_url,
+    offline_server_token,
     resolve_settings,
 )
 from holynb._loop import default_loop
@@ -65,10 +66,9 @@ class Session:
     >>> stream.result.cost_usd
     >>> s.ledger            # one row per call, failures included
 
-    ``api="anthropic"`` (or ``HOLYNB_API``) speaks Anthropic's Messages API instead of OpenAI's
-    chat completions: ``POST {base_url}/messages`` (``{base_url}/v1/messages`` for a root URL),
-    the key as ``x-api-key`` (``bearer=True`` also sends it as ``Authorization: Bearer``, for
-    relays that want it), ``max_tokens`` always sent; everything else works the same.
+    ``api="anthropic"`` (or ``HOLYNB_API``) speaks Anthropic's Messages API: ``POST
+    {base_url}/messages``, the key as ``x-api-key`` (``bearer=True`` also sends it as
+    ``Authorization: Bearer``), ``max_tokens`` always sent; everything else works the same.
 
     ``budget_usd`` refuses calls before sending once they could exceed it (a call must then have
     a known price, and ``max_tokens`` unless the model is free or its context window is known);
@@ -76,9 +76,8 @@ class Session:
     and a budget counts the calls other processes append to the same file; ``prices`` adds or
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
-    request already asked from the file, sending nothing (see ``holynb.cache``);
-    ``max_image_bytes`` is the size limit per image (by default 20 MB, and 5 MB with
-    ``api="anthropic"``, Anthropic's limit; see ``holynb.images``).
+    request already asked from the file, sending nothing; ``max_image_bytes`` is the size
+    limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``).
     """
 
     def __init__(
@@ -101,28 +100,29 @@ class Session:
         bearer: bool | None = None,
         max_image_bytes: int | None = None,
     ) -> None:
-        self.settings: Settings = resolve_settings(
-            api=api,
-            bearer=bearer,
-            base_url=base_url,
-            api_key=api_key,
-            model=model,
-            timeout=timeout,
-            max_retries=max_retries,
-            retry=retry,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-        )
+        settings = resolve_settings(
+            api=api, bearer=bearer, base_url=base_url, api_key=api_key, model=model,
+            timeout=timeout, max_retries=max_retries, retry=retry, concurrency=concurrency,
+            rpm=rpm, tpm=tpm,
+        )  # fmt: skip
         from holynb.prices import PriceTable
 
-        table = PriceTable.default(self.settings.base_url, prices)
-        prefetch(table.needs_genai_prices(self.settings.model))  # while the log opens
-        self._meter = Meter.open(table, self.api, log_path=log_path, budget_usd=budget_usd)
-        self._caller = Caller(self.settings, self._meter, max_image_bytes=max_image_bytes)
+        table = PriceTable.default(settings.base_url, prices)
+        prefetch(table.needs_genai_prices(settings.model))  # while the log opens
+        self._meter = Meter.open(table, settings.api, log_path=log_path, budget_usd=budget_usd)
+        self._caller = Caller(settings, self._meter, max_image_bytes=max_image_bytes)
         self.cache = cache
 
     # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings: endpoint, key, model, retries, timeouts, limits."""
+        return self._caller.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._caller.settings = settings
 
     @property
     def max_image_bytes(self) -> int:
@@ -159,10 +159,6 @@ class Session:
         call's own result is what chat() returns and a stream's ``result``."""
         return self._meter.last_result
 
-    @last_result.setter
-    def last_result(self, result: ChatResult | None) -> None:
-        self._meter.last_result = result
-
     @property
     def model(self) -> str:
         """The default model of this session."""
@@ -181,17 +177,13 @@ class Session:
     @property
     def is_local(self) -> bool:
         """Whether the endpoint is on this machine (no key needed unless it asks for one): holynb's
-        offline server or any other (vLLM, Ollama, a LiteLLM relay). Whether it is holynb's own
-        offline server, with its ``local/...`` models, is ``uses_offline_server``."""
+        offline server (``uses_offline_server``) or any other (vLLM, Ollama, a LiteLLM relay)."""
         return is_loopback_url(self.settings.base_url)
 
     @property
     def uses_offline_server(self) -> bool:
         """Whether the endpoint is holynb's own offline server running in this process (a
-        ``LocalServer``, e.g. from ``holynb.local_session()``; its token is sent unless another
-        ``api_key`` was given). ``is_local`` is broader: any endpoint on this machine."""
-        from holynb._config import offline_server_token
-
+        ``LocalServer``, e.g. from ``holynb.local_session()``, with its ``local/...`` models)."""
         return offline_server_token(self.settings.base_url) is not None
 
     @property
@@ -206,9 +198,7 @@ class Session:
     @property
     def cache(self) -> ResponseCache | None:
         """The response cache (None: no cache). Settable: a path, True, False or None.
-
-        >>> s.cache.stats(); s.cache.clear()
-        """
+        ``s.cache.stats()``, ``s.cache.clear()``."""
         return self._caller.cache
 
     @cache.setter
@@ -229,34 +219,25 @@ class Session:
         api_key: str | Secret | None = None,
         budget_usd: float | _Unchanged | None = UNCHANGED,
     ) -> Session:
-        """A new session like this one with some settings changed; the rest (retries,
-        timeouts, limits, the key unless given) stays, and so do the prices, the log file, the
-        response cache and the ledger (past spending counts against ``budget_usd``, which
-        stays the same unless given; ``None`` removes it).
+        """A new session like this one with some settings changed; the rest stays (retries,
+        timeouts, limits, the key unless given, prices, log, cache, and the ledger: past
+        spending counts against ``budget_usd``, the same unless given; None removes it).
 
         >>> s2 = s.derive(model="deepseek-v3.2")
         """
         settings = self.settings
+        limits = settings.limits
         fresh = Session(
-            model=model or self.model,
-            api=api or settings.api,
-            bearer=settings.bearer,
-            base_url=base_url or self.base_url,
-            api_key=api_key or settings.api_key,
-            retry=settings.retry,
-            timeout=settings.timeout,
-            concurrency=settings.limits.concurrency,
-            rpm=settings.limits.rpm,
-            tpm=settings.limits.tpm,
+            model=model or self.model, api=api or settings.api, bearer=settings.bearer,
+            base_url=base_url or self.base_url, api_key=api_key or settings.api_key,
+            retry=settings.retry, timeout=settings.timeout, concurrency=limits.concurrency,
+            rpm=limits.rpm, tpm=limits.tpm,
             log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
             max_image_bytes=self._caller.max_image_bytes_given,
-        )
-        fresh.prices = self.prices
-        fresh.meter.store = self._meter.store
+        )  # fmt: skip
         fresh.cache = self.cache.path if self.cache is not None else False
-        fresh.meter.ledger.extend(self.records)
-        # after the ledger, so that past spending counts
-        fresh.budget_usd = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        limit = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        fresh.meter.carry_over(self._meter, limit)
         return fresh
 
     def __repr__(self) -> str:
@@ -291,17 +272,7 @@ class Session:
         image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> ChatResult:
-        """Ask once and wait for the whole answer (async). Extra keyword arguments go into the
-        request body as they are (``top_p=``, ``response_format=``, ...). With a response cache,
-        ``cache=False`` skips it for this call and ``cache="refresh"`` asks again.
-
-        ``schema`` (a pydantic model class or a JSON schema dict) asks for a structured answer:
-        ``result.parsed`` holds it validated; see :mod:`holynb.structured`. Raises
-        ``SchemaValidationError`` when it still does not fit after one repair round-trip.
-
-        ``images``: paths, bytes, PIL images, URLs, figures or arrays sent with the prompt,
-        shrunk by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an ``ImagePreset``);
-        see :mod:`holynb.images`."""
+        """Ask once and wait for the whole answer (async); see ``chat``."""
         check_params(params, "chat")
         return await ask(
             self._caller, prompt, model=model, system=system, temperature=temperature,
@@ -335,8 +306,11 @@ class Session:
         the response cache for this call and ``cache="refresh"`` asks again; ``schema`` (a
         pydantic model or a JSON schema dict) asks for a structured answer in
         ``result.parsed``; ``images`` (paths, bytes, PIL images, URLs, figures, arrays) go with
-        the prompt, prepared by ``image_preset``. Other keyword arguments go into the request
-        body as they are (``top_p=``, ``response_format=``, ...). The async twin is ``achat``."""
+        the prompt, prepared by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an
+        ``ImagePreset``; see ``holynb.images``). Other keyword arguments go into the request
+        body as they are (``top_p=``, ``response_format=``, ...). Raises
+        ``SchemaValidationError`` when an answer still does not fit ``schema`` after one repair
+        round-trip (see ``holynb.structured``). The async twin is ``achat``."""
         check_params(params, "chat")
         return default_loop().run(
             self.achat(
@@ -362,16 +336,10 @@ class Session:
         image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> AsyncChatStream:
-        """The answer's text as it arrives (``async for``). When the stream ends, stops early or
-        fails, what arrived is recorded in the ledger and kept in the stream's own ``result``.
-        A cached answer is replayed in pieces (``cache=`` as for ``achat``). ``schema`` asks
-        for a structured answer, validated when the stream ends (into ``result.parsed``); no
-        repair round-trip, since the text was shown. ``images`` and ``image_preset`` as for
-        ``achat`` (prepared, or refused, when the stream is made).
+        """The answer's text as it arrives (``async for``); see ``stream``.
 
         >>> stream = s.astream("Count to five")
         >>> async for text in stream: print(text, end="")
-        >>> stream.result.usage
         """
         check_params(params, "stream")
         return stream_answer(
@@ -397,8 +365,11 @@ class Session:
         **params: Any,
     ) -> ChatStream:
         """The answer's text as it arrives (``for``), then the call's own ``result``. The
-        arguments are ``chat``'s; an interrupt or a ``break`` stops the request and records
-        what arrived. The async twin is ``astream``.
+        arguments are ``chat``'s; an interrupt or a ``break`` stops the request, and what
+        arrived is recorded in the ledger and kept in the stream's ``result`` (also when it
+        fails). A cached answer is replayed in pieces. With ``schema`` the answer is validated
+        when the stream ends (into ``result.parsed``), without a repair round-trip since the
+        text was shown. The async twin is ``astream``.
 
         >>> stream = s.stream("Count to five")
         >>> text = "".join(stream)
@@ -543,12 +514,9 @@ class Session:
         >>> cmp = s.compare(["Define entropy"], models=["gpt-4.1", "deepseek-v3.2"])
         >>> holynb.side_by_side(cmp)    # one row per prompt, a column group per model
 
-        Columns: ``prompt_index`` (the prompt's label in the input), ``prompt``, ``model``, then
-        map's columns (and the fields of ``schema``). A model that fails (404, 429s, timeouts)
-        has the failure on its own rows; the others are intact. ``prompts``, ``template``,
-        ``checkpoint``, ``concurrency``, ``images`` (one entry per prompt; every model gets the
-        same images) and the rest work as in ``map``. With one prompt, ``images`` is that
-        prompt's images (one source or a list).
+        Columns: ``prompt_index`` (the prompt's label), ``prompt``, ``model``, then map's. A
+        model that fails has the failure on its own rows; the others are intact. The rest works
+        as in ``map`` (every model gets the same images; one prompt may be given alone).
         """
         check_params(params, "compare")
         from holynb.compare import compare_sync
@@ -562,8 +530,7 @@ class Session:
 
     async def amodels(self) -> list[str]:
         """The model ids the endpoint offers (async)."""
-        payload = await self._caller.get_json("models")
-        return sorted(m["id"] for m in payload.get("data", []) if "id" in m)
+        return await self._caller.models()
 
     def models(self) -> list[str]:
         """The model ids the endpoint offers (also a quick check that the key works)."""
@@ -593,21 +560,11 @@ class Session:
         from holynb.batch_jobs import BatchJob
 
         return await BatchJob.acreate(
-            self,
-            prompts,
-            template=template,
-            model=model,
-            system=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            metadata=metadata,
-            max_requests_per_file=max_requests_per_file,
-            max_bytes_per_file=max_bytes_per_file,
-            params=params,
-            schema=schema,
-            images=images,
-            image_preset=image_preset,
-        )
+            self._caller, prompts, template=template, model=model, system=system,
+            max_tokens=max_tokens, temperature=temperature, metadata=metadata,
+            max_requests_per_file=max_requests_per_file, max_bytes_per_file=max_bytes_per_file,
+            params=params, schema=schema, images=images, image_preset=image_preset,
+        )  # fmt: skip
 
     def batch(
         self,
@@ -627,13 +584,10 @@ class Session:
         **params: Any,
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (half price, answers within 24 h) and
-        return a ``BatchJob`` at once. Prompts as for ``map``; the requests are split into
-        files of at most ``max_requests_per_file`` and ``max_bytes_per_file``, one provider
-        batch each. ``schema`` (a pydantic model or a JSON schema) asks for structured answers;
-        ``results()`` then has a column per field, as ``map``. ``images``: one entry per prompt
-        as for ``map``, prepared by ``image_preset`` and put into each request's body; a bad or
-        oversized image refuses the whole job before anything is uploaded, naming every row
-        concerned. An endpoint without a Batch API raises BatchNotSupportedError.
+        return a ``BatchJob`` at once. ``prompts``, ``schema`` and ``images`` as for ``map``
+        (a bad prompt or image refuses the whole job before anything is uploaded); one
+        provider batch per file of at most ``max_requests_per_file`` and
+        ``max_bytes_per_file``. Without a Batch API: BatchNotSupportedError.
 
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
@@ -641,21 +595,13 @@ class Session:
         check_params(params, "batch")
         return default_loop().run(
             self.abatch(
-                prompts,
-                template,
-                model=model,
-                system=system,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                metadata=metadata,
+                prompts, template, model=model, system=system, max_tokens=max_tokens,
+                temperature=temperature, metadata=metadata,
                 max_requests_per_file=max_requests_per_file,
-                max_bytes_per_file=max_bytes_per_file,
-                schema=schema,
-                images=images,
-                image_preset=image_preset,
-                **params,
+                max_bytes_per_file=max_bytes_per_file, schema=schema, images=images,
+                image_preset=image_preset, **params,
             )
-        )
+        )  # fmt: skip
 
     def batches(self) -> pd.DataFrame:
         """The batch jobs this machine knows (from the manifests under ``HOLYNB_HOME``), newest
@@ -677,23 +623,13 @@ class Session:
         image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> CostEstimate:
-        """What a call would cost, before sending it, from an offline token estimate.
-
-        The prompt is counted with holynb's tokenizer heuristic (within about 10% for English
-        and code); the completion is counted as ``max_tokens`` for every answer asked for
-        (``n=``, as the call would send it: the most it can cost). Images
-        are prepared as a call would send them and counted by the rule of this session's wire
-        format (``image_tokens``; see ``holynb.images``).
-        """
+        """What a call would cost at most, before sending it: the prompt counted offline
+        (within about 10% for English and code; images by this wire format's rule), the answer
+        as ``max_tokens`` for every answer asked for (``n=``)."""
         return self._caller.estimate(
-            prompt,
-            model,
-            max_tokens,
-            system=system,
-            images=images,
-            image_preset=image_preset,
+            prompt, model, max_tokens, system=system, images=images, image_preset=image_preset,
             params=params,
-        )
+        )  # fmt: skip
 
     @property
     def records(self) -> list[CallRecord]:
@@ -707,21 +643,16 @@ class Session:
 
     @property
     def total_cost_usd(self) -> float:
-        """The sum of the known costs, a float. Calls to a model with no known price are not in
-        it (they are not free either): ``unpriced_calls`` counts them, and ``cost_summary()``
-        says both, e.g. ``"$0.0123 + 4 calls without a price"``."""
-        return float(sum(r.cost_usd for r in self._meter.ledger if r.cost_usd is not None))
+        """The sum of the known costs. Calls with no known price are not in it (nor free):
+        ``unpriced_calls`` counts them; ``cost_summary()`` says both."""
+        return self._meter.spent_usd
 
     @property
     def unpriced_calls(self) -> int:
         """Calls that used tokens of a model holynb has no price for (cost ``None``), so their
         cost is missing from ``total_cost_usd``. Add the price to count them:
         ``Session(prices={"my-model": {"input": 0.15, "output": 0.6}})`` (USD per 1M tokens)."""
-        return sum(
-            1
-            for r in self._meter.ledger
-            if r.cost_usd is None and (r.prompt_tokens or r.completion_tokens)
-        )
+        return self._meter.unpriced_calls
 
     def cost_summary(self) -> str:
         """What this session spent, as text: the known total and how many calls have no price.
@@ -752,12 +683,9 @@ class Session:
         await self._caller.aclose()
 
     def close(self) -> None:
-        """Close the connections of the sync facade, the log file and the cache."""
-        default_loop().run(self._caller.aclose())
-        if self._meter.store is not None:
-            self._meter.store.close()
-        if self._caller.cache is not None:
-            self._caller.cache.close()
+        """Close the connections of the sync facade, the cache and the log file."""
+        self._caller.close()
+        self._meter.close()
 
     def __enter__(self) -> Session:
         return self

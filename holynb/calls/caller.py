@@ -87,6 +87,15 @@ class Caller:
         if self._client is not None:
             await self._client.aclose()
 
+    def close(self) -> None:
+        """Close the connections of holynb's loop thread and the cache."""
+        if self._client is not None:
+            from holynb._loop import default_loop
+
+            default_loop().run(self._client.aclose())
+        if self.cache is not None:
+            self.cache.close()
+
     @property
     def base_url(self) -> str:
         """The endpoint calls go to."""
@@ -107,6 +116,11 @@ class Caller:
     async def get_json(self, path: str) -> Any:
         """``GET path``'s JSON answer (raises APIError subclasses)."""
         return await self.client.get_json(path)
+
+    async def models(self) -> list[str]:
+        """The model ids the endpoint offers, sorted."""
+        payload = await self.get_json("models")
+        return sorted(m["id"] for m in payload.get("data", []) if "id" in m)
 
     # -- building ------------------------------------------------------------------------------
 

@@ -98,6 +98,27 @@ class Meter:
         """The sum of the ledger's known costs."""
         return float(sum(r.cost_usd for r in self.ledger if r.cost_usd is not None))
 
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls that used tokens of a model with no known price (cost None)."""
+        ledger = self.ledger
+        return sum(
+            1 for r in ledger if r.cost_usd is None and (r.prompt_tokens or r.completion_tokens)
+        )
+
+    def close(self) -> None:
+        """Close the log file, if any (it opens again on the next write)."""
+        if self.store is not None:
+            self.store.close()
+
+    def carry_over(self, other: Meter, budget_usd: float | None) -> None:
+        """Take ``other``'s prices, log and ledger (for a derived session), then a budget of
+        ``budget_usd`` over them, so that past spending counts."""
+        self.prices = other.prices
+        self.store = other.store
+        self.ledger.extend(list(other.ledger))
+        self.set_budget(budget_usd)
+
     def set_budget(self, limit: float | None) -> None:
         """A spending limit in USD over this ledger (None: none). With a log, the budget's
         holds live in the file, so kernels sharing it hold one budget."""
