@@ -16,8 +16,8 @@ import orjson
 
 from holynb._wire import UNREADABLE
 from holynb._wire.openai import OpenAIWire
-from holynb.bulk import RESULT_COLUMNS, result_frame
 from holynb.errors import status_error_class
+from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
 from holynb.results import ChatResult, Usage
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def frame(
     schema: AnswerSchema | None = None,
 ) -> pd.DataFrame:
     """The results frame: one row per input row, in input order, with the input's index, built
-    by ``bulk.result_frame`` like map's. With ``schema``, its fields become columns, and an
+    by ``frames.result_frame`` like map's. With ``schema``, its fields become columns, and an
     answer that does not fit is that row's error (``SchemaValidationError: ...``; its text and
     cost stay: the provider answered and charged)."""
     import pandas as pd
@@ -182,20 +182,17 @@ def frame(
         got = outcomes.get(pos, "Pending: this request was never sent; job.resubmit_failed()")
         result = got.result if isinstance(got, Outcome) else None
         error = got if isinstance(got, str) else got.error
+        tried = attempts.get(pos, 0)
         if result is None:
-            rows.append(
-                (prompt, None, False, error, None, manifest.model, 0, 0, 0.0, None,
-                 attempts.get(pos, 0), False, custom_id(pos))
-            )  # fmt: skip
-            continue
-        wrong = schema.mismatch(result.text) if schema is not None else None
-        u = result.usage
-        rows.append(
-            (prompt, result.text, wrong is None,
-             None if wrong is None else f"SchemaValidationError: {wrong}",
-             result.finish_reason, result.model, u.prompt_tokens, u.completion_tokens,
-             costs.get(pos), None, attempts.get(pos, 0), False, custom_id(pos))
-        )  # fmt: skip
+            row = failure_row(
+                prompt, manifest.model, error or "NoAnswer", attempts=tried, latency_ms=None
+            )
+        else:
+            wrong = schema.mismatch(result.text) if schema is not None else None
+            mismatch = None if wrong is None else f"SchemaValidationError: {wrong}"
+            row = answer_row(prompt, result, error=mismatch, cost_usd=costs.get(pos),
+                             latency_ms=None, attempts=tried)  # fmt: skip
+        rows.append((*row, custom_id(pos)))
     index = pd.Index(manifest.index, name=manifest.index_name)
     out = result_frame(rows, index, BATCH_COLUMNS)
     return schema.add_columns(out) if schema is not None else out

@@ -6,7 +6,8 @@ builds on it) with a bounded pool of workers, records one row per request whatev
 it, stores every finished answer in the checkpoint as it completes (keyed by its exact request,
 see ``holynb.keystore``), and shows progress with tqdm.
 
-The result frame has the input's index, in input order, and the columns ``RESULT_COLUMNS``:
+The result frame has the input's index, in input order, and the columns
+``holynb.frames.RESULT_COLUMNS``:
 
 - ``prompt`` (the prompt as sent: the template filled in, or the message list), ``text``,
   ``ok``, ``error`` (``"Class: message"`` for a failed or refused item, else None),
@@ -35,6 +36,7 @@ from holynb.cache import as_hit, is_complete
 from holynb.calls.call import Call
 from holynb.calls.caller import caller_of
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
+from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
 from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
 
@@ -46,31 +48,14 @@ if TYPE_CHECKING:
     from holynb.results import ChatResult
 
 __all__ = [
-    "RESULT_COLUMNS",
     "MapRun",
     "Request",
     "amap",
     "map_sync",
     "requests_for",
     "requests_from",
-    "result_frame",
 ]
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "prompt",
-    "text",
-    "ok",
-    "error",
-    "finish_reason",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "latency_ms",
-    "attempts",
-    "cache_hit",
-)
-"""The columns of every bulk result frame (map, compare, batch results), in this order."""
 
 Prompts = Sequence[Any] | Any  # a list of str / message lists, a pandas Series or DataFrame
 _POSTFIX_EVERY_S = 0.2
@@ -369,29 +354,20 @@ class MapRun:
     def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
         """The row of a finished item, in ``columns`` order (a subclass that adds columns,
         e.g. a schema's fields, extends ``columns`` and this and ``failure_row``)."""
-        u = r.usage
-        return (
-            req.prompt, r.text, not r.interrupted, None, r.finish_reason, r.model,
-            u.prompt_tokens, u.completion_tokens, r.cost_usd, r.latency_ms, r.attempts,
-            r.cache_hit,
-        )  # fmt: skip
+        return answer_row(req.prompt, r)
 
     def failure_row(
         self, req: Request, body: dict[str, Any] | None, err: BaseException, elapsed_ms: float
     ) -> tuple[Any, ...]:
         """The row of an item that failed or was refused, in ``columns`` order."""
         message = getattr(err, "message", None) or str(err)  # SchemaValidationError's too
+        error = f"{type(err).__name__}: {message}"
         partial: ChatResult | None = getattr(err, "partial", None)
+        if partial is not None:
+            return answer_row(req.prompt, replace(partial, interrupted=True), error=error)
         model = body["model"] if body is not None else (req.model or self.caller.settings.model)
         attempts = getattr(err, "attempts", 0) if isinstance(err, APIError) else 0
-        if partial is not None:
-            partial = replace(partial, interrupted=True)
-            row = self.row(req, partial)
-            return (*row[:2], False, f"{type(err).__name__}: {message}", *row[4:])
-        return (
-            req.prompt, None, False, f"{type(err).__name__}: {message}", None, model,
-            0, 0, 0.0, elapsed_ms, attempts, False,
-        )  # fmt: skip
+        return failure_row(req.prompt, model, error, attempts=attempts, latency_ms=elapsed_ms)
 
     # -- progress -----------------------------------------------------------------------------
 
@@ -459,35 +435,6 @@ def _schema_of(requests: Sequence[Request]) -> Any:
         if req.params.get("schema") is not None:
             return AnswerSchema.of(req.params["schema"])
     return None
-
-
-def result_frame(
-    rows: Sequence[Sequence[Any]],
-    index: pd.Index | None = None,
-    columns: Sequence[str] = RESULT_COLUMNS,
-) -> pd.DataFrame:
-    """A bulk result frame from rows in ``columns`` order, with the usual dtypes (``ok`` and
-    ``cache_hit`` bool, token counts and attempts int, cost and latency float)."""
-    import pandas as pd
-
-    data = {c: [r[k] for r in rows] for k, c in enumerate(columns)}
-    frame = pd.DataFrame(data, index=index, columns=list(columns))
-    for name in frame.columns:
-        dtype = _DTYPES.get(name, None if rows else object)  # empty text columns stay object
-        if dtype is not None:
-            frame[name] = frame[name].astype(dtype)
-    return frame
-
-
-_DTYPES = {
-    "ok": "bool",
-    "cache_hit": "bool",
-    "prompt_tokens": "int64",
-    "completion_tokens": "int64",
-    "attempts": "int64",
-    "cost_usd": "float64",
-    "latency_ms": "float64",
-}
 
 
 # -- entry points ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ and ``astream_models`` (one prompt streamed from several models, for ``%%llm -m 
 
 The long frame has one row per (prompt, model), prompts in input order and models in the
 order given: ``prompt_index``, ``prompt``, ``model`` and the columns of ``map``
-(``holynb.bulk.RESULT_COLUMNS``). A model that fails (404, 429s after the retries, timeouts)
+(``holynb.frames.RESULT_COLUMNS``). A model that fails (404, 429s after the retries, timeouts)
 has its failure on its own rows; the other models' rows are intact.
 """
 
@@ -191,21 +191,12 @@ def compare_sync(
 # -- one prompt, several models, streamed into a view ------------------------------------------
 
 
-def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) -> dict[str, Any]:
-    from holynb.bulk import RESULT_COLUMNS
+def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) -> tuple[Any, ...]:
+    from holynb.frames import answer_row, failure_row
 
-    row: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
-    row.update(prompt=prompt, model=model, ok=error is None, error=error, cache_hit=False)
-    row.update(prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=0.0, attempts=0)
-    if result is not None:
-        u = result.usage
-        row.update(
-            text=result.text, finish_reason=result.finish_reason, model=result.model,
-            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-            cost_usd=result.cost_usd, latency_ms=result.latency_ms, attempts=result.attempts,
-            cache_hit=result.cache_hit,
-        )  # fmt: skip
-    return row
+    if result is None:
+        return failure_row(prompt, model, error or "")
+    return answer_row(prompt, result, error=error)
 
 
 def stream_to_view(
@@ -216,12 +207,11 @@ def stream_to_view(
     per model. An interrupt stops every stream: what arrived stays in the view and the ledger,
     and those rows say ``Interrupted``.
     """
-    import pandas as pd
 
     from holynb._loop import default_loop
-    from holynb.bulk import _DTYPES
+    from holynb.frames import failure_row, result_frame
 
-    rows: list[dict[str, Any] | None] = [None] * len(models)
+    rows: list[tuple[Any, ...] | None] = [None] * len(models)
     texts: list[list[str]] = [[] for _ in models]
     try:
         for i, kind, payload in default_loop().iterate(
@@ -240,12 +230,7 @@ def stream_to_view(
         for i, row in enumerate(rows):
             if row is None:
                 view.interrupted(i, None)
-                rows[i] = _row(prompt, models[i], None, "Interrupted: stopped by the user")
-                rows[i]["text"] = "".join(texts[i])  # type: ignore[index]
-    frame = pd.DataFrame([r for r in rows if r is not None])
-    frame.insert(0, "prompt_index", 0)
-    rest = [c for c in frame.columns if c not in LEADING_COLUMNS]
-    frame = frame[[*LEADING_COLUMNS, *rest]]
-    for name, dtype in _DTYPES.items():
-        frame[name] = frame[name].astype(dtype)
-    return frame
+                stopped, so_far = "Interrupted: stopped by the user", "".join(texts[i])
+                rows[i] = failure_row(prompt, models[i], stopped, text=so_far)
+    frame = result_frame([r for r in rows if r is not None])
+    return long_frame(frame, [0] * len(frame))

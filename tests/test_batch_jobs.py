@@ -24,7 +24,7 @@ import pytest
 
 import holynb
 from holynb.batch_jobs import normalise_status
-from holynb.bulk import RESULT_COLUMNS
+from holynb.frames import RESULT_COLUMNS
 from holynb.server import LocalServer
 from holynb.server.batches import BatchSettings
 from tests.conftest import PLANTED_KEY

@@ -15,7 +15,7 @@ import pytest
 
 import holynb
 from holynb import RetryPolicy
-from holynb.bulk import RESULT_COLUMNS
+from holynb.frames import RESULT_COLUMNS
 from holynb.keystore import KeyStore
 from holynb.server import faults
 from tests.helpers import key_env, session_for

@@ -1,0 +1,106 @@
+"""The one result-frame builder: the rows and columns of map, compare and batch results.
+
+Every bulk result has the columns ``RESULT_COLUMNS`` in this order, with the same dtypes
+(``ok`` and ``cache_hit`` bool, token counts and attempts int64, cost and latency float64).
+A row is built by ``answer_row`` (an answer, maybe partial or not matching its schema) or
+``failure_row`` (no answer); ``result_frame`` makes the frame.
+
+>>> result_frame([answer_row("Say hi", result)]).dtypes["ok"]
+dtype('bool')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from holynb.results import ChatResult
+
+__all__ = ["DTYPES", "RESULT_COLUMNS", "answer_row", "failure_row", "result_frame"]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "prompt",
+    "text",
+    "ok",
+    "error",
+    "finish_reason",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "attempts",
+    "cache_hit",
+)
+"""The columns of every bulk result frame (map, compare, batch results), in this order."""
+
+DTYPES: dict[str, str] = {
+    "ok": "bool",
+    "cache_hit": "bool",
+    "prompt_tokens": "int64",
+    "completion_tokens": "int64",
+    "attempts": "int64",
+    "cost_usd": "float64",
+    "latency_ms": "float64",
+}
+"""The dtype of each typed column; the others (text, error, ...) are objects."""
+
+_OWN = object()  # "the result's own value"
+
+
+def answer_row(
+    prompt: Any,
+    result: ChatResult,
+    *,
+    error: str | None = None,
+    cost_usd: Any = _OWN,
+    latency_ms: Any = _OWN,
+    attempts: Any = _OWN,
+) -> tuple[Any, ...]:
+    """The row of an answer in ``RESULT_COLUMNS`` order: ``ok`` unless it was interrupted or
+    ``error`` says what is wrong with it (a cut stream, a schema mismatch). ``cost_usd``,
+    ``latency_ms`` and ``attempts`` replace the result's own where given (a batch's)."""
+    u = result.usage
+    return (
+        prompt, result.text, error is None and not result.interrupted, error,
+        result.finish_reason, result.model, u.prompt_tokens, u.completion_tokens,
+        result.cost_usd if cost_usd is _OWN else cost_usd,
+        result.latency_ms if latency_ms is _OWN else latency_ms,
+        result.attempts if attempts is _OWN else attempts,
+        result.cache_hit,
+    )  # fmt: skip
+
+
+def failure_row(
+    prompt: Any,
+    model: str,
+    error: str,
+    *,
+    attempts: int = 0,
+    latency_ms: float | None = 0.0,
+    text: str | None = None,
+) -> tuple[Any, ...]:
+    """The row of a request without an answer (failed, refused, never sent): no tokens, no
+    cost; ``text`` what arrived before it broke, if anything."""
+    return (prompt, text, False, error, None, model, 0, 0, 0.0, latency_ms, attempts, False)
+
+
+def result_frame(
+    rows: Sequence[Sequence[Any]],
+    index: pd.Index | None = None,
+    columns: Sequence[str] = RESULT_COLUMNS,
+) -> pd.DataFrame:
+    """A result frame from rows in ``columns`` order (``RESULT_COLUMNS`` and any extra ones),
+    with ``DTYPES``."""
+    import pandas as pd
+
+    data = {c: [r[k] for r in rows] for k, c in enumerate(columns)}
+    frame = pd.DataFrame(data, index=index, columns=list(columns))
+    for name in frame.columns:
+        dtype = DTYPES.get(name, None if rows else object)  # empty text columns stay object
+        if dtype is not None:
+            frame[name] = frame[name].astype(dtype)
+    return frame
