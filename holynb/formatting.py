@@ -104,6 +104,9 @@ def figures_line(result: ChatResult) -> str:
     if usage.prompt_tokens or not usage.estimated:  # an estimate without a prompt count: omit
         tokens = f"{tilde}{usage.prompt_tokens:,} prompt + {tokens}"
     parts = [result.model, tokens + (" (estimated)" if usage.estimated else "")]
+    if result.cache_hit:  # nothing was sent: no rate, no latency, what it would have cost
+        saved = "cost unknown" if result.saved_usd is None else money(result.saved_usd)
+        return " · ".join([*parts, "from cache", f"saved {saved}"])
     generation_ms = result.latency_ms
     if result.ttft_ms is not None and result.latency_ms - result.ttft_ms >= _MEASURABLE_MS:
         generation_ms = result.latency_ms - result.ttft_ms  # the rate while tokens were arriving

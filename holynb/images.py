@@ -218,11 +218,13 @@ class PreparedImage:
 
 
 def _size(n: int) -> str:
-    if n < 1024:
+    """Decimal units, as people type limits: 500,000 bytes is "500 KB", 27,021,298 "27.0 MB"."""
+    if n < 1000:
         return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / 2**20:.1f} MB"
+    if n < 1_000_000:
+        kb = n / 1000
+        return f"{kb:.0f} KB" if kb >= 100 else f"{kb:.1f} KB"
+    return f"{n / 1_000_000:.1f} MB"
 
 
 # -- preparing ---------------------------------------------------------------------------------

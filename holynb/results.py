@@ -122,3 +122,13 @@ class CostEstimate:
     max_completion_tokens: int | None
     cost_usd: float | None
     image_tokens: int = 0
+
+    def __repr__(self) -> str:
+        from holynb.formatting import money
+
+        cost = "unknown" if self.cost_usd is None else money(self.cost_usd)
+        return (
+            f"CostEstimate(model={self.model!r}, prompt_tokens={self.prompt_tokens:,}, "
+            f"max_completion_tokens={self.max_completion_tokens!r}, cost={cost}, "
+            f"image_tokens={self.image_tokens:,})"
+        )

@@ -58,3 +58,27 @@ def test_currency_stays_text_and_maths_renders():
     # no other "$" is left for MathJax to pair up
     assert html.replace('<span class="mathjax_ignore">$</span>', "").count("$") == 0
     assert render_markdown("`$HOME`") == "<p><code>$HOME</code></p>\n"
+
+
+def test_a_cached_answer_says_from_cache_and_what_it_saved_with_no_rate(local, tmp_path):
+    from tests.helpers import session_for
+
+    prices = {"local/echo": {"input": 3.0, "output": 15.0}}
+    s = session_for(local, prices=prices, cache=tmp_path / "cache.sqlite")
+    first = s.chat("Say hi")
+    hit = s.chat("Say hi")
+    assert hit.cache_hit and hit.saved_usd
+    line = figures_line(hit)
+    assert f"from cache · saved {money(hit.saved_usd)}" in line
+    assert "tok/s" not in line and " ms" not in line and "$0.00" not in line.split("saved")[0]
+    assert "tok/s" in figures_line(first) or first.usage.completion_tokens <= 1
+
+
+def test_a_cost_estimates_repr_uses_the_money_format(local):
+    from tests.helpers import session_for
+
+    s = session_for(local, prices={"local/echo": {"input": 3.0, "output": 15.0}})
+    estimate = s.estimate("Say hi", max_tokens=5)
+    assert estimate.cost_usd is not None
+    text = repr(estimate)
+    assert money(estimate.cost_usd) in text and "e-0" not in text

@@ -326,7 +326,7 @@ def test_size_limit_refuses_before_sending_and_names_file_size_and_preset(local,
         s.chat("What is it?", images=[path])
     message = str(caught.value)
     size = path.stat().st_size
-    assert f"holiday.png is {size / 1024:.1f} KB, over the 97.7 KB limit" in message
+    assert f"holiday.png is {size / 1000:.0f} KB, over the 100 KB limit" in message
     assert "nothing was sent" in message
     fix = message.split("image_preset='", 1)[1].split("'", 1)[0]
     assert fix == "medium"  # "high" keeps noise at JPEG quality 95: still too big
@@ -348,7 +348,7 @@ def test_default_limit_is_5_mb_in_anthropics_format_unless_given(local):
     assert s.derive(api="openai").max_image_bytes == 20 * 2**20
     data = encoded(noise((1400, 1400)), "PNG")  # about 5.6 MB: fine for OpenAI, not Anthropic
     assert 5 * 2**20 < len(data) < 20 * 2**20
-    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit"):
+    with pytest.raises(ImageError, match=r"over the 5\.2 MB limit"):
         s.chat("What?", images=[data])
     assert local.stats.requests == 0
     given = session_for(local, model="local/vision", api="anthropic", max_image_bytes=6 * 2**20)
@@ -889,3 +889,12 @@ def test_llm_magic_sends_the_images_to_every_model_side_by_side(shell, local):
         ["local/vision", "local/vision-too"], "image 1: PNG 8x8, mean colour #ff0000"
     )
     assert shell.user_ns["cmp"]["prompt"].str.strip().tolist() == ["What?", "What?"]
+
+
+def test_sizes_in_messages_are_decimal_like_the_limits_people_type(local, tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (27_021_298 - 8))
+    s = session_for(local, max_image_bytes=500_000)
+    with pytest.raises(ImageError) as caught:
+        s.chat("What is it?", images=[path])
+    assert "huge.png is 27.0 MB, over the 500 KB limit per image" in str(caught.value)
