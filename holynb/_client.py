@@ -16,7 +16,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -28,7 +28,7 @@ from holynb._pacing import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
 from holynb._transport import open_http_client
-from holynb._wire import wire_for
+from holynb._wire import error_status, wire_for
 from holynb.errors import (
     APIConnectionError,
     APIError,
@@ -75,19 +75,13 @@ class StreamState:
         return "".join(self.parts)
 
     def result(self, *, interrupted: bool = False) -> ChatResult:
-        """The ChatResult for what has arrived; usage is estimated from the text (at least a
-        token a chunk) when the server sent none."""
-        usage = self.usage
-        if usage is None:
-            from holynb.tokens import estimate_tokens
-
-            completion = max(self.chunks, estimate_tokens(self.text))
-            usage = Usage(completion_tokens=completion, estimated=True)
+        """The ChatResult for what has arrived, charged by ``stream_usage``."""
+        text = self.text
         return ChatResult(
-            text=self.text,
+            text=text,
             model=self.model,
             finish_reason=self.finish_reason,
-            usage=usage,
+            usage=stream_usage(self.usage, text, self.chunks, finished=self.done),
             latency_ms=(time.perf_counter() - self.started) * 1000.0,
             ttft_ms=self.ttft_ms,
             attempts=max(1, self.attempts),
@@ -95,6 +89,30 @@ class StreamState:
             interrupted=interrupted,
             warning=self.warning,
         )
+
+
+def stream_usage(reported: Usage | None, text: str, chunks: int, *, finished: bool) -> Usage:
+    """What a stream is charged, in either wire format.
+
+    A stream that finished with usage: the usage the server reported. Otherwise (no usage
+    sent, or the stream was cut, stopped or ended by an error event before its final usage,
+    when Anthropic's count is still message_start's placeholder of 1): the reported counts with
+    ``completion_tokens`` at least the estimate of ``text`` (and at least a token a chunk),
+    marked ``estimated``. The text received was generated, so it is paid for.
+
+    >>> cut = stream_usage(Usage(9, completion_tokens=1), "Hello, world!", 1, finished=False)
+    >>> cut.prompt_tokens, cut.completion_tokens, cut.estimated
+    (9, 4, True)
+    """
+    if reported is not None and finished:
+        return reported
+    from holynb.tokens import estimate_tokens
+
+    received = max(chunks, estimate_tokens(text))
+    if reported is None:
+        return Usage(completion_tokens=received, estimated=True)
+    completion = max(reported.completion_tokens, received)
+    return replace(reported, completion_tokens=completion, estimated=True)
 
 
 class _LoopState:
@@ -249,20 +267,42 @@ class ChatClient:
     def _status_error(self, response: httpx.Response, raw: bytes, attempts: int) -> APIStatusError:
         status = response.status_code
         message = _error_message(raw) or response.reason_phrase or "error"
-        cls = status_error_class(status)
-        if status == 400 and b"no_db_connection" in raw:
-            cls = AuthenticationError  # LiteLLM's proxy answers a wrong key so (REFERENCE.md)
-        hint = _auth_hint(self.settings) if cls is AuthenticationError else None
-        err = cls(
-            self.redact(f"HTTP {status} from {self.settings.base_url}: {message}"),
-            status=status,
+        err = self._typed_error(
+            status,
+            f"HTTP {status} from {self.settings.base_url}: {message}",
             request_id=_request_id(response.headers),
-            body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")) or None,
-            hint=hint,
+            body=raw[:_BODY_EXCERPT].decode("utf-8", "replace") or None,
             attempts=attempts,
+            # LiteLLM's proxy answers a wrong key with a 400 no_db_connection (REFERENCE.md)
+            auth=status == 400 and b"no_db_connection" in raw,
         )
         err.headers = dict(response.headers)  # type: ignore[attr-defined]
         return err
+
+    def _typed_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        request_id: str | None,
+        body: str | None,
+        attempts: int,
+        auth: bool = False,
+    ) -> APIStatusError:
+        """The error class for ``status`` (``auth``: an AuthenticationError whatever the
+        status), its message and body redacted, with the hint that says what to do."""
+        cls = AuthenticationError if auth else status_error_class(status)
+        hint = _auth_hint(self.settings) if cls is AuthenticationError else None
+        if status == 402:
+            hint = "The account behind the key is out of credit or quota: check its billing."
+        return cls(
+            self.redact(message),
+            status=status,
+            request_id=request_id,
+            body=self.redact(body) if body else None,
+            hint=hint,
+            attempts=attempts,
+        )
 
     def _retry_or_raise(self, err: APIError, retries_done: int, deadline: float | None) -> float:
         """The wait before the next attempt, or raise ``err`` when no retry is due."""
@@ -393,12 +433,20 @@ class ChatClient:
                 hint="Check that the base URL is an OpenAI-compatible endpoint ending in /v1.",
                 attempts=attempts,
             ) from None
-        if self.wire.error_in(payload):
+        error = self.wire.error_in(payload)
+        if error:
+            message = f"The API reported an error: {_error_message(raw)}"
+            excerpt = raw[:_BODY_EXCERPT].decode("utf-8", "replace")
+            status = error_status(error)
+            if status is not None:  # as if it had come with that status (see _stream_error)
+                raise self._typed_error(
+                    status, message, request_id=request_id, body=excerpt, attempts=attempts
+                )
             raise APIError(
-                self.redact(f"The API reported an error: {_error_message(raw)}"),
+                self.redact(message),
                 status=response.status_code,
                 request_id=request_id,
-                body=self.redact(raw[:_BODY_EXCERPT].decode("utf-8", "replace")),
+                body=self.redact(excerpt),
                 attempts=attempts,
             )
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -579,13 +627,29 @@ class ChatClient:
             )
         progress.done = True  # some servers close without [DONE] after a finish_reason
 
-    def _stream_error(self, error: Any, progress: StreamState) -> StreamError:
+    def _stream_error(self, error: Any, progress: StreamState) -> APIError:
+        """The error for an error event. Before any text it is the API's answer to the request,
+        sent after HTTP 200: when it names a status (``error_status``) it gets that status's
+        error class, and so its retry rule (an ``invalid_request_error`` is a BadRequestError,
+        raised at once; an ``overloaded_error`` a ServerError, retried). Otherwise, and after
+        text, it is a StreamError: the stream broke."""
         if isinstance(error, dict):
             message = error.get("message") or str(error)
             code = error.get("code") or error.get("type")
         else:
             message, code = str(error), None
         label = f" ({code})" if code else ""
+        status = None if progress.parts else error_status(error)
+        if status is not None:
+            kind = error.get("type")  # a status is only read from an object
+            label = f" ({kind})" if isinstance(kind, str) and kind else label
+            return self._typed_error(
+                status,
+                f"The API refused the call in its stream, before any text{label}: {message}",
+                request_id=progress.request_id,
+                body=None,
+                attempts=progress.attempts,
+            )
         return StreamError(
             self.redact(f"The API sent an error mid-stream{label}: {message}"),
             request_id=progress.request_id,

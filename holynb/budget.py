@@ -90,13 +90,17 @@ class Budget:
             mine = sum(self._reserved.values())
         return max(mine, self._held_elsewhere) if self.shared is not None else mine
 
-    def reserve(self, estimate_usd: float) -> int:
-        """Hold ``estimate_usd`` for a call about to be sent; raise if it would not fit."""
-        if self.shared is not None:
+    def reserve(self, estimate_usd: float, *, here_only: bool = False) -> int:
+        """Hold ``estimate_usd`` for a call about to be sent; raise if it would not fit.
+        ``here_only`` holds it in this process alone (the shared store could not be written),
+        counting the holds last read from the store too."""
+        if self.shared is not None and not here_only:
             return self._reserve_shared(estimate_usd)
         with self._lock:
-            self._refuse_unless_fits(estimate_usd, sum(self._reserved.values()))
-            self._next += 1
+            mine = sum(self._reserved.values())
+            held = max(mine, self._held_elsewhere) if self.shared is not None else mine
+            self._refuse_unless_fits(estimate_usd, held)
+            self._next -= 1  # negative: a hold no shared store knows about
             self._reserved[self._next] = estimate_usd
             return self._next
 
@@ -163,7 +167,7 @@ class Budget:
             if over:
                 self._overshoot_warned = True
             spent = self.spent_usd
-        if held is not None and self.shared is not None and not released:
+        if held is not None and self.shared is not None and not released and token > 0:  # type: ignore[operator]
             self.shared.release(token)  # type: ignore[arg-type]
         if over:
             why = f" {reason}" if reason else ""

@@ -69,7 +69,8 @@ class ChatStream:
     """The text of one streamed answer (``for``), and ``result`` once it has ended.
 
     The synchronous twin of ``AsyncChatStream``: the request runs on holynb's loop thread;
-    ``break``, ``close()`` or KeyboardInterrupt stop it, and ``result`` then holds what arrived.
+    leaving a ``for`` loop over it (``break``, an exception), ``close()`` or KeyboardInterrupt
+    stop it, and ``result`` then holds what arrived.
 
     >>> stream = session.stream("Count to five")
     >>> text = "".join(stream)
@@ -94,10 +95,21 @@ class ChatStream:
         """This call's ``ChatResult`` once the stream has ended (None before)."""
         return self._source.result
 
-    def __iter__(self) -> ChatStream:
-        return self
+    def __iter__(self) -> Iterator[str]:
+        """The text deltas. Leaving the loop early (``break``, an exception in its body) stops
+        the request at once, so ``result`` holds what arrived as soon as the loop is left.
+
+        A plain ``break`` never calls ``close()`` on the object iterated, and a stream kept in
+        a variable is not garbage-collected: so the loop iterates a generator of its own, which
+        Python drops (and so closes) the moment the loop ends, and whose ``finally`` closes the
+        request."""
+        try:
+            yield from self._texts
+        finally:
+            self.close()
 
     def __next__(self) -> str:
+        """The next text delta (for ``next(stream)``; a ``for`` loop uses ``__iter__``)."""
         return next(self._texts)
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from holynb.magic_errors import for_magic
 from holynb.prompt_template import build_prompt, cell_number, readable_traceback
 
 if TYPE_CHECKING:
+    from holynb.cache import CallCache
     from holynb.results import ChatResult
     from holynb.session import Session
     from holynb.views import AnswerView
@@ -234,7 +235,7 @@ class LLMMagics(Magics):
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
             "tag": f"In[{cell_number(self.shell)}]",
-            "cache": False if args.no_cache else "refresh" if args.refresh else None,
+            "cache": _cache_choice(args),
         }
         view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
@@ -408,7 +409,7 @@ class LLMMagics(Magics):
         frame = stream_to_view(
             session, text, models, view, system=args.system, temperature=args.temperature,
             max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
-            **({"images": images} if images else {}),
+            cache=_cache_choice(args), **({"images": images} if images else {}),
         )  # fmt: skip
         ns = self.shell.user_ns
         ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
@@ -624,6 +625,12 @@ def _short(error: HolynbError) -> str:
     hint = getattr(shown, "hint", None)
     message = str(getattr(shown, "message", error))
     return f"{message}\nHint: {hint}" if hint else message
+
+
+def _cache_choice(args: Any) -> CallCache:
+    """The ``cache=`` of every call a cell makes: False for ``--no-cache`` (neither read nor
+    stored), "refresh" for ``--refresh`` (asked again, then stored), None otherwise."""
+    return False if args.no_cache else "refresh" if args.refresh else None
 
 
 def _unquote(value: str | None) -> str | None:

@@ -878,6 +878,16 @@ class Session:
 
         try:
             return budget.reserve(worst)
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise self._refusal(
+                    budget,
+                    f"holynb could not read the budget shared through the ledger log ({err}), "
+                    "so this call was not sent. Try again, or give this session its own "
+                    "log_path.",
+                ) from None
+            self._warn_log(err)  # another process holds the log's write lock for now
+            return budget.reserve(worst, here_only=True)
         except sqlite3.Error as err:
             raise self._refusal(
                 budget,

@@ -416,6 +416,60 @@ def test_stream_without_message_stop_raises_with_partial(local, fault):
     assert local.stats.requests == 1
 
 
+LONG = "word " * 400  # 400 tokens from the local server, 400 from holynb's estimate
+
+
+def _long(local: LocalServer) -> str:
+    local.register_model("local/long-400", lambda m, p: LONG)
+    return "local/long-400"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [faults.cut_stream(after_chunks=8), faults.error_event(after_chunks=8)],
+    ids=["connection-cut", "error-event"],
+)
+def test_an_interrupted_stream_is_charged_at_least_the_text_received(local, fault):
+    model = _long(local)
+    local.faults.push([faults.coalesce(25), fault])  # 8 chunks of 25 tokens: 200 tokens
+    s = claude(local, model=model, prices={model: {"input": 3.0, "output": 15.0}})
+    with pytest.raises(holynb.StreamError) as info:
+        list(s.stream("hello"))
+    sent = local.stats.completion_tokens
+    assert sent == 200  # message_start said output_tokens=1, and nothing more came
+    row, partial = s.records[-1], info.value.partial
+    assert abs(row.completion_tokens - sent) <= 0.1 * sent
+    assert row.usage_estimated and partial.usage.estimated
+    assert row.prompt_tokens == local.stats.prompt_tokens  # the reported input is kept
+    assert row.cost_usd == pytest.approx(
+        (row.prompt_tokens * 3.0 + row.completion_tokens * 15.0) / 1e6
+    )
+    assert partial.usage.completion_tokens == row.completion_tokens
+    assert partial.cost_usd == row.cost_usd
+
+
+def test_a_stopped_stream_is_charged_at_least_the_text_received(local):
+    model = _long(local)
+    local.faults.push([faults.coalesce(25), faults.stall(seconds=5, after_chunks=4)])
+    s = claude(local, model=model, prices={model: {"input": 3.0, "output": 15.0}})
+    stream = s.stream("hello")
+    for got, _text in enumerate(stream, 1):
+        if got == 4:
+            break
+    assert stream.result.interrupted
+    assert abs(stream.result.usage.completion_tokens - 100) <= 10 and s.records[-1].usage_estimated
+
+
+def test_a_complete_stream_is_charged_the_reported_usage(local):
+    model = _long(local)
+    local.faults.push(faults.coalesce(25))
+    s = claude(local, model=model, prices={model: {"input": 3.0, "output": 15.0}})
+    assert "".join(s.stream("hello")) == LONG
+    row = s.records[-1]
+    assert row.completion_tokens == local.stats.completion_tokens >= 400
+    assert not row.usage_estimated
+
+
 def test_cut_non_streamed_answer_is_a_connection_error(local):
     local.faults.push(faults.cut_stream())
     with pytest.raises(holynb.APIConnectionError):

@@ -53,3 +53,27 @@ def test_cache_can_be_turned_on_and_off(shell, tmp_path, capsys):
     run(shell, "%llm config model=local/echo")
     s = magics.get_default_session()
     assert s.cache.path == tmp_path / "other.sqlite" and s.cache.base_url == s.base_url
+
+
+MODELS = "local/echo,local/vision"
+
+
+def test_several_models_rerun_from_the_cache(shell, local):
+    run(shell, f"%%llm -m {MODELS}\nhello columns")
+    run(shell, f"%%llm -m {MODELS}\nhello columns")
+    assert local.stats.requests == 2
+    assert magics.get_default_session().ledger["cache_hit"].tolist() == [False] * 2 + [True] * 2
+
+
+@pytest.mark.parametrize("flag", ["--refresh", "--no-cache"])
+def test_several_models_obey_refresh_and_no_cache(shell, local, flag):
+    run(shell, f"%%llm -m {MODELS}\nhello columns")
+    run(shell, f"%%llm -m {MODELS} {flag}\nhello columns")
+    assert local.stats.requests == 4  # every column asked again
+    assert not magics.get_default_session().ledger["cache_hit"].any()
+
+
+def test_several_models_with_no_cache_store_nothing(shell, local):
+    run(shell, f"%%llm -m {MODELS} --no-cache\nhello columns")
+    run(shell, f"%%llm -m {MODELS}\nhello columns")
+    assert local.stats.requests == 4 and len(magics.get_default_session().cache) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 
 import holynb
@@ -181,3 +182,105 @@ def test_ratelimit_headers_saying_zero_left_pause_the_next_request(local):
     t0 = time.monotonic()
     assert s.chat("first").attempts == 2
     assert time.monotonic() - t0 >= 0.6
+
+
+# -- errors sent inside a 200 stream, before any text ------------------------------------------
+
+_STARTED = {  # Anthropic's message_start, as a real stream opens before its error event
+    "type": "message_start",
+    "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "local/echo",
+        "content": [], "usage": {"input_tokens": 9, "output_tokens": 1},
+    },
+}  # fmt: skip
+
+
+def _error_stream(api: str, kind: str, message: str) -> str:
+    """A stream whose only news is an error of type ``kind``, in ``api``'s format."""
+    if api == "anthropic":
+        error = {"type": "error", "error": {"type": kind, "message": message}}
+        return (
+            f"event: message_start\ndata: {orjson.dumps(_STARTED).decode()}\n\n"
+            f"event: error\ndata: {orjson.dumps(error).decode()}\n\n"
+        )
+    error = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return f"data: {orjson.dumps(error).decode()}\n\n"
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_request_error_in_a_stream_is_not_retried_and_says_what_to_do(local, api):
+    said = "prompt is too long: 250000 tokens > 200000 maximum"
+    local.faults.push(faults.raw_body(_error_stream(api, "invalid_request_error", said)), times=3)
+    s = session_for(local, api=api)
+    with pytest.raises(holynb.BadRequestError) as info:
+        list(s.stream("hello"))
+    err = info.value
+    assert local.stats.requests == 1 and err.attempts == 1
+    assert said in err.message and "invalid_request_error" in err.message
+    assert err.status == 400 and err.partial is None
+    assert "parameters" in err.hint  # what to change, not "the partial answer is in ..."
+    row = s.records[-1]
+    assert not row.ok and row.error.startswith("BadRequestError") and row.attempts == 1
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("overloaded_error", holynb.ServerError),
+        ("api_error", holynb.ServerError),
+        ("rate_limit_error", holynb.RateLimitError),
+    ],
+)
+def test_a_transient_error_in_a_stream_is_retried(local, api, kind, cls):
+    local.faults.push(faults.raw_body(_error_stream(api, kind, "try again")), times=5)
+    s = session_for(local, api=api)
+    with pytest.raises(cls) as info:
+        list(s.stream("hello"))
+    assert local.stats.requests == 3 and info.value.attempts == 3  # 1 + FAST_RETRY's 2
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_transient_error_in_a_stream_then_an_answer(local, api):
+    local.faults.push(faults.raw_body(_error_stream(api, "overloaded_error", "busy")))
+    s = session_for(local, api=api)
+    assert "".join(s.stream("hello")).startswith("You said: hello")
+    assert local.stats.requests == 2 and s.last_result.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("authentication_error", holynb.AuthenticationError),
+        ("permission_error", holynb.PermissionDeniedError),
+        ("not_found_error", holynb.NotFoundError),
+    ],
+)
+def test_other_request_errors_in_a_stream_are_typed_and_not_retried(local, kind, cls):
+    local.faults.push(faults.raw_body(_error_stream("anthropic", kind, "no")), times=3)
+    with pytest.raises(cls):
+        list(session_for(local, api="anthropic").stream("hello"))
+    assert local.stats.requests == 1
+
+
+def _error_body(api: str, kind: str, message: str) -> str:
+    """A whole 200 answer that is an error of type ``kind``, in ``api``'s format."""
+    error = {"type": kind, "message": message}
+    wrapped = {"type": "error", "error": error} if api == "anthropic" else {"error": error}
+    return orjson.dumps(wrapped).decode()
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_200_answer_that_is_a_request_error_is_typed_and_not_retried(local, api):
+    local.faults.push(faults.raw_body(_error_body(api, "invalid_request_error", "bad")), times=3)
+    with pytest.raises(holynb.BadRequestError) as info:
+        session_for(local, api=api).chat("hello")
+    assert local.stats.requests == 1 and "bad" in info.value.message
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_200_answer_that_is_a_transient_error_is_retried(local, api):
+    local.faults.push(faults.raw_body(_error_body(api, "overloaded_error", "busy")))
+    r = session_for(local, api=api).chat("hello")
+    assert r.text.startswith("You said: hello") and r.attempts == 2
+    assert local.stats.requests == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -284,3 +285,74 @@ def test_a_stopped_sync_stream_keeps_what_arrived_in_its_result(local):
     finally:
         local.tokens_per_second = None
     assert stream.result.interrupted and stream.result.text == "".join(got)
+
+
+# -- leaving a sync loop early stops the request ------------------------------------------------
+
+
+def _long_slow_model(local) -> str:
+    """A model whose answer takes about two seconds to stream (100 tokens at 50 a second)."""
+    local.register_model("local/slow-100", lambda m, p: "word " * 100, tokens_per_second=50)
+    return "local/slow-100"
+
+
+def _server_outcome(local, within_s: float = 3.0) -> dict:
+    """The request log entry of the one chat request, once the server has finished it."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        entries = [e for e in local.requests_log if e["path"] == "/v1/chat/completions"]
+        if entries:
+            return entries[-1]
+        time.sleep(0.02)
+    raise AssertionError("the server never finished the request")
+
+
+def test_break_out_of_a_named_sync_stream_stops_it_and_sets_result_at_once(local):
+    model = _long_slow_model(local)
+    s = session_for(local, prices={model: {"input": 3.0, "output": 15.0}})
+    stream = s.stream("hello", model=model)
+    got = []
+    for text in stream:
+        got.append(text)
+        if len(got) == 3:
+            break
+    result = stream.result  # right after the loop, nothing else in between
+    assert result is not None and result.interrupted
+    assert result.text.startswith("".join(got)) and result.usage.completion_tokens < 10
+    row = s.records[-1]
+    assert row.interrupted and not row.ok
+    assert row.completion_tokens == result.usage.completion_tokens
+    assert row.cost_usd == result.cost_usd > 0
+    entry = _server_outcome(local)
+    assert entry["outcome"] == "client_disconnected"
+    assert local.stats.completed == 0 and local.stats.completion_tokens < 20
+
+
+def test_break_out_of_a_temporary_sync_stream_stops_it(local):
+    model = _long_slow_model(local)
+    s = session_for(local)
+    for _text in s.stream("hello", model=model):
+        break
+    assert s.records[-1].interrupted and s.last_result.interrupted
+    assert _server_outcome(local)["outcome"] == "client_disconnected"
+    assert local.stats.completion_tokens < 20
+
+
+def test_an_exception_in_the_loop_body_stops_a_sync_stream(local):
+    model = _long_slow_model(local)
+    s = session_for(local)
+    stream = s.stream("hello", model=model)
+    with pytest.raises(ZeroDivisionError):
+        for _text in stream:
+            1 / 0  # noqa: B018
+    assert stream.result is not None and stream.result.interrupted
+    assert _server_outcome(local)["outcome"] == "client_disconnected"
+
+
+def test_a_sync_stream_read_to_the_end_is_whole_and_not_interrupted(local):
+    s = session_for(local)
+    stream = s.stream("hello")
+    text = "".join(stream)
+    assert stream.result.text == text and not stream.result.interrupted
+    assert list(stream) == []  # a finished stream has nothing more to give
+    assert len(s.records) == 1 and s.records[-1].ok

@@ -26,6 +26,46 @@ Chunk = tuple[Any, "str | None", "str | None", "Usage | None", "str | None"]
 Completion = tuple[str, str, "str | None", "Usage | None", "str | None"]
 
 
+# What an error object's ``type`` means as an HTTP status. Both formats name their errors so
+# (Anthropic's documented types; OpenAI's invalid_request_error, server_error, ...), and an
+# error sent after HTTP 200 (a stream's error event) gets the retry rule and error class of
+# the status it stands for.
+ERROR_TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "insufficient_quota": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def error_status(error: Any) -> int | None:
+    """The HTTP status an error object sent inside a 200 answer stands for: its numeric
+    ``code`` or ``status`` (relays send ``"code": "500"``), else what its ``type`` means
+    (``ERROR_TYPE_STATUS``); None when it says neither.
+
+    >>> error_status({"type": "overloaded_error", "message": "Overloaded"})
+    529
+    """
+    if not isinstance(error, dict):
+        return None
+    for name in ("code", "status"):
+        value = error.get(name)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+            return value
+    kind = error.get("type")
+    return ERROR_TYPE_STATUS.get(kind) if isinstance(kind, str) else None
+
+
 class Wire(Protocol):
     """One API's wire format (see the module docstring)."""
 

@@ -10,8 +10,9 @@ sent as a ``message`` or as Anthropic's SSE events (``message_start``, ``content
 
 Faults apply as for chat completions where they make sense: status codes (529 answers
 ``overloaded_error``), ``error_event`` (an ``error`` event after HTTP 200), ``cut_stream``,
-``stall``, ``keepalive_comments`` (``ping`` events), ``no_done`` (no ``message_stop``),
-``no_usage`` (zero counts) and ``delay``/``drop`` (handled before the format matters).
+``stall``, ``coalesce`` (several tokens a text delta), ``keepalive_comments`` (``ping``
+events), ``no_done`` (no ``message_stop``), ``no_usage`` (zero counts), ``raw_body`` and
+``delay``/``drop`` (handled before the format matters).
 """
 
 from __future__ import annotations
@@ -297,6 +298,16 @@ class _Events:
         return _event("error", {"type": "error", "error": {"type": kind, "message": message}})
 
 
+def _chunks(pieces: list[str], size: int) -> tuple[list[str], list[int]]:
+    """The text deltas to send, ``size`` tokens each (``coalesce``), and their token counts."""
+    if size == 1:
+        return pieces, [1] * len(pieces)
+    starts = range(0, len(pieces), size)
+    return ["".join(pieces[i : i + size]) for i in starts], [
+        len(pieces[i : i + size]) for i in starts
+    ]
+
+
 async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamResponse:
     """Anthropic's SSE events: message_start, one text delta per token, message_delta (stop
     reason, cumulative usage), message_stop; faults aside."""
@@ -308,7 +319,9 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
     with_usage = "no_usage" not in fault
     writer = _Writer(response, keepalive=False)
     ping = "keepalive_comments" in fault
-    pieces = answer.pieces
+    pieces, tokens = _chunks(
+        answer.pieces, fault["coalesce"]["tokens"] if "coalesce" in fault else 1
+    )
     stop_at, ending = len(pieces), "complete"
     for kind in ("error_event", "cut_stream"):
         if kind in fault:
@@ -334,7 +347,7 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
                     await asyncio.sleep(wait)
             if ping:
                 writer.add(events.PING)
-            writer.add(events.delta(pieces[i]), 1)
+            writer.add(events.delta(pieces[i]), tokens[i])
             if i + 1 == stall_at:
                 await writer.flush()
                 await asyncio.sleep(stall_s)
@@ -354,7 +367,7 @@ async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamRespons
     if ending == "error_event":
         writer.add(events.error(fault["error_event"]["message"]))
     else:
-        writer.add(events.finish(stop_at if with_usage else 0))
+        writer.add(events.finish(sum(tokens[:stop_at]) if with_usage else 0))
         if "no_done" not in fault:
             writer.add(events.STOP)
     unsent = writer.pending_tokens
