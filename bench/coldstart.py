@@ -45,9 +45,11 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
     print(f"Script cold start, holynb / raw httpx, median of {args.reps} pairs per row")
     print(f"(goal: at most {GOAL}x wall in every row)\n")
-    print("| scheme | model | httpx wall, ms | holynb wall, ms | wall ratio (min-max) | CPU ratio |")
+    print(
+        "| scheme | model | httpx wall, ms | holynb wall, ms | wall ratio (min-max) | CPU ratio |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
