@@ -342,7 +342,7 @@ class BenchServer:
         return writes
 
     def completion(self, model: object) -> bytes:
-        """The non-streamed answer as ``model`` (rendered on first use and kept, for a few names)."""
+        """The non-streamed answer as ``model`` (rendered on first use, kept for a few names)."""
         if not isinstance(model, str) or model == MODEL:
             return self.rendered.completion
         response = self.completions.get(model)
@@ -377,9 +377,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.tls_cert:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
-    server = await loop.create_server(
-        bench.protocol, args.host, args.port, backlog=1024, ssl=tls
-    )
+    server = await loop.create_server(bench.protocol, args.host, args.port, backlog=1024, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     print(f"listening on {args.host}:{port}", flush=True)
     stop = asyncio.Event()

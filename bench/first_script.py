@@ -9,8 +9,8 @@ start-up and shutdown count, as they do for a user's script or CLI call.
 The optional third argument is the model to ask for (default `bench`, which no price table
 knows); `priced` as the fourth gives holynb that model's price with `prices=`. For an HTTPS URL
 with a self-signed certificate, point `SSL_CERT_FILE` at a bundle that holds it (httpx, httpx2
-and the openai SDK read it). Only `sys` is imported before the library. Prints `{"available": true}` (or false, with a reason,
-for libraries without a sync client).
+and the openai SDK read it). Only `sys` is imported before the library. Prints
+`{"available": true}` (or false, with a reason, for libraries without a sync client).
 """
 
 import sys
