@@ -6,7 +6,8 @@ at start-up, requests are parsed with a few byte searches, keep-alive is the def
 
 Endpoints:
 
-- `POST /v1/chat/completions`: a small fixed answer with usage, or with `"stream": true` an SSE
+- `POST /v1/chat/completions`: a small fixed answer with usage (as the model the request names,
+  `bench` when it names none), or with `"stream": true` an SSE
   stream of `--stream-chunks` content chunks (fewer if the request's `max_tokens` is smaller), a
   finish chunk, a usage chunk (`choices: []`) and `data: [DONE]`.
 - `GET /v1/models`: one model.
@@ -15,6 +16,7 @@ Endpoints:
 Run it as its own process; it pins itself to one core:
 
     python bench/fastserver.py --port 0 --latency-ms 50 --cpu 1
+    python bench/fastserver.py --port 0 --tls-cert cert.pem --tls-key key.pem   # HTTPS
 
 The first line on stdout is `listening on 127.0.0.1:PORT`; the counters are printed to stdout on
 exit (SIGINT or SIGTERM).
@@ -27,6 +29,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +40,7 @@ HEADER_END = b"\r\n\r\n"
 CONTENT_LENGTH = b"\r\ncontent-length:"
 CONNECTION_CLOSE = b"\r\nconnection: close"
 MAX_HEADER_BYTES = 64 * 1024
+MAX_MODELS = 64  # answers rendered and kept for this many model names
 
 
 @dataclass
@@ -83,14 +87,14 @@ def dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def completion_body() -> bytes:
-    """The fixed non-streamed answer."""
+def completion_body(model: str = MODEL) -> bytes:
+    """The fixed non-streamed answer, as ``model``."""
     return dumps(
         {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
             "created": CREATED,
-            "model": MODEL,
+            "model": model,
             "choices": [
                 {
                     "index": 0,
@@ -277,7 +281,7 @@ class BenchProtocol(asyncio.Protocol):
                 self.later(self.server.stream(stream_length(request, self.server.n_chunks)), close)
             else:
                 counters.chat += 1
-                self.later([rendered.completion], close)
+                self.later([self.server.completion(request.get("model"))], close)
         elif method == b"get" and path.endswith(b"/models"):
             self.send([rendered.models], close)
         else:
@@ -325,6 +329,7 @@ class BenchServer:
         self.n_chunks = n_chunks
         self.events_per_write = events_per_write
         self.rendered = render()
+        self.completions: dict[str, bytes] = {}
         self.streams: dict[int, list[bytes]] = {}
         self.stream(n_chunks)  # render the default stream before the first client arrives
         self.counters = Counters()
@@ -335,6 +340,17 @@ class BenchServer:
         if writes is None:
             writes = self.streams[n_chunks] = stream_response(n_chunks, self.events_per_write)
         return writes
+
+    def completion(self, model: object) -> bytes:
+        """The non-streamed answer as ``model`` (rendered on first use, kept for a few names)."""
+        if not isinstance(model, str) or model == MODEL:
+            return self.rendered.completion
+        response = self.completions.get(model)
+        if response is None:
+            response = http_response("200 OK", completion_body(model))
+            if len(self.completions) < MAX_MODELS:
+                self.completions[model] = response
+        return response
 
     def protocol(self) -> BenchProtocol:
         return BenchProtocol(self)
@@ -357,7 +373,11 @@ def pin_to(cpu: int | None) -> str:
 async def serve(args: argparse.Namespace) -> None:
     bench = BenchServer(args.latency_ms, args.stream_chunks, args.events_per_write)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(bench.protocol, args.host, args.port, backlog=1024)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = await loop.create_server(bench.protocol, args.host, args.port, backlog=1024, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     print(f"listening on {args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -381,7 +401,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SSE events per HTTP chunk (1 = one chunk per event, like most real servers)",
     )
     p.add_argument("--cpu", type=int, default=None, help="pin the server to this CPU")
-    return p.parse_args(argv)
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate")
+    p.add_argument("--tls-key", default=None, help="the certificate's PEM private key")
+    args = p.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ import math
 import re
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -286,13 +286,17 @@ class PriceTable:
 
     def needs_genai_prices(self, model: str) -> bool:
         """Whether pricing ``model`` will load genai-prices (no price of yours, of the relay
-        table or of the free local models covers it, and it was not looked up yet)."""
+        table or of the free local models covers it, it was not looked up yet, and genai-prices'
+        index, once built, does not rule it out)."""
         keys = _lookup_keys(model)
         if any(key in self._user for key in keys) or keys[0].startswith("local/"):
             return False
         if self.relay and any(key in _relay_prices() for key in keys):
             return False
-        return self.official and keys[0] not in self._official_cache
+        if not self.official or keys[0] in self._official_cache:
+            return False
+        attempts = _official_attempts(keys[0], self.base_url, self.relay)
+        return _genai_prices_may_price((ref for ref, _ in attempts), create=False)
 
     def _find(self, model: str) -> ModelPrice | _Official | None:
         keys = _lookup_keys(model)
@@ -375,20 +379,15 @@ def is_relay_url(base_url: str | None) -> bool:
 
 def _find_official(key: str, base_url: str | None, relay: bool) -> _Official | None:
     """The genai-prices model for a name, trying the endpoint's provider first, then the name
-    alone, then the name without an ``openai/``-style prefix."""
+    alone, then the name without an ``openai/``-style prefix. Names that no genai-prices model
+    matches (its index says so) are answered without importing it."""
+    attempts = _official_attempts(key, base_url, relay)
+    if not _genai_prices_may_price(ref for ref, _ in attempts):
+        return None
     try:
-        import genai_prices  # about 110-150 ms: only when a price is first needed
+        import genai_prices  # 150-300 ms: only when a price is first needed
     except ImportError:  # pragma: no cover - genai-prices is a dependency
         return None
-    attempts: list[tuple[str, dict[str, str]]] = []
-    if base_url and not relay:
-        attempts.append((key, {"provider_api_url": base_url}))
-    attempts.append((key, {}))
-    if "/" in key:
-        prefix, rest = key.split("/", 1)
-        if prefix in _VENDORS:
-            attempts.append((rest, {"provider_id": _VENDORS[prefix]}))
-        attempts.append((rest, {}))
     nothing = genai_prices.Usage(input_tokens=0, output_tokens=0)
     for ref, hint in attempts:
         try:
@@ -399,6 +398,31 @@ def _find_official(key: str, base_url: str | None, relay: bool) -> _Official | N
             return None  # priced by characters, images or seconds, not by tokens
         return _Official(calc.model, calc.provider)
     return None
+
+
+def _official_attempts(
+    key: str, base_url: str | None, relay: bool
+) -> list[tuple[str, dict[str, str]]]:
+    """The (name, provider hint) pairs genai-prices is asked for, in order."""
+    attempts: list[tuple[str, dict[str, str]]] = []
+    if base_url and not relay:
+        attempts.append((key, {"provider_api_url": base_url}))
+    attempts.append((key, {}))
+    if "/" in key:
+        prefix, rest = key.split("/", 1)
+        if prefix in _VENDORS:
+            attempts.append((rest, {"provider_id": _VENDORS[prefix]}))
+        attempts.append((rest, {}))
+    return attempts
+
+
+def _genai_prices_may_price(refs: Iterable[str], *, create: bool = True) -> bool:
+    """False when genai-prices' index says none of ``refs`` has a price there (True when
+    there is no index to ask: genai-prices is asked itself)."""
+    from holynb import price_index
+
+    index = price_index.current(create=create)
+    return index is None or any(index.may_price(ref) for ref in refs)
 
 
 def _batch_variant_active(found: _Official, at: datetime) -> bool:
