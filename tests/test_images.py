@@ -360,11 +360,11 @@ def test_a_prepared_image_over_the_sessions_limit_is_refused_in_chat_and_stream(
     big = prepare_image(encoded(noise((1400, 1400)), "PNG"))  # 5.6 MB: within the default 20 MB
     assert 5 * 2**20 < (big.size_bytes or 0) < 20 * 2**20
     s = session_for(local, model="local/vision", api="anthropic")  # 5 MB per image
-    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit.*nothing was sent") as caught:
+    with pytest.raises(ImageError, match=r"over the 5\.2 MB limit.*nothing was sent") as caught:
         s.chat("What?", images=[big])
     assert caught.value.size_bytes == big.size_bytes
     assert "prepare_image(" in str(caught.value)  # how to make it again, smaller
-    with pytest.raises(ImageError, match=r"over the 5\.0 MB limit"):
+    with pytest.raises(ImageError, match=r"over the 5\.2 MB limit"):
         list(s.stream("What?", images=big))
     assert local.stats.requests == 0 and s.records == []
 
@@ -377,7 +377,7 @@ def test_a_prepared_image_over_the_limit_fails_only_its_own_map_row(local):
     assert df["ok"].tolist() == [True, False, False]
     assert df.loc[0, "text"] == "image 1: PNG 8x8, mean colour #ff0000"
     assert df.loc[1, "error"].startswith("ImageError: big.png is ")
-    assert "over the 97.7 KB limit" in df.loc[2, "error"]
+    assert "over the 100 KB limit" in df.loc[2, "error"]
     assert local.stats.requests == 1
 
 
