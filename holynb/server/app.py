@@ -26,16 +26,9 @@ from aiohttp import web
 
 import holynb.server.faults as faultlib
 import holynb.server.messages as anthropic_wire
-from holynb.server.answer import (
-    JSON,
-    Answer,
-    Exchange,
-    error_response,
-    log_entry,
-    send_stream,
-    send_whole,
-)
+from holynb.server.answer import send_stream, send_whole
 from holynb.server.batches import BatchStore, add_routes
+from holynb.server.exchange import JSON, Answer, Exchange, error_response, log_entry
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
 from holynb.server.registry import Model, ModelRegistry, generate
