@@ -7,87 +7,36 @@ stream would. The request itself is followed by ``exchange.Exchange``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from holynb.server.exchange import JSON, Answer, Exchange
-from holynb.server.stream import send_events
+from holynb.server.exchange import Answer, Exchange
+from holynb.server.stream import send_body, send_events
 from holynb.server.wire import ChunkRenderer, completion_body, error_body
 
 __all__ = ["ChatEvents", "send_stream", "send_whole"]
 
 
 async def send_whole(ex: Exchange, answer: Answer) -> web.StreamResponse:
-    """A non-streamed answer; its generation takes as long as the stream would."""
-    fault = ex.faults
-    wait = len(answer.pieces) / answer.tokens_per_second if answer.tokens_per_second else 0.0
-    if "stall" in fault:
-        wait += fault["stall"]["seconds"]
-    if wait:
-        await asyncio.sleep(wait)
-    if ex.client_gone():
-        ex.finish(499, "client_disconnected")
-        return web.Response(status=499)
-    if "error_event" in fault:
-        ex.finish(200, "error_event")
-        payload = error_body(fault["error_event"]["message"], "server_error")
-        return web.Response(body=payload, content_type=JSON, headers=ex.headers)
-    no_usage = fault.get("no_usage")
-    payload = completion_body(
-        answer.completion_id,
-        answer.created,
-        answer.model,
-        "".join(answer.pieces),
-        answer.finish_reason,
-        None if no_usage else answer.usage(),
-        with_usage=no_usage is None or no_usage["null"],
-    )
-    if "cut_stream" in fault:
-        response = web.StreamResponse(headers=ex.headers)
-        response.content_type = JSON
-        response.content_length = len(payload)
-        ex.finish(200, "cut")
-        try:
-            await response.prepare(ex.request)
-            await response.write(payload[: len(payload) // 2])
-        except ConnectionError:
-            pass
-        ex.close_connection()
-        return response
-    if "trickle" in fault:
-        return await _trickle(ex, answer, payload, fault["trickle"]["seconds"])
-    ex.finish(
-        200,
-        "complete",
-        completed=True,
-        prompt=answer.prompt_tokens,
-        completion=len(answer.pieces),
-    )
-    return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+    """A non-streamed ``chat.completion``; its generation takes as long as the stream would."""
+    no_usage = ex.faults.get("no_usage")
 
+    def payload() -> bytes:
+        return completion_body(
+            answer.completion_id,
+            answer.created,
+            answer.model,
+            "".join(answer.pieces),
+            answer.finish_reason,
+            None if no_usage else answer.usage(),
+            with_usage=no_usage is None or no_usage["null"],
+        )
 
-async def _trickle(
-    ex: Exchange, answer: Answer, payload: bytes, seconds: float
-) -> web.StreamResponse:
-    """``payload`` written one byte every ``seconds`` (the ``trickle`` fault)."""
-    response = web.StreamResponse(headers=ex.headers)
-    response.content_type = JSON
-    response.content_length = len(payload)
-    try:
-        await response.prepare(ex.request)
-        for i in range(len(payload)):
-            if ex.client_gone():
-                raise ConnectionResetError
-            await response.write(payload[i : i + 1])
-            await asyncio.sleep(seconds)
-    except ConnectionError:
-        ex.finish(200, "client_disconnected")
-        return response
-    tokens = {"prompt": answer.prompt_tokens, "completion": len(answer.pieces)}
-    ex.finish(200, "complete", completed=True, **tokens)
-    return response
+    def error(message: str) -> bytes:
+        return error_body(message, "server_error")
+
+    return await send_body(ex, answer, payload, error, completion=len(answer.pieces))
 
 
 class ChatEvents:

@@ -17,14 +17,13 @@ events), ``no_done`` (no ``message_stop``), ``no_usage`` (zero counts), ``raw_bo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from holynb.server.exchange import JSON, Answer, Exchange
-from holynb.server.stream import send_events
+from holynb.server.stream import send_body, send_events
 from holynb.server.wire import RequestError
 
 # Anthropic's error type for each HTTP status
@@ -227,38 +226,16 @@ def _stop_reason(answer: Answer) -> str:
 
 async def send_message(ex: Exchange, answer: Answer) -> web.StreamResponse:
     """A non-streamed ``message`` answer; its generation takes as long as the stream would."""
-    fault = ex.faults
-    wait = len(answer.pieces) / answer.tokens_per_second if answer.tokens_per_second else 0.0
-    if "stall" in fault:
-        wait += fault["stall"]["seconds"]
-    if wait:
-        await asyncio.sleep(wait)
-    if ex.client_gone():
-        ex.finish(499, "client_disconnected")
-        return web.Response(status=499)
-    if "error_event" in fault:
-        ex.finish(200, "error_event")
-        payload = error_body(fault["error_event"]["message"], "api_error")
-        return web.Response(body=payload, content_type=JSON, headers=ex.headers)
-    text = "".join(answer.pieces)
-    out = 0 if "no_usage" in fault else len(answer.pieces)
-    payload = orjson.dumps(
-        _message(answer, [{"type": "text", "text": text}], _stop_reason(answer), out)
-    )
-    if "cut_stream" in fault:
-        response = web.StreamResponse(headers=ex.headers)
-        response.content_type = JSON
-        response.content_length = len(payload)
-        ex.finish(200, "cut")
-        try:
-            await response.prepare(ex.request)
-            await response.write(payload[: len(payload) // 2])
-        except ConnectionError:
-            pass
-        ex.close_connection()
-        return response
-    ex.finish(200, "complete", completed=True, prompt=answer.prompt_tokens, completion=out)
-    return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+    out = 0 if "no_usage" in ex.faults else len(answer.pieces)
+
+    def payload() -> bytes:
+        content = [{"type": "text", "text": "".join(answer.pieces)}]
+        return orjson.dumps(_message(answer, content, _stop_reason(answer), out))
+
+    def error(message: str) -> bytes:
+        return error_body(message, "api_error")
+
+    return await send_body(ex, answer, payload, error, completion=out, trickle=False)
 
 
 class MessageEvents:

@@ -1,4 +1,4 @@
-"""The local server's one streaming loop, for every wire format: pacing, flushing, faults, stats.
+"""How the local server sends an answer, in every wire format: one streaming loop, one whole body.
 
 ``send_events`` writes an answer as SSE with the events of one wire format (``StreamEvents``:
 chat completions chunks in ``answer``, Anthropic's Messages events in ``messages``): the
@@ -9,6 +9,10 @@ drifting. Faults shape it the same way in both formats: ``stall``, ``cut_stream`
 ``error_event``, ``invalid_utf8`` (where the format has a garbled delta), and the format's own
 (keep-alives, usage, ``no_done``) in its events. A client that goes away, and what it was sent,
 are counted exactly once.
+
+``send_body`` sends a whole (non-streamed) answer the same way for every format: it takes as
+long as its stream would, and ``stall``, ``error_event``, ``cut_stream`` and ``trickle`` (where
+the format has it) shape it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import Protocol
 
 from aiohttp import web
 
-from holynb.server.exchange import Answer, Exchange, delivered
+from holynb.server.exchange import JSON, Answer, Exchange, delivered
 
-__all__ = ["FLUSH_BYTES", "StreamEvents", "Writer", "send_events"]
+__all__ = ["FLUSH_BYTES", "StreamEvents", "Writer", "chunks", "send_body", "send_events"]
 
 FLUSH_BYTES = 64 * 1024  # unpaced streams go out in writes of about this size
 
@@ -158,4 +162,69 @@ async def send_events(ex: Exchange, answer: Answer, events: StreamEvents) -> web
         await writer.flush()
     except ConnectionError:
         ex.recorder.correct(ex.epoch, completed=-completed, completion_tokens=-unsent)
+    return response
+
+
+async def send_body(
+    ex: Exchange,
+    answer: Answer,
+    payload: Callable[[], bytes],
+    error: Callable[[str], bytes],
+    *,
+    completion: int,
+    trickle: bool = True,
+) -> web.StreamResponse:
+    """A non-streamed answer whose body is ``payload()`` (``completion`` tokens counted); its
+    generation takes as long as the stream would. ``error(message)`` is the body of the
+    ``error_event`` fault; ``trickle=False``: the format ignores the ``trickle`` fault."""
+    fault = ex.faults
+    wait = len(answer.pieces) / answer.tokens_per_second if answer.tokens_per_second else 0.0
+    if "stall" in fault:
+        wait += fault["stall"]["seconds"]
+    if wait:
+        await asyncio.sleep(wait)
+    if ex.client_gone():
+        ex.finish(499, "client_disconnected")
+        return web.Response(status=499)
+    if "error_event" in fault:
+        ex.finish(200, "error_event")
+        body = error(fault["error_event"]["message"])
+        return web.Response(body=body, content_type=JSON, headers=ex.headers)
+    body = payload()
+    if "cut_stream" in fault:
+        response = web.StreamResponse(headers=ex.headers)
+        response.content_type = JSON
+        response.content_length = len(body)
+        ex.finish(200, "cut")
+        try:
+            await response.prepare(ex.request)
+            await response.write(body[: len(body) // 2])
+        except ConnectionError:
+            pass
+        ex.close_connection()
+        return response
+    if trickle and "trickle" in fault:
+        return await _trickle(ex, answer, body, fault["trickle"]["seconds"], completion)
+    ex.finish(200, "complete", completed=True, prompt=answer.prompt_tokens, completion=completion)
+    return web.Response(body=body, content_type=JSON, headers=ex.headers)
+
+
+async def _trickle(
+    ex: Exchange, answer: Answer, payload: bytes, seconds: float, completion: int
+) -> web.StreamResponse:
+    """``payload`` written one byte every ``seconds`` (the ``trickle`` fault)."""
+    response = web.StreamResponse(headers=ex.headers)
+    response.content_type = JSON
+    response.content_length = len(payload)
+    try:
+        await response.prepare(ex.request)
+        for i in range(len(payload)):
+            if ex.client_gone():
+                raise ConnectionResetError
+            await response.write(payload[i : i + 1])
+            await asyncio.sleep(seconds)
+    except ConnectionError:
+        ex.finish(200, "client_disconnected")
+        return response
+    ex.finish(200, "complete", completed=True, prompt=answer.prompt_tokens, completion=completion)
     return response
