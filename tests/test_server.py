@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from holynb.server import LocalServer, faults
-from holynb.server.models import count_tokens, prompt_tokens, tokenize
+from holynb.server.tokens import count_tokens, prompt_tokens, tokenize
 
 KEY = "sk-test-local-0123456789"
 
@@ -705,7 +705,8 @@ def test_serve_forever_prints_the_base_url():
 
 
 def test_echo_closing_sentences_have_exactly_the_tokens_they_fill():
-    from holynb.server.models import _closer, count_tokens
+    from holynb.server.models import closing_sentence
+    from holynb.server.tokens import count_tokens
 
     for n in range(2, 40):
-        assert count_tokens(" " + _closer(n)) == n
+        assert count_tokens(" " + closing_sentence(n)) == n

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from holynb.server import faults
 from holynb.server.faults import Fault, FaultQueue
-from holynb.server.models import Model, ModelRegistry, count_tokens, prompt_tokens, tokenize
+from holynb.server.registry import Model, ModelRegistry
 from holynb.server.stats import ServerStats
+from holynb.server.tokens import count_tokens, prompt_tokens, tokenize
 
 if TYPE_CHECKING:
     from holynb.server.runner import LocalServer, serve_forever

@@ -24,21 +24,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from holynb.server import faults as faultlib, messages as _anthropic
-from holynb.server.answer import (
-    JSON,
-    Answer,
-    Exchange,
-    error_response,
-    log_entry,
-    send_stream,
-    send_whole,
-)
+import holynb.server.faults as faultlib
+import holynb.server.messages as anthropic_wire
+from holynb.server.answer import send_stream, send_whole
 from holynb.server.batches import BatchStore, add_routes
+from holynb.server.exchange import JSON, Answer, Exchange, error_response, log_entry
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
-from holynb.server.models import Model, ModelRegistry, generate, prompt_tokens
+from holynb.server.registry import Model, ModelRegistry, generate
 from holynb.server.stats import Recorder
+from holynb.server.tokens import prompt_tokens
 from holynb.server.wire import (
     RequestError,
     error_body,
@@ -311,7 +306,7 @@ class _Handlers:
             request_id=new_request_id(),
             received=time.time(),
             anthropic=anthropic,
-            render_error=_anthropic.error_response if anthropic else error_response,
+            render_error=anthropic_wire.error_response if anthropic else error_response,
         )
         queued = state.faults.take()
         ex.faults = {f.kind: f for f in queued}
@@ -372,8 +367,8 @@ class _Handlers:
                 default = (kind, None, _phrase(code))
             kind, error_code, message = default
             if ex.anthropic:
-                payload = _anthropic.error_body(
-                    fault["message"] or message, _anthropic.error_type(code)
+                payload = anthropic_wire.error_body(
+                    fault["message"] or message, anthropic_wire.error_type(code)
                 )
             else:
                 payload = error_body(fault["message"] or message, kind, error_code)
@@ -393,9 +388,9 @@ class _Handlers:
         if auth is not None:
             raise auth
         if ex.anthropic:
-            _anthropic.require_version(request.headers)
-            body = ex.body = _anthropic.parse_messages_request(ex.raw)
-            messages = _anthropic.model_messages(body)
+            anthropic_wire.require_version(request.headers)
+            body = ex.body = anthropic_wire.parse_messages_request(ex.raw)
+            messages = anthropic_wire.model_messages(body)
         else:
             body = ex.body = parse_chat_request(ex.raw)
             messages = body["messages"]
@@ -439,8 +434,8 @@ class _Handlers:
             await asyncio.sleep(latency_ms / 1000)
         if ex.anthropic:
             if body.get("stream"):
-                return await _anthropic.send_message_stream(ex, answer)
-            return await _anthropic.send_message(ex, answer)
+                return await anthropic_wire.send_message_stream(ex, answer)
+            return await anthropic_wire.send_message(ex, answer)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await send_stream(ex, answer, include_usage)

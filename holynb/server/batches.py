@@ -43,7 +43,8 @@ from holynb.server.files import (
     json_response,
     no_such_file,
 )
-from holynb.server.models import ModelRegistry, generate, prompt_tokens
+from holynb.server.registry import ModelRegistry, generate
+from holynb.server.tokens import prompt_tokens
 from holynb.server.wire import (
     RequestError,
     completion_body,

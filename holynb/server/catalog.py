@@ -8,8 +8,9 @@ so no model module imports another's registry.
 from __future__ import annotations
 
 from holynb.server.json_model import register_json_models
-from holynb.server.models import Model, ModelRegistry, echo, prose
+from holynb.server.models import echo, prose
 from holynb.server.python_model import register_python_models
+from holynb.server.registry import Model, ModelRegistry
 from holynb.server.vision import vision
 
 __all__ = ["default_models", "single_model"]

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
-from holynb.server.answer import JSON, error_response
+from holynb.server.exchange import JSON, error_response
 from holynb.server.wire import RequestError
 
 CheckAuth = Callable[[web.Request], RequestError | None]

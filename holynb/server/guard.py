@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from holynb.server.answer import error_response
+from holynb.server.exchange import error_response
 from holynb.server.wire import RequestError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

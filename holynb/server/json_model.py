@@ -27,7 +27,9 @@ import json
 import re
 from typing import Any
 
-from holynb.server.models import ModelRegistry, content_text, echo
+from holynb.server.models import echo
+from holynb.server.registry import ModelRegistry
+from holynb.server.tokens import content_text
 from holynb.server.wire import RequestError
 
 __all__ = ["json_model", "noformat_model", "register_json_models", "sample"]

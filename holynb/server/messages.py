@@ -17,13 +17,13 @@ events), ``no_done`` (no ``message_stop``), ``no_usage`` (zero counts), ``raw_bo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from holynb.server.answer import FLUSH_BYTES, JSON, Answer, Exchange, _Writer, delivered
+from holynb.server.exchange import JSON, Answer, Exchange
+from holynb.server.stream import send_body, send_events
 from holynb.server.wire import RequestError
 
 # Anthropic's error type for each HTTP status
@@ -226,159 +226,76 @@ def _stop_reason(answer: Answer) -> str:
 
 async def send_message(ex: Exchange, answer: Answer) -> web.StreamResponse:
     """A non-streamed ``message`` answer; its generation takes as long as the stream would."""
-    fault = ex.faults
-    wait = len(answer.pieces) / answer.tokens_per_second if answer.tokens_per_second else 0.0
-    if "stall" in fault:
-        wait += fault["stall"]["seconds"]
-    if wait:
-        await asyncio.sleep(wait)
-    if ex.client_gone():
-        ex.finish(499, "client_disconnected")
-        return web.Response(status=499)
-    if "error_event" in fault:
-        ex.finish(200, "error_event")
-        payload = error_body(fault["error_event"]["message"], "api_error")
-        return web.Response(body=payload, content_type=JSON, headers=ex.headers)
-    text = "".join(answer.pieces)
-    out = 0 if "no_usage" in fault else len(answer.pieces)
-    payload = orjson.dumps(
-        _message(answer, [{"type": "text", "text": text}], _stop_reason(answer), out)
-    )
-    if "cut_stream" in fault:
-        response = web.StreamResponse(headers=ex.headers)
-        response.content_type = JSON
-        response.content_length = len(payload)
-        ex.finish(200, "cut")
-        try:
-            await response.prepare(ex.request)
-            await response.write(payload[: len(payload) // 2])
-        except ConnectionError:
-            pass
-        ex.close_connection()
-        return response
-    ex.finish(200, "complete", completed=True, prompt=answer.prompt_tokens, completion=out)
-    return web.Response(body=payload, content_type=JSON, headers=ex.headers)
+    out = 0 if "no_usage" in ex.faults else len(answer.pieces)
+
+    def payload() -> bytes:
+        content = [{"type": "text", "text": "".join(answer.pieces)}]
+        return orjson.dumps(_message(answer, content, _stop_reason(answer), out))
+
+    def error(message: str) -> bytes:
+        return error_body(message, "api_error")
+
+    return await send_body(ex, answer, payload, error, completion=out, trickle=False)
 
 
-class _Events:
-    """The SSE events of one Messages stream; a text delta costs one small ``orjson.dumps``."""
+class MessageEvents:
+    """The SSE events of one Messages stream (``stream.StreamEvents``); a text delta costs one
+    small ``orjson.dumps``. ``no_usage`` zeroes the counts, ``keepalive_comments`` sends a
+    ``ping`` before every delta, ``no_done`` leaves out ``message_stop``."""
 
     PING = _event("ping", {"type": "ping"})
     STOP = _event("message_stop", {"type": "message_stop"})
-    _DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-    _DELTA += b'"delta":{"type":"text_delta","text":'
+    DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    DELTA += b'"delta":{"type":"text_delta","text":'
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, faults: dict[str, Any]) -> None:
         self.answer = answer
+        self.with_usage = "no_usage" not in faults
+        self.stop = "no_done" not in faults
+        head, dumps = self.DELTA, orjson.dumps
+        if "keepalive_comments" in faults:
+            head = self.PING + head
+        self.delta = lambda text: head + dumps(text) + b"}}\n\n"
 
-    def start(self, with_usage: bool) -> bytes:
+    def opening(self) -> bytes:
+        """``message_start``, ``content_block_start`` and a ``ping``."""
+        with_usage = self.with_usage
         message = _message(self.answer, [], None, 1 if with_usage else 0)
         if not with_usage:
             message["usage"]["input_tokens"] = 0
         block = {"type": "text", "text": ""}
-        return _event("message_start", {"type": "message_start", "message": message}) + _event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
+        start = _event("message_start", {"type": "message_start", "message": message})
+        return (
+            start
+            + _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            )
+            + self.PING
         )
 
-    def delta(self, text: str) -> bytes:
-        return self._DELTA + orjson.dumps(text) + b"}}\n\n"
+    def garbled(self) -> None:
+        """No ``invalid_utf8`` fault in this format."""
+        return None
 
-    def finish(self, output: int) -> bytes:
+    def closing(self, tokens: int) -> bytes:
+        """``content_block_stop``, ``message_delta`` (stop reason, output tokens) and
+        ``message_stop``."""
         stop = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": _stop_reason(self.answer), "stop_sequence": None},
-            "usage": {"output_tokens": output},
+            "usage": {"output_tokens": tokens if self.with_usage else 0},
         }
-        return stop + _event("message_delta", delta)
+        return stop + _event("message_delta", delta) + (self.STOP if self.stop else b"")
 
     @staticmethod
     def error(message: str, kind: str = "api_error") -> bytes:
+        """An ``error`` event."""
         return _event("error", {"type": "error", "error": {"type": kind, "message": message}})
-
-
-def _chunks(pieces: list[str], size: int) -> tuple[list[str], list[int]]:
-    """The text deltas to send, ``size`` tokens each (``coalesce``), and their token counts."""
-    if size == 1:
-        return pieces, [1] * len(pieces)
-    starts = range(0, len(pieces), size)
-    return ["".join(pieces[i : i + size]) for i in starts], [
-        len(pieces[i : i + size]) for i in starts
-    ]
 
 
 async def send_message_stream(ex: Exchange, answer: Answer) -> web.StreamResponse:
     """Anthropic's SSE events: message_start, one text delta per token, message_delta (stop
     reason, cumulative usage), message_stop; faults aside."""
-    fault = ex.faults
-    response = web.StreamResponse(headers=ex.headers)
-    response.content_type = "text/event-stream"
-    response.headers["cache-control"] = "no-cache"
-    events = _Events(answer)
-    with_usage = "no_usage" not in fault
-    writer = _Writer(response, keepalive=False)
-    ping = "keepalive_comments" in fault
-    pieces, tokens = _chunks(
-        answer.pieces, fault["coalesce"]["tokens"] if "coalesce" in fault else 1
-    )
-    stop_at, ending = len(pieces), "complete"
-    for kind in ("error_event", "cut_stream"):
-        if kind in fault:
-            stop_at, ending = min(stop_at, fault[kind]["after_chunks"]), kind
-    stall = fault.get("stall")
-    stall_at, stall_s = (stall["after_chunks"], stall["seconds"]) if stall else (-1, 0.0)
-    interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
-
-    loop = asyncio.get_running_loop()
-    try:
-        await response.prepare(ex.request)
-        writer.add(events.start(with_usage))
-        writer.add(events.PING)
-        if stall_at == 0:
-            await writer.flush()
-            await asyncio.sleep(stall_s)
-        start = loop.time()
-        for i in range(stop_at):
-            if interval:
-                wait = start + i * interval - loop.time()
-                if wait > 0:
-                    await writer.flush()
-                    await asyncio.sleep(wait)
-            if ping:
-                writer.add(events.PING)
-            writer.add(events.delta(pieces[i]), tokens[i])
-            if i + 1 == stall_at:
-                await writer.flush()
-                await asyncio.sleep(stall_s)
-                start += stall_s
-            elif writer.size >= FLUSH_BYTES:
-                await writer.flush()
-        if ending == "cut_stream":
-            await writer.flush()
-            ex.finish(200, "cut", **delivered(answer, writer.sent_tokens))
-            ex.close_connection()
-            return response
-    except ConnectionError:
-        ex.finish(200, "client_disconnected", **delivered(answer, writer.sent_tokens))
-        return response
-
-    completed = ending == "complete"
-    if ending == "error_event":
-        writer.add(events.error(fault["error_event"]["message"]))
-    else:
-        writer.add(events.finish(sum(tokens[:stop_at]) if with_usage else 0))
-        if "no_done" not in fault:
-            writer.add(events.STOP)
-    unsent = writer.pending_tokens
-    ex.finish(
-        200,
-        "complete" if completed else "error_event",
-        completed=completed,
-        **delivered(answer, writer.sent_tokens + unsent),
-    )
-    try:
-        await writer.flush()
-    except ConnectionError:
-        ex.recorder.correct(ex.epoch, completed=-completed, completion_tokens=-unsent)
-    return response
+    return await send_events(ex, answer, MessageEvents(answer, ex.faults))

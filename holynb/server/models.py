@@ -1,174 +1,24 @@
-"""The local server's offline models and how it counts tokens.
+"""The local server's offline text models: ``echo`` (``local/echo``, ``local/slow``) and ``prose``.
 
-Token counting is a documented heuristic, not a real tokenizer: a token is a run of word
-characters (``\\w+``) or one other non-space character, with the whitespace before it attached.
-Trailing whitespace is one more token, so the tokens of a text always join back into it:
-
->>> tokenize("Hello, world!")
-['Hello', ',', ' world', '!']
-
-A prompt costs ``sum(tokens(content) + 4 for each message) + 2``; a text part of a content list
-counts its text, an image whose data URL can be read counts by the wire format's rule (see
-``holynb.image_tokens``), any other part (audio, a file, ...) counts ``NON_TEXT_PART_TOKENS``. A
-completion costs one token per streamed content chunk, and the server streams one chunk per
-token, so streamed and non-streamed answers report the same usage.
-
-Models are plain functions ``respond(messages, params) -> str`` (or async ones, awaited on the
-server's loop) kept in a ``ModelRegistry``; one may raise ``wire.RequestError`` to refuse a
-request with that status, as an API does:
-
->>> models = default_models()   # holynb.server.catalog
->>> models.register("local/upper", lambda messages, params: messages[-1]["content"].upper())
+``echo`` answers ``"You said: <last user message>."`` and a deterministic passage seeded by the
+whole prompt; ``prose`` (a user's own endpoint stand-in) only the passage. Both fit their answer
+to the request's ``max_tokens`` so that it ends on a sentence (``fit_sentences``). Tokens are
+counted by ``holynb.server.tokens``; the registry is ``holynb.server.registry``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import random
 import re
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from holynb.server.wire import RequestError, max_tokens
+from holynb.server.tokens import content_text, count_tokens
 
-Respond = Callable[[list[dict[str, Any]], dict[str, Any]], str | Awaitable[str]]
-
-NON_TEXT_PART_TOKENS = 85
-TOKENS_PER_MESSAGE = 4
-TOKENS_PER_PROMPT = 2
-
-_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
-
-
-def tokenize(text: str) -> list[str]:
-    """The pieces of ``text``, one per token; they join back into ``text``."""
-    return _TOKEN.findall(text)
-
-
-def count_tokens(text: str) -> int:
-    """How many tokens ``text`` is (see the module docstring for the rule)."""
-    return len(_TOKEN.findall(text))
-
-
-def content_text(content: Any) -> str:
-    """The text of a message's content: a string, or the text parts of a list joined by spaces."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
-def content_tokens(content: Any, api: str = "openai") -> int:
-    """Tokens of a message's content: text counted, every non-text part a fixed amount."""
-    if isinstance(content, str):
-        return count_tokens(content)
-    if not isinstance(content, list):
-        return 0
-    total = 0
-    for part in content:
-        if isinstance(part, dict) and isinstance(part.get("text"), str):
-            total += count_tokens(part["text"])
-        elif isinstance(part, dict) and part.get("type") == "image_url":
-            from holynb.server.vision import image_part_tokens
-
-            tokens = image_part_tokens(part, api)
-            total += NON_TEXT_PART_TOKENS if tokens is None else tokens
-        else:
-            total += NON_TEXT_PART_TOKENS
-    return total
-
-
-def prompt_tokens(messages: list[dict[str, Any]], api: str = "openai") -> int:
-    """Tokens of a whole prompt: each message's content plus 4, plus 2 for the reply's priming."""
-    per_message = sum(content_tokens(m.get("content"), api) for m in messages)
-    return per_message + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_PROMPT
-
-
-# -- models ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Model:
-    """One model the server answers for.
-
-    ``latency_ms`` is added to the server's own latency before the first byte;
-    ``tokens_per_second`` paces its streams (None: the server's setting). ``runs_code`` marks a
-    model that executes what the request sends (``local/python``): the server refuses it unless
-    started with ``python=True`` (``holynb serve --enable-python``).
-    """
-
-    name: str
-    respond: Respond
-    latency_ms: float = 0.0
-    tokens_per_second: float | None = None
-    owned_by: str = "holynb"
-    runs_code: bool = False
-
-
-class ModelRegistry:
-    """The models a server knows, by name; safe to extend while the server runs.
-
-    >>> registry = ModelRegistry()
-    >>> registry.register("local/json", lambda messages, params: '{"ok": true}')
-    Model(name='local/json', ...)
-    """
-
-    def __init__(self, models: list[Model] | None = None) -> None:
-        self._models: dict[str, Model] = {m.name: m for m in models or ()}
-        self._lock = threading.Lock()
-
-    def register(
-        self,
-        name: str,
-        respond: Respond,
-        *,
-        latency_ms: float = 0.0,
-        tokens_per_second: float | None = None,
-        runs_code: bool | None = None,
-    ) -> Model:
-        """Add (or replace) the model ``name``, answering with ``respond(messages, params)``.
-
-        ``runs_code`` (default: the ``runs_code`` attribute of ``respond``, else False) marks a
-        model that executes code from the request; the server serves it only when enabled."""
-        if not name or not isinstance(name, str):
-            raise ValueError("A model needs a non-empty string name, e.g. 'local/mine'.")
-        if not callable(respond):
-            raise TypeError("respond must be a function (messages, params) -> str.")
-        if runs_code is None:
-            runs_code = bool(getattr(respond, "runs_code", False))
-        model = Model(name, respond, latency_ms, tokens_per_second, runs_code=runs_code)
-        with self._lock:
-            self._models = {**self._models, name: model}  # copy-on-write: readers never lock
-        return model
-
-    def get(self, name: str) -> Model | None:
-        """The model called ``name``, or None."""
-        return self._models.get(name)
-
-    def names(self) -> list[str]:
-        """All model names, in registration order."""
-        return list(self._models)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._models
-
-    def __iter__(self) -> Iterator[Model]:
-        return iter(list(self._models.values()))
-
-    def __len__(self) -> int:
-        return len(self._models)
-
-
-# -- the echo model ----------------------------------------------------------------------------
+__all__ = ["closing_sentence", "echo", "fit_sentences", "passage", "prose"]
 
 _OPENERS = (
     "Streaming", "A local model", "The notebook", "Every token", "This demo", "The server",
@@ -260,10 +110,11 @@ _CLOSERS = {
 }
 
 
-def _closer(n: int) -> str:
+def closing_sentence(n: int) -> str:
+    """A closing sentence of exactly ``n`` tokens (``n`` >= 2), to fill an answer to its cap."""
     if n in _CLOSERS:
         return _CLOSERS[n]
-    return f"{_closer(n - 5)} The cap is reached."  # 5 tokens more
+    return f"{closing_sentence(n - 5)} The cap is reached."  # 5 tokens more
 
 
 def _units(text: str) -> list[str]:
@@ -297,7 +148,7 @@ def fit_sentences(text: str, cap: int | None, *, keep: int = 0) -> str:
         left += count_tokens(kept.pop())  # no one-token sentence: close with a longer one
     if left == 1:
         return text
-    closing = f" {_closer(left)}" if left else ""
+    closing = f" {closing_sentence(left)}" if left else ""
     rest = "".join(units[len(kept) :])
     return "".join(kept) + closing + rest
 
@@ -306,28 +157,3 @@ def prose(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
     """A weak model's answer: a deterministic passage chosen by the prompt, never repeating it,
     so never the JSON or the code it was asked for."""
     return f"Here is what I think. {passage(_prompt_seed(messages, params))}"
-
-
-async def generate(
-    model: Model, messages: list[dict[str, Any]], body: dict[str, Any]
-) -> tuple[list[str], str]:
-    """Run ``model`` on a request: its answer's tokens, cut at the request's max_tokens, and the
-    finish reason (``"stop"`` or ``"length"``). A model that refuses raises RequestError (as an
-    API does, e.g. local/json-noformat); any other failure is a 500."""
-    try:
-        text = model.respond(messages, body)
-        if inspect.isawaitable(text):  # async models (e.g. local/python) keep the loop free
-            text = await text
-        if not isinstance(text, str):
-            raise TypeError(f"it returned {type(text).__name__}, not str")
-    except RequestError:
-        raise
-    except Exception as exc:
-        raise RequestError(
-            500, f"The model {model.name!r} failed: {exc}", type="server_error"
-        ) from None
-    pieces = tokenize(text)
-    limit = max_tokens(body)
-    if limit is not None and len(pieces) > limit:
-        return pieces[:limit], "length"
-    return pieces, "stop"

@@ -31,7 +31,7 @@ import re
 from typing import Any
 
 from holynb.interpret_protocol import SandboxLimits, code_from_messages, sandbox_error
-from holynb.server.models import Model, ModelRegistry
+from holynb.server.registry import Model, ModelRegistry
 
 __all__ = ["BROKEN_REPLY", "PythonModel", "broken", "python_model", "register_python_models"]
 

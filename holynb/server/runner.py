@@ -23,7 +23,7 @@ from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
 from holynb.server.catalog import default_models
 from holynb.server.faults import FaultQueue
-from holynb.server.models import Model, ModelRegistry, Respond
+from holynb.server.registry import Model, ModelRegistry, Respond
 from holynb.server.stats import Recorder, ServerStats
 
 _SHUTDOWN_TIMEOUT = 0.1  # seconds a running handler (e.g. a stalled stream) gets at stop()
