@@ -19,7 +19,7 @@ RUN = r"""
 import io, json, sys, time, contextlib
 from IPython.core.interactiveshell import InteractiveShell
 import holynb
-from holynb.demo import local_server
+from holynb.offline import local_server
 server = local_server()
 shell = InteractiveShell.instance()
 t0 = time.perf_counter()
@@ -27,7 +27,7 @@ shell.run_cell("%load_ext holynb")
 t1 = time.perf_counter()
 if sys.argv[1] == "idle":
     time.sleep(1.0)  # a person reads before running the next cell: the warm-up thread finishes
-shell.run_cell("import holynb; holynb.magics.set_default_session(holynb.local_session())")
+shell.run_cell("import holynb; holynb.notebook.magics.set_default_session(holynb.local_session())")
 with contextlib.redirect_stdout(io.StringIO()):
     t2 = time.perf_counter()
     shell.run_cell("%%llm --max-tokens 5\nhello")

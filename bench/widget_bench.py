@@ -41,7 +41,7 @@ KERNEL_SETUP = """
 import json, statistics, time
 import ipywidgets
 import holynb
-from holynb.display import PlainView, StreamView, MAX_UPDATES_PER_SECOND
+from holynb.notebook.display import PlainView, StreamView, MAX_UPDATES_PER_SECOND
 from holynb.render import render_markdown
 
 COUNT = {"messages": 0, "bytes": 0}

@@ -24,13 +24,13 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "holynb._config",
     "Secret": "holynb._config",
     "Timeout": "holynb._config",
-    "batch_jsonl": "holynb.batch_files",
-    "validate_batch_jsonl": "holynb.batch_files",
-    "BatchJob": "holynb.batch_jobs",
+    "batch_jsonl": "holynb.batch.files",
+    "validate_batch_jsonl": "holynb.batch.files",
+    "BatchJob": "holynb.batch.jobs",
     "AsyncChatStream": "holynb.chat_stream",
     "ChatStream": "holynb.chat_stream",
-    "local_server": "holynb.demo",
-    "local_session": "holynb.demo",
+    "local_server": "holynb.offline",
+    "local_session": "holynb.offline",
     "APIConnectionError": "holynb.errors",
     "APIError": "holynb.errors",
     "APIResponseError": "holynb.errors",
@@ -59,12 +59,12 @@ _EXPORTS: dict[str, str] = {
     "StoreWarning": "holynb.errors",
     "StreamError": "holynb.errors",
     "StreamWarning": "holynb.errors",
-    "ExecutionError": "holynb.execution",
-    "ExecutionResult": "holynb.execution",
-    "result_card_html": "holynb.execution",
-    "RunManyResult": "holynb.execution",
+    "ExecutionError": "holynb.interpreter.execution",
+    "ExecutionResult": "holynb.interpreter.execution",
+    "result_card_html": "holynb.interpreter.execution",
+    "RunManyResult": "holynb.interpreter.execution",
     "ImagePreset": "holynb.images",
-    "CodeInterpreter": "holynb.interpreter",
+    "CodeInterpreter": "holynb.interpreter.code_interpreter",
     "extract_json": "holynb.jsonx",
     "extract_json_detailed": "holynb.jsonx",
     "JSONExtraction": "holynb.jsonx",
@@ -74,13 +74,13 @@ _EXPORTS: dict[str, str] = {
     "ChatResult": "holynb.results",
     "CostEstimate": "holynb.results",
     "Usage": "holynb.results",
-    "arun_sandboxed": "holynb.sandbox",
-    "run_sandboxed": "holynb.sandbox",
-    "SandboxLimits": "holynb.sandbox",
-    "SandboxResult": "holynb.sandbox",
+    "arun_sandboxed": "holynb.interpreter.sandbox",
+    "run_sandboxed": "holynb.interpreter.sandbox",
+    "SandboxLimits": "holynb.interpreter.sandbox",
+    "SandboxResult": "holynb.interpreter.sandbox",
     "LocalServer": "holynb.server",
     "Session": "holynb.session",
-    "side_by_side": "holynb.sidebyside",
+    "side_by_side": "holynb.notebook.side_by_side",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -93,13 +93,12 @@ if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X 
         Secret as Secret,
         Timeout as Timeout,
     )
-    from holynb.batch_files import (
+    from holynb.batch.files import (
         batch_jsonl as batch_jsonl,
         validate_batch_jsonl as validate_batch_jsonl,
     )
-    from holynb.batch_jobs import BatchJob as BatchJob
+    from holynb.batch.jobs import BatchJob as BatchJob
     from holynb.chat_stream import AsyncChatStream as AsyncChatStream, ChatStream as ChatStream
-    from holynb.demo import local_server as local_server, local_session as local_session
     from holynb.errors import (
         APIConnectionError as APIConnectionError,
         APIError as APIError,
@@ -130,35 +129,36 @@ if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X 
         StreamError as StreamError,
         StreamWarning as StreamWarning,
     )
-    from holynb.execution import (
+    from holynb.images import ImagePreset as ImagePreset
+    from holynb.interpreter.code_interpreter import CodeInterpreter as CodeInterpreter
+    from holynb.interpreter.execution import (
         ExecutionError as ExecutionError,
         ExecutionResult as ExecutionResult,
         RunManyResult as RunManyResult,
         result_card_html as result_card_html,
     )
-    from holynb.images import ImagePreset as ImagePreset
-    from holynb.interpreter import CodeInterpreter as CodeInterpreter
+    from holynb.interpreter.sandbox import (
+        SandboxLimits as SandboxLimits,
+        SandboxResult as SandboxResult,
+        arun_sandboxed as arun_sandboxed,
+        run_sandboxed as run_sandboxed,
+    )
     from holynb.jsonx import (
         JSONExtraction as JSONExtraction,
         extract_json as extract_json,
         extract_json_detailed as extract_json_detailed,
     )
     from holynb.ledger import CallRecord as CallRecord
+    from holynb.notebook.side_by_side import side_by_side as side_by_side
+    from holynb.offline import local_server as local_server, local_session as local_session
     from holynb.prices import ModelPrice as ModelPrice, PriceTable as PriceTable
     from holynb.results import (
         ChatResult as ChatResult,
         CostEstimate as CostEstimate,
         Usage as Usage,
     )
-    from holynb.sandbox import (
-        SandboxLimits as SandboxLimits,
-        SandboxResult as SandboxResult,
-        arun_sandboxed as arun_sandboxed,
-        run_sandboxed as run_sandboxed,
-    )
     from holynb.server import LocalServer as LocalServer
     from holynb.session import Session as Session
-    from holynb.sidebyside import side_by_side as side_by_side
 
 
 # holynb's warnings (UnknownPriceWarning, BudgetWarning, ...) show as one short line in a cell
@@ -170,7 +170,7 @@ def __getattr__(name: str) -> Any:
         return _version()
     module = _EXPORTS.get(name)
     if module is None and not name.startswith("_"):
-        try:  # a submodule used as an attribute: holynb.demo.local_server() without an import
+        try:  # a submodule used as an attribute: holynb.offline.local_server() without an import
             return importlib.import_module(f"holynb.{name}")
         except ModuleNotFoundError as err:
             if err.name != f"holynb.{name}":
@@ -202,14 +202,14 @@ def load_ipython_extension(ipython: Any) -> None:
     libraries in a background thread so the first ``%%llm`` cell does not wait for them."""
     import threading
 
-    from holynb.magics import register
+    from holynb.notebook.magics import register
 
     register(ipython)
     threading.Thread(target=_prewarm, name="holynb-prewarm", daemon=True).start()
 
 
 def _prewarm() -> None:
-    for module in ("holynb._client", "holynb.display", "holynb.render", "ipywidgets"):
+    for module in ("holynb._client", "holynb.notebook.display", "holynb.render", "ipywidgets"):
         try:
             importlib.import_module(module)
         except Exception:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from holynb.errors import BudgetExceededError, ConfigurationError, HolynbWarning
-from holynb.formatting import money
+from holynb.units import money
 
 if TYPE_CHECKING:
     from holynb.ledger import CallRecord

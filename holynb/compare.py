@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from holynb.calls.caller import Core
     from holynb.prompts import Prompt
     from holynb.results import ChatResult
-    from holynb.views import ColumnsLike
 
 __all__ = [
     "LEADING_COLUMNS",
@@ -32,7 +31,6 @@ __all__ = [
     "compare_sync",
     "long_frame",
     "models_from",
-    "stream_to_view",
 ]
 
 LEADING_COLUMNS = ("prompt_index", "prompt", "model")
@@ -186,51 +184,3 @@ def compare_sync(
             "continues).",
             frame=frame,
         ) from None
-
-
-# -- one prompt, several models, streamed into a view ------------------------------------------
-
-
-def _row(prompt: Any, model: str, result: ChatResult | None, error: str | None) -> tuple[Any, ...]:
-    from holynb.frames import answer_row, failure_row
-
-    if result is None:
-        return failure_row(prompt, model, error or "")
-    return answer_row(prompt, result, error=error)
-
-
-def stream_to_view(
-    core: Core, prompt: Prompt, models: Sequence[str], view: ColumnsLike, **kwargs: Any
-) -> pd.DataFrame:
-    """Stream ``prompt`` from every model at once into ``view`` (``sidebyside.ColumnsView`` or
-    ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row
-    per model. An interrupt stops every stream: what arrived stays in the view and the ledger,
-    and those rows say ``Interrupted``.
-    """
-
-    from holynb._loop import default_loop
-    from holynb.frames import failure_row, result_frame
-
-    rows: list[tuple[Any, ...] | None] = [None] * len(models)
-    texts: list[list[str]] = [[] for _ in models]
-    try:
-        for i, kind, payload in default_loop().iterate(
-            astream_models(core, prompt, models, **kwargs)
-        ):
-            if kind == "text":
-                texts[i].append(payload)
-                view.append(i, payload)
-            elif kind == "done":
-                view.finish(i, payload)
-                rows[i] = _row(prompt, models[i], payload, None)
-            else:
-                view.fail(i, payload)
-                rows[i] = _row(prompt, models[i], partial_of(payload), failure_text(payload))
-    except KeyboardInterrupt:
-        for i, row in enumerate(rows):
-            if row is None:
-                view.interrupted(i, None)
-                stopped, so_far = "Interrupted: stopped by the user", "".join(texts[i])
-                rows[i] = failure_row(prompt, models[i], stopped, text=so_far)
-    frame = result_frame([r for r in rows if r is not None])
-    return long_frame(frame, [0] * len(frame))

@@ -38,6 +38,7 @@ saying what to do next. The API key never appears in any of them: the client red
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,7 @@ __all__ = [
     "StoreWarning",
     "StreamError",
     "StreamWarning",
+    "plain_message",
     "status_error_class",
 ]
 
@@ -377,3 +379,59 @@ def status_error_class(status: int) -> type[APIStatusError]:
     if status >= 500:
         return ServerError
     return APIStatusError
+
+
+# -- plain words ----------------------------------------------------------------------------
+
+# what a transport library's exception means, in the user's words
+_PLAIN: tuple[tuple[str, str], ...] = (
+    (r"TransferEncodingError|ClientPayloadError|RemoteProtocolError|IncompleteRead"
+     r"|ContentLengthError|ReadError", "the connection closed mid-answer"),
+    (r"ServerDisconnectedError|ConnectionResetError|ConnectionAbortedError|BrokenPipeError",
+     "the server closed the connection"),
+    (r"ConnectionRefusedError|ClientConnectorError|ConnectError|ClientOSError",
+     "nothing answered there (connection refused)"),
+    (r"TimeoutError|ReadTimeout|ConnectTimeout|PoolTimeout|WriteTimeout|ServerTimeoutError",
+     "it took too long"),
+    (r"gaierror|ClientConnectorDNSError|NameResolutionError", "the host name was not found"),
+    (r"SSLError|ClientSSLError|ClientConnectorCertificateError|SSLCertVerificationError",
+     "the secure connection (TLS) failed"),
+)  # fmt: skip
+# "Name: details" where Name is an exception class (ends in Error, Exception, Timeout, ...)
+_CLASS_DETAIL = re.compile(
+    r"\b(?:[a-z]+\.)*(?P<name>[A-Z]?[A-Za-z]*(?:Error|Exception|Timeout|Read|gaierror))"
+    r"(?::[^\n]*)?\.?(?:\n\s+[^\n]*)*",
+)
+_BROKE = re.compile(r"^The stream broke after (\d+) chunks?: .*$", re.DOTALL)
+
+
+def _plain_reason(name: str) -> str:
+    for pattern, words in _PLAIN:
+        if re.fullmatch(pattern, name):
+            return words
+    return "the connection failed"
+
+
+def plain_message(message: str) -> str:
+    """``message`` without transport-library jargon.
+
+    >>> plain_message("The stream broke after 5 chunks: Could not talk to http://h/v1: "
+    ...               "TransferEncodingError: 400, message: Not enough data")
+    'The connection closed mid-answer, after 5 chunks.'
+    """
+    broke = _BROKE.match(message)
+    if broke:
+        reason = "the connection closed mid-answer"
+        found = _CLASS_DETAIL.search(message)
+        if found and _plain_reason(found["name"]) not in ("the connection failed", reason):
+            reason = _plain_reason(found["name"])
+        n = int(broke[1])
+        return f"{reason[0].upper()}{reason[1:]}, after {n} chunk{'' if n == 1 else 's'}."
+    if message.startswith("No answer from "):
+        return message.split(" (", 1)[0].rstrip(".") + "."
+    if message.startswith("Could not talk to "):
+        found = _CLASS_DETAIL.search(message)
+        if found:
+            head = message[: found.start()].rstrip(" (:")
+            return f"{head}: {_plain_reason(found['name'])}."
+    return message

@@ -1,7 +1,7 @@
 """How holynb writes figures for people: money, durations, the figures line, error boxes.
 
-One money format everywhere (figures lines, ``%llm cost``, interpreter cards, summaries, budget
-messages, reprs): enough significant digits to see a $0.00003 call.
+One money format everywhere (``holynb.units.money``: figures lines, ``%llm cost``, interpreter
+cards, summaries, budget messages, reprs): enough significant digits to see a $0.00003 call.
 
 >>> money(0.0000261), money(0.0073), money(12.3456), money(0)
 ('$0.0000261', '$0.0073', '$12.35', '$0.00')
@@ -13,10 +13,10 @@ colour is one of JupyterLab's theme variables, so light and dark themes both rea
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from holynb.render import escape_text
+from holynb.units import money
 
 if TYPE_CHECKING:
     from holynb.results import ChatResult
@@ -29,13 +29,10 @@ __all__ = [
     "error_html",
     "error_text",
     "figures_line",
-    "money",
     "status_html",
 ]
 
 IGNORE_MATHS = "mathjax_ignore"  # JupyterLab's MathJax does not typeset inside this class
-_SIGNIFICANT = 3
-_SMALLEST = 1e-9
 _MESSAGE_CHARS = 300
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
 
@@ -58,27 +55,6 @@ _STATE_WORD_STYLE = {
     "interrupted": "color: var(--jp-warn-color0, #e65100); font-weight: 600",
     "failed": "color: var(--jp-error-color0, #b71c1c); font-weight: 600",
 }
-
-
-def money(usd: float) -> str:
-    """Dollars with at least two decimals and three significant digits below a dollar.
-
-    >>> money(0.00003), money(0.5), money(1234.5)
-    ('$0.00003', '$0.50', '$1,234.50')
-    """
-    if usd < 0:
-        return "-" + money(-usd)
-    if usd == 0:
-        return "$0.00"
-    if usd < _SMALLEST:
-        return "<$0.000000001"
-    decimals = max(2, _SIGNIFICANT - 1 - math.floor(math.log10(usd)))
-    text = f"{usd:,.{decimals}f}"
-    if decimals > 2:
-        text = text.rstrip("0")
-        whole, _, fraction = text.partition(".")
-        text = f"{whole}.{fraction.ljust(2, '0')}"
-    return "$" + text
 
 
 def duration(ms: float) -> str:

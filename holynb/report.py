@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from holynb.formatting import cost_text, money
+from holynb.formatting import cost_text
 from holynb.ledger import stopped_by_user
+from holynb.units import money
 
 if TYPE_CHECKING:
     import pandas as pd

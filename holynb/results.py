@@ -124,7 +124,7 @@ class CostEstimate:
     image_tokens: int = 0
 
     def __repr__(self) -> str:
-        from holynb.formatting import money
+        from holynb.units import money
 
         cost = "unknown" if self.cost_usd is None else money(self.cost_usd)
         return (

@@ -35,7 +35,7 @@ from holynb.results import ChatResult, CostEstimate
 if TYPE_CHECKING:
     import pandas as pd
 
-    from holynb.batch_jobs import BatchJob
+    from holynb.batch.jobs import BatchJob
     from holynb.bulk import Prompts
     from holynb.cache import CallCache, ResponseCache
     from holynb.images import ImagePreset
@@ -557,7 +557,7 @@ class Session:
     ) -> BatchJob:
         """Submit ``prompts`` to the provider's Batch API (async); see ``batch``."""
         check_params(params, "batch")
-        from holynb.batch_jobs import BatchJob
+        from holynb.batch.jobs import BatchJob
 
         return await BatchJob.acreate(
             self._caller, prompts, template=template, model=model, system=system,
@@ -606,7 +606,7 @@ class Session:
     def batches(self) -> pd.DataFrame:
         """The batch jobs this machine knows (from the manifests under ``HOLYNB_HOME``), newest
         first, as last seen; nothing is sent. ``BatchJob.attach(s, job_id)`` picks one up."""
-        from holynb.batch_jobs import jobs_frame
+        from holynb.batch.jobs import jobs_frame
 
         return jobs_frame()
 

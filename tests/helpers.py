@@ -104,7 +104,7 @@ def kernel_setup_cell(server: Any, imports: str = "") -> str:
         "%load_ext holynb\n"
         f"import holynb{more}\n"
         f's = holynb.Session(model="local/echo", base_url={server.base_url!r}, api_key={key!r})\n'
-        "holynb.magics.set_default_session(s)\n"
+        "holynb.notebook.magics.set_default_session(s)\n"
     )
 
 

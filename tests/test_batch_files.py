@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import holynb
-from holynb.batch_files import encode_lines, request_line, split_lines
+from holynb.batch.files import encode_lines, request_line, split_lines
 
 
 def good(i: int, model: str = "gpt-4.1-mini") -> dict:

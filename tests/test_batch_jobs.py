@@ -23,7 +23,7 @@ import pydantic
 import pytest
 
 import holynb
-from holynb.batch_jobs import normalise_status
+from holynb.batch.jobs import normalise_status
 from holynb.frames import RESULT_COLUMNS
 from holynb.server import LocalServer
 from holynb.server.batches import BatchSettings
@@ -356,6 +356,6 @@ def test_schema_and_response_format_are_not_both_given(s, srv):
 
 def test_batches_lists_jobs_newest_first_within_the_same_second(s, srv, monkeypatch):
     ids = iter(["job-20261127-101500-ffffff", "job-20261127-101500-000000"])  # same second
-    monkeypatch.setattr("holynb.batch_jobs.new_job_id", lambda: next(ids))
+    monkeypatch.setattr("holynb.batch.jobs.new_job_id", lambda: next(ids))
     first, second = s.batch(["a"]), s.batch(["b"])
     assert s.batches()["job_id"].tolist() == [second.id, first.id]

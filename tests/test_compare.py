@@ -13,13 +13,13 @@ import pydantic
 import pytest
 
 import holynb
-from holynb.compare import astream_models, models_from, stream_to_view
+from holynb.compare import astream_models, models_from
 from holynb.errors import RateLimitError
+from holynb.notebook.side_by_side import ColumnsView, PlainColumnsView, side_by_side, stream_to_view
 from holynb.results import ChatResult, Usage
 from holynb.server import LocalServer
 from holynb.server.models import echo
 from holynb.server.wire import RequestError
-from holynb.sidebyside import ColumnsView, PlainColumnsView, side_by_side
 from tests.helpers import kernel_setup_cell, magic_shell, run_cell, session_for
 
 XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'

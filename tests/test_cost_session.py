@@ -15,9 +15,9 @@ import pytest
 
 import holynb
 from holynb.budget import BudgetWarning
-from holynb.formatting import money
 from holynb.prices import UnknownPriceWarning
 from holynb.server import faults
+from holynb.units import money
 from tests.helpers import key_env, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0, "cached_input": 0.3}}

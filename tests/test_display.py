@@ -16,7 +16,8 @@ from comm.base_comm import BaseComm
 from nbclient import NotebookClient
 
 from holynb import display
-from holynb.display import (
+from holynb.errors import ConfigurationError, NotFoundError, RateLimitError, StreamError
+from holynb.notebook.display import (
     MAX_UPDATES_PER_SECOND,
     PlainView,
     StreamView,
@@ -27,7 +28,6 @@ from holynb.display import (
     figures_line,
     make_view,
 )
-from holynb.errors import ConfigurationError, NotFoundError, RateLimitError, StreamError
 from holynb.render import render_markdown
 from holynb.results import ChatResult, Usage
 from holynb.server import faults
@@ -37,7 +37,7 @@ XSS = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
 
 
 class FakeClock:
-    """Stands in for ``time`` inside holynb.display: each append costs ``step`` seconds."""
+    """Stands in for ``time`` inside holynb.notebook.display: each append costs ``step`` seconds."""
 
     def __init__(self, step: float) -> None:
         self.now = 0.0
@@ -408,7 +408,7 @@ def test_missing_ipywidgets_falls_back_to_text(monkeypatch):
 
 CELL = """
 import holynb
-from holynb.display import make_view
+from holynb.notebook.display import make_view
 s = holynb.Session(model={model!r}, base_url={url!r}, api_key={key!r})
 view = make_view(s.model)
 print(type(view).__name__)
@@ -466,7 +466,7 @@ def test_a_background_answer_is_stored_as_html_not_as_a_widget(local, monkeypatc
     source = f"""
     import threading
     import holynb
-    from holynb.display import make_view
+    from holynb.notebook.display import make_view
     s = holynb.Session(model="local/echo", base_url={local.base_url!r},
                        api_key={local.api_key.get()!r})
     view = make_view(s.model).show()
@@ -492,7 +492,7 @@ def test_interrupt_keeps_the_partial_answer_in_view_and_ledger(local, no_env):
     source = f"""
     import os, signal, threading
     import holynb
-    from holynb.display import make_view
+    from holynb.notebook.display import make_view
     s = holynb.Session(model="local/slow", base_url={local.base_url!r},
                       api_key={local.api_key.get()!r})
     view = make_view(s.model)

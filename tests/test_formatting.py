@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from holynb.errors import BudgetExceededError
-from holynb.execution import ExecutionResult, RunManyResult
-from holynb.formatting import error_html, figures_line, money, status_html
+from holynb.formatting import error_html, figures_line, status_html
+from holynb.interpreter.execution import ExecutionResult, RunManyResult
 from holynb.render import render_markdown
 from holynb.results import ChatResult, Usage
+from holynb.units import money
 
 
 @pytest.mark.parametrize(

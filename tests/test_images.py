@@ -24,9 +24,9 @@ from PIL import Image
 
 import holynb
 from holynb import ImageError, ImagePreset, magics
-from holynb.display import PlainView, StreamView
 from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
 from holynb.images import prepare_image
+from holynb.notebook.display import PlainView, StreamView
 from holynb.server.vision import vision as vision_model
 from tests.helpers import key_env, session_for
 
@@ -746,7 +746,7 @@ def test_vision_model_reads_anthropic_image_blocks_too():
 BOMB_SCRIPT = """
 import sys
 from holynb import ImageError
-from holynb.display import images_html
+from holynb.notebook.display import images_html
 from holynb.images import prepare_image
 
 bomb = prepare_image(open(sys.argv[1], "rb").read(), name="bomb.png")  # sent as it is: no decode

@@ -12,10 +12,15 @@ from html.parser import HTMLParser
 import pytest
 
 import holynb
-from holynb.execution import ExecutionError, ExecutionResult, result_card_html, same_output
-from holynb.interpret_protocol import code_from_messages, code_message
-from holynb.interpreter import CodeInterpreter
-from holynb.sandbox import SandboxLimits
+from holynb.interpreter.code_interpreter import CodeInterpreter
+from holynb.interpreter.execution import (
+    ExecutionError,
+    ExecutionResult,
+    result_card_html,
+    same_output,
+)
+from holynb.interpreter.protocol import code_from_messages, code_message
+from holynb.interpreter.sandbox import SandboxLimits
 from holynb.server import LocalServer, faults
 from holynb.server.python_model import BROKEN_REPLY, PythonModel, python_model
 from tests.helpers import session_for, wait_until_gone

@@ -15,9 +15,15 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
 from holynb import magics
-from holynb.display import StreamView
-from holynb.errors import BudgetExceededError, JSONExtractionError, NotFoundError, StreamError
-from holynb.magic_errors import for_magic, plain_message
+from holynb.errors import (
+    BudgetExceededError,
+    JSONExtractionError,
+    NotFoundError,
+    StreamError,
+    plain_message,
+)
+from holynb.notebook.display import StreamView
+from holynb.notebook.magic_errors import for_magic
 from tests.helpers import CHILD_ENV, session_for
 
 PRICES = {"local/echo": {"input": 3.0, "output": 15.0}}
@@ -222,7 +228,7 @@ def test_the_offline_default_does_not_override_holynb_model(local, monkeypatch):
 def test_local_server_and_submodules_work_without_importing_them():
     code = (
         "import holynb\n"
-        "assert holynb.local_server is holynb.demo.local_server\n"
+        "assert holynb.local_server is holynb.offline.local_server\n"
         "assert 'local_server' in holynb.__all__\n"
         "s = holynb.Session(base_url=holynb.local_server().base_url)\n"
         "print(s.model, s.chat('hi').text[:12])\n"
@@ -272,7 +278,7 @@ def test_a_trailing_question_mark_is_part_of_the_prompt(shell, capsys):
 
 
 def test_only_percent_llm_lines_are_rewritten():
-    from holynb.magics import keep_question_marks
+    from holynb.notebook.magics import keep_question_marks
 
     same = ["%llm?\n", "%llm ??\n", "x = y?\n", "%llmx what?\n"]
     for line in same:

@@ -205,7 +205,7 @@ def test_config_keeps_prices_log_retry_and_counts_past_spending(shell, local, tm
 def test_format_text_shows_the_answer_verbatim(shell, local, monkeypatch):
     local.register_model("marker", lambda m, p: "plain **not bold** <b>x</b>")
     shown = []
-    import holynb.display as display
+    import holynb.notebook.display as display
 
     real = display.StreamView.finish
     monkeypatch.setattr(

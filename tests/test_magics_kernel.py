@@ -87,7 +87,7 @@ def test_interrupting_a_stream_in_a_kernel_keeps_the_partial_answer(local):
             import holynb, os, signal, threading
             s = holynb.Session(model="local/echo", base_url={local.base_url!r},
                                api_key={local.api_key.get()!r})
-            holynb.magics.set_default_session(s)
+            holynb.notebook.magics.set_default_session(s)
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
             """,
                 "%%llm\nthis will be interrupted",
@@ -130,7 +130,7 @@ def test_format_code_inserts_code_once_per_cell_and_never_prose(local):
     setup = f"""
         %load_ext holynb
         import holynb
-        holynb.magics.set_default_session(holynb.Session(model="local/echo",
+        holynb.notebook.magics.set_default_session(holynb.Session(model="local/echo",
                                                          base_url={local.base_url!r},
                                                          api_key={local.api_key.get()!r}))
         inserted = []

@@ -8,7 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from holynb.errors import PromptError
-from holynb.prompt_template import FilledPrompt, build_prompt, cell_number
+from holynb.notebook.prompt_template import FilledPrompt, build_prompt, cell_number
 from tests.helpers import magic_shell, run_cell as run, session_for
 
 

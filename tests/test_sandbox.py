@@ -12,7 +12,7 @@ import pytest
 import holynb
 from holynb import sandbox
 from holynb.errors import ConfigurationError
-from holynb.sandbox import (
+from holynb.interpreter.sandbox import (
     SandboxLimits,
     SandboxResult,
     arun_sandboxed,

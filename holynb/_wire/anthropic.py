@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from holynb._wire import Chunk, Completion
+from holynb._wire.base import Chunk, Completion
 from holynb.results import Usage
 
 VERSION = "2023-06-01"

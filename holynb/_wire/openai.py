@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from holynb._wire import Chunk, Completion
+from holynb._wire.base import Chunk, Completion
 from holynb.results import Usage
 
 

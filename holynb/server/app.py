@@ -403,7 +403,8 @@ class _Handlers:
                 f"The model `{model.name}` runs the code it is sent on this machine, so it is "
                 "off unless enabled: start the server with `holynb serve --enable-python` or "
                 "`LocalServer(python=True)`; in a notebook use "
-                "`holynb.local_session(python=True)` or `holynb.demo.auto_session(python=True)`.",
+                "`holynb.local_session(python=True)` or "
+                "`holynb.offline.auto_session(python=True)`.",
                 code="model_disabled",
                 param="model",
             )

@@ -1,9 +1,9 @@
 """Offline models for the code interpreter: ``local/python`` runs the code it receives for real.
 
-``local/python`` is the other side of :mod:`holynb.interpreter`'s protocol: it takes the code
-from the fenced block of the latest user message that has one, runs it with
-:func:`holynb.sandbox.arun_sandboxed` (in a worker thread, so the server's loop keeps serving;
-10 s, 512 MB and 100 kB of output by default) and answers the JSON object
+``local/python`` is the other side of :mod:`holynb.interpreter.code_interpreter`'s protocol:
+it takes the code from the fenced block of the latest user message that has one, runs it with
+:func:`holynb.interpreter.sandbox.arun_sandboxed` (in a worker thread, so the server's loop
+keeps serving; 10 s, 512 MB and 100 kB of output by default) and answers the JSON object
 ``{"success", "output", "error", "execution_time_ms"}``, the time being the sandbox's own.
 
 Like real models it does not always answer bare JSON, even when asked for JSON mode (it ignores
@@ -30,7 +30,7 @@ import json
 import re
 from typing import Any
 
-from holynb.interpret_protocol import SandboxLimits, code_from_messages, sandbox_error
+from holynb.interpreter.protocol import SandboxLimits, code_from_messages, sandbox_error
 from holynb.server.registry import Model, ModelRegistry
 
 __all__ = ["BROKEN_REPLY", "PythonModel", "broken", "python_model", "register_python_models"]

@@ -42,10 +42,10 @@ XSS_ANSWER = (
 SETUP = """\
 %load_ext holynb
 import holynb
-from holynb.display import display_mode
+from holynb.notebook.display import display_mode
 
 s = holynb.Session(model="local/echo", base_url={base_url!r}, api_key={api_key!r})
-holynb.magics.set_default_session(s)
+holynb.notebook.magics.set_default_session(s)
 print("display mode:", display_mode())
 """
 STREAM_CELL = f"%%llm -m {PACED_MODEL}\nTell me about otters"

@@ -1,8 +1,8 @@
 """The code interpreter's protocol with a model: the system prompt, how code is sent (a fenced
 block), how a reply is read back into a claim, and how sandbox stops are named.
 
-Shared by :mod:`holynb.interpreter` and the local server's ``local/python`` model, so both
-sides speak exactly the same format.
+Shared by :mod:`holynb.interpreter.code_interpreter` and the local server's ``local/python``
+model, so both sides speak exactly the same format.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from holynb.errors import JSONExtractionError
-from holynb.execution import ExecutionError
-from holynb.sandbox import SandboxLimits, SandboxResult
+from holynb.interpreter.execution import ExecutionError
+from holynb.interpreter.sandbox import SandboxLimits, SandboxResult
 
 __all__ = [
     "REPAIR_PROMPT",
     "SYSTEM_PROMPT",
     "Claim",
-    "SandboxLimits",  # lives in holynb.sandbox; the interpreter and the server take it from here
+    "SandboxLimits",  # lives in interpreter.sandbox; the interpreter and the server take it here
     "code_from_messages",
     "code_message",
     "read_reply",

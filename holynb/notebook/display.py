@@ -42,10 +42,10 @@ from holynb.formatting import (
     error_html,
     error_text,
     figures_line,
-    money as _usd,
     status_html as _status_html,
 )
 from holynb.render import MarkdownStream, render_markdown
+from holynb.units import money as _usd
 
 if TYPE_CHECKING:
     from holynb.images import PreparedImage

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from holynb._loop import default_loop
-from holynb.batch_files import (
+from holynb.batch.files import (
     ENDPOINT,
     MAX_BYTES_PER_FILE,
     MAX_REQUESTS_PER_FILE,
@@ -36,7 +36,7 @@ from holynb.batch_files import (
     request_line,
     split_lines,
 )
-from holynb.batch_manifest import (
+from holynb.batch.manifest import (
     UNKNOWN,
     Manifest,
     Part,
@@ -45,8 +45,8 @@ from holynb.batch_manifest import (
     new_job_id,
     part_key,
 )
-from holynb.batch_results import Outcome, frame, missing, read_outcomes
-from holynb.batch_untrusted import checked_id, scrub_lines, scrub_value
+from holynb.batch.results import Outcome, frame, missing, read_outcomes
+from holynb.batch.untrusted import checked_id, scrub_lines, scrub_value
 from holynb.budget import JOB_OWNER
 from holynb.calls.caller import caller_of
 from holynb.errors import (

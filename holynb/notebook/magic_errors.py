@@ -11,7 +11,6 @@ error the Python API raises is not changed.
 from __future__ import annotations
 
 import copy
-import re
 
 from holynb.errors import (
     APIConnectionError,
@@ -26,9 +25,10 @@ from holynb.errors import (
     RateLimitError,
     ServerError,
     StreamError,
+    plain_message,
 )
 
-__all__ = ["for_magic", "magic_hint", "plain_message"]
+__all__ = ["for_magic", "magic_hint"]
 
 _MODELS = (
     "%llm models lists the models; -m NAME picks one for a cell, %llm config model=NAME for all"
@@ -75,59 +75,6 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         "with 'Answer with JSON only.'",
     ),
 )
-
-# what a transport library's exception means, in the user's words
-_PLAIN: tuple[tuple[str, str], ...] = (
-    (r"TransferEncodingError|ClientPayloadError|RemoteProtocolError|IncompleteRead"
-     r"|ContentLengthError|ReadError", "the connection closed mid-answer"),
-    (r"ServerDisconnectedError|ConnectionResetError|ConnectionAbortedError|BrokenPipeError",
-     "the server closed the connection"),
-    (r"ConnectionRefusedError|ClientConnectorError|ConnectError|ClientOSError",
-     "nothing answered there (connection refused)"),
-    (r"TimeoutError|ReadTimeout|ConnectTimeout|PoolTimeout|WriteTimeout|ServerTimeoutError",
-     "it took too long"),
-    (r"gaierror|ClientConnectorDNSError|NameResolutionError", "the host name was not found"),
-    (r"SSLError|ClientSSLError|ClientConnectorCertificateError|SSLCertVerificationError",
-     "the secure connection (TLS) failed"),
-)  # fmt: skip
-# "Name: details" where Name is an exception class (ends in Error, Exception, Timeout, ...)
-_CLASS_DETAIL = re.compile(
-    r"\b(?:[a-z]+\.)*(?P<name>[A-Z]?[A-Za-z]*(?:Error|Exception|Timeout|Read|gaierror))"
-    r"(?::[^\n]*)?\.?(?:\n\s+[^\n]*)*",
-)
-_BROKE = re.compile(r"^The stream broke after (\d+) chunks?: .*$", re.DOTALL)
-
-
-def _plain_reason(name: str) -> str:
-    for pattern, words in _PLAIN:
-        if re.fullmatch(pattern, name):
-            return words
-    return "the connection failed"
-
-
-def plain_message(message: str) -> str:
-    """``message`` without transport-library jargon.
-
-    >>> plain_message("The stream broke after 5 chunks: Could not talk to http://h/v1: "
-    ...               "TransferEncodingError: 400, message: Not enough data")
-    'The connection closed mid-answer, after 5 chunks.'
-    """
-    broke = _BROKE.match(message)
-    if broke:
-        reason = "the connection closed mid-answer"
-        found = _CLASS_DETAIL.search(message)
-        if found and _plain_reason(found["name"]) not in ("the connection failed", reason):
-            reason = _plain_reason(found["name"])
-        n = int(broke[1])
-        return f"{reason[0].upper()}{reason[1:]}, after {n} chunk{'' if n == 1 else 's'}."
-    if message.startswith("No answer from "):
-        return message.split(" (", 1)[0].rstrip(".") + "."
-    if message.startswith("Could not talk to "):
-        found = _CLASS_DETAIL.search(message)
-        if found:
-            head = message[: found.start()].rstrip(" (:")
-            return f"{head}: {_plain_reason(found['name'])}."
-    return message
 
 
 def magic_hint(error: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from holynb.formatting import money
+from holynb.units import money
 
 if TYPE_CHECKING:
     import pandas as pd

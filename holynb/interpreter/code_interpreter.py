@@ -11,8 +11,9 @@ claims is not trusted blindly:
 - the reply is read with :func:`holynb.extract_json_detailed` (fences, prose, Python literals,
   trailing commas, cut-off JSON); when nothing readable comes out, the model gets ONE repair
   round-trip (its own reply plus the parse error), then the next fallback model is tried;
-- with ``verify=True`` the same code also runs here, in :func:`holynb.sandbox.arun_sandboxed`,
-  and ``agrees`` says whether the claimed output matches the real one.
+- with ``verify=True`` the same code also runs here, in
+  :func:`holynb.interpreter.sandbox.arun_sandboxed`, and ``agrees`` says whether the claimed
+  output matches the real one.
 
 What the local sandbox protects against: code that runs forever (wall-clock timeout), eats
 memory (a per-process memory limit), floods output (a cap on what is read back), forks without
@@ -27,7 +28,7 @@ environment through ``/proc/<pid>/environ`` (so it refuses to run while a key is
 ``SandboxLimits(allow_unisolated=True)``), use the network and leave behind processes that call
 ``setsid()``; as root the process limit does nothing; memory
 and CPU limits bind each process, not the tree. Verify only code you would run yourself, and use
-a container or a VM for hostile code. Details: :mod:`holynb.sandbox`.
+a container or a VM for hostile code. Details: :mod:`holynb.interpreter.sandbox`.
 
 >>> ci = holynb.CodeInterpreter(session, verify=True)
 >>> r = ci.run("print(sum(range(10)))")
@@ -53,8 +54,9 @@ from holynb.errors import (
     BudgetExceededError,
     ConfigurationError,
     HolynbError,
+    plain_message,
 )
-from holynb.execution import (
+from holynb.interpreter.execution import (
     ExecutionError,
     ExecutionResult,
     RunManyResult,
@@ -62,7 +64,7 @@ from holynb.execution import (
     same_output,
     sum_costs,
 )
-from holynb.interpret_protocol import (
+from holynb.interpreter.protocol import (
     REPAIR_PROMPT,
     SYSTEM_PROMPT,
     Claim,
@@ -71,15 +73,14 @@ from holynb.interpret_protocol import (
     read_reply,
     sandbox_error,
 )
-from holynb.magic_errors import plain_message
 
 if TYPE_CHECKING:
     from holynb.calls.caller import Core
+    from holynb.interpreter.sandbox import SandboxResult
     from holynb.results import ChatResult
-    from holynb.sandbox import SandboxResult
 
 # result_card_html stays importable from here for magics.py; the other result types are
-# imported from holynb.execution / holynb.interpret_protocol, where they live.
+# imported from holynb.interpreter.execution / holynb.interpreter.protocol, where they live.
 __all__ = ["CodeInterpreter", "result_card_html"]
 
 

@@ -2,7 +2,7 @@
 
 ``display.StreamView`` / ``display.PlainView`` (one answer) and ``sidebyside.ColumnsView`` /
 ``sidebyside.PlainColumnsView`` (one column per model) implement them; the magics and
-``compare.stream_to_view`` are written against these, not against one class.
+``side_by_side.stream_to_view`` are written against these, not against one class.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ that streams several answers at once (``%%llm -m a,b,c``).
 whose answers are rendered Markdown, sanitised (``holynb.render``); elsewhere it prints as
 plain text, prompt by prompt, each answer under its model's name.
 
-The live views follow ``holynb.display``: ``ColumnsView`` puts one ``StreamView`` per model in
-an ``HBox`` (each with its own status line) and, when every answer has ended, leaves static
+The live views follow ``holynb.notebook.display``: ``ColumnsView`` puts one ``StreamView`` per
+model in an ``HBox`` (each with its own status line) and, when every answer has ended, leaves static
 sanitised HTML in the output; ``PlainColumnsView`` prints each answer under a heading, in the
 order the models were given, once all have ended. Both are views: they never call the network.
 """
@@ -21,22 +21,38 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from holynb.display import MAX_UPDATES_PER_SECOND, StreamView, _ipython, _Progress, display_mode
 from holynb.formatting import (
     ERROR_STYLE as _ERROR_STYLE,
     answer_html as _answer_html,
     error_text,
     figures_line,
-    money as _usd,
+)
+from holynb.notebook.display import (
+    MAX_UPDATES_PER_SECOND,
+    StreamView,
+    _ipython,
+    _Progress,
+    display_mode,
 )
 from holynb.render import escape_text, render_markdown
+from holynb.units import money as _usd
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from holynb.calls.caller import Core
+    from holynb.notebook.views import ColumnsLike
+    from holynb.prompts import Prompt
     from holynb.results import ChatResult
 
-__all__ = ["ColumnsView", "PlainColumnsView", "SideBySide", "make_columns_view", "side_by_side"]
+__all__ = [
+    "ColumnsView",
+    "PlainColumnsView",
+    "SideBySide",
+    "make_columns_view",
+    "side_by_side",
+    "stream_to_view",
+]
 
 CostOf = Callable[[int], float | None]
 FIELDS = ("text", "cost_usd", "latency_ms", "ok", "error")
@@ -372,3 +388,54 @@ def make_columns_view(
     if display_mode(mode) == "widget":
         return ColumnsView(models, cost_of=cost_of)
     return PlainColumnsView(models, cost_of=cost_of)
+
+
+# -- one prompt, several models, streamed into a view ------------------------------------------
+
+
+def _model_row(
+    prompt: Any, model: str, result: ChatResult | None, error: str | None
+) -> tuple[Any, ...]:
+    from holynb.frames import answer_row, failure_row
+
+    if result is None:
+        return failure_row(prompt, model, error or "")
+    return answer_row(prompt, result, error=error)
+
+
+def stream_to_view(
+    core: Core, prompt: Prompt, models: Sequence[str], view: ColumnsLike, **kwargs: Any
+) -> pd.DataFrame:
+    """Stream ``prompt`` from every model at once into ``view`` (``ColumnsView`` or
+    ``PlainColumnsView``), driving it from the calling thread; returns the long frame, one row
+    per model. An interrupt stops every stream: what arrived stays in the view and the ledger,
+    and those rows say ``Interrupted``.
+    """
+
+    from holynb._loop import default_loop
+    from holynb.compare import astream_models, failure_text, long_frame, partial_of
+    from holynb.frames import failure_row, result_frame
+
+    rows: list[tuple[Any, ...] | None] = [None] * len(models)
+    texts: list[list[str]] = [[] for _ in models]
+    try:
+        for i, kind, payload in default_loop().iterate(
+            astream_models(core, prompt, models, **kwargs)
+        ):
+            if kind == "text":
+                texts[i].append(payload)
+                view.append(i, payload)
+            elif kind == "done":
+                view.finish(i, payload)
+                rows[i] = _model_row(prompt, models[i], payload, None)
+            else:
+                view.fail(i, payload)
+                rows[i] = _model_row(prompt, models[i], partial_of(payload), failure_text(payload))
+    except KeyboardInterrupt:
+        for i, row in enumerate(rows):
+            if row is None:
+                view.interrupted(i, None)
+                stopped, so_far = "Interrupted: stopped by the user", "".join(texts[i])
+                rows[i] = failure_row(prompt, models[i], stopped, text=so_far)
+    frame = result_frame([r for r in rows if r is not None])
+    return long_frame(frame, [0] * len(frame))

@@ -1,7 +1,8 @@
 """IPython magics: ``%%llm`` / ``%llm`` (ask, stream, configure) and ``%%interpret``.
 
-Thin by design: parse the arguments, fill the prompt (``holynb.prompt_template``), call the
-Session, hand the stream to a view from ``holynb.display``. ``%load_ext holynb`` registers them.
+Thin by design: parse the arguments, fill the prompt (``holynb.notebook.prompt_template``),
+call the Session, hand the stream to a view from ``holynb.notebook.display``. ``%load_ext
+holynb`` registers them.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from holynb.errors import HolynbError, PromptError
-from holynb.formatting import money
-from holynb.magic_errors import for_magic
-from holynb.prompt_template import build_prompt, cell_number, readable_traceback
+from holynb.notebook.magic_errors import for_magic
+from holynb.notebook.prompt_template import build_prompt, cell_number, readable_traceback
+from holynb.units import money
 
 if TYPE_CHECKING:
     from holynb.cache import CallCache
+    from holynb.notebook.views import AnswerView
     from holynb.results import ChatResult
     from holynb.session import Session
-    from holynb.views import AnswerView
 
 _default_session: Session | None = None
 _FORMATS = ("markdown", "text", "code", "json")
@@ -38,7 +39,7 @@ def get_default_session() -> Session:
     """The session the magics use: the real API when a key is set, else the local server."""
     global _default_session
     if _default_session is None:
-        from holynb.demo import auto_session
+        from holynb.offline import auto_session
 
         _default_session, how = auto_session()
         print(how)
@@ -214,7 +215,7 @@ class LLMMagics(Magics):
         return [*self.conversation, {"role": "user", "content": text}]
 
     def _ask(self, text: str, args: Any, note: str = "") -> Any:
-        from holynb.display import make_view
+        from holynb.notebook.display import make_view
 
         session = self.session
         try:
@@ -380,9 +381,9 @@ class LLMMagics(Magics):
         model to its text."""
         from IPython.core.error import UsageError
 
-        from holynb.compare import models_from, stream_to_view
+        from holynb.compare import models_from
         from holynb.images import attach_images
-        from holynb.sidebyside import make_columns_view
+        from holynb.notebook.side_by_side import make_columns_view, stream_to_view
 
         unsupported = [
             flag
@@ -518,7 +519,7 @@ class LLMMagics(Magics):
         """Send the cell's code to a model for model-side execution and show the result card."""
         from IPython.display import display
 
-        from holynb.interpreter import CodeInterpreter, result_card_html
+        from holynb.interpreter.code_interpreter import CodeInterpreter, result_card_html
 
         args = _options(self.interpret, line, "interpret")
         code = cell if cell is not None else ""
@@ -570,7 +571,7 @@ class _Verbatim:
     FENCE = "~~~~~~~~"  # longer than any fence a model writes, so the answer cannot close it
 
     def __init__(self, view: AnswerView) -> None:
-        from holynb.display import StreamView
+        from holynb.notebook.display import StreamView
 
         self._view = view
         self._fenced = isinstance(view, StreamView) or bool(getattr(view, "_in_kernel", False))
@@ -617,7 +618,7 @@ def _key_state(session: Session) -> str:
 
 
 def _short(error: HolynbError) -> str:
-    """An error as one printed line plus the magic's hint (see ``holynb.magic_errors``)."""
+    """An error as one printed line plus the magic's hint (see ``holynb.notebook.magic_errors``)."""
     shown = for_magic(error)
     hint = getattr(shown, "hint", None)
     message = str(getattr(shown, "message", error))

@@ -23,7 +23,7 @@ from holynb.results import ChatResult, Usage
 if TYPE_CHECKING:
     import pandas as pd
 
-    from holynb.batch_manifest import Manifest, Part
+    from holynb.batch.manifest import Manifest, Part
     from holynb.structured import AnswerSchema
 
 # Session.map's columns (holynb.bulk), and the line each row came from.
@@ -175,7 +175,7 @@ def frame(
     cost stay: the provider answered and charged)."""
     import pandas as pd
 
-    from holynb.batch_files import custom_id
+    from holynb.batch.files import custom_id
 
     rows: list[tuple[Any, ...]] = []
     for pos, prompt in enumerate(manifest.texts):
