@@ -79,7 +79,7 @@ def magic_shell(session: holynb.Session) -> Iterator[Any]:
     body of a ``shell`` fixture (``yield from magic_shell(session_for(local))``)."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from holynb import magics
+    from holynb.notebook import magics
 
     sh = InteractiveShell.instance()
     sh.run_cell("%load_ext holynb")

@@ -17,8 +17,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
-from holynb import magics
 from holynb._wire.anthropic import DEFAULT_MAX_TOKENS, to_messages_request, usage_from_anthropic
+from holynb.notebook import magics
 from holynb.results import Usage
 from holynb.server import LocalServer, faults
 from tests.helpers import session_for

@@ -326,7 +326,7 @@ def test_magic_refuses_chat_with_several_models(shell: Any, local: LocalServer) 
 def test_magic_with_several_models_streams_into_columns_in_a_widget_frontend(
     shell: Any, monkeypatch: Any
 ) -> None:
-    from holynb import sidebyside
+    from holynb.notebook import side_by_side as sidebyside
 
     made: list[ColumnsView] = []
 

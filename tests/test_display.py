@@ -15,8 +15,8 @@ import pytest
 from comm.base_comm import BaseComm
 from nbclient import NotebookClient
 
-from holynb import display
 from holynb.errors import ConfigurationError, NotFoundError, RateLimitError, StreamError
+from holynb.notebook import display
 from holynb.notebook.display import (
     MAX_UPDATES_PER_SECOND,
     PlainView,

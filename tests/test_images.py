@@ -23,9 +23,10 @@ from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
 
 import holynb
-from holynb import ImageError, ImagePreset, magics
+from holynb import ImageError, ImagePreset
 from holynb.image_tokens import anthropic_image_tokens, openai_image_tokens
 from holynb.images import prepare_image
+from holynb.notebook import magics
 from holynb.notebook.display import PlainView, StreamView
 from holynb.server.vision import vision as vision_model
 from tests.helpers import key_env, session_for

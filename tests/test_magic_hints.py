@@ -14,7 +14,6 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import holynb
-from holynb import magics
 from holynb.errors import (
     BudgetExceededError,
     JSONExtractionError,
@@ -22,6 +21,7 @@ from holynb.errors import (
     StreamError,
     plain_message,
 )
+from holynb.notebook import magics
 from holynb.notebook.display import StreamView
 from holynb.notebook.magic_errors import for_magic
 from tests.helpers import CHILD_ENV, session_for

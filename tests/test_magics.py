@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import holynb
-from holynb import magics
+from holynb.notebook import magics
 from holynb.server import faults
 from tests.helpers import magic_shell, run_cell as run, session_for
 

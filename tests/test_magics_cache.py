@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from holynb import magics
+from holynb.notebook import magics
 from tests.helpers import magic_shell, run_cell as run, session_for
 
 

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 import holynb
-from holynb import sandbox
 from holynb.errors import ConfigurationError
+from holynb.interpreter import sandbox
 from holynb.interpreter.sandbox import (
     SandboxLimits,
     SandboxResult,

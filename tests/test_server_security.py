@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import holynb
-from holynb import demo
+from holynb import offline
 from holynb.server import LocalServer
 
 EVIL = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
@@ -231,7 +231,7 @@ def test_models_registered_as_running_code_are_off_too():
 
 def test_local_session_python_true_turns_it_on_for_the_shared_server():
     s = holynb.local_session(model="local/python", python=True)
-    assert demo.local_server().python and s.uses_offline_server
+    assert offline.local_server().python and s.uses_offline_server
     r = holynb.CodeInterpreter(s).run("print(6 * 7)")
     assert r.success and r.output == "42\n"
 
