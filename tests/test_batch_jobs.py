@@ -312,10 +312,11 @@ def test_the_api_key_never_reaches_the_manifest_or_the_downloads(home):
 
 
 def test_the_batch_manifest_and_the_cache_share_one_holynb_home(home):
-    from holynb import _config, batch_manifest, cache
+    from holynb import _config, cache
+    from holynb.batch import manifest
 
-    assert batch_manifest.holynb_home is _config.holynb_home is cache.holynb_home
-    assert batch_manifest.batches_dir() == home / "batches"
+    assert manifest.holynb_home is _config.holynb_home is cache.holynb_home
+    assert manifest.batches_dir() == home / "batches"
 
 
 def test_results_are_built_like_maps_frame(s, srv):

@@ -280,9 +280,9 @@ print('visible' if os.path.exists('/proc/{pid}/environ') else 'hidden')
 
 
 def test_sandbox_limits_is_one_object_everywhere() -> None:
-    from holynb import interpret_protocol
+    from holynb.interpreter import protocol
 
-    assert holynb.SandboxLimits is interpret_protocol.SandboxLimits is SandboxLimits
+    assert holynb.SandboxLimits is protocol.SandboxLimits is SandboxLimits
 
 
 async def test_concurrent_runs_keep_their_own_output() -> None:
