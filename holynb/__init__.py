@@ -167,7 +167,10 @@ _show_short_warnings()
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        return _version()
+        from holynb._version import version
+
+        globals()["__version__"] = value = version()
+        return value
     module = _EXPORTS.get(name)
     if module is None and not name.startswith("_"):
         try:  # a submodule used as an attribute: holynb.offline.local_server() without an import
@@ -184,17 +187,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        value = version("holynb")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        value = "0+unknown"
-    globals()["__version__"] = value
-    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -16,7 +16,7 @@ import aiohttp
 import httpx2 as httpx
 from httpx_aiohttp.httpx2 import AiohttpTransport
 
-from holynb import __version__
+from holynb._version import version
 
 _ssl_lock = threading.Lock()
 _ssl_context: ssl.SSLContext | None = None
@@ -66,7 +66,7 @@ def open_http_client(base_url: str, headers: dict[str, str], pool_size: int) -> 
 
     transport = _Transport(make_session)
     all_headers: dict[str, Any] = {
-        "user-agent": f"holynb/{__version__}",
+        "user-agent": f"holynb/{version()}",
         "accept": "application/json",
         **headers,
     }

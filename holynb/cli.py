@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from holynb import __version__
+from holynb._version import version
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="holynb", description="Jupyter-first toolkit for OpenAI-compatible LLM APIs."
     )
-    parser.add_argument("--version", action="version", version=f"holynb {__version__}")
+    parser.add_argument("--version", action="version", version=f"holynb {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the local OpenAI-compatible server (127.0.0.1)")

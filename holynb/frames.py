@@ -1,7 +1,8 @@
 """The one result-frame builder: the rows and columns of map, compare and batch results.
 
 Every bulk result has the columns ``RESULT_COLUMNS`` in this order, with the same dtypes
-(``ok`` and ``cache_hit`` bool, token counts and attempts int64, cost and latency float64).
+(``ok`` and ``cache_hit`` bool, token counts and attempts int64, cost and latency float64,
+text, error, finish reason and model ``str``).
 A row is built by ``answer_row`` (an answer, maybe partial or not matching its schema) or
 ``failure_row`` (no answer); ``result_frame`` makes the frame.
 
@@ -46,7 +47,11 @@ DTYPES: dict[str, str] = {
     "cost_usd": "float64",
     "latency_ms": "float64",
 }
-"""The dtype of each typed column; the others (text, error, ...) are objects."""
+"""The dtype of each typed column."""
+
+TEXT_COLUMNS: frozenset[str] = frozenset({"text", "error", "finish_reason", "model"})
+"""Columns of text (missing values NaN), typed ``str`` whatever the rows hold, so that frames of
+different runs (all answered, all failed) have the same dtypes; empty frames keep ``object``."""
 
 _OWN = object()  # "the result's own value"
 
@@ -101,6 +106,8 @@ def result_frame(
     frame = pd.DataFrame(data, index=index, columns=list(columns))
     for name in frame.columns:
         dtype = DTYPES.get(name, None if rows else object)  # empty text columns stay object
+        if rows and name in TEXT_COLUMNS:
+            dtype = "str"
         if dtype is not None:
             frame[name] = frame[name].astype(dtype)
     return frame

@@ -138,7 +138,7 @@ async def test_ending_cancels_the_pending_refresh():
 
 
 def test_slow_rendering_stretches_the_interval(clock):
-    progress = display._Progress("m", None, min_interval=1 / 16)
+    progress = display.Progress("m", None, min_interval=1 / 16)
     progress.refreshed(cost_s=0.1)  # a render that took 100 ms
     assert progress.due == pytest.approx(0.5)  # rendering may use at most a fifth of the time
 
@@ -371,12 +371,12 @@ def test_auto_mode_follows_the_frontend(no_env, metadata, expected):
 
 
 def test_plain_python_gets_text(no_env, monkeypatch):
-    monkeypatch.setattr(display, "_ipython", lambda: None)
+    monkeypatch.setattr(display, "ipython_shell", lambda: None)
     assert isinstance(make_view("m"), PlainView)
 
 
 def test_make_view_in_a_rich_frontend_gives_the_widget(no_env, monkeypatch):
-    monkeypatch.setattr(display, "_ipython", lambda: shell_with({"cellId": "x"}))
+    monkeypatch.setattr(display, "ipython_shell", lambda: shell_with({"cellId": "x"}))
     assert isinstance(make_view("m"), StreamView)
 
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from holynb.calls.body import request_body
 from holynb.errors import ConfigurationError
-from holynb.prompts import build_messages, prompt_error, read_prompts
+from holynb.parameters import check_params
+from holynb.prompts import prompt_error, read_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,19 +101,21 @@ def batch_jsonl(
     >>> holynb.batch_jsonl(df, "reviews.jsonl", model="gpt-4.1-mini",
     ...                    template="Classify: {review}", max_tokens=20)
     """
+    check_params(params, "batch_jsonl")
     parsed = read_prompts(prompts, template, what="batch_jsonl")
     lines = []
     for i, (label, prompt) in enumerate(zip(parsed.labels, parsed.prompts, strict=True)):
         try:
-            messages = build_messages(prompt, system)
+            body = request_body(
+                prompt,
+                model=model,
+                system=system,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                params=params,
+            )
         except (TypeError, ValueError) as err:
             raise prompt_error(label, err) from None
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        body.update(params)
         lines.append(request_line(custom_id(i), body))
     target = Path(path)
     target.write_bytes(b"".join(encode_lines(lines)))

@@ -20,10 +20,10 @@ import time
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
+from holynb.calls.body import request_body
 from holynb.calls.call import Call, CallCache
 from holynb.calls.probe import Probe, refusal_of
 from holynb.errors import APIError, BadRequestError
-from holynb.parameters import body_params
 from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
@@ -134,21 +134,20 @@ class Caller:
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request body of ``prompt`` (images already attached to its messages)."""
-        params = params or {}
-        body: dict[str, Any] = {
-            "model": model or self.settings.model,
-            "messages": build_messages(prompt, system),
-        }
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
+        default: int | None = None
+        if self.settings.api == "anthropic":
             from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
 
-            body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
-        body.update(body_params(params))
-        return body
+            default = DEFAULT_MAX_TOKENS
+        return request_body(
+            prompt,
+            model=model or self.settings.model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            params=params,
+            default_max_tokens=default,
+        )
 
     def with_images(
         self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None

@@ -150,7 +150,7 @@ def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> 
     # output goes to the cell that started the call: ``parent`` is its request's header.
     from IPython.display import display
 
-    publisher = getattr(_ipython(), "display_pub", None)
+    publisher = getattr(ipython_shell(), "display_pub", None)
     token = None
     if parent and threading.current_thread() is not threading.main_thread():
         with contextlib.suppress(Exception):  # an older ipykernel: the current cell gets it
@@ -166,7 +166,7 @@ def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> 
 
 
 def _parent_header() -> Any:
-    kernel = getattr(_ipython(), "kernel", None)
+    kernel = getattr(ipython_shell(), "kernel", None)
     try:
         return kernel.get_parent() if kernel is not None else None
     except Exception:
@@ -176,7 +176,8 @@ def _parent_header() -> Any:
 # -- choosing a view ---------------------------------------------------------------------------
 
 
-def _ipython() -> Any:
+def ipython_shell() -> Any:
+    """The running IPython shell, or None outside IPython (never imports IPython)."""
     module = sys.modules.get("IPython")
     return module.get_ipython() if module is not None else None
 
@@ -188,7 +189,7 @@ def rich_frontend(shell: Any = None) -> bool:
     requests; nbclient (nbval, nbconvert, papermill) and ``jupyter console`` do not, and
     terminal IPython or plain Python have no kernel at all.
     """
-    shell = _ipython() if shell is None else shell
+    shell = ipython_shell() if shell is None else shell
     kernel = getattr(shell, "kernel", None)
     if kernel is None:
         return False
@@ -256,7 +257,7 @@ def make_view(
 # -- the shared bookkeeping --------------------------------------------------------------------
 
 
-class _Progress:
+class Progress:
     """Text received, deltas counted, timing, and when the next refresh is due."""
 
     def __init__(
@@ -323,7 +324,7 @@ class _Progress:
 class _View:
     """What both views share: the progress of one answer and what it says about it."""
 
-    _progress: _Progress
+    _progress: Progress
 
     @property
     def model(self) -> str:
@@ -388,7 +389,7 @@ class StreamView(_View):
         import ipywidgets as widgets
 
         self._widgets = widgets
-        self._progress = _Progress(model, cost_of, min_interval, note)
+        self._progress = Progress(model, cost_of, min_interval, note)
         self._markdown = MarkdownStream()
         self._chunks: list[Any] = []  # one HTML widget per settled chunk, each sent once
         self._tail = widgets.HTML(layout=widgets.Layout(width="100%"))
@@ -432,6 +433,11 @@ class StreamView(_View):
     def status_html(self) -> str:
         """The HTML of the status line now."""
         return self._status.value
+
+    @property
+    def shown_error_html(self) -> str:
+        """The HTML of the error box when one is shown, else ``""``."""
+        return self._error.value if self._error.layout.display is None else ""
 
     def show(self) -> StreamView:
         """Display the view in the current output; returns the view."""
@@ -624,13 +630,13 @@ class PlainView(_View):
         note: str = "",
         images: Sequence[PreparedImage] = (),
     ) -> None:
-        self._progress = _Progress(model, cost_of, min_interval, note)
+        self._progress = Progress(model, cost_of, min_interval, note)
         self._images = list(images)
         self._out = out
         self._err = err
         self._ended_with_newline = True
         self.renders = 0  # how many times stdout was flushed (for tests and benches)
-        in_kernel = getattr(_ipython(), "kernel", None) is not None
+        in_kernel = getattr(ipython_shell(), "kernel", None) is not None
         self._in_kernel = in_kernel and out is None and err is None
         self._parent: Any = None  # the header of the request whose cell showed the view
 

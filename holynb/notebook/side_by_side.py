@@ -29,10 +29,10 @@ from holynb.formatting import (
 )
 from holynb.notebook.display import (
     MAX_UPDATES_PER_SECOND,
+    Progress,
     StreamView,
-    _ipython,
-    _Progress,
     display_mode,
+    ipython_shell,
 )
 from holynb.render import escape_text, render_markdown
 from holynb.units import money as _usd
@@ -266,11 +266,10 @@ class ColumnsView:
         """The columns as static sanitised HTML (what a saved notebook keeps)."""
         columns = []
         for model, view in zip(self.models, self.views, strict=True):
-            error = view._error.value if view._error.layout.display is None else ""
             columns.append(
                 '<div style="flex: 1 1 0; min-width: 0; padding: 0 6px">'
                 f"<strong>{escape_text(model)}</strong>"
-                f"{view.answer_html}{error}{view.status_html}</div>"
+                f"{view.answer_html}{view.shown_error_html}{view.status_html}</div>"
             )
         return f'<div class="holynb-columns" style="display: flex">{"".join(columns)}</div>'
 
@@ -308,7 +307,7 @@ class PlainColumnsView:
         self.models = list(models)
         self._out = out
         self._progress = [
-            _Progress(m, cost_of(m) if cost_of is not None else None, 1 / MAX_UPDATES_PER_SECOND)
+            Progress(m, cost_of(m) if cost_of is not None else None, 1 / MAX_UPDATES_PER_SECOND)
             for m in self.models
         ]
         self._endings: list[tuple[str, str] | None] = [None] * len(self.models)
@@ -358,7 +357,7 @@ class PlainColumnsView:
             body = text if text.endswith("\n") or not text else text + "\n"
             out.write(f"── {model} ──\n{body}{figures}\n\n")
         out.flush()
-        if getattr(_ipython(), "kernel", None) is not None:
+        if getattr(ipython_shell(), "kernel", None) is not None:
             from IPython.display import display
 
             html = "".join(
