@@ -405,3 +405,43 @@ def test_the_checkers_see_planted_violations(tmp_path):
     spends = spending_outside_the_core(modules)
     assert any("budget.reserve (the budget)" in p for p in spends)
     assert any("client.send (the client)" in p for p in spends)
+
+
+def calls_named(tree: ast.Module, name: str) -> list[int]:
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and ast.unparse(n.func).split(".")[-1] == name
+    ]
+
+
+def test_one_body_builder():
+    """A chat body (a dict with "model" and "messages") is written in calls/body.py alone."""
+    found = []
+    for module, (tree, _) in MODULES.items():
+        if in_island(module):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                if {"model", "messages"} <= keys:
+                    found.append(f"{module}:{node.lineno}")
+    assert [place.split(":")[0] for place in found] == ["holynb.calls.body"], found
+
+
+def test_one_prompt_parser_and_one_frame_builder():
+    """map, compare, batch and batch_jsonl read prompts with read_prompts; map, compare, batch
+    results and the side-by-side view build frames with frames.result_frame, never their own."""
+    definitions = [
+        m
+        for m, (tree, _) in MODULES.items()
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef) and n.name in ("read_prompts", "result_frame")
+    ]
+    assert sorted(definitions) == ["holynb.frames", "holynb.prompts"]
+    for module in ("holynb.bulk", "holynb.compare", "holynb.batch.jobs", "holynb.batch.files"):
+        assert calls_named(MODULES[module][0], "read_prompts"), f"{module} parses prompts itself"
+    for module in ("holynb.bulk", "holynb.batch.results", "holynb.notebook.side_by_side"):
+        tree = MODULES[module][0]
+        assert calls_named(tree, "result_frame"), module
+        assert not calls_named(tree, "DataFrame"), f"{module} builds a frame of its own"

@@ -128,3 +128,29 @@ def test_map_compare_and_batch_frames_share_columns_and_dtypes(srv):
     for column in RESULT_COLUMNS:
         kinds = {f[column].dtype for f in frames}
         assert len(kinds) == 1, f"{column}: {kinds}"
+
+
+PATHS = {
+    "chat": lambda s: s.chat("hi", max_tokens=5),
+    "stream": lambda s: "".join(s.stream("hi", max_tokens=5)),
+    "map": lambda s: s.map(["hi", "yo"], max_tokens=5, progress=False),
+    "compare": lambda s: s.compare(["hi"], models=["acme-unpriced", "acme-unpriced"], max_tokens=5),
+    "batch": lambda s: s.batch(["hi", "yo"], max_tokens=5),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_path_refuses_an_unknown_worst_case_under_a_budget_and_sends_nothing(srv, path):
+    srv.register_model("acme-unpriced", lambda messages, params: "hello")
+    s = session_for(srv, model="acme-unpriced", budget_usd=1.0)
+    batches = len(srv.batches.all())
+    try:
+        result = PATHS[path](s)
+    except holynb.BudgetExceededError as err:
+        refusal = str(err)
+    else:  # a bulk run: each row says why it was not sent
+        assert isinstance(result, pd.DataFrame) and not result["ok"].any()
+        assert result["error"].str.startswith("BudgetExceededError").all()
+        refusal = result["error"].iloc[0]
+    assert "prices={'acme-unpriced'" in refusal
+    assert srv.stats.requests == 0 and len(srv.batches.all()) == batches
