@@ -115,11 +115,18 @@ class Database:
     # -- connections ---------------------------------------------------------------------------
 
     def _failure(self, err: BaseException, doing: str = "connect to") -> StoreError:
+        import psycopg
+
         reason = redact(str(err).strip().replace("\n", " "), self._password)
+        hint = (
+            "Check that the server is up, and the URL's host, port, database, user and "
+            "password (HOLYNB_DATABASE_URL or database=)."
+            if isinstance(err, psycopg.OperationalError)
+            else "Nothing of this request was changed in it."
+        )
         return StoreError(
             f"holynb could not {doing} the team database {self.where} (user {self.user!r}): "
-            f"{reason}. Check that the server is up, and the URL's host, port, database, user "
-            "and password (HOLYNB_DATABASE_URL or database=)."
+            f"{reason}. {hint}"
         )
 
     def _conninfo(self) -> str:

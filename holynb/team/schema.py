@@ -84,6 +84,44 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX holynb_holds_budget ON holynb_holds (budget);
     CREATE INDEX holynb_holds_lease ON holynb_holds (lease);
+    CREATE INDEX holynb_calls_budget_ts ON holynb_calls (budget, ts) WHERE budget IS NOT NULL;
+    CREATE FUNCTION holynb_reserve(p_budget text, p_lease text, p_usd double precision)
+    RETURNS TABLE (o_hold bigint, o_limit double precision, o_spent double precision,
+                   o_held double precision)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        b holynb_budgets%ROWTYPE;
+        cur timestamptz;
+        h double precision;
+        new_id bigint;
+    BEGIN
+        -- the budget's row lock serialises every reservation on it, on every machine
+        SELECT * INTO b FROM holynb_budgets WHERE name = p_budget FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF b.period IS NOT NULL THEN
+            cur := date_trunc(b.period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+            IF b.period_start IS NULL OR b.period_start < cur THEN
+                SELECT coalesce(sum(greatest(c.cost_usd, 0)), 0) INTO b.spent_usd
+                FROM holynb_calls c WHERE c.budget = p_budget AND c.ts >= cur;
+                UPDATE holynb_budgets SET spent_usd = b.spent_usd, period_start = cur,
+                    updated = now() WHERE name = p_budget;
+            END IF;
+        END IF;
+        -- holds of processes whose lease ran out (killed, machine lost) end here
+        DELETE FROM holynb_holds x WHERE x.budget = p_budget AND NOT EXISTS (
+            SELECT 1 FROM holynb_leases l WHERE l.id = x.lease AND l.expires > now());
+        SELECT coalesce(sum(x.usd), 0) INTO h FROM holynb_holds x WHERE x.budget = p_budget;
+        IF b.spent_usd + h >= b.limit_usd OR b.spent_usd + h + p_usd > b.limit_usd THEN
+            RETURN QUERY SELECT NULL::bigint, b.limit_usd, b.spent_usd, h;
+            RETURN;
+        END IF;
+        INSERT INTO holynb_holds (budget, lease, usd) VALUES (p_budget, p_lease, p_usd)
+            RETURNING id INTO new_id;
+        RETURN QUERY SELECT new_id, b.limit_usd, b.spent_usd, h;
+    END
+    $$;
     """,
     # 3: the shared response cache
     """
