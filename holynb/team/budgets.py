@@ -169,6 +169,7 @@ def budgets(database: str | None = None) -> pd.DataFrame:
                 }
             )  # fmt: skip
     frame = pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
+    frame["period"] = frame["period"].astype(object).where(frame["period"].notna(), None)
     for column in ("period_start", "updated"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
