@@ -21,7 +21,7 @@ FROM generate_series(1, %s) AS i
 """
 
 
-def timed(what: str, fn) -> None:  # noqa: ANN001
+def timed(what: str, fn) -> None:
     started = time.perf_counter()
     result = fn()
     print(f"{what:<40} {time.perf_counter() - started:8.3f} s  ({len(result):,} rows)")
@@ -46,8 +46,10 @@ def main() -> None:
             started = time.perf_counter()
             conn.execute(FILL, (ROWS,))
             conn.execute("ANALYZE holynb_calls")
-            print(f"{'insert 1,000,000 rows (generate_series)':<40} "
-                  f"{time.perf_counter() - started:8.3f} s")
+            print(
+                f"{'insert 1,000,000 rows (generate_series)':<40} "
+                f"{time.perf_counter() - started:8.3f} s"
+            )
         log = TeamLog(db, user="bench")
         hour = datetime.now(UTC) - timedelta(hours=1)
         day = datetime.now(UTC) - timedelta(days=1)

@@ -66,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "set":
             action.add_argument("name", help="the budget's name, e.g. research")
             action.add_argument("usd", type=float, help="the limit in USD")
-            action.add_argument("--period", choices=["day", "month"], default=None,
-                                help="start again each UTC day or month (default: all time)")  # fmt: skip
+            action.add_argument(
+                "--period", choices=["day", "month"], default=None,
+                help="start again each UTC day or month (default: all time)",
+            )  # fmt: skip
     return parser
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from holynb.batch.jobs import BatchJob
     from holynb.bulk import Prompts
-    from holynb.cache import CallCache, ResponseCache
+    from holynb.cache import CacheSetting, CallCache, ResponseCache
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
 
@@ -195,13 +195,13 @@ class Session:
         return self._caller.cache
 
     @cache.setter
-    def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+    def cache(self, cache: CacheSetting) -> None:
         if cache is False or (cache is None and not os.environ.get("HOLYNB_CACHE", "").strip()):
             self._caller.cache = None  # none asked for: sqlite3 and the store stay unimported
             return
         from holynb.cache import open_cache
 
-        self._caller.cache = open_cache(cache, self.settings)
+        self._caller.cache = open_cache(cache, self.settings, self._meter.store)
 
     def derive(
         self,
@@ -228,7 +228,7 @@ class Session:
             log_path="", database="",  # not from the environment: this log carries over
             max_image_bytes=self._caller.max_image_bytes_given,
         )  # fmt: skip
-        fresh.cache = self.cache.path if self.cache is not None else False
+        fresh.cache = self.cache.store if self.cache is not None else False
         limit = self.budget_usd if isinstance(budget_usd, Unchanged) else budget_usd
         fresh.meter.carry_over(self._meter, limit)
         return fresh
@@ -659,9 +659,9 @@ class Session:
         """Per model: calls, success rate, tokens, cost, latency p50/p95/p99, ttft p50;
         ``by="user"``: per user, of every call in the team database (``database=``)."""
         from holynb.report import summarize
-        from holynb.team.ledger import team_log
+        from holynb.team.ledger import team_log as team
 
-        return summarize(self.ledger) if by == "model" else team_log(self._meter.store, by).by_user()
+        return summarize(self.ledger) if by == "model" else team(self._meter.store, by).by_user()
 
     def team_ledger(self, since: Any = None, user: str | None = None) -> pd.DataFrame:
         """Every call in the team database (``database=``) with its ``user``, oldest first;

@@ -29,6 +29,7 @@ from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
     from holynb.budget import Check
+    from holynb.keystore import AnswerStore
 
 __all__ = ["LOG_PATH_ENV", "LedgerLog", "LedgerStore", "default_log_path", "foreign_database"]
 
@@ -68,6 +69,10 @@ class LedgerLog(Protocol):
 
     def close(self) -> None:
         """Let go of the store's connection (it opens again on the next write)."""
+        ...
+
+    def answer_store(self) -> AnswerStore | None:
+        """Where ``cache=True`` keeps answers beside this log (None: the default file)."""
         ...
 
 
@@ -190,6 +195,10 @@ class LedgerStore(SQLiteFile):
             )
         use_wal(db)
         migrate(db)
+
+    def answer_store(self) -> None:
+        """None: with a log file, ``cache=True`` keeps its file under ``HOLYNB_HOME``."""
+        return None
 
     def _unusable(self, err: sqlite3.DatabaseError) -> str:
         return (

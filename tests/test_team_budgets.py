@@ -61,7 +61,7 @@ def test_bad_budget_settings_are_refused(pg_url: str) -> None:
 
 
 def test_a_session_naming_an_unknown_budget_is_refused_when_made(local: Any, pg_url: str) -> None:
-    with pytest.raises(ConfigurationError, match="no budget named 'nope'.*set_budget"):
+    with pytest.raises(ConfigurationError, match=r"no budget named 'nope'.*set_budget"):
         session_for(local, database=pg_url, budget="nope")
     with pytest.raises(ConfigurationError, match="database="):
         session_for(local, budget="research")  # a named budget lives in a database
@@ -109,9 +109,7 @@ def test_spending_is_settled_to_the_real_cost(local: Any, pg_url: str) -> None:
 
 def test_the_sessions_own_budget_applies_as_well(local: Any, pg_url: str) -> None:
     holynb.set_budget("research", usd=5, database=pg_url)
-    s = session_for(
-        local, database=pg_url, budget="research", budget_usd=0.00001, prices=PRICES
-    )
+    s = session_for(local, database=pg_url, budget="research", budget_usd=0.00001, prices=PRICES)
     with pytest.raises(BudgetExceededError, match=r"\$0\.00001"):
         s.chat("hi", max_tokens=50)
     assert local.stats.requests == 0 and _budget(pg_url, "research")["reserved_usd"] == 0
@@ -126,9 +124,7 @@ def test_a_call_whose_worst_case_is_unknown_is_refused(local: Any, pg_url: str) 
     assert local.stats.requests == 0
 
 
-def test_a_batch_job_on_a_named_budget_is_refused_before_uploading(
-    local: Any, pg_url: str
-) -> None:
+def test_a_batch_job_on_a_named_budget_is_refused_before_uploading(local: Any, pg_url: str) -> None:
     holynb.set_budget("research", usd=5, database=pg_url)
     s = session_for(local, database=pg_url, budget="research", prices=PRICES)
     with pytest.raises(BudgetExceededError, match="batch job"):
@@ -151,11 +147,10 @@ def test_processes_racing_on_one_budget_never_overspend(local: Any, pg_url: str)
     limit = 0.02
     holynb.set_budget("race", usd=limit, database=pg_url)
     local.latency_ms = 30  # calls overlap in flight
+    command = [sys.executable, "-c", RACER, local.base_url, pg_url]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, local.base_url, pg_url, str(n)],
-            env=key_env(local), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        subprocess.Popen([*command, str(n)], env=key_env(local), **pipes)  # type: ignore[call-overload]
         for n in range(3)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -190,9 +185,7 @@ s.map([f"in flight {i}" for i in range(16)], max_tokens=40, concurrency=16, prog
 """
 
 
-def test_a_killed_process_releases_its_holds_and_keeps_its_records(
-    local: Any, pg_url: str
-) -> None:
+def test_a_killed_process_releases_its_holds_and_keeps_its_records(local: Any, pg_url: str) -> None:
     holynb.set_budget("crash", usd=5, database=pg_url)
     env = {**key_env(local), "HOLYNB_LEASE_S": "2"}
     proc = subprocess.Popen(
@@ -248,7 +241,8 @@ def test_the_command_line_sets_and_lists_budgets(
 ) -> None:
     from tests.pg import PASSWORD
 
-    assert main(["budget", "set", "research", "500", "--period", "month", "--database", pg_url]) == 0
+    command = ["budget", "set", "research", "500", "--period", "month", "--database", pg_url]
+    assert main(command) == 0
     monkeypatch.setenv("HOLYNB_DATABASE_URL", pg_url)
     assert main(["budget", "list"]) == 0
     out = capsys.readouterr().out

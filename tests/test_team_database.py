@@ -43,7 +43,7 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(pg_url: str) -> No
         conn.execute(MIGRATIONS[0])  # type: ignore[arg-type]
         conn.execute("INSERT INTO holynb_schema_version (version) VALUES (1)")
         conn.execute(
-            "INSERT INTO holynb_calls (ts, model, kind, ok, \"user\", session)"
+            'INSERT INTO holynb_calls (ts, model, kind, ok, "user", session)'
             " VALUES (now(), 'm', 'chat', true, 'alice', 's1')"
         )
     Database(pg_url).ensure().close()
@@ -59,7 +59,7 @@ def test_a_newer_schema_is_refused_with_what_to_do(pg_url: str) -> None:
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO holynb_schema_version (version) VALUES (999)")
-    with pytest.raises(ConfigurationError, match="newer than this holynb knows.*upgrade"):
+    with pytest.raises(ConfigurationError, match=r"newer than this holynb knows.*upgrade"):
         Database(pg_url).ensure()
 
 
@@ -69,7 +69,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -
     def open_it() -> None:
         try:
             Database(pg_url).ensure().close()
-        except BaseException as err:  # noqa: BLE001 (reported below)
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=open_it) for _ in range(6)]

@@ -106,7 +106,7 @@ class Meter:
         if log_path:  # sqlite3 and the store load only for a log
             from holynb.store import LedgerStore
 
-            meter.store = LedgerStore(log_path)  # type: ignore[assignment]
+            meter.store = LedgerStore(log_path)
             meter.ledger.extend(meter.store.load())  # a restarted kernel picks up
         if budget_usd is not None:
             meter.set_budget(budget_usd)
@@ -156,9 +156,10 @@ class Meter:
         if limit is None:
             self.budget = None
             return
-        shared = self.store if getattr(self.store, "shares_holds", True) else None
+        store: Any = self.store  # a LedgerStore's holds are shared (holynb.budget.SharedHolds)
+        shared = store if store is not None and store.shares_holds else None
         self.budget = Budget(
-            limit, spent_usd=self.spent_usd, shared=shared, on_others=self.ledger.extend  # type: ignore[arg-type]
+            limit, spent_usd=self.spent_usd, shared=shared, on_others=self.ledger.extend
         )
 
     # -- before sending ------------------------------------------------------------------------
@@ -382,7 +383,7 @@ class Meter:
         if self.store is not None:
             import sqlite3  # loaded with the store already
 
-            shared = budget is not None and budget.shared is self.store and hold is not None
+            shared = budget is not None and _same(budget.shared, self.store) and hold is not None
             try:  # a named budget's hold ends with the row, its cost counted (TeamLog)
                 self.store.append(record, release=team_hold or (hold if shared else None))
                 released = shared
@@ -396,7 +397,7 @@ class Meter:
         """Record one batch part's calls at once and settle its hold to their real cost."""
         self.ledger.extend(records)
         budget = self.budget
-        shared = budget is not None and budget.shared is self.store and hold is not None
+        shared = budget is not None and _same(budget.shared, self.store) and hold is not None
         released = False
         if self.store is not None:
             import sqlite3  # loaded with the store already
@@ -436,6 +437,10 @@ class Meter:
             LogWriteWarning,
             stacklevel=5,
         )
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b
 
 
 def _refusal(budget: Budget | None, message: str) -> BudgetExceededError:

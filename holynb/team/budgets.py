@@ -173,4 +173,3 @@ def budgets(database: str | None = None) -> pd.DataFrame:
     for column in ("period_start", "updated"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
-

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from holynb.errors import ConfigurationError, StoreError
 
@@ -56,7 +56,7 @@ class Database:
     >>> with db.connection() as conn: conn.execute("SELECT 1")
     """
 
-    _open: dict[tuple[str, int], Database] = {}
+    _open: ClassVar[dict[tuple[str, int], Database]] = {}
     _open_lock = threading.Lock()
 
     def __init__(self, url: str, *, connect_timeout: float | None = None) -> None:

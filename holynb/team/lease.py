@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from holynb.team.database import Database
@@ -36,7 +36,7 @@ def lease_seconds() -> float:
 class Lease:
     """This process's lease on ``db`` (``Lease.of(db, user)``), renewed while the process lives."""
 
-    _leases: dict[tuple[int, int], Lease] = {}
+    _leases: ClassVar[dict[tuple[int, int], Lease]] = {}
     _lock = threading.Lock()
 
     def __init__(self, db: Database, user: str, seconds: float | None = None) -> None:
@@ -65,7 +65,7 @@ class Lease:
         """Push ``expires`` forward (making the row again if it was dropped)."""
         with self.db.connection("renew this process's lease in") as conn:
             conn.execute(
-                "INSERT INTO holynb_leases (id, \"user\", host, pid, expires)"
+                'INSERT INTO holynb_leases (id, "user", host, pid, expires)'
                 " VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')"
                 " ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires",
                 (self.id, self.user, socket.gethostname(), os.getpid(), self.seconds),
@@ -75,7 +75,7 @@ class Lease:
         while not self._stop.wait(self.seconds / 3):
             try:
                 self.renew()
-            except Exception:  # noqa: BLE001 (the database is away: try again next beat)
+            except Exception:
                 continue
 
     def stop(self) -> None:

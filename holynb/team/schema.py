@@ -167,6 +167,6 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> int:
                 f"this holynb knows ({SCHEMA_VERSION}): upgrade holynb (pip install -U holynb)."
             )
         for number in range(version, SCHEMA_VERSION):
-            conn.execute(MIGRATIONS[number])  # type: ignore[arg-type]  # our own literal SQL
+            conn.execute(MIGRATIONS[number])  # our own literal SQL
             conn.execute("INSERT INTO holynb_schema_version (version) VALUES (%s)", (number + 1,))
     return version
