@@ -75,6 +75,10 @@ class LedgerLog(Protocol):
         """Where ``cache=True`` keeps answers beside this log (None: the default file)."""
         ...
 
+    def shared_checkpoint(self, name: str) -> AnswerStore | None:
+        """The job ``checkpoint=name`` names beside this log (None: ``name`` is a file)."""
+        ...
+
 
 # -- migrations: append new ones, never edit old ones -------------------------------------------
 
@@ -198,6 +202,10 @@ class LedgerStore(SQLiteFile):
 
     def answer_store(self) -> None:
         """None: with a log file, ``cache=True`` keeps its file under ``HOLYNB_HOME``."""
+        return None
+
+    def shared_checkpoint(self, name: str) -> None:
+        """None: with a log file, a checkpoint is a file too."""
         return None
 
     def _unusable(self, err: sqlite3.DatabaseError) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from holynb.team.answers import TeamAnswers
+    from holynb.team.checkpoints import TeamCheckpoint
     from holynb.team.database import Database
 
 __all__ = ["TEAM_COLUMNS", "USER_ENV", "TeamLog", "default_user"]
@@ -122,6 +123,13 @@ class TeamLog:
 
     def close(self) -> None:
         """Nothing to close: the database's pool is shared by the process's sessions."""
+
+    def shared_checkpoint(self, name: str) -> TeamCheckpoint:
+        """The map job ``name`` in the team database, shared by every process naming it."""
+        from holynb.team.checkpoints import TeamCheckpoint
+        from holynb.team.lease import Lease
+
+        return TeamCheckpoint(self.db, name, Lease.of(self.db, self.user))
 
     def answer_store(self) -> TeamAnswers:
         """The team's shared response cache (``cache=True`` with a database)."""
