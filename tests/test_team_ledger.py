@@ -163,3 +163,37 @@ def test_a_session_without_a_database_does_not_import_psycopg() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_a_map_stops_sending_when_the_database_goes_away(
+    local: Any, pg_url: str, pg_cluster: Any
+) -> None:
+    import threading
+    import time
+
+    name = pg_url.rsplit("/", 1)[1]
+    s = session_for(local, database=pg_url, user="alice", concurrency=2)
+    local.latency_ms = 40
+
+    def cut() -> None:
+        time.sleep(0.6)
+        pg_cluster.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        pg_cluster.psql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    with pytest.warns(holynb.HolynbWarning, match="could not write the ledger log"):
+        frame = s.map([f"item {i}" for i in range(60)], progress=False)
+    cutter.join()
+    local.latency_ms = 0
+    refused = frame["error"].str.contains("team database", na=False)
+    assert refused.sum() > 0 and frame["ok"].sum() > 0
+    pg_cluster.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    recorded = len(s.team_ledger())
+    # what was sent is recorded, except the calls already in flight when it went away
+    assert recorded <= local.stats.completed <= recorded + 2
+    assert local.stats.requests == int(frame["ok"].sum())
+    s.map([f"item {i}" for i in range(60)], progress=False)  # a re-run works again
+    assert len(s.team_ledger()) > recorded

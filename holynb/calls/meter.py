@@ -214,6 +214,12 @@ class Meter:
         neither); refuse a call whose worst case is unknown (no price, no bound on the answer)
         or does not fit either of them."""
         budget, team = self.budget, self.team_budget
+        check = getattr(self.store, "check_writable", None)
+        if check is not None:  # a team database that lost a record: send nothing more
+            try:
+                check()
+            except StoreError as err:
+                raise _refusal(budget, f"{err} This call was not sent.") from None
         if budget is None and team is None:
             return None
         try:

@@ -151,12 +151,22 @@ class Database:
             min_size=1,
             max_size=16,
             kwargs={"autocommit": True},
-            timeout=self.connect_timeout * 2,
+            timeout=self.connect_timeout,
             name=f"holynb {self.where}",
             open=False,
         )
         pool.open(wait=False)
         return pool
+
+    def probe(self) -> None:
+        """Connect once, outside the pool (``connect_timeout``); ``StoreError`` if it fails."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self._conninfo(), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as err:
+            raise self._failure(err) from None
 
     def ensure(self) -> Database:
         """Connect and migrate now (else on first use); ``self``. Raises ``StoreError``."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 import getpass
 import io
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from holynb.errors import ConfigurationError
+from holynb.errors import ConfigurationError, StoreError
 from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["TEAM_COLUMNS", "USER_ENV", "TeamLog", "default_user"]
 
 USER_ENV = "HOLYNB_USER"
+_PROBE_EVERY_S = 2.0
 TEAM_COLUMNS: tuple[str, ...] = (*COLUMNS, "user", "notebook", "session", "budget")
 _QUOTED = ", ".join(f'"{c}"' for c in TEAM_COLUMNS)
 _INSERT = f"INSERT INTO holynb_calls ({_QUOTED}) VALUES ({', '.join(['%s'] * len(TEAM_COLUMNS))})"
@@ -85,6 +87,8 @@ class TeamLog:
         self.notebook = notebook or os.environ.get("JPY_SESSION_NAME") or None
         self.session = uuid.uuid4().hex[:16]
         self.budget = budget
+        self.unwritable: StoreError | None = None  # the last write's failure, until one works
+        self._probe_at = 0.0
 
     def __repr__(self) -> str:
         return f"TeamLog({self.db.where!r}, user={self.user!r})"
@@ -96,12 +100,30 @@ class TeamLog:
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row; with ``release`` (its budget hold) end the hold and add the
         call's cost to the budget in the same statement."""
-        with self.db.connection("record a call in") as conn:
-            if release is None or self.budget is None:
-                conn.execute(_INSERT, self._row(record))
-            else:
-                cost = max(record.cost_usd or 0.0, 0.0)
-                conn.execute(_SETTLE, (*self._row(record), release, cost, self.budget))
+        try:
+            with self.db.connection("record a call in") as conn:
+                if release is None or self.budget is None:
+                    conn.execute(_INSERT, self._row(record))
+                else:
+                    cost = max(record.cost_usd or 0.0, 0.0)
+                    conn.execute(_SETTLE, (*self._row(record), release, cost, self.budget))
+        except StoreError as err:
+            self.unwritable, self._probe_at = err, time.monotonic() + _PROBE_EVERY_S
+            raise
+        self.unwritable = None
+
+    def check_writable(self) -> None:
+        """Raise ``StoreError`` while the database cannot take records: after a failed write,
+        until a probe (one connection, at most every 2 s) answers again; calls are not sent
+        when they could not be recorded."""
+        err = self.unwritable
+        if err is None:
+            return
+        if time.monotonic() < self._probe_at:
+            raise err
+        self._probe_at = time.monotonic() + _PROBE_EVERY_S
+        self.db.probe()
+        self.unwritable = None
 
     def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
         """Write several rows in one transaction (all or none)."""
