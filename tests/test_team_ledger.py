@@ -197,3 +197,32 @@ def test_a_map_stops_sending_when_the_database_goes_away(
     assert local.stats.requests == int(frame["ok"].sum())
     s.map([f"item {i}" for i in range(60)], progress=False)  # a re-run works again
     assert len(s.team_ledger()) > recorded
+
+
+def test_llm_cost_team_shows_every_users_spending(local: Any, pg_url: str) -> None:
+    from tests.helpers import magic_shell, run_cell
+
+    session_for(local, database=pg_url, user="bob", prices=PRICES).chat("from bob")
+    shells = magic_shell(session_for(local, database=pg_url, user="alice", prices=PRICES))
+    sh = next(shells)
+    try:
+        run_cell(sh, "%llm say hi")
+        result = run_cell(sh, "%llm cost --team")
+        assert sorted(result.result["user"]) == ["alice", "bob"]
+    finally:
+        next(shells, None)
+
+
+def test_llm_cost_team_without_a_database_says_how(local: Any) -> None:
+    from IPython.core.error import UsageError
+
+    from tests.helpers import magic_shell
+
+    shells = magic_shell(session_for(local))
+    sh = next(shells)
+    try:
+        result = sh.run_cell("%llm cost --team")
+        assert isinstance(result.error_in_exec, UsageError)
+        assert "database=" in str(result.error_in_exec)
+    finally:
+        next(shells, None)
