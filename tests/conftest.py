@@ -53,6 +53,9 @@ def pg_cluster() -> Iterator[Any]:
             pytest.fail(f"PostgreSQL is required here (CI) but could not start: {err}")
         pytest.skip(f"PostgreSQL could not start, so the team-mode tests skip: {err}")
     yield cluster
+    from holynb.team.database import Database
+
+    Database.close_all()  # no pool left retrying a server that is gone
     cluster.stop()
 
 

@@ -195,6 +195,7 @@ def test_a_map_stops_sending_when_the_database_goes_away(
     # what was sent is recorded, except the calls already in flight when it went away
     assert recorded <= local.stats.completed <= recorded + 2
     assert local.stats.requests == int(frame["ok"].sum())
+    time.sleep(2.1)  # the next probe of the database (every 2 s) finds it back
     s.map([f"item {i}" for i in range(60)], progress=False)  # a re-run works again
     assert len(s.team_ledger()) > recorded
 

@@ -82,6 +82,14 @@ class Database:
                 found = cls._open[key] = cls(url)
             return found
 
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every pool this process opened (e.g. before the server goes away)."""
+        with cls._open_lock:
+            opened = list(cls._open.values())
+        for db in opened:
+            db.close()
+
     def _parse(self) -> None:
         if not self._url.startswith(("postgresql://", "postgres://")):
             raise ConfigurationError(
