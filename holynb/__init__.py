@@ -81,6 +81,8 @@ _EXPORTS: dict[str, str] = {
     "LocalServer": "holynb.server",
     "Session": "holynb.session",
     "side_by_side": "holynb.notebook.side_by_side",
+    "budgets": "holynb.team.budgets",
+    "set_budget": "holynb.team.budgets",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -159,6 +161,7 @@ if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X 
     )
     from holynb.server import LocalServer as LocalServer
     from holynb.session import Session as Session
+    from holynb.team.budgets import budgets as budgets, set_budget as set_budget
 
 
 # holynb's warnings (UnknownPriceWarning, BudgetWarning, ...) show as one short line in a cell

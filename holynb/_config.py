@@ -13,6 +13,16 @@ from pathlib import Path
 
 from holynb.errors import ConfigurationError, MissingAPIKeyError
 
+
+class Unchanged:
+    """The default of arguments where ``None`` has a meaning (``Session.derive``)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
+
 DEFAULT_BASE_URL = "https://api.holysheep.ai/v1"
 DEFAULT_MODEL = "gpt-4.1"
 KEY_ENV_VARS = ("HOLYSHEEP_API_KEY", "HOLYNB_API_KEY")

@@ -24,10 +24,11 @@ cancellation; its finished items are in the checkpoint).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +36,15 @@ from holynb.answers import ask
 from holynb.cache import as_hit, is_complete
 from holynb.calls.call import Call
 from holynb.calls.caller import caller_of
-from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
+from holynb.errors import (
+    APIError,
+    BudgetExceededError,
+    ConfigurationError,
+    HolynbError,
+    MapInterrupted,
+)
 from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
-from holynb.keystore import CallerIdentity, KeyStore, request_key
+from holynb.keystore import AnswerStore, CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ Prompts = Sequence[Any] | Any  # a list of str / message lists, a pandas Series 
 _POSTFIX_EVERY_S = 0.2
 _CHUNK = 500
 _STORED = ("stored",)  # a row found in the checkpoint and not read yet
+_POLL_S = 0.25  # a shared job: how often to look for the answers of other processes' items
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +170,7 @@ class MapRun:
         index: pd.Index | None = None,
         *,
         concurrency: int | None = None,
-        checkpoint: str | os.PathLike[str] | KeyStore | None = None,
+        checkpoint: str | os.PathLike[str] | AnswerStore | None = None,
         progress: bool = True,
         errors: str = "record",
         tag: str | None = None,
@@ -185,11 +193,14 @@ class MapRun:
                 stacklevel=5,  # the caller of Session.map / amap
             )
         self.concurrency = max(1, min(concurrency or limit, limit))
-        if isinstance(checkpoint, KeyStore) or checkpoint is None:
-            self.checkpoint = checkpoint
-        else:
-            self.checkpoint = KeyStore(checkpoint)
-        self._owns_checkpoint = checkpoint is not None and not isinstance(checkpoint, KeyStore)
+        self._owns_checkpoint = isinstance(checkpoint, (str, os.PathLike))
+        self.checkpoint: Any = (
+            _open_checkpoint(self.caller, checkpoint)
+            if isinstance(checkpoint, (str, os.PathLike))
+            else checkpoint
+        )
+        # a team database's job: items claimed, each sent by one process (holynb.team)
+        self.shared = hasattr(self.checkpoint, "claim")
         self.progress = progress
         self.errors = errors
         self.tag = tag
@@ -262,9 +273,12 @@ class MapRun:
             self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
         self._open_bar(len(self.requests) - len(pending))
+        if self.shared:
+            pending = list({keys[i]: i for i in reversed(pending)}.values())[::-1]  # one per key
+            self.checkpoint.register([keys[i] for i in pending])
 
         def start(positions: list[int]) -> list[asyncio.Future[None]]:
-            items = iter(positions)
+            items = self._claimed(positions, keys) if self.shared else iter(positions)
 
             async def worker() -> None:
                 for i in items:  # one shared iterator: each item is taken by exactly one worker
@@ -282,16 +296,58 @@ class MapRun:
                 again, self._again = self._again, []
                 workers = start(again)
                 await asyncio.gather(*workers)
+            while self.shared and (waiting := self._others(keys)):
+                workers = start(waiting)  # claims that opened again (a process died)
+                await asyncio.gather(*workers)
+                await self._load_stored()
+                if self._others(keys):
+                    await asyncio.sleep(_POLL_S)
         except BaseException:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
+            if self.shared:
+                with contextlib.suppress(HolynbError):  # else the lease ends the claims
+                    self.checkpoint.release_mine()
             self._close_bar()
             if self._owns_checkpoint and self.checkpoint is not None:
                 self.checkpoint.close()
         return self.frame()
+
+    def _claimed(self, positions: list[int], keys: list[str | None]) -> Iterator[int]:
+        # Positions of items this process claimed in a shared job, a few claims at a time
+        # (one statement each); ends when nothing is left open to claim.
+        by_key = {keys[i]: i for i in positions}
+        left = [k for k in by_key if k is not None]
+        while left:
+            got = self.checkpoint.claim(left, self.concurrency)
+            if not got:
+                return
+            taken = set(got)
+            left = [k for k in left if k not in taken]
+            for key in got:
+                yield by_key[key]
+
+    def _others(self, keys: list[str | None]) -> list[int]:
+        """In a shared job: the items still without a row here (one position per key), after
+        taking the answers other processes stored meanwhile."""
+        mine = {keys[i]: row for i, row in enumerate(self.rows) if row not in (None, _STORED)}
+        for i, row in enumerate(self.rows):  # a repeated prompt: its first row's answer
+            if row is None and keys[i] in mine:
+                self.rows[i] = mine[keys[i]]
+        waiting = {keys[i]: i for i, row in enumerate(self.rows) if row is None}
+        done = self.checkpoint.present(k for k in waiting if k is not None)
+        for key in done:
+            for i, row in enumerate(self.rows):
+                if row is None and keys[i] == key:
+                    self.rows[i] = _STORED
+                    self._stored[i] = key
+                    self.counts["cached"] += 1
+                    if self._bar is not None:
+                        self._bar.update(1)
+        return [i for k, i in waiting.items() if k not in done]
 
     async def _load_stored(self) -> None:
         # The answers found in the checkpoint, read in slices while the first requests are in
@@ -403,6 +459,16 @@ class MapRun:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.close()
             self._bar = None
+
+
+def _open_checkpoint(caller: Any, checkpoint: str | os.PathLike[str]) -> AnswerStore:
+    """A file, or with a team database a job of that name in it (a path object stays a file)."""
+    log = caller.meter.store
+    if isinstance(checkpoint, str) and log is not None:
+        shared = log.shared_checkpoint(checkpoint)
+        if shared is not None:
+            return shared
+    return KeyStore(checkpoint)
 
 
 def still_valid(req: Request, stored: ChatResult) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from holynb._config import Settings, holynb_home
 from holynb.errors import ConfigurationError
-from holynb.keystore import CallerIdentity, KeyStore, request_key
+from holynb.keystore import AnswerStore, CallerIdentity, KeyStore, request_key
 from holynb.results import ChatResult
 
 __all__ = ["CACHE_ENV", "CallCache", "ResponseCache", "cache_report", "open_cache"]
@@ -47,8 +47,10 @@ class ResponseCache:
     >>> s.cache.clear()   # forget every stored answer
     """
 
-    def __init__(self, path: str | os.PathLike[str], settings: Settings) -> None:
-        self.store = KeyStore(path)
+    def __init__(self, path: str | os.PathLike[str] | AnswerStore, settings: Settings) -> None:
+        self.store: AnswerStore = (
+            KeyStore(path) if isinstance(path, (str, os.PathLike)) else path
+        )  # a file, or a store already open (the team database's, a derived session's)
         self.base_url = settings.base_url
         self.identity = CallerIdentity.of(settings)  # whose answers: the key covers it
         self.hits = 0
@@ -57,8 +59,8 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @property
-    def path(self) -> Path:
-        """The cache file."""
+    def path(self) -> Path | str:
+        """The cache file (or, in a team database, ``host:port/db (holynb_answers)``)."""
         return self.store.path
 
     def key(self, body: Mapping[str, Any]) -> str:
@@ -110,6 +112,10 @@ class ResponseCache:
         return f"ResponseCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
 
 
+# What Session.cache takes: a file, True/False/None, an open cache or store.
+CacheSetting = bool | str | os.PathLike[str] | ResponseCache | AnswerStore | None
+
+
 def is_complete(result: ChatResult) -> bool:
     """Whether ``result`` is a clean, whole, successful answer worth storing (cache and
     checkpoint): ended by the server with a finish reason, not interrupted, nothing repaired
@@ -152,13 +158,18 @@ def replay_pieces(text: str, size: int = _PIECE_CHARS) -> Iterator[str]:
 
 
 def open_cache(
-    cache: bool | str | os.PathLike[str] | ResponseCache | None, settings: Settings
+    cache: CacheSetting,
+    settings: Settings,
+    log: Any = None,
 ) -> ResponseCache | None:
-    """The cache a Session asked for: ``True`` (the default file under ``HOLYNB_HOME``), a path,
-    ``False`` (none), or None (the ``HOLYNB_CACHE`` environment variable: ``1``/``true`` for the
-    default file, a path, or unset for none)."""
+    """The cache a Session asked for: ``True`` (the default: in the team database when the
+    session's ledger ``log`` is there, else a file under ``HOLYNB_HOME``), a path, an open
+    store, ``False`` (none), or None (the ``HOLYNB_CACHE`` environment variable: ``1``/``true``
+    for the default, a path, or unset for none)."""
     if isinstance(cache, ResponseCache):
         return cache
+    if all(hasattr(cache, name) for name in ("get_many", "keep", "present")):
+        return ResponseCache(cache, settings)  # type: ignore[arg-type]  # an open AnswerStore
     if cache is None:
         value = os.environ.get(CACHE_ENV, "").strip()
         if value.lower() in _OFF:
@@ -167,7 +178,8 @@ def open_cache(
     if cache is False:
         return None
     if cache is True:
-        return ResponseCache(holynb_home() / DEFAULT_FILE, settings)
+        shared = log.answer_store() if log is not None else None
+        return ResponseCache(holynb_home() / DEFAULT_FILE if shared is None else shared, settings)
     if isinstance(cache, (str, os.PathLike)) and str(cache).strip():
         return ResponseCache(cache, settings)
     raise ConfigurationError(

@@ -1,4 +1,5 @@
-"""The ``holynb`` command: ``holynb serve`` (local server) and ``holynb demo``."""
+"""The ``holynb`` command: ``holynb serve`` (local server), ``holynb demo`` and ``holynb budget``
+(a team database's named budgets: ``set NAME USD [--period day|month]``, ``list``)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,46 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         default="Explain in a few sentences why streaming answers feel faster in a notebook.",
     )
+
+    budget = sub.add_parser("budget", help="named budgets of a team database (PostgreSQL)")
+    budget_sub = budget.add_subparsers(dest="action", required=True)
+    for name, text in (("set", "make or change a budget"), ("list", "show every budget")):
+        action = budget_sub.add_parser(name, help=text)
+        action.add_argument(
+            "--database", default=None, help="PostgreSQL URL (default: HOLYNB_DATABASE_URL)"
+        )
+        if name == "set":
+            action.add_argument("name", help="the budget's name, e.g. research")
+            action.add_argument("usd", type=float, help="the limit in USD")
+            action.add_argument(
+                "--period", choices=["day", "month"], default=None,
+                help="start again each UTC day or month (default: all time)",
+            )  # fmt: skip
     return parser
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from holynb.errors import HolynbError
+    from holynb.team.budgets import budgets, set_budget
+
+    try:
+        if args.action == "set":
+            set_budget(args.name, args.usd, database=args.database, period=args.period)
+        frame = budgets(database=args.database)
+    except HolynbError as err:
+        print(f"holynb budget: {err}", file=sys.stderr)
+        return 2
+    if frame.empty:
+        print("No budgets yet: holynb budget set NAME USD [--period month]")
+        return 0
+    from holynb.units import money
+
+    shown = frame[["name", "limit_usd", "spent_usd", "reserved_usd", "period"]].copy()
+    for column in ("limit_usd", "spent_usd", "reserved_usd"):
+        shown[column] = shown[column].map(money)
+    shown["period"] = shown["period"].fillna("all time")
+    print(shown.to_string(index=False))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
         return 0
+    if args.command == "budget":
+        return _budget(args)
     if args.command == "demo":
         from holynb.demo import run_demo
         from holynb.errors import HolynbError

@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from hashlib import sha256
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 
@@ -36,7 +37,7 @@ from holynb._sqlite import Migration, SQLiteFile, use_wal
 from holynb.errors import ConfigurationError, StoreError, StoreWarning
 from holynb.results import ChatResult, Usage
 
-__all__ = ["CallerIdentity", "KeyStore", "request_key"]
+__all__ = ["AnswerStore", "CallerIdentity", "KeyStore", "request_key"]
 
 # Body fields that change how an answer is delivered or billed to whom, never what it says.
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
@@ -161,6 +162,26 @@ def _check_fields(
         if kind not in types or (kind in _NUM and not 0 <= value < math.inf):
             expected = " or ".join(t.__name__ for t in types)
             raise UnreadableAnswer(f"{prefix}{name} is {value!r}, not a valid {expected}")
+
+
+class AnswerStore(Protocol):
+    """A store of finished answers by ``request_key``: a SQLite file (``KeyStore``) or the
+    team database (``holynb.team.answers.TeamAnswers``); the cache and checkpoints use only
+    these names. ``keep`` warns instead of raising: the answer was paid for already."""
+
+    @property
+    def path(self) -> Path | str: ...
+
+    def get(self, key: str) -> ChatResult | None: ...
+    def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]: ...
+    def present(self, keys: Iterable[str]) -> set[str]: ...
+    def put(self, key: str, result: ChatResult) -> None: ...
+    def keep(self, key: str, result: ChatResult) -> bool: ...
+    def delete(self, key: str) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def clear(self) -> int: ...
+    def close(self) -> None: ...
+    def __len__(self) -> int: ...
 
 
 def _m001_answers(db: sqlite3.Connection) -> None:

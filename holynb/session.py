@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
+    UNCHANGED as UNCHANGED,
     RetryPolicy,
     Secret,
     Settings,
     Timeout,
+    Unchanged,
     is_loopback_url,
     offline_server_token,
     resolve_settings,
@@ -37,19 +39,9 @@ if TYPE_CHECKING:
 
     from holynb.batch.jobs import BatchJob
     from holynb.bulk import Prompts
-    from holynb.cache import CallCache, ResponseCache
+    from holynb.cache import CacheSetting, CallCache, ResponseCache
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
-
-
-class _Unchanged:
-    """The default of ``Session.derive`` arguments where ``None`` has a meaning."""
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED = _Unchanged()
 
 
 class Session:
@@ -78,6 +70,8 @@ class Session:
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
     request already asked from the file, sending nothing; ``max_image_bytes`` is the size
     limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``).
+    ``database`` (a PostgreSQL URL, or ``HOLYNB_DATABASE_URL``) keeps the log there for the
+    team, charged to ``user``; ``budget`` names a budget there (``holynb.team``).
     """
 
     def __init__(
@@ -99,6 +93,9 @@ class Session:
         cache: bool | str | os.PathLike[str] | None = None,
         bearer: bool | None = None,
         max_image_bytes: int | None = None,
+        database: str | None = None,
+        user: str | None = None,
+        budget: str | None = None,
     ) -> None:
         settings = resolve_settings(
             api=api, bearer=bearer, base_url=base_url, api_key=api_key, model=model,
@@ -109,7 +106,8 @@ class Session:
 
         table = PriceTable.default(settings.base_url, prices)
         prefetch(table.needs_genai_prices(settings.model))  # while the log opens
-        self._meter = Meter.open(table, settings.api, log_path=log_path, budget_usd=budget_usd)
+        self._meter = Meter.open(table, settings.api, log_path=log_path, budget_usd=budget_usd,
+                                 database=database, user=user, budget=budget)  # fmt: skip
         self._caller = Caller(settings, self._meter, max_image_bytes=max_image_bytes)
         self.cache = cache
 
@@ -126,8 +124,7 @@ class Session:
 
     @property
     def max_image_bytes(self) -> int:
-        """The size limit per image: as given, else 5 MB with ``api="anthropic"`` and 20 MB
-        with OpenAI's format; settable (None: that default)."""
+        """The size limit per image (default 5 MB for Anthropic, else 20 MB); settable."""
         return self._caller.image_limit
 
     @max_image_bytes.setter
@@ -155,8 +152,7 @@ class Session:
 
     @property
     def last_result(self) -> ChatResult | None:
-        """The most recently finished call (with concurrent calls, whichever ended last): a
-        call's own result is what chat() returns and a stream's ``result``."""
+        """The most recently finished call (with concurrent calls, whichever ended last)."""
         return self._meter.last_result
 
     @property
@@ -176,14 +172,12 @@ class Session:
 
     @property
     def is_local(self) -> bool:
-        """Whether the endpoint is on this machine (no key needed unless it asks for one): holynb's
-        offline server (``uses_offline_server``) or any other (vLLM, Ollama, a LiteLLM relay)."""
+        """Whether the endpoint is on this machine: holynb's offline server or another one."""
         return is_loopback_url(self.settings.base_url)
 
     @property
     def uses_offline_server(self) -> bool:
-        """Whether the endpoint is holynb's own offline server running in this process (a
-        ``LocalServer``, e.g. from ``holynb.local_session()``, with its ``local/...`` models)."""
+        """Whether the endpoint is holynb's offline server (a ``LocalServer``) in this process."""
         return offline_server_token(self.settings.base_url) is not None
 
     @property
@@ -197,18 +191,17 @@ class Session:
 
     @property
     def cache(self) -> ResponseCache | None:
-        """The response cache (None: no cache). Settable: a path, True, False or None.
-        ``s.cache.stats()``, ``s.cache.clear()``."""
+        """The response cache (None: none); settable: a path, True, False or None."""
         return self._caller.cache
 
     @cache.setter
-    def cache(self, cache: bool | str | os.PathLike[str] | ResponseCache | None) -> None:
+    def cache(self, cache: CacheSetting) -> None:
         if cache is False or (cache is None and not os.environ.get("HOLYNB_CACHE", "").strip()):
             self._caller.cache = None  # none asked for: sqlite3 and the store stay unimported
             return
         from holynb.cache import open_cache
 
-        self._caller.cache = open_cache(cache, self.settings)
+        self._caller.cache = open_cache(cache, self.settings, self._meter.store)
 
     def derive(
         self,
@@ -217,7 +210,7 @@ class Session:
         api: str | None = None,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
-        budget_usd: float | _Unchanged | None = UNCHANGED,
+        budget_usd: float | Unchanged | None = UNCHANGED,
     ) -> Session:
         """A new session like this one with some settings changed; the rest stays (retries,
         timeouts, limits, the key unless given, prices, log, cache, and the ledger: past
@@ -232,11 +225,11 @@ class Session:
             base_url=base_url or self.base_url, api_key=api_key or settings.api_key,
             retry=settings.retry, timeout=settings.timeout, concurrency=limits.concurrency,
             rpm=limits.rpm, tpm=limits.tpm,
-            log_path="",  # not HOLYNB_LOG_PATH again: this session's open log carries over
+            log_path="", database="",  # not from the environment: this log carries over
             max_image_bytes=self._caller.max_image_bytes_given,
         )  # fmt: skip
-        fresh.cache = self.cache.path if self.cache is not None else False
-        limit = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        fresh.cache = self.cache.store if self.cache is not None else False
+        limit = self.budget_usd if isinstance(budget_usd, Unchanged) else budget_usd
         fresh.meter.carry_over(self._meter, limit)
         return fresh
 
@@ -604,8 +597,7 @@ class Session:
         )  # fmt: skip
 
     def batches(self) -> pd.DataFrame:
-        """The batch jobs this machine knows (from the manifests under ``HOLYNB_HOME``), newest
-        first, as last seen; nothing is sent. ``BatchJob.attach(s, job_id)`` picks one up."""
+        """The batch jobs this machine knows (manifests under ``HOLYNB_HOME``), newest first."""
         from holynb.batch.jobs import jobs_frame
 
         return jobs_frame()
@@ -643,8 +635,7 @@ class Session:
 
     @property
     def total_cost_usd(self) -> float:
-        """The sum of the known costs. Calls with no known price are not in it (nor free):
-        ``unpriced_calls`` counts them; ``cost_summary()`` says both."""
+        """The sum of the known costs (calls with no known price: ``unpriced_calls``)."""
         return self._meter.spent_usd
 
     @property
@@ -664,11 +655,20 @@ class Session:
 
         return cost_text(self.total_cost_usd, self.unpriced_calls)
 
-    def summary(self) -> pd.DataFrame:
-        """Per model: calls, success rate, tokens, cost, latency p50/p95/p99, ttft p50."""
+    def summary(self, by: str = "model") -> pd.DataFrame:
+        """Per model: calls, success rate, tokens, cost, latency p50/p95/p99, ttft p50;
+        ``by="user"``: per user, of every call in the team database (``database=``)."""
         from holynb.report import summarize
+        from holynb.team.ledger import team_log as team
 
-        return summarize(self.ledger)
+        return summarize(self.ledger) if by == "model" else team(self._meter.store, by).by_user()
+
+    def team_ledger(self, since: Any = None, user: str | None = None) -> pd.DataFrame:
+        """Every call in the team database (``database=``) with its ``user``, oldest first;
+        ``since`` a datetime or an ISO date, ``user`` one user's calls."""
+        from holynb.team.ledger import team_log
+
+        return team_log(self._meter.store).frame(since, user)
 
     def plot(self) -> Any:
         """Cumulative cost over time and latency per model (needs matplotlib)."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from holynb._sqlite import Migration, SQLiteFile, use_wal
 from holynb.budget import JOB_OWNER
@@ -29,8 +29,9 @@ from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
     from holynb.budget import Check
+    from holynb.keystore import AnswerStore
 
-__all__ = ["LOG_PATH_ENV", "LedgerStore", "default_log_path", "foreign_database"]
+__all__ = ["LOG_PATH_ENV", "LedgerLog", "LedgerStore", "default_log_path", "foreign_database"]
 
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
@@ -44,6 +45,39 @@ def default_log_path() -> Path | None:
     or None when it is unset or empty."""
     value = os.environ.get(LOG_PATH_ENV, "").strip()
     return Path(value).expanduser() if value else None
+
+
+class LedgerLog(Protocol):
+    """Where a meter records its calls: this SQLite file (``LedgerStore``) or the team's
+    PostgreSQL database (``holynb.team.ledger.TeamLog``). ``release`` ends a budget hold in
+    the same write as the record (a hold of the store's own kind); ``shares_holds`` says
+    whether a session's ``budget_usd`` keeps its holds in the store for other processes."""
+
+    shares_holds: bool
+
+    def append(self, record: CallRecord, *, release: int | None = None) -> None:
+        """Write one record, committed when this returns."""
+        ...
+
+    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
+        """Write several records in one transaction."""
+        ...
+
+    def load(self) -> list[CallRecord]:
+        """The records a new session starts its ledger with, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the store's connection (it opens again on the next write)."""
+        ...
+
+    def answer_store(self) -> AnswerStore | None:
+        """Where ``cache=True`` keeps answers beside this log (None: the default file)."""
+        ...
+
+    def shared_checkpoint(self, name: str) -> AnswerStore | None:
+        """The job ``checkpoint=name`` names beside this log (None: ``name`` is a file)."""
+        ...
 
 
 # -- migrations: append new ones, never edit old ones -------------------------------------------
@@ -147,6 +181,7 @@ class LedgerStore(SQLiteFile):
 
     MIGRATIONS = MIGRATIONS
     WHAT = "ledger log"
+    shares_holds = True  # a budget_usd over this log is held by every process sharing it
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         super().__init__(path, timeout=timeout)
@@ -164,6 +199,14 @@ class LedgerStore(SQLiteFile):
             )
         use_wal(db)
         migrate(db)
+
+    def answer_store(self) -> None:
+        """None: with a log file, ``cache=True`` keeps its file under ``HOLYNB_HOME``."""
+        return None
+
+    def shared_checkpoint(self, name: str) -> None:
+        """None: with a log file, a checkpoint is a file too."""
+        return None
 
     def _unusable(self, err: sqlite3.DatabaseError) -> str:
         return (

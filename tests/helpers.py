@@ -13,7 +13,7 @@ import holynb
 from holynb import RetryPolicy
 
 # Test settings that are not holynb's own (an optional tokenizer file for one test).
-TEST_SETTINGS = frozenset({"HOLYNB_TEKKEN_JSON"})
+TEST_SETTINGS = frozenset({"HOLYNB_TEKKEN_JSON", "HOLYNB_REQUIRE_POSTGRES"})
 
 
 def without_holynb_settings(env: Mapping[str, str]) -> dict[str, str]:

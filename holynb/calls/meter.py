@@ -14,6 +14,7 @@ hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -21,14 +22,21 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb.budget import Budget, BudgetOvershootWarning
-from holynb.errors import APIError, BudgetExceededError, HolynbWarning, StoreError
+from holynb.errors import (
+    APIError,
+    BudgetExceededError,
+    ConfigurationError,
+    HolynbWarning,
+    StoreError,
+)
 from holynb.ledger import CallRecord, Ledger
 from holynb.results import ChatResult, CostEstimate, Usage
 from holynb.worst_case import UnboundedCall, WorstCase, prompt_estimate
 
 if TYPE_CHECKING:
     from holynb.prices import PriceTable
-    from holynb.store import LedgerStore
+    from holynb.store import LedgerLog
+    from holynb.team.budgets import TeamBudget
 
 __all__ = ["LogWriteWarning", "Meter"]
 
@@ -46,13 +54,16 @@ class Meter:
         api: str,
         *,
         ledger: Ledger | None = None,
-        store: LedgerStore | None = None,
+        store: LedgerLog | None = None,
     ) -> None:
         self.bounds = WorstCase(prices, api)
         self.api = api
         self.ledger = ledger if ledger is not None else Ledger()
         self.store = store
         self.budget: Budget | None = None
+        self.team_budget: TeamBudget | None = None  # a named budget in the team database
+        self._team_holds: dict[int, int] = {}  # a call's hold -> its hold on team_budget
+        self._next_token = -(2**62)  # a call's hold when only team_budget holds it
         # The most recently finished call (with concurrent calls, whichever ended last).
         self.last_result: ChatResult | None = None
         self._log_warned = False
@@ -65,10 +76,29 @@ class Meter:
         *,
         log_path: str | os.PathLike[str] | None = None,
         budget_usd: float | None = None,
+        database: str | None = None,
+        user: str | None = None,
+        budget: str | None = None,
     ) -> Meter:
         """A meter with its log (``log_path``, else ``HOLYNB_LOG_PATH``; ``""``: none), the
-        calls already in it, and a budget over them."""
+        calls already in it, and a budget over them. With a ``database`` (a PostgreSQL URL:
+        ``holynb.team``) the log is there instead, charged to ``user``, and ``budget`` names
+        a budget of the database every call is also held against."""
         meter = cls(prices, api)
+        if database != "":
+            from holynb.team.database import database_url
+
+            database = database_url(database)
+        if database:
+            from holynb.team.setup import open_team
+
+            meter.store, meter.team_budget = open_team(database, user=user, budget=budget)
+            log_path = ""
+        elif budget is not None:
+            raise ConfigurationError(
+                f"budget={budget!r} names a budget of a team database: give database= "
+                "(or HOLYNB_DATABASE_URL) too, or use budget_usd= for this session's own limit."
+            )
         if log_path is None and os.environ.get("HOLYNB_LOG_PATH", "").strip():
             from holynb.store import default_log_path
 
@@ -116,6 +146,7 @@ class Meter:
         ``budget_usd`` over them, so that past spending counts."""
         self.prices = other.prices
         self.store = other.store
+        self.team_budget = other.team_budget
         self.ledger.extend(list(other.ledger))
         self.set_budget(budget_usd)
 
@@ -125,8 +156,10 @@ class Meter:
         if limit is None:
             self.budget = None
             return
+        store: Any = self.store  # a LedgerStore's holds are shared (holynb.budget.SharedHolds)
+        shared = store if store is not None and store.shares_holds else None
         self.budget = Budget(
-            limit, spent_usd=self.spent_usd, shared=self.store, on_others=self.ledger.extend
+            limit, spent_usd=self.spent_usd, shared=shared, on_others=self.ledger.extend
         )
 
     # -- before sending ------------------------------------------------------------------------
@@ -177,15 +210,39 @@ class Meter:
         return cost
 
     def reserve(self, body: dict[str, Any]) -> int | None:
-        """Hold the call's worst-case cost against the budget (None: no budget); refuse a call
-        whose worst case is unknown (no price, no bound on the answer) or does not fit."""
-        budget = self.budget
-        if budget is None:
+        """Hold the call's worst-case cost against the budget and the named budget (None:
+        neither); refuse a call whose worst case is unknown (no price, no bound on the answer)
+        or does not fit either of them."""
+        budget, team = self.budget, self.team_budget
+        check = getattr(self.store, "check_writable", None)
+        if check is not None:  # a team database that lost a record: send nothing more
+            try:
+                check()
+            except StoreError as err:
+                raise _refusal(budget, f"{err} This call was not sent.") from None
+        if budget is None and team is None:
             return None
         try:
             worst = self.bounds.usd(body)
         except UnboundedCall as err:
             raise _refusal(budget, str(err)) from None
+        hold = self._reserve_own(budget, worst) if budget is not None else None
+        if team is None:
+            return hold
+        try:
+            team_hold = team.reserve(worst)
+        except BaseException as err:
+            self.release(hold)
+            if isinstance(err, StoreError):  # the database is away: nothing unrecorded is sent
+                raise _refusal(None, f"{err} This call was not sent.") from None
+            raise
+        if hold is None:
+            self._next_token -= 1
+            hold = self._next_token
+        self._team_holds[hold] = team_hold
+        return hold
+
+    def _reserve_own(self, budget: Budget, worst: float) -> int:
         if budget.shared is None:
             return budget.reserve(worst)
         import sqlite3  # loaded with the store already
@@ -208,6 +265,13 @@ class Meter:
         ``owner`` (``job:<id>``) keeps the holds in a shared log until the parts' results are
         recorded."""
         budget = self.budget
+        if self.team_budget is not None:
+            raise _refusal(
+                budget,
+                f"A batch job cannot be held against the named budget {self.team_budget.name!r} "
+                "yet, so nothing was uploaded: use map() with this session, or a session "
+                "without budget=.",
+            )
         if budget is None:
             return [(None, 0.0)] * len(parts)
         try:
@@ -226,7 +290,13 @@ class Meter:
 
     def release(self, hold: int | None) -> None:
         """End a hold without a cost (a no-op once the call was settled)."""
-        if self.budget is not None and hold is not None:
+        if hold is None:
+            return
+        team_hold = self._team_holds.pop(hold, None)
+        if team_hold is not None and self.team_budget is not None:
+            with contextlib.suppress(StoreError):  # else its lease ends it
+                self.team_budget.release(team_hold)
+        if self.budget is not None:
             self.budget.settle(hold, None)
 
     # -- after the answer ----------------------------------------------------------------------
@@ -315,12 +385,13 @@ class Meter:
         self.ledger.append(record)
         budget = self.budget
         released = False
+        team_hold = self._team_holds.pop(hold, None) if hold is not None else None
         if self.store is not None:
             import sqlite3  # loaded with the store already
 
-            shared = budget is not None and budget.shared is self.store and hold is not None
-            try:
-                self.store.append(record, release=hold if shared else None)
+            shared = budget is not None and _same(budget.shared, self.store) and hold is not None
+            try:  # a named budget's hold ends with the row, its cost counted (TeamLog)
+                self.store.append(record, release=team_hold or (hold if shared else None))
                 released = shared
             except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
                 self.warn_log(err)
@@ -332,7 +403,7 @@ class Meter:
         """Record one batch part's calls at once and settle its hold to their real cost."""
         self.ledger.extend(records)
         budget = self.budget
-        shared = budget is not None and budget.shared is self.store and hold is not None
+        shared = budget is not None and _same(budget.shared, self.store) and hold is not None
         released = False
         if self.store is not None:
             import sqlite3  # loaded with the store already
@@ -374,7 +445,13 @@ class Meter:
         )
 
 
-def _refusal(budget: Budget, message: str) -> BudgetExceededError:
+def _same(a: object, b: object) -> bool:
+    return a is b
+
+
+def _refusal(budget: Budget | None, message: str) -> BudgetExceededError:
+    if budget is None:
+        return BudgetExceededError(message)
     return BudgetExceededError(message, spent_usd=budget.spent_usd, limit_usd=budget.limit_usd)
 
 

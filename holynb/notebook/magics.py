@@ -162,7 +162,7 @@ class LLMMagics(Magics):
         whole cell as typed. The option line takes {name} / $name too.
 
         Other commands: %llm config [model=... base_url=... api=... budget=...],
-        %llm models, %llm cost, %llm history, %llm cache [clear | on [PATH] | off].
+        %llm models, %llm cost [--team], %llm history, %llm cache [clear | on [PATH] | off].
         """
         if cell is None:
             words = line.split()
@@ -464,9 +464,18 @@ class LLMMagics(Magics):
             raise UsageError(f"%llm models: {_short(err)}") from None
         print("\n".join(models))
 
-    def _cmd_cost(self, _words: list[str]) -> Any:
+    def _cmd_cost(self, words: list[str]) -> Any:
         from IPython.display import display
 
+        if words == ["--team"]:  # every user's calls, from the team database
+            from holynb.errors import ConfigurationError
+
+            try:
+                return self.session.summary(by="user")
+            except ConfigurationError as err:
+                raise UsageError(f"%llm cost --team: {err}") from None
+        if words:
+            raise UsageError(f"%llm cost takes --team or nothing, got {' '.join(words)!r}.")
         display(self.session)
 
     def _cmd_cache(self, words: list[str]) -> None:

@@ -1,0 +1,175 @@
+"""Named budgets in the team database, held exactly across processes and machines.
+
+``set_budget("research", usd=500, database=URL, period="month")`` makes or changes one;
+``Session(database=URL, budget="research")`` charges every call to it (and to the session's own
+``budget_usd`` if set: both apply). Each call's worst case is reserved by one statement,
+``holynb_reserve`` (``holynb.team.schema``): under the budget's row lock it drops the holds of
+expired leases, then compares spent + every hold in flight + this worst case with the limit and
+inserts the hold or refuses. A call's record, the end of its hold and its real cost added to
+``spent_usd`` are one statement too (``TeamLog.append``), so no cost is counted twice or lost.
+A period (``"day"``, ``"month"``, UTC) starts its spending again from the ledger's calls of the
+new period.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from holynb.errors import BudgetExceededError, ConfigurationError
+from holynb.units import money
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from holynb.team.database import Database
+    from holynb.team.lease import Lease
+
+__all__ = ["BUDGET_COLUMNS", "TeamBudget", "budgets", "set_budget"]
+
+PERIODS = (None, "day", "month")
+BUDGET_COLUMNS = (
+    "name", "limit_usd", "spent_usd", "reserved_usd", "remaining_usd", "period",
+    "period_start", "calls_in_flight", "updated",
+)  # fmt: skip
+
+
+class TeamBudget:
+    """One named budget as a session charges it: ``reserve`` before sending, ``release``
+    when a call ends without a record (its record settles it otherwise)."""
+
+    def __init__(self, db: Database, name: str, lease: Lease) -> None:
+        self.db = db
+        self.name = name
+        self.lease = lease
+        with db.connection("read the budgets of") as conn:
+            found = conn.execute("SELECT 1 FROM holynb_budgets WHERE name = %s", (name,))
+            if found.fetchone() is None:
+                raise ConfigurationError(_unknown(name, db))
+
+    def __repr__(self) -> str:
+        return f"TeamBudget({self.name!r}, {self.db.where!r})"
+
+    def reserve(self, usd: float) -> int:
+        """Hold ``usd`` for a call about to be sent; ``BudgetExceededError`` (nothing held)
+        when spent, the holds in flight and ``usd`` together would pass the limit."""
+        with self.db.connection("reserve on the budgets of") as conn:
+            row = conn.execute(
+                "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
+                (self.name, self.lease.id, float(usd)),
+            ).fetchone()
+        if row is None:
+            raise BudgetExceededError(
+                _unknown(self.name, self.db) + " This call was not sent.",
+            )
+        hold, limit, spent, held = row
+        if hold is not None:
+            return int(hold)
+        raise BudgetExceededError(
+            f"Budget {self.name!r} reached: spent {money(spent)} of {money(limit)}"
+            + (f" ({money(held)} held by calls in flight)" if held > 0 else "")
+            + f"; this call could cost up to {money(usd)}, so it was not sent.",
+            hint=f"Raise it with holynb.set_budget({self.name!r}, usd=...) or lower max_tokens.",
+            spent_usd=float(spent),
+            limit_usd=float(limit),
+        )
+
+    def release(self, hold: int) -> None:
+        """End a hold without a cost (a no-op once it has ended)."""
+        with self.db.connection("release a hold in") as conn:
+            conn.execute("DELETE FROM holynb_holds WHERE id = %s", (hold,))
+
+
+def _unknown(name: str, db: Database) -> str:
+    return (
+        f"There is no budget named {name!r} in the team database {db.where}: make it with "
+        f"holynb.set_budget({name!r}, usd=..., database=...) or `holynb budget set {name} USD`."
+    )
+
+
+def _database(database: str | None) -> Database:
+    from holynb.team.database import Database, database_url
+
+    url = database_url(database)
+    if url is None:
+        raise ConfigurationError(
+            "No team database: pass database='postgresql://...' or set HOLYNB_DATABASE_URL."
+        )
+    return Database.of(url)
+
+
+def set_budget(
+    name: str, usd: float, *, database: str | None = None, period: str | None = None
+) -> None:
+    """Make or change the named budget ``name``: a limit of ``usd`` USD over everything every
+    session naming it spends, all time (``period=None``) or per UTC ``"day"`` / ``"month"``.
+    What was spent stays counted; ``database`` defaults to ``HOLYNB_DATABASE_URL``.
+
+    >>> holynb.set_budget("research", usd=500, database=URL, period="month")
+    >>> s = holynb.Session(database=URL, budget="research")
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"A budget needs a name, got {name!r}.")
+    if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not usd > 0:
+        raise ConfigurationError(f"usd must be a positive number of dollars, got {usd!r}.")
+    if period not in PERIODS:
+        raise ConfigurationError(f'period must be None, "day" or "month", got {period!r}.')
+    db = _database(database)
+    with db.connection("set a budget in") as conn:
+        conn.execute(
+            "INSERT INTO holynb_budgets (name, limit_usd, period) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET limit_usd = EXCLUDED.limit_usd,"
+            " period = EXCLUDED.period, updated = now(), period_start = CASE"
+            " WHEN holynb_budgets.period IS NOT DISTINCT FROM EXCLUDED.period"
+            " THEN holynb_budgets.period_start END",
+            (name.strip(), float(usd), period),
+        )
+
+
+_BUDGETS_QUERY = """
+SELECT b.name, b.limit_usd, b.spent_usd, coalesce(sum(h.usd), 0), b.period, b.period_start,
+       count(h.id), b.updated,
+       CASE WHEN b.period IS NULL THEN NULL
+            ELSE date_trunc(b.period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' END
+FROM holynb_budgets b
+LEFT JOIN holynb_holds h ON h.budget = b.name AND EXISTS (
+    SELECT 1 FROM holynb_leases l WHERE l.id = h.lease AND l.expires > now())
+GROUP BY b.name ORDER BY b.name
+"""
+
+
+def budgets(database: str | None = None) -> pd.DataFrame:
+    """Every named budget: ``name``, ``limit_usd``, ``spent_usd`` (this period), ``reserved_usd``
+    (held by calls in flight now), ``remaining_usd``, ``period``, ``period_start``,
+    ``calls_in_flight``, ``updated``. Nothing is changed.
+
+    >>> holynb.budgets(database=URL)
+    """
+    import pandas as pd
+
+    db = _database(database)
+    rows: list[dict[str, Any]] = []
+    with db.connection("read the budgets of") as conn:
+        for name, limit, spent, held, period, start, flying, updated, current in conn.execute(
+            _BUDGETS_QUERY
+        ).fetchall():
+            if current is not None and (start is None or start < current):
+                got = conn.execute(  # a new period began: what its calls spent so far
+                    "SELECT coalesce(sum(greatest(cost_usd, 0)), 0) FROM holynb_calls"
+                    " WHERE budget = %s AND ts >= %s",
+                    (name, current),
+                ).fetchone()
+                spent, start = (got[0] if got else 0.0), current
+            rows.append(
+                {
+                    "name": name, "limit_usd": float(limit), "spent_usd": float(spent),
+                    "reserved_usd": float(held),
+                    "remaining_usd": max(float(limit) - float(spent) - float(held), 0.0),
+                    "period": period, "period_start": start, "calls_in_flight": int(flying),
+                    "updated": updated,
+                }
+            )  # fmt: skip
+    frame = pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
+    frame["period"] = frame["period"].astype(object).where(frame["period"].notna(), None)
+    for column in ("period_start", "updated"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
