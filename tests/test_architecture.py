@@ -71,6 +71,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "holynb.cache",
             "holynb.budget",
             "holynb.worst_case",
+            "holynb.team",
+            "holynb.team.*",
         ),
     ),
     (
