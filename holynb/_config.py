@@ -215,6 +215,16 @@ class Settings:
         )
 
 
+class Unchanged:
+    """The default of ``Session.derive`` arguments where ``None`` has a meaning."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
+
+
 def env_api_key(environ: os._Environ[str] | dict[str, str] | None = None) -> Secret | None:
     """The API key from the environment, if any."""
     env = os.environ if environ is None else environ

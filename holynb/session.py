@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
+    UNCHANGED as UNCHANGED,
     RetryPolicy,
     Secret,
     Settings,
     Timeout,
+    Unchanged,
     is_loopback_url,
     offline_server_token,
     resolve_settings,
@@ -42,16 +44,6 @@ if TYPE_CHECKING:
     from holynb.prices import PriceTable
 
 
-class _Unchanged:
-    """The default of ``Session.derive`` arguments where ``None`` has a meaning."""
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED = _Unchanged()
-
-
 class Session:
     """A connection to one OpenAI-compatible endpoint that records every call.
 
@@ -77,7 +69,8 @@ class Session:
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
     request already asked from the file, sending nothing; ``max_image_bytes`` is the size
-    limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``).
+    limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``);
+    ``service_tier`` and ``prompt_cache`` ("5m", "1h") go with every call that names none.
     """
 
     def __init__(
@@ -99,6 +92,8 @@ class Session:
         cache: bool | str | os.PathLike[str] | None = None,
         bearer: bool | None = None,
         max_image_bytes: int | None = None,
+        service_tier: str | None = None,
+        prompt_cache: str | None = None,
     ) -> None:
         settings = resolve_settings(
             api=api, bearer=bearer, base_url=base_url, api_key=api_key, model=model,
@@ -111,6 +106,7 @@ class Session:
         prefetch(table.needs_genai_prices(settings.model))  # while the log opens
         self._meter = Meter.open(table, settings.api, log_path=log_path, budget_usd=budget_usd)
         self._caller = Caller(settings, self._meter, max_image_bytes=max_image_bytes)
+        self._caller.use_defaults(service_tier=service_tier, prompt_cache=prompt_cache)
         self.cache = cache
 
     # -- configuration -------------------------------------------------------------------------
@@ -217,7 +213,7 @@ class Session:
         api: str | None = None,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
-        budget_usd: float | _Unchanged | None = UNCHANGED,
+        budget_usd: float | Unchanged | None = UNCHANGED,
     ) -> Session:
         """A new session like this one with some settings changed; the rest stays (retries,
         timeouts, limits, the key unless given, prices, log, cache, and the ledger: past
@@ -236,7 +232,8 @@ class Session:
             max_image_bytes=self._caller.max_image_bytes_given,
         )  # fmt: skip
         fresh.cache = self.cache.path if self.cache is not None else False
-        limit = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        fresh.caller.take_defaults(self._caller)
+        limit = self.budget_usd if isinstance(budget_usd, Unchanged) else budget_usd
         fresh.meter.carry_over(self._meter, limit)
         return fresh
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from holynb.results import Usage
@@ -104,6 +105,9 @@ class WorstCase:
         out = (cap or 0) * answers_asked(body)
         usage = Usage(prompt_tokens=prompt, completion_tokens=out, estimated=True)
         worst = self.prices.cost(model, usage, batch=batch)
+        tier = body.get("service_tier")
+        if worst is not None and isinstance(tier, str) and not batch:
+            worst = self._tier_worst(model, usage, tier, worst)
         if worst is None:
             raise UnboundedCall(
                 f"holynb could not price model {model!r}, so the budget cannot bound this "
@@ -111,6 +115,23 @@ class WorstCase:
                 "{'input': 3.0, 'output': 15.0}}), or remove the budget."
             )
         return worst
+
+    def _tier_worst(self, model: str, usage: Usage, tier: str, worst: float) -> float:
+        """The worst case on the service tier asked for: a cheaper tier (flex) may be answered
+        on the default one, so the default price holds; a dearer one (priority) needs its
+        price."""
+        from holynb.prices import DEFAULT_TIERS, HALF_PRICE_TIERS
+
+        if tier in DEFAULT_TIERS or tier in HALF_PRICE_TIERS:
+            return worst
+        if not self.prices.knows_tier(model, tier):
+            raise UnboundedCall(
+                f"holynb knows no price for model {model!r} on the {tier!r} service tier, so "
+                "the budget cannot bound this call; it was not sent. Ask for the default or "
+                "flex tier, or remove the budget (session.budget_usd = None)."
+            )
+        on_tier = self.prices.cost(model, replace(usage, service_tier=tier))
+        return worst if on_tier is None else max(worst, on_tier)
 
     def answering_model(self, asked: str) -> str | None:
         """A pricier model seen answering for ``asked``, or None."""

@@ -24,6 +24,7 @@ from holynb.calls.call import Call, CallCache
 from holynb.calls.probe import Probe, refusal_of
 from holynb.errors import APIError, BadRequestError
 from holynb.parameters import body_params
+from holynb.prompt_cache import check_ttl, mark
 from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
@@ -59,7 +60,18 @@ class Caller:
         self.probe = Probe()
         self.cache = cache  # the response cache (None: none)
         self.max_image_bytes_given = max_image_bytes  # None: the wire format's default
+        self.service_tier: str | None = None  # sent with every call that names none
+        self.prompt_cache: str | None = None  # "5m" | "1h": cache_control on every call
         self._client: ChatClient | None = None
+
+    def use_defaults(self, *, service_tier: str | None, prompt_cache: str | None) -> None:
+        """Every call's ``service_tier`` and ``prompt_cache`` unless it names its own."""
+        self.service_tier = service_tier
+        self.prompt_cache = check_ttl(prompt_cache)
+
+    def take_defaults(self, other: Caller) -> None:
+        """The call defaults of ``other`` (for a derived session)."""
+        self.use_defaults(service_tier=other.service_tier, prompt_cache=other.prompt_cache)
 
     @property
     def client(self) -> ChatClient:
@@ -141,6 +153,8 @@ class Caller:
         }
         if temperature is not None:
             body["temperature"] = temperature
+        if self.service_tier is not None:
+            body["service_tier"] = self.service_tier  # a call's own wins, below
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         elif self.settings.api == "anthropic" and "max_completion_tokens" not in params:
@@ -148,6 +162,9 @@ class Caller:
 
             body["max_tokens"] = DEFAULT_MAX_TOKENS  # always sent: budgets and caches see it
         body.update(body_params(params))
+        ttl = check_ttl(params.get("prompt_cache", self.prompt_cache))
+        if ttl is not None and self.settings.api == "anthropic":  # OpenAI's caches by itself
+            body["messages"] = mark(body["messages"], ttl)
         return body
 
     def with_images(

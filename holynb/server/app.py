@@ -128,6 +128,17 @@ def _runs_code(model: Model) -> bool:
     return model.runs_code or bool(getattr(model.respond, "runs_code", False))
 
 
+def _served_tier(body: dict[str, Any], fault: dict[str, Fault], anthropic: bool) -> str | None:
+    """The service tier an answer reports: the ``service_tier`` fault's, else the one asked
+    for (OpenAI's ``auto`` is served on ``default``); Anthropic's answers say it in usage."""
+    if "service_tier" in fault:
+        return str(fault["service_tier"]["tier"])
+    asked = body.get("service_tier")
+    if not isinstance(asked, str) or anthropic:
+        return None
+    return "default" if asked == "auto" else asked
+
+
 def new_request_id() -> str:
     """A fresh ``req_...`` id."""
     return "req_" + uuid.uuid4().hex
@@ -430,6 +441,7 @@ class _Handlers:
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens(messages, "anthropic" if ex.anthropic else "openai"),
             tokens_per_second=tps or None,
+            service_tier=_served_tier(body, fault, ex.anthropic),
         )
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
