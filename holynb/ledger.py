@@ -62,7 +62,6 @@ class CallRecord:
         kind: str,
         tag: str | None = None,
         error: str | None = None,
-        cache_ttl: str | None = None,
     ) -> CallRecord:
         """The record of a call that produced ``result`` (complete or partial)."""
         u = result.usage
@@ -92,7 +91,7 @@ class CallRecord:
             saved_usd=result.saved_usd,
             service_tier=u.service_tier,
             cache_write_tokens=u.cache_write_tokens,
-            cache_ttl=cache_ttl,
+            cache_ttl=u.cache_ttl,
         )
 
     def to_dict(self) -> dict[str, Any]:

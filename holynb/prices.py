@@ -37,6 +37,8 @@ __all__ = ["ModelPrice", "PriceTable", "UnknownPriceWarning", "is_relay_url"]
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are USD per million tokens
 CACHE_WRITE_FACTOR = 1.25  # a cache write without its own price: Anthropic's 5-minute rate
+CACHE_WRITE_1H_FACTOR = 2.0  # a write to Anthropic's 1-hour cache: 2x input
+CACHE_READ_FACTOR = 0.1  # a read of Anthropic's prompt cache without its own price: 0.1x input
 _NUMBER_KEYS = ("input", "output", "cached_input", "cache_write", "batch_discount")
 _ALLOWED_KEYS = (*_NUMBER_KEYS, "source", "as_of")
 # Service tiers an answer may report. These cost the default price; flex (OpenAI) and batch
@@ -119,15 +121,22 @@ class ModelPrice:
 
         Cached tokens are inside ``prompt_tokens`` and charged at ``cached_input``, cache writes
         too and charged at ``cache_write``; reasoning tokens are inside ``completion_tokens`` and
-        not charged again.
+        not charged again. With Anthropic's prompt cache asked for (``usage.cache_ttl``), a
+        read without its own price costs 0.1x ``input`` and a 1-hour write 2x ``input``.
         """
         cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
         written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
         uncached = usage.prompt_tokens - cached - written
+        read_price, write_price = self.cached_input_price, self.cache_write_price
+        if usage.cache_ttl is not None:  # Anthropic's prompt cache, asked for
+            if self.cached_input is None:
+                read_price = self.input * CACHE_READ_FACTOR
+            if usage.cache_ttl == "1h":
+                write_price = self.input * CACHE_WRITE_1H_FACTOR
         usd = (
             uncached * self.input
-            + cached * self.cached_input_price
-            + written * self.cache_write_price
+            + cached * read_price
+            + written * write_price
             + usage.completion_tokens * self.output
         ) / TOKENS_PER_PRICE_UNIT
         if batch:
@@ -488,6 +497,14 @@ def _official_cost(
 
     cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
     written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
+    extra = 0.0  # USD genai-prices does not know of: Anthropic's prompt cache rules
+    if usage.cache_ttl is not None and (cached or written):
+        price = _official_price(found, at)
+        if price is not None and usage.cache_ttl == "1h" and written:
+            extra += written * price.input * (CACHE_WRITE_1H_FACTOR - 1.0) / TOKENS_PER_PRICE_UNIT
+            written = 0  # priced as input above, plus the 1-hour premium here
+        if price is not None and price.cached_input is None and cached:
+            extra -= cached * price.input * (1.0 - CACHE_READ_FACTOR) / TOKENS_PER_PRICE_UNIT
     counted = genai_prices.Usage(
         input_tokens=usage.prompt_tokens,  # with cache reads and writes, as genai-prices expects
         cache_read_tokens=cached,
@@ -506,7 +523,7 @@ def _official_cost(
     calc = found.info.calc_price(
         counted, found.provider, genai_request_timestamp=at, price_context=context
     )
-    return _tidy(float(calc.total_price) * factor)
+    return _tidy((float(calc.total_price) + extra) * factor)
 
 
 def _official_price(found: _Official, at: datetime) -> ModelPrice | None:

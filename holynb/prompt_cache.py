@@ -52,8 +52,13 @@ def mark(messages: list[dict[str, Any]], ttl: str) -> list[dict[str, Any]]:
     prefix_end = max((i for i in range(last_user) if i not in system), default=None)
     if prefix_end is not None:
         targets.append(prefix_end)
-    for index in targets[: max(room, 0)]:
-        out[index] = _marked(out[index], control)
+    for index in targets:
+        if room <= 0:
+            break
+        marked = _marked(out[index], control)
+        if marked is not out[index]:  # already marked there: no breakpoint spent
+            out[index] = marked
+            room -= 1
     return out
 
 

@@ -18,7 +18,9 @@ class Usage:
     convention, which Anthropic's usage is mapped onto); they are never added twice.
     ``estimated`` is True when the server sent no usage and holynb counted it itself.
     ``service_tier`` is the tier the answer says it was served on (``"default"``, ``"flex"``,
-    ...; None when it said none): calls are priced by it.
+    ...; None when it said none): calls are priced by it. ``cache_ttl`` is the prompt cache
+    the request asked for (``"5m"``, ``"1h"``): a write then costs 1.25x or 2x the input price
+    and a read 0.1x, unless the model has its own cache prices.
     """
 
     prompt_tokens: int = 0
@@ -28,6 +30,7 @@ class Usage:
     estimated: bool = False
     cache_write_tokens: int = 0
     service_tier: str | None = None
+    cache_ttl: str | None = None  # "5m" | "1h": the prompt cache asked for (prices its writes)
 
     def __post_init__(self) -> None:
         # An endpoint's counts are checked before they are believed: a negative one would

@@ -1,7 +1,8 @@
 """What a request can cost at most: the one rule every budget applies before anything is sent.
 
 A request's worst case is its prompt (estimated offline, images counted by the wire format's
-rule, plus a margin) and every answer it asks for at its length cap: ``max_tokens`` (or
+rule, plus a margin; with Anthropic's prompt cache asked for, all of it at the cache-write price)
+and every answer it asks for at its length cap: ``max_tokens`` (or
 ``max_completion_tokens``) times ``n``. The price is the asked model's, or the price of a pricier
 model the endpoint was seen answering for it (relays may route ``gpt-4.1-mini`` to
 ``gpt-4.1``): an answering model is remembered, and from then on the dearer of the two prices
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from holynb.prompt_cache import ttl_of
 from holynb.results import Usage
 
 if TYPE_CHECKING:
@@ -105,6 +107,10 @@ class WorstCase:
         out = (cap or 0) * answers_asked(body)
         usage = Usage(prompt_tokens=prompt, completion_tokens=out, estimated=True)
         worst = self.prices.cost(model, usage, batch=batch)
+        ttl = ttl_of(body) if self.api == "anthropic" else None
+        if worst is not None and ttl is not None:  # the whole prompt may be a cache write
+            written = replace(usage, cache_write_tokens=prompt, cache_ttl=ttl)
+            worst = max(worst, self.prices.cost(model, written, batch=batch) or worst)
         tier = body.get("service_tier")
         if worst is not None and isinstance(tier, str) and not batch:
             worst = self._tier_worst(model, usage, tier, worst)

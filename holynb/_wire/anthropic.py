@@ -254,7 +254,10 @@ def _block(part: Any) -> Any:
         return part
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
-    return {"type": "image", "source": image_source(url if isinstance(url, str) else "")}
+    block = {"type": "image", "source": image_source(url if isinstance(url, str) else "")}
+    if "cache_control" in part:  # a prompt cache mark (holynb.prompt_cache) stays on it
+        block["cache_control"] = part["cache_control"]
+    return block
 
 
 def image_source(url: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ from holynb.server.batches import BatchStore, add_routes
 from holynb.server.exchange import JSON, Answer, Exchange, error_response, log_entry
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
+from holynb.server.prompt_cache import PromptCache
 from holynb.server.registry import Model, ModelRegistry, generate
 from holynb.server.stats import Recorder
 from holynb.server.tokens import prompt_tokens
@@ -82,6 +83,7 @@ class ServerState:
     check_host: bool = True
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
     created: int = field(default_factory=lambda: int(time.time()))
     batches: BatchStore = field(default_factory=BatchStore)
     serve_batches: bool = True  # False: no /v1/files, /v1/batches (404), as many endpoints
@@ -134,8 +136,10 @@ def _served_tier(body: dict[str, Any], fault: dict[str, Fault], anthropic: bool)
     if "service_tier" in fault:
         return str(fault["service_tier"]["tier"])
     asked = body.get("service_tier")
-    if not isinstance(asked, str) or anthropic:
+    if not isinstance(asked, str):
         return None
+    if anthropic:
+        return "standard"  # auto and standard_only: the local server has no priority tier
     return "default" if asked == "auto" else asked
 
 
@@ -265,6 +269,7 @@ class _Handlers:
             return error_response(err)
         self.state.recorder.reset()
         self.state.faults.clear()
+        self.state.prompt_cache.clear()
         return _json({"reset": True})
 
     async def list_faults(self, request: web.Request) -> web.Response:
@@ -433,15 +438,17 @@ class _Handlers:
         if tps is None:
             tps = model.tokens_per_second or state.tokens_per_second
         pieces, finish_reason = await generate(model, messages, body)
+        prompt = prompt_tokens(messages, "anthropic" if ex.anthropic else "openai")
         answer = Answer(
             completion_id=("msg_" if ex.anthropic else "chatcmpl-") + ex.request_id[4:],
             created=int(time.time()),
             model=model.name,
             pieces=pieces,
             finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens(messages, "anthropic" if ex.anthropic else "openai"),
+            prompt_tokens=prompt,
             tokens_per_second=tps or None,
             service_tier=_served_tier(body, fault, ex.anthropic),
+            cache=state.prompt_cache.use(body, prompt) if ex.anthropic else None,
         )
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)

@@ -308,9 +308,10 @@ class LocalServer:
         return self._state.recorder.entries()
 
     def reset(self) -> None:
-        """Clear the counters, the request log and the fault queue."""
+        """Clear the counters, the request log, the fault queue and the prompt cache."""
         self._state.faults.clear()
         self._state.recorder.reset()
+        self._state.prompt_cache.clear()
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None and self.running else "not running"
