@@ -174,8 +174,9 @@ class BatchJob:
         schema: Any = None,
         images: Any = None,
         image_preset: str | ImagePreset | None = None,
-    ) -> BatchJob:
-        """Build, check, split and upload the requests, and create one batch per part.
+    ) -> BatchJob | pd.DataFrame:
+        """Build, check, split and upload the requests, and create one batch per part
+        (``params["dry_run"]``: the dry run's frame instead, see ``holynb.dry_run``).
         ``prompts`` are read as ``map`` reads them (``holynb.prompts``: the same shapes, the
         same errors). ``schema`` asks every request for ``response_format`` ``json_schema``;
         ``images`` (one entry per prompt, as for ``map``) go into each request's body, prepared
@@ -189,6 +190,7 @@ class BatchJob:
                 f"holynb uses 2 ({JOB_KEY}, {PART_KEY}): keep at most {MAX_METADATA_PAIRS - 2}."
             )
         params = dict(params or {})
+        dry_run = bool(params.pop("dry_run", False))
         kept_schema = None  # what the manifest keeps of schema= (JSON), for attach
         if schema is not None:
             from holynb.structured import AnswerSchema
@@ -215,6 +217,11 @@ class BatchJob:
         if problems:
             shown = "; ".join(f"line {n} ({cid}): {what}" for n, cid, what in problems[:5])
             raise ConfigurationError(f"The batch file would be refused: {shown}.")
+        if dry_run:  # what would be sent, at batch prices: nothing is uploaded
+            from holynb.dry_run import Planned, plan_frame
+
+            planned = [Planned(p, b) for p, b in zip(parsed.prompts, bodies, strict=True)]
+            return plan_frame(caller, planned, parsed.index, batch=True)
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         digest = hashlib.sha256(b"".join(encoded)).hexdigest()
         _refuse_a_twin(caller.base_url, digest)
