@@ -31,6 +31,7 @@ from holynb.server.batches import BatchStore, add_routes
 from holynb.server.exchange import JSON, Answer, Exchange, error_response, log_entry
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
+from holynb.server.message_batches import MessageBatchStore, add_routes as add_message_batches
 from holynb.server.prompt_cache import PromptCache
 from holynb.server.registry import Model, ModelRegistry, generate
 from holynb.server.stats import Recorder
@@ -84,6 +85,7 @@ class ServerState:
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    message_batches: MessageBatchStore = field(default_factory=MessageBatchStore)
     created: int = field(default_factory=lambda: int(time.time()))
     batches: BatchStore = field(default_factory=BatchStore)
     serve_batches: bool = True  # False: no /v1/files, /v1/batches (404), as many endpoints
@@ -116,6 +118,10 @@ def build_app(state: ServerState) -> web.Application:
     add("DELETE", "/_holynb/faults", h.clear_faults)
     if state.serve_batches:
         add_routes(app, state.batches, state.models, h._autherror_response)
+        add_message_batches(
+            app, state.message_batches, state.batches, state.models,
+            h._autherror_response,
+        )  # fmt: skip
     add("*", "/{tail:.*}", h.not_found)
     app.on_response_prepare.append(_stamp_request_id)
     return app

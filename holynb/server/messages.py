@@ -228,6 +228,12 @@ def _message(answer: Answer, content: list[dict[str, Any]], reason: str | None, 
     }
 
 
+def batch_message(answer: Answer) -> dict[str, Any]:
+    """The whole ``message`` of a Message Batch's succeeded result."""
+    content = [{"type": "text", "text": "".join(answer.pieces)}]
+    return _message(answer, content, _stop_reason(answer), len(answer.pieces))
+
+
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 

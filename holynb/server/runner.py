@@ -23,6 +23,7 @@ from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
 from holynb.server.catalog import default_models
 from holynb.server.faults import FaultQueue
+from holynb.server.message_batches import MessageBatchStore
 from holynb.server.registry import Model, ModelRegistry, Respond
 from holynb.server.stats import Recorder, ServerStats
 
@@ -296,6 +297,11 @@ class LocalServer:
     def batches(self) -> BatchStore:
         """The Batch API's batches and its processing knobs (``batches.settings``)."""
         return self._state.batches
+
+    @property
+    def message_batches(self) -> MessageBatchStore:
+        """Anthropic's Message Batches (processed with the knobs of ``batches.settings``)."""
+        return self._state.message_batches
 
     @property
     def stats(self) -> ServerStats:
