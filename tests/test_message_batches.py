@@ -43,6 +43,12 @@ def claude(srv: LocalServer, **kwargs) -> holynb.Session:
     return session_for(srv, api="anthropic", prices=PRICED, **kwargs)
 
 
+def message_batch(job: holynb.BatchJob) -> holynb.BatchJob:
+    """``job``, checked to be made of Anthropic Message Batches (not OpenAI batches)."""
+    assert job.batch_ids and all(b.startswith("msgbatch_") for b in job.batch_ids)
+    return job
+
+
 def _params(text: str) -> dict:
     return {
         "model": "local/echo",
@@ -68,7 +74,7 @@ def test_sdk_creates_retrieves_lists_and_reads_results(sdk):
         requests=[
             {"custom_id": "a-1", "params": _params("one")},
             {"custom_id": "b_2", "params": _params("two")},
-        ]  # fmt: skip
+        ]
     )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     ended = _ended(sdk, batch.id)
@@ -140,7 +146,8 @@ def test_anthropic_batch_round_trip_at_half_price_and_in_the_ledger_once(srv):
 def test_anthropic_batch_results_in_shuffled_order_join_by_custom_id(srv):
     srv.batches.settings.shuffle_results = True
     s = claude(srv)
-    job = s.batch([f"item {i}" for i in range(30)], max_tokens=10).wait(progress=False)
+    job = message_batch(s.batch([f"item {i}" for i in range(30)], max_tokens=10))
+    job.wait(progress=False)
     out = job.results()
     for i in range(30):
         assert out["text"].iloc[i].startswith(f"You said: item {i}.")
@@ -150,7 +157,7 @@ def test_anthropic_batch_errored_and_expired_rows_say_which(srv):
     srv.batches.settings.expire_after = 2
     s = claude(srv)
     prompts = ["fine", "no such model", "late"]
-    job = s.batch(prompts, max_tokens=10, model="local/echo")
+    job = message_batch(s.batch(prompts, max_tokens=10, model="local/echo"))
     job.wait(progress=False)
     out = job.results()
     assert out["ok"].tolist() == [True, True, False]
@@ -163,7 +170,7 @@ def test_anthropic_batch_errored_and_expired_rows_say_which(srv):
 def test_anthropic_batch_cancel_marks_rows_cancelled_and_resubmit_sends_them(srv):
     srv.batches.settings.seconds_per_request = 0.05
     s = claude(srv)
-    job = s.batch([f"item {i}" for i in range(20)], max_tokens=10)
+    job = message_batch(s.batch([f"item {i}" for i in range(20)], max_tokens=10))
     job.cancel()
     job.wait(progress=False)
     assert job.status == "cancelled"
@@ -177,15 +184,15 @@ def test_anthropic_batch_cancel_marks_rows_cancelled_and_resubmit_sends_them(srv
 
 def test_anthropic_batch_reattaches_from_the_manifest(srv):
     s = claude(srv)
-    job = s.batch(["a", "b"], max_tokens=10)
-    again = holynb.BatchJob.attach(claude(srv), job.id)
+    job = message_batch(s.batch(["a", "b"], max_tokens=10))
+    again = message_batch(holynb.BatchJob.attach(claude(srv), job.id))
     again.wait(progress=False)
     assert again.results()["ok"].all()
 
 
 def test_anthropic_batch_splits_by_its_request_limit(srv):
     s = claude(srv)
-    job = s.batch([f"p{i}" for i in range(5)], max_tokens=5, max_requests_per_file=2)
+    job = message_batch(s.batch([f"p{i}" for i in range(5)], max_tokens=5, max_requests_per_file=2))
     assert len(job.batch_ids) == 3
     job.wait(progress=False)
     assert job.results()["ok"].all()
@@ -195,8 +202,16 @@ def test_anthropic_batch_is_reserved_at_batch_prices_before_sending(srv):
     s = claude(srv)
     body = s.caller.call("Classify: x", max_tokens=50).body
     s.budget_usd = s.meter.bounds.usd(body, batch=True) * 1.5  # one fits, two do not
+    before = len(srv.message_batches.all())
     with pytest.raises(holynb.BudgetExceededError):
         s.batch(["Classify: x", "Classify: y"], max_tokens=50)
-    assert srv.message_batches.all() == [] or all(
-        b.created_at < time.time() - 3600 for b in srv.message_batches.all()
-    )
+    assert len(srv.message_batches.all()) == before
+
+
+def test_anthropic_batch_with_prompt_cache_sends_cache_control(srv):
+    s = claude(srv)
+    job = s.batch(["a"], system="Long rules. " * 20, prompt_cache="1h", max_tokens=5)
+    sent = srv.message_batches.get(job.batch_ids[0]).requests[0]["params"]
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    job.wait(progress=False)
+    assert job.results()["ok"].all()
