@@ -420,7 +420,12 @@ class MapRun:
         text = f"done={c['done']} failed={c['failed']} cached={c['cached']}"
         if c["refused"]:
             text += f" refused={c['refused']}"
-        return text + f" cost=${self.cost_usd:.4f}"
+        text += f" cost=${self.cost_usd:.4f}"
+        if c["done"]:  # the answers so far, at their mean cost, for every item still to come
+            left = len(self.requests) - c["done"] - c["failed"] - c["cached"] - c["refused"]
+            projected = self.cost_usd + self.cost_usd / c["done"] * max(left, 0)
+            text += f" projected=${projected:.4f}"
+        return text
 
     def _tick(self) -> None:
         if self._bar is None:

@@ -151,3 +151,10 @@ def test_dry_run_is_refused_by_chat():
     s = holynb.Session(base_url="http://127.0.0.1:9/v1", model="local/echo")
     with pytest.raises(TypeError, match="dry_run"):
         s.chat("hi", dry_run=True)
+
+
+def test_map_progress_bar_shows_cost_so_far_and_the_projected_total(local, capsys):
+    s = session_for(local, prices=PRICED, concurrency=1)
+    s.map([f"item {i}" for i in range(4)], max_tokens=5)
+    err = capsys.readouterr().err
+    assert "cost=$" in err and "projected=$" in err
