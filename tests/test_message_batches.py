@@ -215,3 +215,56 @@ def test_anthropic_batch_with_prompt_cache_sends_cache_control(srv):
     assert sent["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     job.wait(progress=False)
     assert job.results()["ok"].all()
+
+
+class _LosesCreates:
+    """An Anthropic endpoint whose answer to POST /v1/messages/batches is a 502: the batch
+    may or may not exist. Counts the creates it received."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.creates = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.path == "/v1/messages/batches":
+                    outer.creates += 1
+                    self.send_response(502)
+                else:
+                    self.send_response(404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+def test_a_lost_create_answer_is_never_sent_twice(home):
+    lossy = _LosesCreates()
+    try:
+        s = holynb.Session(api="anthropic", base_url=lossy.base_url, api_key="sk-test-key",
+                           model="claude-test", max_retries=0)  # fmt: skip
+        with pytest.raises(holynb.BatchError, match="may exist"):
+            s.batch(["a", "b"], max_tokens=5)
+        job = holynb.BatchJob.attach(s, s.batches().job_id.iloc[0])
+        assert job.status == "unknown"
+        with pytest.raises(holynb.BatchError, match="unknown"):
+            job.resubmit_failed()
+        with pytest.raises(holynb.BatchError, match="may already exist"):
+            s.batch(["a", "b"], max_tokens=5)  # the same requests again
+        assert lossy.creates == 1
+    finally:
+        lossy.httpd.shutdown()
