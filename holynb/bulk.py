@@ -15,6 +15,9 @@ The result frame has the input's index, in input order, and the columns
   run paid for the item: 0.0 when it came from the checkpoint or the cache), ``latency_ms``,
   ``attempts`` (0 when nothing was sent), ``cache_hit``.
 
+``dry_run=True`` returns what would be sent and its worst case instead, sending nothing (see
+``holynb.dry_run``).
+
 Resuming: items found in the checkpoint are not sent again; failed, refused and unfinished items
 are. An interrupt (the kernel's Interrupt button, Ctrl-C) cancels the requests in flight and
 raises ``MapInterrupted`` with the finished rows in ``.frame`` (``amap`` re-raises the
@@ -241,9 +244,9 @@ class MapRun:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def arun(self) -> pd.DataFrame:
-        """Run every request not yet in the checkpoint; the whole frame in input order."""
-        started = time.perf_counter()
+    def _bodies(self) -> tuple[list[dict[str, Any] | None], list[str | None], set[str]]:
+        """Every request's body (None for a bad one: its failure row is set), its checkpoint
+        key, and the keys the checkpoint holds already."""
         bodies: list[dict[str, Any] | None] = [None] * len(self.requests)
         keys: list[str | None] = [None] * len(self.requests)
         for i, req in enumerate(self.requests):
@@ -260,12 +263,42 @@ class MapRun:
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
+        present: set[str] = set()
         if self.checkpoint is not None:
             identity = CallerIdentity.of(self.caller.settings)
             for i, body in enumerate(bodies):
                 if body is not None:
                     keys[i] = request_key(body, identity)
             present = self.checkpoint.present(k for k in keys if k is not None)
+        return bodies, keys, present
+
+    def plan(self, *, batch: bool = False) -> pd.DataFrame:
+        """The dry run of this run: one row per request, what it would cost at most and whether
+        it is stored already (see ``holynb.dry_run``); nothing is sent."""
+        from holynb.dry_run import Planned, plan_frame
+
+        try:
+            bodies, keys, present = self._bodies()
+        finally:
+            if self._owns_checkpoint and self.checkpoint is not None:
+                self.checkpoint.close()
+        cache = self.caller.cache
+        planned = []
+        for i, req in enumerate(self.requests):
+            body, row = bodies[i], self.rows[i]
+            if body is None:
+                error = row[RESULT_COLUMNS.index("error")] if row is not None else None
+                planned.append(Planned(req.prompt, None, error=error))
+                continue
+            stored = keys[i] in present or (cache is not None and cache.has(body))
+            planned.append(Planned(req.prompt, body, cached=stored))
+        return plan_frame(self.caller, planned, self.index, batch=batch)
+
+    async def arun(self) -> pd.DataFrame:
+        """Run every request not yet in the checkpoint; the whole frame in input order."""
+        started = time.perf_counter()
+        bodies, keys, present = self._bodies()
+        if self.checkpoint is not None:
             for i, key in enumerate(keys):
                 if key is not None and key in present:
                     self.rows[i] = _STORED  # read after the first requests are out
@@ -443,7 +476,12 @@ class MapRun:
         text = f"done={c['done']} failed={c['failed']} cached={c['cached']}"
         if c["refused"]:
             text += f" refused={c['refused']}"
-        return text + f" cost=${self.cost_usd:.4f}"
+        text += f" cost=${self.cost_usd:.4f}"
+        if c["done"]:  # the answers so far, at their mean cost, for every item still to come
+            left = len(self.requests) - c["done"] - c["failed"] - c["cached"] - c["refused"]
+            projected = self.cost_usd + self.cost_usd / c["done"] * max(left, 0)
+            text += f" projected=${projected:.4f}"
+        return text
 
     def _tick(self) -> None:
         if self._bar is None:
@@ -518,8 +556,11 @@ def _make_run(caller: Core, prompts: Prompts, **kwargs: Any) -> MapRun:
 
 
 async def amap(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
-    """``Session.amap``: build the requests, run them, return the frame (see the module)."""
-    return await _make_run(caller, prompts, **kwargs).arun()
+    """``Session.amap``: build the requests, run them, return the frame (see the module);
+    ``dry_run=True``: the dry run's frame instead, nothing sent (``holynb.dry_run``)."""
+    dry_run = kwargs.pop("dry_run", False)
+    run = _make_run(caller, prompts, **kwargs)
+    return run.plan() if dry_run else await run.arun()
 
 
 def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
@@ -527,7 +568,10 @@ def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     ``MapInterrupted`` with the finished rows."""
     from holynb._loop import default_loop
 
+    dry_run = kwargs.pop("dry_run", False)
     run = _make_run(caller, prompts, **kwargs)
+    if dry_run:
+        return run.plan()
     try:
         return default_loop().run(run.arun())
     except KeyboardInterrupt:

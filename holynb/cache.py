@@ -77,6 +77,11 @@ class ResponseCache:
                 self.hits += 1
         return found
 
+    def has(self, body: Mapping[str, Any]) -> bool:
+        """Whether an answer to ``body`` is stored (not counted as a hit or a miss)."""
+        key = self.key(body)
+        return key in self.store.present([key])
+
     def note_saved(self, saved_usd: float | None) -> None:
         """Add what a hit would have cost to this session's savings."""
         if saved_usd:

@@ -161,9 +161,11 @@ def long_frame(frame: pd.DataFrame, labels: Sequence[Any]) -> pd.DataFrame:
 async def acompare(
     core: Core, prompts: Prompts, models: str | Sequence[str], **kwargs: Any
 ) -> pd.DataFrame:
-    """``Session.acompare``: the long frame (see the module docstring)."""
+    """``Session.acompare``: the long frame (see the module docstring); ``dry_run=True``: the
+    dry run's, one row per (prompt, model), nothing sent (``holynb.dry_run``)."""
+    dry_run = kwargs.pop("dry_run", False)
     run, labels = _make_run(core, prompts, models, **kwargs)
-    return long_frame(await run.arun(), labels)
+    return long_frame(run.plan() if dry_run else await run.arun(), labels)
 
 
 def compare_sync(
@@ -173,7 +175,10 @@ def compare_sync(
     ``MapInterrupted`` with the finished rows (in the long form)."""
     from holynb._loop import default_loop
 
+    dry_run = kwargs.pop("dry_run", False)
     run, labels = _make_run(core, prompts, models, **kwargs)
+    if dry_run:
+        return long_frame(run.plan(), labels)
     try:
         return long_frame(default_loop().run(run.arun()), labels)
     except KeyboardInterrupt:

@@ -148,6 +148,7 @@ _RESULT_KINDS: dict[str, tuple[type, ...]] = {
 _USAGE_KINDS: dict[str, tuple[type, ...]] = {
     "prompt_tokens": (int,), "completion_tokens": (int,), "cached_tokens": (int,),
     "reasoning_tokens": (int,), "estimated": (bool,), "cache_write_tokens": (int,),
+    "service_tier": (str, type(None)), "cache_ttl": (str, type(None)),
 }  # fmt: skip
 
 

@@ -48,10 +48,20 @@ class CallRecord:
     usage_estimated: bool = False
     cache_hit: bool = False
     saved_usd: float | None = None
+    # the providers' cheaper paths: the tier the answer was served on, prompt-cache writes
+    # (inside prompt_tokens, like cached_tokens: the reads) and the cache's ttl asked for
+    service_tier: str | None = None
+    cache_write_tokens: int = 0
+    cache_ttl: str | None = None
 
     @classmethod
     def from_result(
-        cls, result: ChatResult, *, kind: str, tag: str | None = None, error: str | None = None
+        cls,
+        result: ChatResult,
+        *,
+        kind: str,
+        tag: str | None = None,
+        error: str | None = None,
     ) -> CallRecord:
         """The record of a call that produced ``result`` (complete or partial)."""
         u = result.usage
@@ -79,6 +89,9 @@ class CallRecord:
             usage_estimated=u.estimated,
             cache_hit=result.cache_hit,
             saved_usd=result.saved_usd,
+            service_tier=u.service_tier,
+            cache_write_tokens=u.cache_write_tokens,
+            cache_ttl=u.cache_ttl,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,14 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CHAT_PARAMETERS", "SESSION_SETTINGS", "body_params", "check_params"]
+__all__ = [
+    "CALL_OPTIONS",
+    "CHAT_PARAMETERS",
+    "JOB_OPTIONS",
+    "SESSION_SETTINGS",
+    "body_params",
+    "check_params",
+]
 
 # The request parameters of OpenAI's chat completions and Anthropic's Messages API (holynb
 # translates the OpenAI names: stop -> stop_sequences, user -> metadata.user_id).
@@ -36,6 +43,13 @@ CHAT_PARAMETERS = frozenset(
     }
 )  # fmt: skip
 
+# holynb's own options of a call, taken with the parameters and never sent as they are:
+# prompt_cache="5m" | "1h" marks the prompt's stable prefix for Anthropic's cache.
+CALL_OPTIONS = frozenset({"prompt_cache"})
+# Options of map, compare and batch: dry_run=True shows what would be sent, sending nothing.
+JOB_OPTIONS = frozenset({"dry_run"})
+_JOBS = ("map", "compare", "batch")
+
 # Settings of a Session (or of map/batch themselves): never request parameters.
 SESSION_SETTINGS = frozenset(
     {
@@ -50,7 +64,14 @@ SESSION_SETTINGS = frozenset(
 def check_params(params: Mapping[str, Any], where: str) -> None:
     """Raise ``TypeError`` for a keyword argument that is not a chat parameter (nor
     ``extra_body``), before anything is sent; ``where`` names the method (``"map"``)."""
-    unknown = [name for name in params if name not in CHAT_PARAMETERS and name != "extra_body"]
+    unknown = [
+        name
+        for name in params
+        if name not in CHAT_PARAMETERS
+        and name not in CALL_OPTIONS
+        and name != "extra_body"
+        and not (name in JOB_OPTIONS and where in _JOBS)
+    ]
     if unknown:
         raise TypeError(_explain(unknown, where))
     extra = params.get("extra_body")
@@ -59,12 +80,14 @@ def check_params(params: Mapping[str, Any], where: str) -> None:
 
 
 def body_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` as they go into the request body: ``extra_body``'s fields merged in."""
-    if "extra_body" not in params:
-        return dict(params)
-    out = {k: v for k, v in params.items() if k != "extra_body"}
-    out.update(params["extra_body"] or {})
+    """``params`` as they go into the request body: ``extra_body``'s fields merged in,
+    holynb's own options (``CALL_OPTIONS``, ``JOB_OPTIONS``) left out."""
+    out = {k: v for k, v in params.items() if k not in _NOT_SENT}
+    out.update(params.get("extra_body") or {})
     return out
+
+
+_NOT_SENT = CALL_OPTIONS | JOB_OPTIONS | {"extra_body"}
 
 
 def _explain(unknown: list[str], where: str) -> str:

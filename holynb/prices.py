@@ -37,8 +37,15 @@ __all__ = ["ModelPrice", "PriceTable", "UnknownPriceWarning", "is_relay_url"]
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are USD per million tokens
 CACHE_WRITE_FACTOR = 1.25  # a cache write without its own price: Anthropic's 5-minute rate
+CACHE_WRITE_1H_FACTOR = 2.0  # a write to Anthropic's 1-hour cache: 2x input
+CACHE_READ_FACTOR = 0.1  # a read of Anthropic's prompt cache without its own price: 0.1x input
 _NUMBER_KEYS = ("input", "output", "cached_input", "cache_write", "batch_discount")
 _ALLOWED_KEYS = (*_NUMBER_KEYS, "source", "as_of")
+# Service tiers an answer may report. These cost the default price; flex (OpenAI) and batch
+# (Anthropic's batch results) cost the batch price unless the price data has the tier's own;
+# any other tier (priority, scale, ...) costs what the price data says, or None.
+DEFAULT_TIERS = frozenset({"default", "auto", "standard", "standard_only", "on_demand"})
+HALF_PRICE_TIERS = frozenset({"flex", "batch"})
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|20\d{6})$")
 _EXAMPLE = "{'input': 3.0, 'output': 15.0, 'cached_input': 0.3}"
 # Prefixes of OpenRouter/LiteLLM-style names ("openai/gpt-4.1") and the genai-prices provider.
@@ -114,15 +121,22 @@ class ModelPrice:
 
         Cached tokens are inside ``prompt_tokens`` and charged at ``cached_input``, cache writes
         too and charged at ``cache_write``; reasoning tokens are inside ``completion_tokens`` and
-        not charged again.
+        not charged again. With Anthropic's prompt cache asked for (``usage.cache_ttl``), a
+        read without its own price costs 0.1x ``input`` and a 1-hour write 2x ``input``.
         """
         cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
         written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
         uncached = usage.prompt_tokens - cached - written
+        read_price, write_price = self.cached_input_price, self.cache_write_price
+        if usage.cache_ttl is not None:  # Anthropic's prompt cache, asked for
+            if self.cached_input is None:
+                read_price = self.input * CACHE_READ_FACTOR
+            if usage.cache_ttl == "1h":
+                write_price = self.input * CACHE_WRITE_1H_FACTOR
         usd = (
             uncached * self.input
-            + cached * self.cached_input_price
-            + written * self.cache_write_price
+            + cached * read_price
+            + written * write_price
             + usage.completion_tokens * self.output
         ) / TOKENS_PER_PRICE_UNIT
         if batch:
@@ -262,7 +276,9 @@ class PriceTable:
     ) -> float | None:
         """What a call that used ``usage`` cost, in USD; None (and one warning per model) when
         no price is known. ``batch=True`` applies the Batch API price; ``at`` is when the call
-        happened (default now), for prices that changed over time."""
+        happened (default now), for prices that changed over time. ``usage.service_tier``
+        prices the tier the answer reports: flex at the price data's flex price, else half (the
+        batch price); a tier with no known price costs None (one warning per model and tier)."""
         found = self._find(model)
         if found is None:
             self._warn_once(
@@ -272,10 +288,19 @@ class PriceTable:
                 f"{_EXAMPLE}}}).",
             )
             return None
+        tier = usage.service_tier
+        if tier in DEFAULT_TIERS:
+            tier = None
         if isinstance(found, ModelPrice):
-            return found.cost(usage, batch=batch)
+            if tier is None or tier in HALF_PRICE_TIERS:
+                return found.cost(usage, batch=batch or tier is not None)
+            return self._unknown_tier(model, tier)
+        if tier is not None and not batch and not _tier_variant_active(found, tier, _utc(at)):
+            if tier not in HALF_PRICE_TIERS:
+                return self._unknown_tier(model, tier)
+            batch, tier = True, None  # no price of its own in the data: the batch price
         try:
-            return _official_cost(found, usage, batch, _utc(at))
+            return _official_cost(found, usage, batch, _utc(at), None if batch else tier)
         except (ArithmeticError, ValueError, TypeError) as err:
             self._warn_once(
                 model,
@@ -283,6 +308,16 @@ class PriceTable:
                 f"Set its price with Session(prices={{{model!r}: {_EXAMPLE}}}).",
             )
             return None
+
+    def knows_tier(self, model: str, tier: str | None) -> bool:
+        """Whether a call of ``model`` served on service tier ``tier`` can be priced (the
+        default tiers always can, when the model can)."""
+        found = self._find(model)
+        if found is None:
+            return False
+        if tier is None or tier in DEFAULT_TIERS or tier in HALF_PRICE_TIERS:
+            return True
+        return isinstance(found, _Official) and _tier_variant_active(found, tier, _utc(None))
 
     def needs_genai_prices(self, model: str) -> bool:
         """Whether pricing ``model`` will load genai-prices (no price of yours, of the relay
@@ -317,8 +352,19 @@ class PriceTable:
             self._official_cache[keys[0]] = _find_official(keys[0], self.base_url, self.relay)
         return self._official_cache[keys[0]]
 
-    def _warn_once(self, model: str, message: str) -> None:
-        key = _lookup_keys(model)[0]
+    def _unknown_tier(self, model: str, tier: str) -> float | None:  # None: no price
+        self._warn_once(
+            model,
+            f"holynb knows no price for model {model!r} on the {tier!r} service tier the "
+            f"endpoint answered on, so its cost is None (not a guess). Price that tier as the "
+            f"model's own name, e.g. Session(prices={{{model!r}: {_EXAMPLE}}}) if it costs the "
+            "same, or ask for the default tier.",
+            key=f"{_lookup_keys(model)[0]}@{tier}",
+        )
+        return None
+
+    def _warn_once(self, model: str, message: str, key: str | None = None) -> None:
+        key = key or _lookup_keys(model)[0]
         with self._lock:
             if key in self._warned:
                 return
@@ -426,22 +472,39 @@ def _genai_prices_may_price(refs: Iterable[str], *, create: bool = True) -> bool
 
 
 def _batch_variant_active(found: _Official, at: datetime) -> bool:
+    return _variant_active(found, {"processing": "batch"}, at)
+
+
+def _tier_variant_active(found: _Official, tier: str, at: datetime) -> bool:
+    """Whether the price data has ``found``'s own price on service tier ``tier``."""
+    return _variant_active(found, {"service_tier": tier}, at)
+
+
+def _variant_active(found: _Official, when: dict[str, str], at: datetime) -> bool:
     # genai-prices applies request variants only to a provider's own models (not fallbacks).
     if not any(found.info is m for m in found.provider.models):
         return False
     for variant in found.info.price_variants or ():
-        if variant.when == {"processing": "batch"} and (
-            variant.constraint is None or variant.constraint.active(at)
-        ):
+        if variant.when == when and (variant.constraint is None or variant.constraint.active(at)):
             return True
     return False
 
 
-def _official_cost(found: _Official, usage: Usage, batch: bool, at: datetime) -> float:
+def _official_cost(
+    found: _Official, usage: Usage, batch: bool, at: datetime, tier: str | None = None
+) -> float:
     import genai_prices
 
     cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
     written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
+    extra = 0.0  # USD genai-prices does not know of: Anthropic's prompt cache rules
+    if usage.cache_ttl is not None and (cached or written):
+        price = _official_price(found, at)
+        if price is not None and usage.cache_ttl == "1h" and written:
+            extra += written * price.input * (CACHE_WRITE_1H_FACTOR - 1.0) / TOKENS_PER_PRICE_UNIT
+            written = 0  # priced as input above, plus the 1-hour premium here
+        if price is not None and price.cached_input is None and cached:
+            extra -= cached * price.input * (1.0 - CACHE_READ_FACTOR) / TOKENS_PER_PRICE_UNIT
     counted = genai_prices.Usage(
         input_tokens=usage.prompt_tokens,  # with cache reads and writes, as genai-prices expects
         cache_read_tokens=cached,
@@ -455,10 +518,12 @@ def _official_cost(found: _Official, usage: Usage, batch: bool, at: datetime) ->
             context = {"processing": "batch"}
         else:
             factor = 0.5  # no batch price in the data: the Batch API's usual half price
+    if tier is not None:
+        context = {"service_tier": tier}
     calc = found.info.calc_price(
         counted, found.provider, genai_request_timestamp=at, price_context=context
     )
-    return _tidy(float(calc.total_price) * factor)
+    return _tidy((float(calc.total_price) + extra) * factor)
 
 
 def _official_price(found: _Official, at: datetime) -> ModelPrice | None:

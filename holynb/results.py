@@ -17,6 +17,10 @@ class Usage:
     ``prompt_tokens``, and ``reasoning_tokens`` already inside ``completion_tokens`` (OpenAI's
     convention, which Anthropic's usage is mapped onto); they are never added twice.
     ``estimated`` is True when the server sent no usage and holynb counted it itself.
+    ``service_tier`` is the tier the answer says it was served on (``"default"``, ``"flex"``,
+    ...; None when it said none): calls are priced by it. ``cache_ttl`` is the prompt cache
+    the request asked for (``"5m"``, ``"1h"``): a write then costs 1.25x or 2x the input price
+    and a read 0.1x, unless the model has its own cache prices.
     """
 
     prompt_tokens: int = 0
@@ -25,6 +29,8 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
     cache_write_tokens: int = 0
+    service_tier: str | None = None
+    cache_ttl: str | None = None  # "5m" | "1h": the prompt cache asked for (prices its writes)
 
     def __post_init__(self) -> None:
         # An endpoint's counts are checked before they are believed: a negative one would
@@ -61,8 +67,9 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_api(cls, data: dict[str, Any] | None) -> Usage | None:
-        """Usage from an OpenAI-style ``usage`` object (None when absent or null)."""
+    def from_api(cls, data: dict[str, Any] | None, tier: Any = None) -> Usage | None:
+        """Usage from an OpenAI-style ``usage`` object (None when absent or null), served on
+        ``tier`` (the answer's ``service_tier``)."""
         if not data:
             return None
         prompt_details = data.get("prompt_tokens_details") or {}
@@ -72,7 +79,19 @@ class Usage:
             completion_tokens=int(data.get("completion_tokens") or 0),
             cached_tokens=int(prompt_details.get("cached_tokens") or 0),
             reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            service_tier=tier_name(tier),
         )
+
+
+def tier_name(value: Any) -> str | None:
+    """An answer's ``service_tier`` as holynb believes it: None when it sent none, a short
+    name, or ``"invalid"`` for anything else (not a string, too long, not a plain word),
+    which no price covers: such a call costs None rather than a guess."""
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value) <= 32 and value.replace("_", "").isalnum():
+        return value.lower()
+    return "invalid"
 
 
 @dataclass(frozen=True, slots=True)

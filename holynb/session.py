@@ -28,10 +28,8 @@ from holynb.calls.meter import LogWriteWarning as LogWriteWarning, Meter
 from holynb.chat_stream import AsyncChatStream, ChatStream
 from holynb.ledger import CallRecord
 from holynb.parameters import check_params
-from holynb.prompts import (
-    Prompt as Prompt,  # what a prompt is lives in holynb.prompts
-    build_messages as build_messages,
-)
+from holynb.prices import PriceTable
+from holynb.prompts import Prompt
 from holynb.results import ChatResult, CostEstimate
 
 if TYPE_CHECKING:
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
     from holynb.bulk import Prompts
     from holynb.cache import CacheSetting, CallCache, ResponseCache
     from holynb.images import ImagePreset
-    from holynb.prices import PriceTable
 
 
 class Session:
@@ -69,7 +66,8 @@ class Session:
     overrides USD prices per million tokens, e.g. ``{"my-model": {"input": 3, "output": 15}}``;
     ``cache`` (a file, or True for one under ``HOLYNB_HOME``; env ``HOLYNB_CACHE``) answers a
     request already asked from the file, sending nothing; ``max_image_bytes`` is the size
-    limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``).
+    limit per image (20 MB, and 5 MB with ``api="anthropic"``; see ``holynb.images``);
+    ``service_tier`` and ``prompt_cache`` ("5m", "1h") go with every call that names none.
     ``database`` (a PostgreSQL URL, or ``HOLYNB_DATABASE_URL``) keeps the log there for the
     team, charged to ``user``; ``budget`` names a budget there (``holynb.team``).
     """
@@ -96,19 +94,20 @@ class Session:
         database: str | None = None,
         user: str | None = None,
         budget: str | None = None,
+        service_tier: str | None = None,
+        prompt_cache: str | None = None,
     ) -> None:
         settings = resolve_settings(
             api=api, bearer=bearer, base_url=base_url, api_key=api_key, model=model,
             timeout=timeout, max_retries=max_retries, retry=retry, concurrency=concurrency,
             rpm=rpm, tpm=tpm,
         )  # fmt: skip
-        from holynb.prices import PriceTable
-
         table = PriceTable.default(settings.base_url, prices)
         prefetch(table.needs_genai_prices(settings.model))  # while the log opens
         self._meter = Meter.open(table, settings.api, log_path=log_path, budget_usd=budget_usd,
                                  database=database, user=user, budget=budget)  # fmt: skip
         self._caller = Caller(settings, self._meter, max_image_bytes=max_image_bytes)
+        self._caller.use_defaults(service_tier=service_tier, prompt_cache=prompt_cache)
         self.cache = cache
 
     # -- configuration -------------------------------------------------------------------------
@@ -229,6 +228,7 @@ class Session:
             max_image_bytes=self._caller.max_image_bytes_given,
         )  # fmt: skip
         fresh.cache = self.cache.store if self.cache is not None else False
+        fresh.caller.take_defaults(self._caller)
         limit = self.budget_usd if isinstance(budget_usd, Unchanged) else budget_usd
         fresh.meter.carry_over(self._meter, limit)
         return fresh

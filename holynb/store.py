@@ -126,10 +126,18 @@ def _m003_holds(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_cheaper_paths(db: sqlite3.Connection) -> None:
+    # service tiers and prompt caching (issue 20): columns added, nothing else changed
+    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN service_tier TEXT")
+    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN cache_ttl TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_calls,
     _m002_cache_columns,
     _m003_holds,
+    _m004_cheaper_paths,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,7 +1,8 @@
 """What a request can cost at most: the one rule every budget applies before anything is sent.
 
 A request's worst case is its prompt (estimated offline, images counted by the wire format's
-rule, plus a margin) and every answer it asks for at its length cap: ``max_tokens`` (or
+rule, plus a margin; with Anthropic's prompt cache asked for, all of it at the cache-write price)
+and every answer it asks for at its length cap: ``max_tokens`` (or
 ``max_completion_tokens``) times ``n``. The price is the asked model's, or the price of a pricier
 model the endpoint was seen answering for it (relays may route ``gpt-4.1-mini`` to
 ``gpt-4.1``): an answering model is remembered, and from then on the dearer of the two prices
@@ -17,8 +18,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from holynb.prompt_cache import ttl_of
 from holynb.results import Usage
 
 if TYPE_CHECKING:
@@ -104,6 +107,13 @@ class WorstCase:
         out = (cap or 0) * answers_asked(body)
         usage = Usage(prompt_tokens=prompt, completion_tokens=out, estimated=True)
         worst = self.prices.cost(model, usage, batch=batch)
+        ttl = ttl_of(body) if self.api == "anthropic" else None
+        if worst is not None and ttl is not None:  # the whole prompt may be a cache write
+            written = replace(usage, cache_write_tokens=prompt, cache_ttl=ttl)
+            worst = max(worst, self.prices.cost(model, written, batch=batch) or worst)
+        tier = body.get("service_tier")
+        if worst is not None and isinstance(tier, str) and not batch:
+            worst = self._tier_worst(model, usage, tier, worst)
         if worst is None:
             raise UnboundedCall(
                 f"holynb could not price model {model!r}, so the budget cannot bound this "
@@ -111,6 +121,23 @@ class WorstCase:
                 "{'input': 3.0, 'output': 15.0}}), or remove the budget."
             )
         return worst
+
+    def _tier_worst(self, model: str, usage: Usage, tier: str, worst: float) -> float:
+        """The worst case on the service tier asked for: a cheaper tier (flex) may be answered
+        on the default one, so the default price holds; a dearer one (priority) needs its
+        price."""
+        from holynb.prices import DEFAULT_TIERS, HALF_PRICE_TIERS
+
+        if tier in DEFAULT_TIERS or tier in HALF_PRICE_TIERS:
+            return worst
+        if not self.prices.knows_tier(model, tier):
+            raise UnboundedCall(
+                f"holynb knows no price for model {model!r} on the {tier!r} service tier, so "
+                "the budget cannot bound this call; it was not sent. Ask for the default or "
+                "flex tier, or remove the budget (session.budget_usd = None)."
+            )
+        on_tier = self.prices.cost(model, replace(usage, service_tier=tier))
+        return worst if on_tier is None else max(worst, on_tier)
 
     def answering_model(self, asked: str) -> str | None:
         """A pricier model seen answering for ``asked``, or None."""

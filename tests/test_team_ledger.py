@@ -227,3 +227,11 @@ def test_llm_cost_team_without_a_database_says_how(local: Any) -> None:
         assert "database=" in str(result.error_in_exec)
     finally:
         next(shells, None)
+
+
+def test_the_cheaper_paths_columns_reach_the_team_ledger(local: Any, pg_url: str) -> None:
+    s = session_for(local, database=pg_url, user="alice", prices=PRICES)
+    s.chat("one", service_tier="flex", max_tokens=5)
+    team = s.team_ledger()
+    assert team["service_tier"].tolist() == s.ledger["service_tier"].tolist() == ["flex"]
+    assert team["cache_write_tokens"].tolist() == [0]

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from holynb._wire.base import Chunk, Completion
-from holynb.results import Usage
+from holynb.results import Usage, tier_name
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -159,6 +159,7 @@ def usage_from_anthropic(
         value = data.get(name)
         return before if value is None else int(value)
 
+    tier = tier_name(data["service_tier"]) if "service_tier" in data else old.service_tier
     read = count("cache_read_input_tokens", old_read)
     write = count("cache_creation_input_tokens", old_write)
     fresh = count("input_tokens", old_input)
@@ -169,6 +170,7 @@ def usage_from_anthropic(
         cached_tokens=read,
         cache_write_tokens=write,
         estimated=old.estimated and data.get("input_tokens") is None,
+        service_tier=tier,
     )
 
 
@@ -252,7 +254,10 @@ def _block(part: Any) -> Any:
         return part
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
-    return {"type": "image", "source": image_source(url if isinstance(url, str) else "")}
+    block = {"type": "image", "source": image_source(url if isinstance(url, str) else "")}
+    if "cache_control" in part:  # a prompt cache mark (holynb.prompt_cache) stays on it
+        block["cache_control"] = part["cache_control"]
+    return block
 
 
 def image_source(url: str) -> dict[str, str]:

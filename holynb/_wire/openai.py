@@ -1,7 +1,8 @@
 """OpenAI's chat completions: ``POST {base_url}/chat/completions``, ``Authorization: Bearer``.
 
 The body goes out as the session built it; answers and ``chat.completion.chunk`` events are read
-without ever indexing ``choices[0]`` of a usage chunk blindly (it has ``choices: []``).
+without ever indexing ``choices[0]`` of a usage chunk blindly (it has ``choices: []``). The
+answer's ``service_tier`` goes into its usage (calls are priced by the tier they were served on).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class OpenAIWire:
             text,
             model or str(body.get("model", "")),
             reason,
-            Usage.from_api(payload.get("usage")),
+            Usage.from_api(payload.get("usage"), payload.get("service_tier")),
             answer_id if isinstance(answer_id, str) else None,
         )
 
@@ -77,7 +78,8 @@ class OpenAIWire:
                     raise TypeError(f"delta.content is {type(text).__name__}, not a string")
             reason = choice.get("finish_reason")
         model = event.get("model")
-        return event.get("error"), text, reason, Usage.from_api(event.get("usage")), model
+        read = Usage.from_api(event.get("usage"), event.get("service_tier"))
+        return event.get("error"), text, reason, read, model
 
     def is_end(self, event: Any) -> bool:
         return False  # the end is the [DONE] line, seen before JSON decoding

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from holynb._loop import default_loop
+from holynb.batch import anthropic as message_batches
 from holynb.batch.files import (
     ENDPOINT,
     MAX_BYTES_PER_FILE,
@@ -174,8 +175,9 @@ class BatchJob:
         schema: Any = None,
         images: Any = None,
         image_preset: str | ImagePreset | None = None,
-    ) -> BatchJob:
-        """Build, check, split and upload the requests, and create one batch per part.
+    ) -> BatchJob | pd.DataFrame:
+        """Build, check, split and upload the requests, and create one batch per part
+        (``params["dry_run"]``: the dry run's frame instead, see ``holynb.dry_run``).
         ``prompts`` are read as ``map`` reads them (``holynb.prompts``: the same shapes, the
         same errors). ``schema`` asks every request for ``response_format`` ``json_schema``;
         ``images`` (one entry per prompt, as for ``map``) go into each request's body, prepared
@@ -189,6 +191,7 @@ class BatchJob:
                 f"holynb uses 2 ({JOB_KEY}, {PART_KEY}): keep at most {MAX_METADATA_PAIRS - 2}."
             )
         params = dict(params or {})
+        dry_run = bool(params.pop("dry_run", False))
         kept_schema = None  # what the manifest keeps of schema= (JSON), for attach
         if schema is not None:
             from holynb.structured import AnswerSchema
@@ -198,6 +201,12 @@ class BatchJob:
             spec = AnswerSchema.of(schema)
             params["response_format"] = spec.response_format()
             kept_schema = {"name": spec.name, "schema": spec.schema}
+        anthropic = caller.settings.api == "anthropic"
+        if anthropic:  # Message Batches: Anthropic's limits where OpenAI's defaults were left
+            if max_requests_per_file == MAX_REQUESTS_PER_FILE:
+                max_requests_per_file = message_batches.MAX_REQUESTS
+            if max_bytes_per_file == MAX_BYTES_PER_FILE:
+                max_bytes_per_file = message_batches.MAX_BYTES
         parsed = read_prompts(prompts, template, images=images, what="batch")
         if not parsed.prompts:
             raise ConfigurationError("There are no prompts to send.")
@@ -215,6 +224,11 @@ class BatchJob:
         if problems:
             shown = "; ".join(f"line {n} ({cid}): {what}" for n, cid, what in problems[:5])
             raise ConfigurationError(f"The batch file would be refused: {shown}.")
+        if dry_run:  # what would be sent, at batch prices: nothing is uploaded
+            from holynb.dry_run import Planned, plan_frame
+
+            planned = [Planned(p, b) for p, b in zip(parsed.prompts, bodies, strict=True)]
+            return plan_frame(caller, planned, parsed.index, batch=True)
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         digest = hashlib.sha256(b"".join(encoded)).hexdigest()
         _refuse_a_twin(caller.base_url, digest)
@@ -233,6 +247,7 @@ class BatchJob:
             max_bytes_per_file=max_bytes_per_file,
             schema=kept_schema,
             requests_sha256=digest,
+            api=caller.settings.api,
         )
         job = cls(caller, manifest, schema)
         sending = False
@@ -295,6 +310,9 @@ class BatchJob:
         m = self._manifest
         for n, (rows, (hold, worst)) in enumerate(zip(groups, holds, strict=True), start=1):
             label = f"{round_}:{n}/{len(groups)}"
+            if self.anthropic:
+                await self._send_message_batch(rows, encoded, round_, label, (hold, worst))
+                continue
             name = f"{m.id}-r{round_}-p{n}.jsonl"
             content = b"".join(encoded[i] for i in rows)
             try:
@@ -350,6 +368,49 @@ class BatchJob:
             m.save()  # a crash after this still knows every part created so far
             self.meter.adopt_batch_hold(part.key(m.id), worst, hold)
 
+    @property
+    def anthropic(self) -> bool:
+        """Whether this job is one of Anthropic's Message Batches."""
+        return self._manifest.api == "anthropic"
+
+    async def _send_message_batch(
+        self,
+        rows: list[int],
+        encoded: list[bytes],
+        round_: int,
+        label: str,
+        held: tuple[int | None, float],
+    ) -> None:
+        """One part as ``POST /messages/batches`` (saved with its hold before it goes out; an
+        unknown outcome stops the sending, since a Message Batch cannot be looked up by
+        metadata)."""
+        m = self._manifest
+        hold, worst = held
+        request = message_batches.create_request([encoded[i] for i in rows])
+        part = Part(batch_id="", input_file_id="", rows=rows, round=round_, status=UNKNOWN,
+                    label=label, sent_at=time.time(), worst_usd=worst, hold=hold)  # fmt: skip
+        m.parts.append(part)
+        m.save()  # a crash during the POST still knows this part may exist
+        try:
+            response = await self.caller.request("POST", message_batches.PATH, json=request)
+        except APIError as err:
+            if _outcome_unknown(err):
+                raise BatchError(
+                    f"Job {self.id}: the answer to POST /messages/batches for part {label} was "
+                    f"lost ({err.message}); the batch may exist on Anthropic, which cannot be "
+                    "searched by metadata, so nothing more is sent and its rows are never sent "
+                    "again by holynb. Check the Anthropic console's batches before sending "
+                    "these prompts again."
+                ) from None
+            m.parts.remove(part)
+            m.save()
+            if isinstance(err, APIStatusError) and err.status in (404, 405):
+                raise _not_supported(self.caller.base_url, err, "POST /messages/batches") from None
+            raise
+        _update(part, message_batches.as_batch(self._answer(response)), created=True)
+        m.save()  # a crash after this still knows every part created so far
+        self.meter.adopt_batch_hold(part.key(m.id), worst, hold)
+
     def _end_hold(self, part: Part) -> None:
         """Release ``part``'s budget hold without a cost (it was never created)."""
         key = part.key(self.id)
@@ -386,6 +447,8 @@ class BatchJob:
         and adopt it; once it has gone unlisted for ``lookup_grace_s``, mark it as never
         created (``failed``, no batch id). An endpoint that cannot list batches leaves it
         unknown."""
+        if self.anthropic:
+            return  # Message Batches carry no metadata to find a part by: it stays unknown
         api = self.caller
         params: dict[str, Any] = {"limit": _LIST_PAGE}
         oldest = part.sent_at - _LIST_SLACK_S
@@ -530,9 +593,12 @@ class BatchJob:
                 if part.status == UNKNOWN:
                     await self._look_up(part)  # adopted: read its state at once, below
                 if part.created and part.status not in FINAL:
-                    answer = await api.request(
-                        "GET", f"batches/{checked_id(part.batch_id, 'batch id')}"
-                    )
+                    batch_id = checked_id(part.batch_id, "batch id")
+                    if self.anthropic:
+                        answer = await api.request("GET", f"{message_batches.PATH}/{batch_id}")
+                        _update(part, message_batches.as_batch(self._answer(answer)))
+                        continue
+                    answer = await api.request("GET", f"batches/{batch_id}")
                     _update(part, self._answer(answer))
         finally:
             m.save()
@@ -600,7 +666,10 @@ class BatchJob:
         if path.is_file():
             return scrub_lines(path.read_bytes(), secret)  # kept before redaction existed
         file_id = checked_id(file_id, "file id")
-        data = (await self.caller.request("GET", f"files/{file_id}/content")).content
+        where = f"files/{file_id}/content"
+        if self.anthropic:  # a Message Batch's results, by its own id
+            where = f"{message_batches.PATH}/{checked_id(part.batch_id, 'batch id')}/results"
+        data = (await self.caller.request("GET", where)).content
         data = scrub_lines(data, secret)
         partial = path.with_suffix(".partial")
         partial.write_bytes(data)
@@ -632,7 +701,8 @@ class BatchJob:
             for kind, file_id in (("output", part.output_file_id), ("errors", part.error_file_id)):
                 name = f"the {kind} file of batch {part.batch_id}"
                 data = await self._file(part, position, kind, file_id)
-                found_here, lost_here = read_outcomes(data, m.model, name)
+                read = message_batches.outcome if self.anthropic else None
+                found_here, lost_here = read_outcomes(data, m.model, name, read)
                 got_lines += found_here
                 lost += lost_here
             found: set[int] = set()
@@ -719,6 +789,11 @@ class BatchJob:
                     if part.status in FINAL or part.status in ("cancelling", UNKNOWN):
                         continue
                     batch_id = checked_id(part.batch_id, "batch id")
+                    if self.anthropic:
+                        where = f"{message_batches.PATH}/{batch_id}/cancel"
+                        answer = self._answer(await api.request("POST", where))
+                        _update(part, message_batches.as_batch(answer))
+                        continue
                     _update(
                         part, self._answer(await api.request("POST", f"batches/{batch_id}/cancel"))
                     )

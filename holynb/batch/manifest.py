@@ -149,6 +149,7 @@ class Manifest:
     schema: dict[str, Any] | None = None  # schema=: {"name", "schema"}, for the answer columns
     requests_sha256: str = ""  # of requests.jsonl: the same requests sent again are noticed
     version: int = VERSION
+    api: str = "openai"  # the wire format: "anthropic" for Message Batches
 
     @property
     def folder(self) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
@@ -21,11 +21,16 @@ from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
 from holynb.results import ChatResult, Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from holynb.batch.manifest import Manifest, Part
     from holynb.structured import AnswerSchema
 
+ReadLine: TypeAlias = (
+    "Callable[[dict[str, Any], str], Outcome]"  # one line's Outcome (a format's reader)
+)
 # Session.map's columns (holynb.bulk), and the line each row came from.
 BATCH_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS, "custom_id")
 _NOT_RUN = {"batch_expired": "BatchExpired", "batch_cancelled": "BatchCancelled"}
@@ -44,7 +49,9 @@ class Outcome:
     unreadable: bool = False  # its line could not be read (what it cost is unknown)
 
 
-def read_outcomes(data: bytes, fallback_model: str, name: str) -> tuple[list[Outcome], int]:
+def read_outcomes(
+    data: bytes, fallback_model: str, name: str, read: ReadLine | None = None
+) -> tuple[list[Outcome], int]:
     """The Outcome of every line of an output or error file (``name`` says which, in
     errors), and how many lines could not be tied to any request. A line that cannot be read
     fails only its own request (when its ``custom_id`` can still be found), with an error
@@ -67,15 +74,18 @@ def read_outcomes(data: bytes, fallback_model: str, name: str) -> tuple[list[Out
         if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
             lost += 1
             continue
-        found.append(outcome(item, fallback_model, where))
+        found.append(outcome(item, fallback_model, where, read))
     return found, lost
 
 
-def outcome(line: dict[str, Any], fallback_model: str, where: str = "a line") -> Outcome:
-    """The Outcome of one output or error line; a line not shaped as the Batch API's lines
-    are is that request's error (``APIResponseError: ... unreadable ...``)."""
+def outcome(
+    line: dict[str, Any], fallback_model: str, where: str = "a line", read: ReadLine | None = None
+) -> Outcome:
+    """The Outcome of one output or error line (read by ``read``: OpenAI's lines by default,
+    ``holynb.batch.anthropic.outcome`` for Message Batches' results); a line not shaped as
+    they are is that request's error (``APIResponseError: ... unreadable ...``)."""
     try:
-        return _outcome(line, fallback_model)
+        return (read or _outcome)(line, fallback_model)
     except UNREADABLE as exc:
         return _unreadable(line["custom_id"], where, f"{type(exc).__name__}: {exc}")
 

@@ -24,6 +24,7 @@ from holynb.calls.body import request_body
 from holynb.calls.call import Call, CallCache
 from holynb.calls.probe import Probe, refusal_of
 from holynb.errors import APIError, BadRequestError
+from holynb.prompt_cache import check_ttl, mark
 from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
@@ -59,7 +60,18 @@ class Caller:
         self.probe = Probe()
         self.cache = cache  # the response cache (None: none)
         self.max_image_bytes_given = max_image_bytes  # None: the wire format's default
+        self.service_tier: str | None = None  # sent with every call that names none
+        self.prompt_cache: str | None = None  # "5m" | "1h": cache_control on every call
         self._client: ChatClient | None = None
+
+    def use_defaults(self, *, service_tier: str | None, prompt_cache: str | None) -> None:
+        """Every call's ``service_tier`` and ``prompt_cache`` unless it names its own."""
+        self.service_tier = service_tier
+        self.prompt_cache = check_ttl(prompt_cache)
+
+    def take_defaults(self, other: Caller) -> None:
+        """The call defaults of ``other`` (for a derived session)."""
+        self.use_defaults(service_tier=other.service_tier, prompt_cache=other.prompt_cache)
 
     @property
     def client(self) -> ChatClient:
@@ -134,12 +146,13 @@ class Caller:
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request body of ``prompt`` (images already attached to its messages)."""
+        params = params or {}
         default: int | None = None
         if self.settings.api == "anthropic":
             from holynb._wire.anthropic import DEFAULT_MAX_TOKENS
 
             default = DEFAULT_MAX_TOKENS
-        return request_body(
+        body = request_body(
             prompt,
             model=model or self.settings.model,
             system=system,
@@ -148,6 +161,12 @@ class Caller:
             params=params,
             default_max_tokens=default,
         )
+        if self.service_tier is not None:
+            body.setdefault("service_tier", self.service_tier)  # a call's own wins
+        ttl = check_ttl(params.get("prompt_cache", self.prompt_cache))
+        if ttl is not None and self.settings.api == "anthropic":  # OpenAI's caches by itself
+            body["messages"] = mark(body["messages"], ttl)
+        return body
 
     def with_images(
         self, prompt: Prompt, system: str | None, images: Any, preset: str | ImagePreset | None

@@ -30,6 +30,7 @@ from holynb.errors import (
     StoreError,
 )
 from holynb.ledger import CallRecord, Ledger
+from holynb.prompt_cache import ttl_of
 from holynb.results import ChatResult, CostEstimate, Usage
 from holynb.worst_case import UnboundedCall, WorstCase, prompt_estimate
 
@@ -318,6 +319,11 @@ class Meter:
                 completion_tokens=completion,
             )
             result = replace(result, usage=usage)
+        if self.api == "anthropic" and usage.cache_ttl is None:
+            ttl = ttl_of(body)  # the prompt cache asked for prices the answer's cache writes
+            if ttl is not None:
+                usage = replace(usage, cache_ttl=ttl)
+                result = replace(result, usage=usage)
         return result.with_cost(self.prices.cost(result.model, usage, batch=batch))
 
     def record(

@@ -140,6 +140,12 @@ class LLMMagics(Magics):
         help="send an image: a variable (a figure, PIL image, array, bytes) or a path; repeatable",
     )
     @argument("--image-preset", help="shrink images first: high, medium or low")
+    @argument("--service-tier", help="the provider's service tier, e.g. flex (priced by the tier)")
+    @argument(
+        "--prompt-cache",
+        choices=("5m", "1h"),
+        help="Anthropic's format: cache the system prompt and conversation prefix (5m or 1h)",
+    )
     @argument("words", nargs="*", help="line form only: the prompt")
     @no_var_expand  # the prompt is filled once, by build_prompt; the option line is expanded below
     @line_cell_magic
@@ -239,6 +245,7 @@ class LLMMagics(Magics):
             "max_tokens": args.max_tokens,
             "tag": f"In[{cell_number(self.shell)}]",
             "cache": _cache_choice(args),
+            **_cheaper_paths(args),
         }
         view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
         if args.format == "text":
@@ -410,6 +417,7 @@ class LLMMagics(Magics):
             session, text, models, view, system=args.system, temperature=args.temperature,
             max_tokens=args.max_tokens, tag=f"In[{self.shell.execution_count}]",
             cache=_cache_choice(args), **({"images": images} if images else {}),
+            **_cheaper_paths(args),
         )  # fmt: skip
         ns = self.shell.user_ns
         ns["_llm"] = dict(zip(models, frame["text"].fillna(""), strict=True))
@@ -632,6 +640,16 @@ def _short(error: HolynbError) -> str:
     hint = getattr(shown, "hint", None)
     message = str(getattr(shown, "message", error))
     return f"{message}\nHint: {hint}" if hint else message
+
+
+def _cheaper_paths(args: Any) -> dict[str, Any]:
+    """``--service-tier`` and ``--prompt-cache`` as call arguments (only those given)."""
+    out: dict[str, Any] = {}
+    if args.service_tier:
+        out["service_tier"] = _unquote(args.service_tier)
+    if args.prompt_cache:
+        out["prompt_cache"] = args.prompt_cache
+    return out
 
 
 def _cache_choice(args: Any) -> CallCache:

@@ -31,6 +31,7 @@ async def send_whole(ex: Exchange, answer: Answer) -> web.StreamResponse:
             answer.finish_reason,
             None if no_usage else answer.usage(),
             with_usage=no_usage is None or no_usage["null"],
+            service_tier=answer.service_tier,
         )
 
     def error(message: str) -> bytes:
@@ -54,6 +55,7 @@ class ChatEvents:
             answer.created,
             answer.model,
             include_usage and not self.no_usage,
+            answer.service_tier,
         )
         self.keep = keep = ChunkRenderer.COMMENT if "keepalive_comments" in faults else b""
         content = render.content

@@ -31,6 +31,8 @@ from holynb.server.batches import BatchStore, add_routes
 from holynb.server.exchange import JSON, Answer, Exchange, error_response, log_entry
 from holynb.server.faults import Fault, FaultQueue
 from holynb.server.guard import guard, json_body
+from holynb.server.message_batches import MessageBatchStore, add_routes as add_message_batches
+from holynb.server.prompt_cache import PromptCache
 from holynb.server.registry import Model, ModelRegistry, generate
 from holynb.server.stats import Recorder
 from holynb.server.tokens import prompt_tokens
@@ -82,6 +84,8 @@ class ServerState:
     check_host: bool = True
     latency_ms: float = 0.0
     tokens_per_second: float | None = None
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
+    message_batches: MessageBatchStore = field(default_factory=MessageBatchStore)
     created: int = field(default_factory=lambda: int(time.time()))
     batches: BatchStore = field(default_factory=BatchStore)
     serve_batches: bool = True  # False: no /v1/files, /v1/batches (404), as many endpoints
@@ -114,6 +118,10 @@ def build_app(state: ServerState) -> web.Application:
     add("DELETE", "/_holynb/faults", h.clear_faults)
     if state.serve_batches:
         add_routes(app, state.batches, state.models, h._autherror_response)
+        add_message_batches(
+            app, state.message_batches, state.batches, state.models,
+            h._autherror_response,
+        )  # fmt: skip
     add("*", "/{tail:.*}", h.not_found)
     app.on_response_prepare.append(_stamp_request_id)
     return app
@@ -126,6 +134,19 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
 
 def _runs_code(model: Model) -> bool:
     return model.runs_code or bool(getattr(model.respond, "runs_code", False))
+
+
+def _served_tier(body: dict[str, Any], fault: dict[str, Fault], anthropic: bool) -> str | None:
+    """The service tier an answer reports: the ``service_tier`` fault's, else the one asked
+    for (OpenAI's ``auto`` is served on ``default``); Anthropic's answers say it in usage."""
+    if "service_tier" in fault:
+        return str(fault["service_tier"]["tier"])
+    asked = body.get("service_tier")
+    if not isinstance(asked, str):
+        return None
+    if anthropic:
+        return "standard"  # auto and standard_only: the local server has no priority tier
+    return "default" if asked == "auto" else asked
 
 
 def new_request_id() -> str:
@@ -254,6 +275,7 @@ class _Handlers:
             return error_response(err)
         self.state.recorder.reset()
         self.state.faults.clear()
+        self.state.prompt_cache.clear()
         return _json({"reset": True})
 
     async def list_faults(self, request: web.Request) -> web.Response:
@@ -422,14 +444,17 @@ class _Handlers:
         if tps is None:
             tps = model.tokens_per_second or state.tokens_per_second
         pieces, finish_reason = await generate(model, messages, body)
+        prompt = prompt_tokens(messages, "anthropic" if ex.anthropic else "openai")
         answer = Answer(
             completion_id=("msg_" if ex.anthropic else "chatcmpl-") + ex.request_id[4:],
             created=int(time.time()),
             model=model.name,
             pieces=pieces,
             finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens(messages, "anthropic" if ex.anthropic else "openai"),
+            prompt_tokens=prompt,
             tokens_per_second=tps or None,
+            service_tier=_served_tier(body, fault, ex.anthropic),
+            cache=state.prompt_cache.use(body, prompt) if ex.anthropic else None,
         )
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)

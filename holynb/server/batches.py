@@ -72,6 +72,7 @@ class BatchSettings:
     max_requests: int = MAX_REQUESTS
     batches_endpoint: bool = True  # False: /v1/batches answers 404 (files only, like some relays)
     keep_inputs: bool = False  # True: a batch's input file stays until deleted, as on OpenAI
+    shuffle_results: bool = False  # True: Message Batch results in a random order
 
 
 @dataclass

@@ -166,6 +166,16 @@ class Exchange:
 
 
 @dataclass(frozen=True)
+class CacheUse:
+    """The prompt-cache tokens of one Messages answer: written now, or read from an earlier
+    request's write within its ttl."""
+
+    written: int = 0
+    read: int = 0
+    ttl: str = "5m"
+
+
+@dataclass(frozen=True)
 class Answer:
     """What the model said, cut to the request's limit, and what is needed to send it."""
 
@@ -176,6 +186,8 @@ class Answer:
     finish_reason: str
     prompt_tokens: int
     tokens_per_second: float | None
+    service_tier: str | None = None  # the tier the answer reports (None: says none)
+    cache: CacheUse | None = None  # Anthropic's format: the prompt cache's writes and reads
 
     def usage(self, completion: int | None = None) -> dict[str, Any]:
         """The usage object for this answer (``completion`` tokens when only part was sent)."""

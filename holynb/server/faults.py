@@ -50,6 +50,7 @@ __all__ = [
     "parse",
     "raw_body",
     "reject_stream_options",
+    "service_tier",
     "stall",
     "status",
     "trickle",
@@ -84,6 +85,7 @@ _SCHEMAS: dict[str, tuple[tuple[str, type, Any], ...]] = {
     "invalid_utf8": (("after_chunks", int, 1),),
     "coalesce": (("tokens", int, 100),),
     "raw_body": (("body", str, ""),),
+    "service_tier": (("tier", str, "default"),),
 }
 _ALIASES = {
     "cut": "cut_stream",
@@ -315,6 +317,12 @@ def raw_body(body: str) -> Fault:
     """Answer 200 with ``body`` sent as it is: JSON for a plain request, an event stream for a
     streamed one (e.g. ``'{"choices": ["x"]}'`` or ``"data: null\\n\\n"``)."""
     return make("raw_body", body=body)
+
+
+def service_tier(tier: str = "default") -> Fault:
+    """Answer as if served on ``tier`` whatever the request asked (e.g. a flex request that
+    the provider served on the default tier)."""
+    return make("service_tier", tier=tier)
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -193,14 +193,26 @@ def _part(block: dict[str, Any]) -> dict[str, Any]:
 # -- answers -----------------------------------------------------------------------------------
 
 
-def usage(answer: Answer, output: int) -> dict[str, int]:
-    """Anthropic's usage object: no prompt caching on the local server."""
-    return {
-        "input_tokens": answer.prompt_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+def usage(answer: Answer, output: int) -> dict[str, Any]:
+    """Anthropic's usage object: ``input_tokens`` without the prompt cache's writes and reads
+    (see ``prompt_cache``), and the tier the answer was served on when asked."""
+    cache = answer.cache
+    written, read = (cache.written, cache.read) if cache is not None else (0, 0)
+    out: dict[str, Any] = {
+        "input_tokens": max(answer.prompt_tokens - written - read, 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
         "output_tokens": output,
     }
+    if cache is not None:
+        long = written if cache.ttl == "1h" else 0
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": written - long,
+            "ephemeral_1h_input_tokens": long,
+        }
+    if answer.service_tier is not None:
+        out["service_tier"] = answer.service_tier
+    return out
 
 
 def _message(answer: Answer, content: list[dict[str, Any]], reason: str | None, out: int) -> dict:
@@ -214,6 +226,12 @@ def _message(answer: Answer, content: list[dict[str, Any]], reason: str | None, 
         "stop_sequence": None,
         "usage": usage(answer, out),
     }
+
+
+def batch_message(answer: Answer) -> dict[str, Any]:
+    """The whole ``message`` of a Message Batch's succeeded result."""
+    content = [{"type": "text", "text": "".join(answer.pieces)}]
+    return _message(answer, content, _stop_reason(answer), len(answer.pieces))
 
 
 def _event(kind: str, payload: dict[str, Any]) -> bytes:

@@ -23,6 +23,7 @@ from holynb.server.app import ServerState, build_app
 from holynb.server.batches import BatchStore
 from holynb.server.catalog import default_models
 from holynb.server.faults import FaultQueue
+from holynb.server.message_batches import MessageBatchStore
 from holynb.server.registry import Model, ModelRegistry, Respond
 from holynb.server.stats import Recorder, ServerStats
 
@@ -298,6 +299,11 @@ class LocalServer:
         return self._state.batches
 
     @property
+    def message_batches(self) -> MessageBatchStore:
+        """Anthropic's Message Batches (processed with the knobs of ``batches.settings``)."""
+        return self._state.message_batches
+
+    @property
     def stats(self) -> ServerStats:
         """A snapshot of the server-side counters (see ``holynb.server.stats``)."""
         return self._state.recorder.snapshot()
@@ -308,9 +314,10 @@ class LocalServer:
         return self._state.recorder.entries()
 
     def reset(self) -> None:
-        """Clear the counters, the request log and the fault queue."""
+        """Clear the counters, the request log, the fault queue and the prompt cache."""
         self._state.faults.clear()
         self._state.recorder.reset()
+        self._state.prompt_cache.clear()
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None and self.running else "not running"

@@ -269,6 +269,7 @@ def completion_body(
     finish_reason: str,
     usage_obj: dict[str, Any] | None,
     with_usage: bool = True,
+    service_tier: str | None = None,
 ) -> bytes:
     """A whole ``chat.completion`` answer; ``with_usage=False`` leaves the usage key out."""
     answer: dict[str, Any] = {
@@ -286,6 +287,8 @@ def completion_body(
         ],
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+    if service_tier is not None:
+        answer["service_tier"] = service_tier
     if with_usage:
         answer["usage"] = usage_obj
     return orjson.dumps(answer)
@@ -301,14 +304,23 @@ class ChunkRenderer:
     DONE = b"data: [DONE]\n\n"
     COMMENT = b": keep-alive\n\n"
 
-    def __init__(self, completion_id: str, created: int, model: str, usage_null: bool) -> None:
-        head = {
+    def __init__(
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        usage_null: bool,
+        service_tier: str | None = None,
+    ) -> None:
+        head: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
+        if service_tier is not None:
+            head["service_tier"] = service_tier
         self._head = head
         self._usage_null = usage_null
         # {"id":...,"system_fingerprint":"fp_holynb","choices":[{"index":0,"delta":{"content":

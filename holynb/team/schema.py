@@ -146,6 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX holynb_items_open ON holynb_items (job, position) WHERE NOT done;
     """,
+    # 5: service tiers and prompt caching (the ledger's columns of the cheaper paths)
+    """
+    ALTER TABLE holynb_calls ADD COLUMN service_tier text;
+    ALTER TABLE holynb_calls ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0;
+    ALTER TABLE holynb_calls ADD COLUMN cache_ttl text;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
