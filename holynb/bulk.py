@@ -13,7 +13,12 @@ The result frame has the input's index, in input order, and the columns
   ``ok``, ``error`` (``"Class: message"`` for a failed or refused item, else None),
   ``finish_reason``, ``model``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` (what this
   run paid for the item: 0.0 when it came from the checkpoint or the cache), ``latency_ms``,
-  ``attempts`` (0 when nothing was sent), ``cache_hit``.
+  ``attempts`` (0 when nothing was sent), ``cache_hit``, ``duplicate_of``.
+
+Identical requests in one run (the same prompt and settings, e.g. a review that occurs twice) are
+sent once: every other row that asked the same shares the answer, says whose in ``duplicate_of``
+(the first row's label), and has ``attempts`` 0 and ``cost_usd`` 0.0; the budget holds only for
+what is sent.
 
 Resuming: items found in the checkpoint are not sent again; failed, refused and unfinished items
 are. An interrupt (the kernel's Interrupt button, Ctrl-C) cancels the requests in flight and
@@ -36,7 +41,7 @@ from holynb.cache import as_hit, is_complete
 from holynb.calls.call import Call
 from holynb.calls.caller import caller_of
 from holynb.errors import APIError, BudgetExceededError, ConfigurationError, MapInterrupted
-from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
+from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame, shared_row
 from holynb.keystore import CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
 
@@ -61,6 +66,7 @@ Prompts = Sequence[Any] | Any  # a list of str / message lists, a pandas Series 
 _POSTFIX_EVERY_S = 0.2
 _CHUNK = 500
 _STORED = ("stored",)  # a row found in the checkpoint and not read yet
+_SHARED = ("shared",)  # a row that asks what an earlier row asks: its answer is that row's
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +202,7 @@ class MapRun:
         self.kind = kind
         self.description = description
         self.rows: list[tuple[Any, ...] | None] = [None] * len(self.requests)
-        self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0}
+        self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0, "shared": 0}
         self.cost_usd = 0.0
         self._bar: Any = None
         self._postfix_at = 0.0
@@ -205,6 +211,8 @@ class MapRun:
         self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
         self._again: list[int] = []  # positions found stored but unusable: to ask again
         self._sending: dict[int, tuple[Any, str | None]] = {}  # prompt with its images attached
+        self._shared: dict[int, int] = {}  # position -> the position of the same request, sent
+        self._followers: dict[int, int] = {}  # a sent position -> how many rows share it
 
     # -- the frame ----------------------------------------------------------------------------
 
@@ -220,13 +228,26 @@ class MapRun:
     def frame(self) -> pd.DataFrame:
         """The rows finished so far (every row once the run is over), in input order."""
         self._load_stored_now()
-        positions = [i for i, row in enumerate(self.rows) if row is not None]
-        rows = [self.rows[i] for i in positions]
+        positions = [i for i in range(len(self.rows)) if self._finished(i)]
+        rows = [self._row_at(i) for i in positions]
         index = self.index if len(positions) == len(self.rows) else self.index[positions]
         frame = result_frame(rows, index, self.columns)  # type: ignore[arg-type]
         if self.schema is not None:  # schema=: the answer's fields become columns
             frame = self.schema.add_columns(frame)
         return frame
+
+    def _finished(self, i: int) -> bool:
+        row = self.rows[i]
+        if row is _SHARED:
+            row = self.rows[self._shared[i]]
+        return row is not None and row is not _STORED
+
+    def _row_at(self, i: int) -> tuple[Any, ...]:
+        row = self.rows[i]
+        if row is _SHARED:
+            leader = self._shared[i]
+            return shared_row(self.rows[leader], self.index[leader], self.columns)  # type: ignore[arg-type]
+        return row  # type: ignore[return-value]
 
     # -- running ------------------------------------------------------------------------------
 
@@ -249,11 +270,21 @@ class MapRun:
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
+        identity = CallerIdentity.of(self.caller.settings)
+        first: dict[str, int] = {}
+        for i, body in enumerate(bodies):
+            if body is None:
+                continue
+            key = request_key(body, identity)
+            leader = first.setdefault(key, i)
+            if leader == i:
+                keys[i] = key
+            else:  # the same request again: sent once, its answer shared
+                self.rows[i] = _SHARED
+                self._shared[i] = leader
+                self._followers[leader] = self._followers.get(leader, 0) + 1
+        self.counts["shared"] = len(self._shared)
         if self.checkpoint is not None:
-            identity = CallerIdentity.of(self.caller.settings)
-            for i, body in enumerate(bodies):
-                if body is not None:
-                    keys[i] = request_key(body, identity)
             present = self.checkpoint.present(k for k in keys if k is not None)
             for i, key in enumerate(keys):
                 if key is not None and key in present:
@@ -261,7 +292,7 @@ class MapRun:
                     self._stored[i] = key
             self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
-        self._open_bar(len(self.requests) - len(pending))
+        self._open_bar(len(self.requests) - sum(1 + self._followers.get(i, 0) for i in pending))
 
         def start(positions: list[int]) -> list[asyncio.Future[None]]:
             items = iter(positions)
@@ -314,7 +345,7 @@ class MapRun:
                 self.counts["cached"] -= 1
                 self._again.append(i)
                 if self._bar is not None:
-                    self._bar.update(-1)
+                    self._bar.update(-1 - self._followers.get(i, 0))
                 continue
             hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
             self.rows[i] = self.row(self.requests[i], hit)
@@ -339,7 +370,7 @@ class MapRun:
             self.rows[i] = self.failure_row(req, body, err, elapsed)
             refused = isinstance(err, BudgetExceededError)
             self.counts["refused" if refused else "failed"] += 1
-            self._tick()
+            self._tick(i)
             if self.errors == "raise":
                 err.add_note(f"holynb: raised by map item {self.index[i]!r} (errors='raise').")
                 raise
@@ -349,7 +380,7 @@ class MapRun:
             self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
-        self._tick()
+        self._tick(i)
 
     def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
         """The row of a finished item, in ``columns`` order (a subclass that adds columns,
@@ -387,16 +418,18 @@ class MapRun:
         text = f"done={c['done']} failed={c['failed']} cached={c['cached']}"
         if c["refused"]:
             text += f" refused={c['refused']}"
+        if c["shared"]:
+            text += f" shared={c['shared']}"
         return text + f" cost=${self.cost_usd:.4f}"
 
-    def _tick(self) -> None:
+    def _tick(self, i: int) -> None:
         if self._bar is None:
             return
         now = time.monotonic()
         if now - self._postfix_at >= _POSTFIX_EVERY_S:
             self._postfix_at = now
             self._bar.set_postfix_str(self._postfix(), refresh=False)
-        self._bar.update(1)
+        self._bar.update(1 + self._followers.get(i, 0))
 
     def _close_bar(self) -> None:
         if self._bar is not None:
