@@ -30,6 +30,16 @@ _FINGERPRINT_SALT = b"holynb answer owner v1"
 _FINGERPRINT_ROUNDS = 50_000
 
 
+class Unchanged:
+    """The default of arguments where ``None`` has a meaning (``Session.derive(budget_usd=)``)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
+
+
 class Secret:
     """An API key that never shows itself in a repr, str, format or pickle.
 

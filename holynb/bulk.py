@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +175,7 @@ class MapRun:
         tag: str | None = None,
         kind: str = "map",
         description: str = "map",
+        shape: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     ) -> None:
         if errors not in ("record", "raise"):
             raise ConfigurationError(f'errors must be "record" or "raise", got {errors!r}.')
@@ -201,6 +203,8 @@ class MapRun:
         self.tag = tag
         self.kind = kind
         self.description = description
+        self.shape = shape  # the frame as the user gets it (compare: the long form)
+        self._reading = threading.Lock()  # after an interrupt both threads read the rows
         self.rows: list[tuple[Any, ...] | None] = [None] * len(self.requests)
         self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0, "shared": 0}
         self.cost_usd = 0.0
@@ -236,6 +240,14 @@ class MapRun:
             frame = self.schema.add_columns(frame)
         return frame
 
+    def result(self) -> pd.DataFrame:
+        """The rows finished so far as the user gets them (``shape`` applied), also kept as
+        the caller's ``last_map`` (``Session.last_map``)."""
+        with self._reading:
+            out = self.frame() if self.shape is None else self.shape(self.frame())
+            self.caller.last_map = out
+            return out
+
     def _finished(self, i: int) -> bool:
         row = self.rows[i]
         if row is _SHARED:
@@ -252,7 +264,8 @@ class MapRun:
     # -- running ------------------------------------------------------------------------------
 
     async def arun(self) -> pd.DataFrame:
-        """Run every request not yet in the checkpoint; the whole frame in input order."""
+        """Run every request not yet in the checkpoint; the whole frame in input order (as
+        ``result()`` gives it); an interrupt leaves the finished rows in ``result()``."""
         started = time.perf_counter()
         bodies: list[dict[str, Any] | None] = [None] * len(self.requests)
         keys: list[str | None] = [None] * len(self.requests)
@@ -313,16 +326,17 @@ class MapRun:
                 again, self._again = self._again, []
                 workers = start(again)
                 await asyncio.gather(*workers)
+            return self.result()
         except BaseException:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self.result()
             raise
         finally:
             self._close_bar()
             if self._owns_checkpoint and self.checkpoint is not None:
                 self.checkpoint.close()
-        return self.frame()
 
     async def _load_stored(self) -> None:
         # The answers found in the checkpoint, read in slices while the first requests are in
@@ -492,21 +506,28 @@ async def amap(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
 def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     """``Session.map``: ``amap`` on holynb's loop thread; an interrupt raises
     ``MapInterrupted`` with the finished rows."""
+    __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
     from holynb._loop import default_loop
 
     run = _make_run(caller, prompts, **kwargs)
     try:
         return default_loop().run(run.arun())
     except KeyboardInterrupt:
-        frame = run.frame()
-        where = (
-            f" and in the checkpoint {str(run.checkpoint.path)!r}: run the same call again to "
-            "continue"
-            if run.checkpoint is not None
-            else "; pass checkpoint='run.sqlite' to keep them across runs"
-        )
-        raise MapInterrupted(
-            f"map interrupted: {len(frame)} of {len(run.requests)} items finished. They are in "
-            f"this exception's .frame{where}.",
-            frame=frame,
-        ) from None
+        raise interrupted(run, "map", "items") from None
+
+
+def interrupted(run: MapRun, what: str, items: str) -> MapInterrupted:
+    """The ``MapInterrupted`` of an interrupted ``run``: a short message saying where the
+    finished rows are (the session's ``last_map``, the checkpoint) and the rows in ``.frame``."""
+    frame = run.result()
+    where = (
+        f"; they are in the checkpoint {str(run.checkpoint.path)!r} too: run the same call "
+        "again to continue"
+        if run.checkpoint is not None
+        else "; pass checkpoint='run.sqlite' to keep them across runs"
+    )
+    return MapInterrupted(
+        f"{what} interrupted: {len(frame)} of {len(run.requests)} {items} finished. In the next "
+        f"cell, s.last_map (s: your session) holds them{where}.",
+        frame=frame,
+    )

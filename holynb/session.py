@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb._config import (
+    UNCHANGED as UNCHANGED,
     RetryPolicy,
     Secret,
     Settings,
     Timeout,
+    Unchanged,
     is_loopback_url,
     offline_server_token,
     resolve_settings,
@@ -40,16 +42,6 @@ if TYPE_CHECKING:
     from holynb.cache import CallCache, ResponseCache
     from holynb.images import ImagePreset
     from holynb.prices import PriceTable
-
-
-class _Unchanged:
-    """The default of ``Session.derive`` arguments where ``None`` has a meaning."""
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED = _Unchanged()
 
 
 class Session:
@@ -160,6 +152,12 @@ class Session:
         return self._meter.last_result
 
     @property
+    def last_map(self) -> pd.DataFrame | None:
+        """The frame of this session's last ``map`` or ``compare``; after an interrupt, the
+        rows that finished (also ``MapInterrupted.frame``)."""
+        return self._caller.last_map
+
+    @property
     def model(self) -> str:
         """The default model of this session."""
         return self.settings.model
@@ -217,7 +215,7 @@ class Session:
         api: str | None = None,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
-        budget_usd: float | _Unchanged | None = UNCHANGED,
+        budget_usd: float | Unchanged | None = UNCHANGED,
     ) -> Session:
         """A new session like this one with some settings changed; the rest stays (retries,
         timeouts, limits, the key unless given, prices, log, cache, and the ledger: past
@@ -236,7 +234,7 @@ class Session:
             max_image_bytes=self._caller.max_image_bytes_given,
         )  # fmt: skip
         fresh.cache = self.cache.path if self.cache is not None else False
-        limit = self.budget_usd if isinstance(budget_usd, _Unchanged) else budget_usd
+        limit = self.budget_usd if isinstance(budget_usd, Unchanged) else budget_usd
         fresh.meter.carry_over(self._meter, limit)
         return fresh
 
@@ -443,13 +441,14 @@ class Session:
         ``template``. A failed item is recorded on its row (``ok=False``, ``error``); with
         ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
         answer in a file as it arrives: running the same call again sends only what is not
-        stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
-        (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
+        stored. An interrupt raises ``holynb.MapInterrupted``; the finished rows are in
+        ``s.last_map``. ``schema`` (a pydantic model or a JSON schema) asks each item for a
         structured answer: its fields become columns, and an answer that does not fit (after
         one repair) is that item's error. ``images``: one entry per prompt (a source, a list of
         sources, or None), or with a DataFrame the name of its column of images; a bad image
         is that item's error. See ``holynb.bulk`` for the columns.
         """
+        __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
         check_params(params, "map")
         from holynb.bulk import map_sync
 
@@ -518,6 +517,7 @@ class Session:
         model that fails has the failure on its own rows; the others are intact. The rest works
         as in ``map`` (every model gets the same images; one prompt may be given alone).
         """
+        __tracebackhide__ = True
         check_params(params, "compare")
         from holynb.compare import compare_sync
 

@@ -28,6 +28,7 @@ from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
     import httpx2 as httpx
+    import pandas as pd
 
     from holynb._client import ChatClient
     from holynb._config import Settings
@@ -59,6 +60,7 @@ class Caller:
         self.probe = Probe()
         self.cache = cache  # the response cache (None: none)
         self.max_image_bytes_given = max_image_bytes  # None: the wire format's default
+        self.last_map: pd.DataFrame | None = None  # the last map/compare (interrupted: done rows)
         self._client: ChatClient | None = None
 
     @property
