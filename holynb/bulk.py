@@ -235,7 +235,7 @@ class MapRun:
         positions = [i for i in range(len(self.rows)) if self._finished(i)]
         rows = [self._row_at(i) for i in positions]
         index = self.index if len(positions) == len(self.rows) else self.index[positions]
-        frame = result_frame(rows, index, self.columns)  # type: ignore[arg-type]
+        frame = result_frame(rows, index, self.columns)
         if self.schema is not None:  # schema=: the answer's fields become columns
             frame = self.schema.add_columns(frame)
         return frame
@@ -299,10 +299,10 @@ class MapRun:
         self.counts["shared"] = len(self._shared)
         if self.checkpoint is not None:
             present = self.checkpoint.present(k for k in keys if k is not None)
-            for i, key in enumerate(keys):
-                if key is not None and key in present:
+            for i, stored in enumerate(keys):
+                if stored is not None and stored in present:
                     self.rows[i] = _STORED  # read after the first requests are out
-                    self._stored[i] = key
+                    self._stored[i] = stored
             self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
         self._open_bar(len(self.requests) - sum(1 + self._followers.get(i, 0) for i in pending))
