@@ -258,12 +258,22 @@ class PriceTable:
         return window if isinstance(window, int) and window > 0 else None
 
     def cost(
-        self, model: str, usage: Usage, *, batch: bool = False, at: datetime | None = None
+        self,
+        model: str,
+        usage: Usage,
+        *,
+        batch: bool = False,
+        at: datetime | None = None,
+        warn: bool = True,
     ) -> float | None:
         """What a call that used ``usage`` cost, in USD; None (and one warning per model) when
         no price is known. ``batch=True`` applies the Batch API price; ``at`` is when the call
-        happened (default now), for prices that changed over time."""
+        happened (default now), for prices that changed over time; ``warn=False`` for a figure
+        shown before the call has used anything (a live status line: a call that fails before
+        any usage, e.g. a wrong model name, warns of nothing but its error)."""
         found = self._find(model)
+        if found is None and not warn:
+            return None
         if found is None:
             self._warn_once(
                 model,
@@ -277,6 +287,8 @@ class PriceTable:
         try:
             return _official_cost(found, usage, batch, _utc(at))
         except (ArithmeticError, ValueError, TypeError) as err:
+            if not warn:
+                return None
             self._warn_once(
                 model,
                 f"genai-prices could not price model {model!r} ({err}), so its cost is None. "
