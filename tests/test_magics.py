@@ -155,8 +155,9 @@ def test_models_cost_and_history(shell, capsys):
     assert "local/echo" in capsys.readouterr().out
     run(shell, "%llm cost")
     assert "local/echo" in capsys.readouterr().out
-    frame = shell.run_cell("%llm history").result
-    assert list(frame["kind"]) == ["stream"]
+    assert list(magics.get_default_session().ledger["kind"]) == ["stream"]
+    run(shell, "%llm history")  # the conversation only: there is none
+    assert "No conversation yet" in capsys.readouterr().out
 
 
 def test_help_is_generated_from_the_arguments(shell):

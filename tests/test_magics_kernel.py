@@ -211,3 +211,26 @@ def test_braces_in_a_kernel_cell_are_sent_as_written_and_n_sends_it_verbatim(loc
     assert sent[1] == prompt and sent[2] == "Keep {nowhere} as typed"
     assert displayed(cells[2]).splitlines()[-1].endswith("+ {city}")
     assert not displayed(cells[3]).splitlines()[-1].endswith("}")  # nothing filled in
+
+
+def test_llm_history_shows_the_conversation_only(local):
+    cells = execute(
+        [
+            kernel_setup_cell(local),
+            "%llm history",
+            "%%llm --chat\nfirst question",
+            "%%llm --chat\nsecond question",
+            "r = s.chat('a call outside the conversation')",
+            "%llm history",
+        ]
+    )
+    assert "No conversation" in texts(cells[1]) and "--chat" in texts(cells[1])
+    shown = texts(cells[5])
+    lines = shown.strip().splitlines()
+    assert lines[0] == "Conversation (4 messages):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "user", "assistant", "user", "assistant"
+    ]  # fmt: skip
+    assert "first question" in lines[1] and "second question" in lines[3]
+    assert "outside the conversation" not in shown and "cost_usd" not in shown
+    assert not [o for o in cells[5].outputs if o.output_type != "stream"]  # no ledger table

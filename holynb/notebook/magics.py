@@ -488,25 +488,20 @@ class LLMMagics(Magics):
             )
         print(cache_report(session.cache))
 
-    def _cmd_history(self, words: list[str]) -> Any:
-        n = int(words[0]) if words and words[0].isdigit() else 20
-        if self.conversation:
-            print(f"Conversation ({len(self.conversation)} messages):")
-            for m in self.conversation:
-                print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
-        frame = self.session.ledger
-        columns = [
-            "ts",
-            "tag",
-            "model",
-            "kind",
-            "ok",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "latency_ms",
-        ]
-        return frame[columns].tail(n)
+    def _cmd_history(self, words: list[str]) -> None:
+        # the conversation only (%%llm --chat); every call is in the ledger (%llm cost)
+        n = int(words[0]) if words and words[0].isdigit() else None
+        if not self.conversation:
+            print(
+                "No conversation yet: %%llm --chat starts one (every call, chat or not, is in "
+                "the session's ledger: s.ledger, %llm cost)."
+            )
+            return
+        shown = self.conversation if n is None else self.conversation[-n:]
+        more = "" if len(shown) == len(self.conversation) else f", the last {len(shown)}"
+        print(f"Conversation ({len(self.conversation)} messages{more}):")
+        for m in shown:
+            print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
 
     # -- %%interpret ---------------------------------------------------------------------------
 
