@@ -467,7 +467,13 @@ class LLMMagics(Magics):
     def _cmd_cost(self, _words: list[str]) -> Any:
         from IPython.display import display
 
-        display(self.session)
+        from holynb.report import summary_html, summary_text
+
+        s = self.session
+        figures = (s.summary(), s.total_cost_usd, s.unpriced_calls, f"holynb session: {s.base_url}")
+        display(
+            {"text/html": summary_html(*figures), "text/plain": summary_text(*figures)}, raw=True
+        )
 
     def _cmd_cache(self, words: list[str]) -> None:
         from holynb.cache import cache_report
