@@ -207,7 +207,8 @@ class MapRun:
         self._reading = threading.Lock()  # after an interrupt both threads read the rows
         self.rows: list[tuple[Any, ...] | None] = [None] * len(self.requests)
         self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0, "shared": 0}
-        self.cost_usd = 0.0
+        self.cost_usd = 0.0  # what the answers sent cost, as far as priced
+        self.unpriced = 0  # answers that used tokens of a model without a price
         self._bar: Any = None
         self._postfix_at = 0.0
         self.startup_s: float | None = None  # from arun() to the first request sent
@@ -394,6 +395,10 @@ class MapRun:
             self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
+        if result.cost_usd is None and (
+            result.usage.prompt_tokens or result.usage.completion_tokens
+        ):
+            self.unpriced += 1
         self._tick(i)
 
     def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
@@ -434,7 +439,12 @@ class MapRun:
             text += f" refused={c['refused']}"
         if c["shared"]:
             text += f" shared={c['shared']}"
-        return text + f" cost=${self.cost_usd:.4f}"
+        if not (c["done"] or c["cached"]):
+            return text  # no answer yet: no cost to show
+        if self.unpriced and not self.cost_usd:
+            return text + " cost unknown"
+        more = f" + {self.unpriced} without a price" if self.unpriced else ""
+        return text + f" cost=${self.cost_usd:.4f}{more}"
 
     def _tick(self, i: int) -> None:
         if self._bar is None:
