@@ -86,6 +86,13 @@ class LLMMagics(Magics):
         if shell is not None:
             shell.events.register("post_run_cell", self._remember_error)
 
+    def _below_holds(self, cell_id: str, code: str) -> bool:
+        from holynb.notebook.stored import cell_below
+
+        raw = getattr(self.shell.history_manager, "input_hist_raw", None) or [""]
+        below = cell_below(self.shell, cell_id, raw[-1])
+        return below is not None and below.strip() == code.strip()
+
     def _remember_error(self, result: Any) -> None:
         error = result.error_in_exec or result.error_before_exec
         number = result.execution_count
@@ -348,13 +355,15 @@ class LLMMagics(Magics):
             code = blocks[0].strip("\n") if blocks else ""
             ns["_llm_code"] = code
             # One inserted cell per cell and prompt: running the cell again (Run All) does not
-            # add another one; an answer without a code block inserts nothing.
+            # add another one, nor does a saved notebook whose cell below holds this code
+            # already (a tutorial's Run All); an answer without a code block inserts nothing.
             key = (_cell_id(self.shell), _content_text(messages[-1]["content"]))
             if not code:
                 print("holynb: the answer has no code block, so no cell was inserted.")
             elif not background and key not in self._inserted:
                 self._inserted.add(key)
-                self.shell.set_next_input(code, replace=False)
+                if not self._below_holds(key[0], code):
+                    self.shell.set_next_input(code, replace=False)
         elif args.format == "json":
             from holynb.jsonx import extract_json
 
