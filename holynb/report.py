@@ -113,7 +113,9 @@ def summary_text(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
     """The summary as plain text (what a saved notebook's text/plain keeps): the title and
     total, then one aligned line per model with ``summary_html``'s columns."""
     rows = [_HEAD, *_summary_cells(summary)]
-    widths = [max(len(row[k]) for row in rows) for k in range(len(_HEAD))]
+    # latency columns at least "99,999 ms" wide: a saved notebook's text does not shift with them
+    least = [0, 0, 0, 0, 0, 9, 9, 9]
+    widths = [max(least[k], *(len(row[k]) for row in rows)) for k in range(len(_HEAD))]
     lines = [
         "  ".join(
             c.ljust(w) if k == 0 else c.rjust(w)
