@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "BatchJob": "holynb.batch.jobs",
     "AsyncChatStream": "holynb.chat_stream",
     "ChatStream": "holynb.chat_stream",
+    "cost_summary": "holynb.formatting",
     "local_server": "holynb.offline",
     "local_session": "holynb.offline",
     "APIConnectionError": "holynb.errors",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # the same table, spelled out for type checkers and IDEs (`X 
         StreamError as StreamError,
         StreamWarning as StreamWarning,
     )
+    from holynb.formatting import cost_summary as cost_summary
     from holynb.images import ImagePreset as ImagePreset
     from holynb.interpreter.code_interpreter import CodeInterpreter as CodeInterpreter
     from holynb.interpreter.execution import (

@@ -13,7 +13,12 @@ The result frame has the input's index, in input order, and the columns
   ``ok``, ``error`` (``"Class: message"`` for a failed or refused item, else None),
   ``finish_reason``, ``model``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` (what this
   run paid for the item: 0.0 when it came from the checkpoint or the cache), ``latency_ms``,
-  ``attempts`` (0 when nothing was sent), ``cache_hit``.
+  ``attempts`` (0 when nothing was sent), ``cache_hit``, ``duplicate_of``.
+
+Identical requests in one run (the same prompt and settings, e.g. a review that occurs twice) are
+sent once: every other row that asked the same shares the answer, says whose in ``duplicate_of``
+(the first row's label), and has ``attempts`` 0 and ``cost_usd`` 0.0; the budget holds only for
+what is sent.
 
 ``dry_run=True`` returns what would be sent and its worst case instead, sending nothing (see
 ``holynb.dry_run``).
@@ -29,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +52,7 @@ from holynb.errors import (
     HolynbError,
     MapInterrupted,
 )
-from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame
+from holynb.frames import RESULT_COLUMNS, answer_row, failure_row, result_frame, shared_row
 from holynb.keystore import AnswerStore, CallerIdentity, KeyStore, request_key
 from holynb.prompts import PromptSet, read_prompts
 
@@ -72,6 +78,7 @@ _POSTFIX_EVERY_S = 0.2
 _CHUNK = 500
 _STORED = ("stored",)  # a row found in the checkpoint and not read yet
 _POLL_S = 0.25  # a shared job: how often to look for the answers of other processes' items
+_SHARED = ("shared",)  # a row that asks what an earlier row asks: its answer is that row's
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,7 @@ class MapRun:
         tag: str | None = None,
         kind: str = "map",
         description: str = "map",
+        shape: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     ) -> None:
         if errors not in ("record", "raise"):
             raise ConfigurationError(f'errors must be "record" or "raise", got {errors!r}.')
@@ -209,9 +217,12 @@ class MapRun:
         self.tag = tag
         self.kind = kind
         self.description = description
+        self.shape = shape  # the frame as the user gets it (compare: the long form)
+        self._reading = threading.Lock()  # after an interrupt both threads read the rows
         self.rows: list[tuple[Any, ...] | None] = [None] * len(self.requests)
-        self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0}
-        self.cost_usd = 0.0
+        self.counts = {"done": 0, "failed": 0, "cached": 0, "refused": 0, "shared": 0}
+        self.cost_usd = 0.0  # what the answers sent cost, as far as priced
+        self.unpriced = 0  # answers that used tokens of a model without a price
         self._bar: Any = None
         self._postfix_at = 0.0
         self.startup_s: float | None = None  # from arun() to the first request sent
@@ -219,6 +230,8 @@ class MapRun:
         self._stored: dict[int, str] = {}  # position -> key, found in the checkpoint, not read
         self._again: list[int] = []  # positions found stored but unusable: to ask again
         self._sending: dict[int, tuple[Any, str | None]] = {}  # prompt with its images attached
+        self._shared: dict[int, int] = {}  # position -> the position of the same request, sent
+        self._followers: dict[int, int] = {}  # a sent position -> how many rows share it
 
     # -- the frame ----------------------------------------------------------------------------
 
@@ -234,13 +247,34 @@ class MapRun:
     def frame(self) -> pd.DataFrame:
         """The rows finished so far (every row once the run is over), in input order."""
         self._load_stored_now()
-        positions = [i for i, row in enumerate(self.rows) if row is not None]
-        rows = [self.rows[i] for i in positions]
+        positions = [i for i in range(len(self.rows)) if self._finished(i)]
+        rows = [self._row_at(i) for i in positions]
         index = self.index if len(positions) == len(self.rows) else self.index[positions]
-        frame = result_frame(rows, index, self.columns)  # type: ignore[arg-type]
+        frame = result_frame(rows, index, self.columns)
         if self.schema is not None:  # schema=: the answer's fields become columns
             frame = self.schema.add_columns(frame)
         return frame
+
+    def result(self) -> pd.DataFrame:
+        """The rows finished so far as the user gets them (``shape`` applied), also kept as
+        the caller's ``last_map`` (``Session.last_map``)."""
+        with self._reading:
+            out = self.frame() if self.shape is None else self.shape(self.frame())
+            self.caller.last_map = out
+            return out
+
+    def _finished(self, i: int) -> bool:
+        row = self.rows[i]
+        if row is _SHARED:
+            row = self.rows[self._shared[i]]
+        return row is not None and row is not _STORED
+
+    def _row_at(self, i: int) -> tuple[Any, ...]:
+        row = self.rows[i]
+        if row is _SHARED:
+            leader = self._shared[i]
+            return shared_row(self.rows[leader], self.index[leader], self.columns)  # type: ignore[arg-type]
+        return row  # type: ignore[return-value]
 
     # -- running ------------------------------------------------------------------------------
 
@@ -263,12 +297,22 @@ class MapRun:
             except (TypeError, ValueError) as err:  # a bad prompt: its row says why
                 self.rows[i] = self.failure_row(req, None, err, 0.0)
                 self.counts["failed"] += 1
+        identity = CallerIdentity.of(self.caller.settings)
+        first: dict[str, int] = {}
+        for i, body in enumerate(bodies):
+            if body is None:
+                continue
+            key = request_key(body, identity)
+            leader = first.setdefault(key, i)
+            if leader == i:
+                keys[i] = key
+            else:  # the same request again: sent once, its answer shared
+                self.rows[i] = _SHARED
+                self._shared[i] = leader
+                self._followers[leader] = self._followers.get(leader, 0) + 1
+        self.counts["shared"] = len(self._shared)
         present: set[str] = set()
         if self.checkpoint is not None:
-            identity = CallerIdentity.of(self.caller.settings)
-            for i, body in enumerate(bodies):
-                if body is not None:
-                    keys[i] = request_key(body, identity)
             present = self.checkpoint.present(k for k in keys if k is not None)
         return bodies, keys, present
 
@@ -291,11 +335,13 @@ class MapRun:
                 planned.append(Planned(req.prompt, None, error=error))
                 continue
             stored = keys[i] in present or (cache is not None and cache.has(body))
-            planned.append(Planned(req.prompt, body, cached=stored))
+            shared = row is _SHARED  # the same request as an earlier row: sent once
+            planned.append(Planned(req.prompt, body, cached=stored or shared))
         return plan_frame(self.caller, planned, self.index, batch=batch)
 
     async def arun(self) -> pd.DataFrame:
-        """Run every request not yet in the checkpoint; the whole frame in input order."""
+        """Run every request not yet in the checkpoint; the whole frame in input order (as
+        ``result()`` gives it); an interrupt leaves the finished rows in ``result()``."""
         started = time.perf_counter()
         bodies, keys, present = self._bodies()
         if self.checkpoint is not None:
@@ -305,7 +351,7 @@ class MapRun:
                     self._stored[i] = key
             self.counts["cached"] += len(self._stored)
         pending = [i for i, row in enumerate(self.rows) if row is None]
-        self._open_bar(len(self.requests) - len(pending))
+        self._open_bar(len(self.requests) - sum(1 + self._followers.get(i, 0) for i in pending))
         if self.shared:
             pending = list({keys[i]: i for i in reversed(pending)}.values())[::-1]  # one per key
             self.checkpoint.register([keys[i] for i in pending])
@@ -335,10 +381,12 @@ class MapRun:
                 await self._load_stored()
                 if self._others(keys):
                     await asyncio.sleep(_POLL_S)
+            return self.result()
         except BaseException:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self.result()
             raise
         finally:
             if self.shared:
@@ -347,7 +395,6 @@ class MapRun:
             self._close_bar()
             if self._owns_checkpoint and self.checkpoint is not None:
                 self.checkpoint.close()
-        return self.frame()
 
     def _claimed(self, positions: list[int], keys: list[str | None]) -> Iterator[int]:
         # Positions of items this process claimed in a shared job, a few claims at a time
@@ -403,7 +450,7 @@ class MapRun:
                 self.counts["cached"] -= 1
                 self._again.append(i)
                 if self._bar is not None:
-                    self._bar.update(-1)
+                    self._bar.update(-1 - self._followers.get(i, 0))
                 continue
             hit = as_hit(stored, saved_usd=stored.cost_usd, latency_ms=0.0)
             self.rows[i] = self.row(self.requests[i], hit)
@@ -428,7 +475,7 @@ class MapRun:
             self.rows[i] = self.failure_row(req, body, err, elapsed)
             refused = isinstance(err, BudgetExceededError)
             self.counts["refused" if refused else "failed"] += 1
-            self._tick()
+            self._tick(i)
             if self.errors == "raise":
                 err.add_note(f"holynb: raised by map item {self.index[i]!r} (errors='raise').")
                 raise
@@ -438,7 +485,11 @@ class MapRun:
             self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
-        self._tick()
+        if result.cost_usd is None and (
+            result.usage.prompt_tokens or result.usage.completion_tokens
+        ):
+            self.unpriced += 1
+        self._tick(i)
 
     def row(self, req: Request, r: ChatResult) -> tuple[Any, ...]:
         """The row of a finished item, in ``columns`` order (a subclass that adds columns,
@@ -476,21 +527,28 @@ class MapRun:
         text = f"done={c['done']} failed={c['failed']} cached={c['cached']}"
         if c["refused"]:
             text += f" refused={c['refused']}"
-        text += f" cost=${self.cost_usd:.4f}"
+        if c["shared"]:
+            text += f" shared={c['shared']}"
+        if not (c["done"] or c["cached"]):
+            return text  # no answer yet: no cost to show
+        if self.unpriced and not self.cost_usd:
+            return text + " cost unknown"
+        more = f" + {self.unpriced} without a price" if self.unpriced else ""
+        text += f" cost=${self.cost_usd:.4f}{more}"
         if c["done"]:  # the answers so far, at their mean cost, for every item still to come
-            left = len(self.requests) - c["done"] - c["failed"] - c["cached"] - c["refused"]
+            left = len(self.requests) - sum(c.values())
             projected = self.cost_usd + self.cost_usd / c["done"] * max(left, 0)
             text += f" projected=${projected:.4f}"
         return text
 
-    def _tick(self) -> None:
+    def _tick(self, i: int) -> None:
         if self._bar is None:
             return
         now = time.monotonic()
         if now - self._postfix_at >= _POSTFIX_EVERY_S:
             self._postfix_at = now
             self._bar.set_postfix_str(self._postfix(), refresh=False)
-        self._bar.update(1)
+        self._bar.update(1 + self._followers.get(i, 0))
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -566,6 +624,7 @@ async def amap(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
 def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     """``Session.map``: ``amap`` on holynb's loop thread; an interrupt raises
     ``MapInterrupted`` with the finished rows."""
+    __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
     from holynb._loop import default_loop
 
     dry_run = kwargs.pop("dry_run", False)
@@ -575,15 +634,21 @@ def map_sync(caller: Core, prompts: Prompts, **kwargs: Any) -> pd.DataFrame:
     try:
         return default_loop().run(run.arun())
     except KeyboardInterrupt:
-        frame = run.frame()
-        where = (
-            f" and in the checkpoint {str(run.checkpoint.path)!r}: run the same call again to "
-            "continue"
-            if run.checkpoint is not None
-            else "; pass checkpoint='run.sqlite' to keep them across runs"
-        )
-        raise MapInterrupted(
-            f"map interrupted: {len(frame)} of {len(run.requests)} items finished. They are in "
-            f"this exception's .frame{where}.",
-            frame=frame,
-        ) from None
+        raise interrupted(run, "map", "items") from None
+
+
+def interrupted(run: MapRun, what: str, items: str) -> MapInterrupted:
+    """The ``MapInterrupted`` of an interrupted ``run``: a short message saying where the
+    finished rows are (the session's ``last_map``, the checkpoint) and the rows in ``.frame``."""
+    frame = run.result()
+    where = (
+        f"; they are in the checkpoint {str(run.checkpoint.path)!r} too: run the same call "
+        "again to continue"
+        if run.checkpoint is not None
+        else "; pass checkpoint='run.sqlite' to keep them across runs"
+    )
+    return MapInterrupted(
+        f"{what} interrupted: {len(frame)} of {len(run.requests)} {items} finished. In the next "
+        f"cell, s.last_map (s: your session) holds them{where}.",
+        frame=frame,
+    )

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from holynb.errors import APIError, HolynbError, MapInterrupted
+from holynb.errors import APIError, HolynbError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +145,10 @@ def _make_run(
         for model in names:  # prompt by prompt: every model gets its share from the start
             requests.append(replace(request, model=model))
             labels.append(label)
-    run = MapRun(core, requests, kind="compare", description="compare", **options)
+    run = MapRun(
+        core, requests, kind="compare", description="compare",
+        shape=lambda frame: long_frame(frame, labels), **options,
+    )  # fmt: skip
     return run, labels
 
 
@@ -165,7 +168,7 @@ async def acompare(
     dry run's, one row per (prompt, model), nothing sent (``holynb.dry_run``)."""
     dry_run = kwargs.pop("dry_run", False)
     run, labels = _make_run(core, prompts, models, **kwargs)
-    return long_frame(run.plan() if dry_run else await run.arun(), labels)
+    return long_frame(run.plan(), labels) if dry_run else await run.arun()
 
 
 def compare_sync(
@@ -173,19 +176,15 @@ def compare_sync(
 ) -> pd.DataFrame:
     """``Session.compare``: ``acompare`` on holynb's loop thread; an interrupt raises
     ``MapInterrupted`` with the finished rows (in the long form)."""
+    __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
     from holynb._loop import default_loop
+    from holynb.bulk import interrupted
 
     dry_run = kwargs.pop("dry_run", False)
     run, labels = _make_run(core, prompts, models, **kwargs)
     if dry_run:
         return long_frame(run.plan(), labels)
     try:
-        return long_frame(default_loop().run(run.arun()), labels)
+        return default_loop().run(run.arun())
     except KeyboardInterrupt:
-        frame = long_frame(run.frame(), labels)
-        raise MapInterrupted(
-            f"compare interrupted: {len(frame)} of {len(run.requests)} answers finished; they "
-            "are in this exception's .frame (with checkpoint=, running the same call again "
-            "continues).",
-            frame=frame,
-        ) from None
+        raise interrupted(run, "compare", "answers") from None

@@ -178,6 +178,35 @@ class MapInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.frame = frame
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the whole traceback: the user's own frames only
+        return user_traceback(self)
+
+
+def user_traceback(err: BaseException) -> list[str]:
+    """``err``'s traceback as IPython formats it, without holynb's own frames (what the user
+    asked for when they interrupt is a short message, not holynb's source)."""
+    import types
+
+    from IPython.core.getipython import get_ipython
+
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        if not str(tb.tb_frame.f_globals.get("__name__", "")).startswith("holynb."):
+            frames.append(tb)
+        tb = tb.tb_next
+    kept = None
+    for old in reversed(frames):
+        kept = types.TracebackType(kept, old.tb_frame, old.tb_lasti, old.tb_lineno)
+    shell = get_ipython()
+    if shell is None:
+        import traceback
+
+        return traceback.format_exception(type(err), err, kept)
+    lines: list[str] = shell.InteractiveTB.structured_traceback(type(err), err, kept)
+    return lines
+
 
 class APIError(HolynbError):
     """A call to the API failed. ``hint`` says what to do next."""

@@ -13,7 +13,7 @@ colour is one of JupyterLab's theme variables, so light and dark themes both rea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from holynb.render import escape_text
 from holynb.units import money
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IGNORE_MATHS",
     "answer_html",
+    "cost_summary",
     "cost_text",
     "duration",
     "error_html",
@@ -165,9 +166,25 @@ def answer_html(html: str) -> str:
 
 def cost_text(known_usd: float, unpriced_calls: int = 0) -> str:
     """A total that hides no unknown price: ``"$0.0123"``, ``"$0.0123 + 4 calls without a
-    price"`` (the calls whose model has no known price are not in the dollar figure)."""
-    text = money(known_usd)
-    if unpriced_calls:
-        calls = "call" if unpriced_calls == 1 else "calls"
-        text += f" + {unpriced_calls} {calls} without a price"
-    return text
+    price"`` (the calls whose model has no known price are not in the dollar figure), and
+    ``"cost unknown (4 calls without a price)"`` when nothing known was spent (never $0.00 for
+    calls nobody priced)."""
+    if not unpriced_calls:
+        return money(known_usd)
+    calls = f"{unpriced_calls} call{'' if unpriced_calls == 1 else 's'} without a price"
+    if known_usd == 0:
+        return f"cost unknown ({calls})"
+    return f"{money(known_usd)} + {calls}"
+
+
+def cost_summary(frame: Any) -> str:
+    """What the rows of a result frame (``map``, ``compare``, batch results, a ledger) cost,
+    as text: the known total, and how many rows used tokens of a model without a price.
+
+    >>> holynb.cost_summary(df)
+    'cost unknown (12 calls without a price)'
+    """
+    costs = frame["cost_usd"]
+    used = (frame["prompt_tokens"].fillna(0) + frame["completion_tokens"].fillna(0)) > 0
+    unpriced = int((costs.isna() & used).sum())
+    return cost_text(float(costs.sum()), unpriced)

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
     from holynb.results import ChatResult
 
-__all__ = ["DTYPES", "RESULT_COLUMNS", "answer_row", "failure_row", "result_frame"]
+__all__ = [
+    "DTYPES",
+    "RESULT_COLUMNS",
+    "answer_row",
+    "failure_row",
+    "result_frame",
+    "shared_row",
+]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "prompt",
@@ -35,8 +42,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "latency_ms",
     "attempts",
     "cache_hit",
+    "duplicate_of",
 )
-"""The columns of every bulk result frame (map, compare, batch results), in this order."""
+"""The columns of every bulk result frame (map, compare, batch results), in this order.
+``duplicate_of``: the label of the row whose answer this row shares (the same request asked
+twice in one run is sent once), None when the row has its own."""
 
 DTYPES: dict[str, str] = {
     "ok": "bool",
@@ -75,7 +85,7 @@ def answer_row(
         result.cost_usd if cost_usd is _OWN else cost_usd,
         result.latency_ms if latency_ms is _OWN else latency_ms,
         result.attempts if attempts is _OWN else attempts,
-        result.cache_hit,
+        result.cache_hit, None,
     )  # fmt: skip
 
 
@@ -90,7 +100,21 @@ def failure_row(
 ) -> tuple[Any, ...]:
     """The row of a request without an answer (failed, refused, never sent): no tokens, no
     cost; ``text`` what arrived before it broke, if anything."""
-    return (prompt, text, False, error, None, model, 0, 0, 0.0, latency_ms, attempts, False)
+    return (prompt, text, False, error, None, model, 0, 0, 0.0, latency_ms, attempts, False, None)
+
+
+def shared_row(
+    row: Sequence[Any], leader: Any, columns: Sequence[str] = RESULT_COLUMNS
+) -> tuple[Any, ...]:
+    """``row`` (the row of the request that was sent) for another row that asked the same:
+    its answer, nothing sent for it (``attempts`` 0, ``cost_usd`` 0.0 or unknown as the
+    first's), and ``duplicate_of`` the first row's label ``leader``."""
+    out = list(row)
+    cost = columns.index("cost_usd")
+    out[cost] = None if out[cost] is None else 0.0
+    out[columns.index("attempts")] = 0
+    out[columns.index("duplicate_of")] = leader
+    return tuple(out)
 
 
 def result_frame(
@@ -102,7 +126,9 @@ def result_frame(
     with ``DTYPES``."""
     import pandas as pd
 
-    data = {c: [r[k] for r in rows] for k, c in enumerate(columns)}
+    data: dict[str, Any] = {c: [r[k] for r in rows] for k, c in enumerate(columns)}
+    if "duplicate_of" in data:  # labels, kept as given (pandas would make [None, 0] floats)
+        data["duplicate_of"] = _objects(data["duplicate_of"])
     frame = pd.DataFrame(data, index=index, columns=list(columns))
     for name in frame.columns:
         dtype = DTYPES.get(name, None if rows else object)  # empty text columns stay object
@@ -111,3 +137,12 @@ def result_frame(
         if dtype is not None:
             frame[name] = frame[name].astype(dtype)
     return frame
+
+
+def _objects(values: Sequence[Any]) -> Any:
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    for k, v in enumerate(values):  # one by one: a tuple label stays one value
+        out[k] = v
+    return out

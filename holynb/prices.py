@@ -272,14 +272,25 @@ class PriceTable:
         return window if isinstance(window, int) and window > 0 else None
 
     def cost(
-        self, model: str, usage: Usage, *, batch: bool = False, at: datetime | None = None
+        self,
+        model: str,
+        usage: Usage,
+        *,
+        batch: bool = False,
+        at: datetime | None = None,
+        warn: bool = True,
     ) -> float | None:
         """What a call that used ``usage`` cost, in USD; None (and one warning per model) when
         no price is known. ``batch=True`` applies the Batch API price; ``at`` is when the call
         happened (default now), for prices that changed over time. ``usage.service_tier``
         prices the tier the answer reports: flex at the price data's flex price, else half (the
-        batch price); a tier with no known price costs None (one warning per model and tier)."""
+        batch price); a tier with no known price costs None (one warning per model and tier).
+        ``warn=False`` for a figure shown before the call has used anything (a live status line:
+        a call that fails before any usage, e.g. a wrong model name, warns of nothing but its
+        error)."""
         found = self._find(model)
+        if found is None and not warn:
+            return None
         if found is None:
             self._warn_once(
                 model,
@@ -294,14 +305,16 @@ class PriceTable:
         if isinstance(found, ModelPrice):
             if tier is None or tier in HALF_PRICE_TIERS:
                 return found.cost(usage, batch=batch or tier is not None)
-            return self._unknown_tier(model, tier)
+            return self._unknown_tier(model, tier) if warn else None
         if tier is not None and not batch and not _tier_variant_active(found, tier, _utc(at)):
             if tier not in HALF_PRICE_TIERS:
-                return self._unknown_tier(model, tier)
+                return self._unknown_tier(model, tier) if warn else None
             batch, tier = True, None  # no price of its own in the data: the batch price
         try:
             return _official_cost(found, usage, batch, _utc(at), None if batch else tier)
         except (ArithmeticError, ValueError, TypeError) as err:
+            if not warn:
+                return None
             self._warn_once(
                 model,
                 f"genai-prices could not price model {model!r} ({err}), so its cost is None. "

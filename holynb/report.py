@@ -88,13 +88,14 @@ def _fmt(value: Any, kind: str) -> str:
     return f"{value:,}"
 
 
-def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: str) -> str:
-    """A compact HTML table of a summary (every value escaped)."""
-    head = ["model", "calls", "success", "tokens in / out", "cost", "p50", "p95", "ttft p50"]
-    body = []
-    for r in summary.to_dict("records"):
-        cells = [
-            html.escape(str(r["model"])),
+_HEAD = ["model", "calls", "success", "tokens in / out", "cost", "p50", "p95", "ttft p50"]
+
+
+def _summary_cells(summary: pd.DataFrame) -> list[list[str]]:
+    # one row of text cells per model, as both the HTML table and the plain text show them
+    return [
+        [
+            str(r["model"]),
             _fmt(r["calls"], "int"),
             _fmt(r["success_rate"], "pct")
             + (f" ({r['interrupted']:,} interrupted)" if r["interrupted"] else ""),
@@ -104,7 +105,33 @@ def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: 
             _fmt(r["latency_p95_ms"], "ms"),
             _fmt(r["ttft_p50_ms"], "ms"),
         ]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        for r in summary.to_dict("records")
+    ]
+
+
+def summary_text(summary: pd.DataFrame, total_cost: float, unknown: int, title: str) -> str:
+    """The summary as plain text (what a saved notebook's text/plain keeps): the title and
+    total, then one aligned line per model with ``summary_html``'s columns."""
+    rows = [_HEAD, *_summary_cells(summary)]
+    # latency columns at least "99,999 ms" wide: a saved notebook's text does not shift with them
+    least = [0, 0, 0, 0, 0, 9, 9, 9]
+    widths = [max(least[k], *(len(row[k]) for row in rows)) for k in range(len(_HEAD))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if k == 0 else c.rjust(w)
+            for k, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join([f"{title} — total {cost_text(total_cost, unknown)}", *lines])
+
+
+def summary_html(summary: pd.DataFrame, total_cost: float, unknown: int, title: str) -> str:
+    """A compact HTML table of a summary (every value escaped)."""
+    head = _HEAD
+    body = []
+    for cells in _summary_cells(summary):
+        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return (
         f"<div class='holynb-summary mathjax_ignore'><b>{html.escape(title)}</b> — total "
         f"{html.escape(cost_text(total_cost, unknown))}"

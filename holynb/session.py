@@ -155,6 +155,11 @@ class Session:
         return self._meter.last_result
 
     @property
+    def last_map(self) -> pd.DataFrame | None:
+        """The frame of the last ``map``/``compare``; after an interrupt, the rows finished."""
+        return self._caller.last_map
+
+    @property
     def model(self) -> str:
         """The default model of this session."""
         return self.settings.model
@@ -329,11 +334,7 @@ class Session:
         image_preset: str | ImagePreset | None = None,
         **params: Any,
     ) -> AsyncChatStream:
-        """The answer's text as it arrives (``async for``); see ``stream``.
-
-        >>> stream = s.astream("Count to five")
-        >>> async for text in stream: print(text, end="")
-        """
+        """The answer's text as it arrives (``async for text in s.astream(...)``); see stream."""
         check_params(params, "stream")
         return stream_answer(
             self._caller, prompt, model=model, system=system, temperature=temperature,
@@ -436,13 +437,13 @@ class Session:
         ``template``. A failed item is recorded on its row (``ok=False``, ``error``); with
         ``errors="raise"`` the first failure stops the run. ``checkpoint`` keeps every finished
         answer in a file as it arrives: running the same call again sends only what is not
-        stored. An interrupt raises ``holynb.MapInterrupted`` carrying the finished rows
-        (``.frame``). ``schema`` (a pydantic model or a JSON schema) asks each item for a
-        structured answer: its fields become columns, and an answer that does not fit (after
-        one repair) is that item's error. ``images``: one entry per prompt (a source, a list of
-        sources, or None), or with a DataFrame the name of its column of images; a bad image
-        is that item's error. See ``holynb.bulk`` for the columns.
+        stored. An interrupt raises ``MapInterrupted``; the finished rows are in ``s.last_map``.
+        ``schema`` (a pydantic model or a JSON schema) asks each item for a structured answer:
+        its fields become columns; one that does not fit (after one repair) is its error.
+        ``images``: one entry per prompt (a source, a list, or None), or a DataFrame's column of
+        images; a bad image is that item's error. See ``holynb.bulk`` for the columns.
         """
+        __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
         check_params(params, "map")
         from holynb.bulk import map_sync
 
@@ -511,6 +512,7 @@ class Session:
         model that fails has the failure on its own rows; the others are intact. The rest works
         as in ``map`` (every model gets the same images; one prompt may be given alone).
         """
+        __tracebackhide__ = True
         check_params(params, "compare")
         from holynb.compare import compare_sync
 
@@ -640,17 +642,12 @@ class Session:
 
     @property
     def unpriced_calls(self) -> int:
-        """Calls that used tokens of a model holynb has no price for (cost ``None``), so their
-        cost is missing from ``total_cost_usd``. Add the price to count them:
-        ``Session(prices={"my-model": {"input": 0.15, "output": 0.6}})`` (USD per 1M tokens)."""
+        """Calls of a model holynb has no price for (cost ``None``, not in ``total_cost_usd``);
+        add it: ``Session(prices={"my-model": {"input": 0.15, "output": 0.6}})`` (USD per 1M)."""
         return self._meter.unpriced_calls
 
     def cost_summary(self) -> str:
-        """What this session spent, as text: the known total and how many calls have no price.
-
-        >>> s.cost_summary()
-        '$0.0123 + 4 calls without a price'
-        """
+        """What this session spent, as text (``'$0.0123 + 4 calls without a price'``)."""
         from holynb.formatting import cost_text
 
         return cost_text(self.total_cost_usd, self.unpriced_calls)

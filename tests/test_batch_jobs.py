@@ -360,3 +360,47 @@ def test_batches_lists_jobs_newest_first_within_the_same_second(s, srv, monkeypa
     monkeypatch.setattr("holynb.batch.jobs.new_job_id", lambda: next(ids))
     first, second = s.batch(["a"]), s.batch(["b"])
     assert s.batches()["job_id"].tolist() == [second.id, first.id]
+
+
+def test_an_offline_job_whose_server_stopped_reattaches_to_the_new_local_server(home):
+    first = LocalServer().start()  # the kernel before its restart
+    first.batches.settings.seconds_per_request = 5.0  # still running when the kernel restarts
+    with holynb.Session(base_url=first.base_url, model="local/echo") as before:
+        job = before.batch(["a", "b"], max_tokens=8)
+        assert job.status in ("validating", "in_progress")
+    first.stop()
+    second = LocalServer().start()  # the new kernel's server: another port, another token
+    try:
+        with holynb.Session(base_url=second.base_url, model="local/echo") as s:
+            listed = s.batches()
+            assert listed.job_id.tolist() == [job.id] and not listed.iloc[0]["followable"]
+            again = holynb.BatchJob.attach(s, job.id)
+            out = again.wait(poll_s=0.01, progress=False).results()
+            assert out["ok"].all() and out.loc[0, "text"].startswith("You said: a")
+            assert s.batches().iloc[0]["followable"]
+    finally:
+        second.stop()
+
+
+def test_an_offline_job_whose_server_stopped_says_so_to_another_endpoint(home):
+    first = LocalServer().start()
+    first.batches.settings.seconds_per_request = 5.0
+    with holynb.Session(base_url=first.base_url, model="local/echo") as before:
+        job = before.batch(["a"], max_tokens=8)
+    first.stop()
+    other = holynb.Session(base_url="http://127.0.0.1:9/v1", api_key="sk-other")
+    with pytest.raises(holynb.BatchError, match="died with it"):
+        holynb.BatchJob.attach(other, job.id)
+
+
+def test_old_jobs_can_be_forgotten_but_not_one_still_running(s, srv):
+    done = s.batch(["a"]).wait(poll_s=0.01, progress=False)
+    srv.batches.settings.seconds_per_request = 5.0
+    running = s.batch(["b"])
+    with pytest.raises(holynb.BatchError, match="still"):
+        holynb.BatchJob.forget(running.id)
+    holynb.BatchJob.forget(done.id)
+    assert s.batches().job_id.tolist() == [running.id]
+    with pytest.raises(holynb.BatchError, match="knows no batch job"):
+        holynb.BatchJob.attach(s, done.id)
+    running.cancel()

@@ -396,3 +396,14 @@ def test_an_interrupt_stops_every_column_and_keeps_what_arrived(session: holynb.
     assert "── local/crawl ──" in out.getvalue() and "Interrupted · " in out.getvalue()
     interrupted = [r for r in session.records if r.model == "local/crawl"]
     assert len(interrupted) == 1 and interrupted[0].interrupted  # the ledger has what arrived
+
+
+def test_identical_requests_in_one_compare_are_sent_once(
+    session: holynb.Session, local: LocalServer
+) -> None:
+    cmp = session.compare(["Say hi", "Say bye", "Say hi"], ["local/echo", "local/json"],
+                          progress=False)  # fmt: skip
+    assert len(_chat_log(local)) == 4  # two prompts, two models
+    assert len(cmp) == 6 and cmp["ok"].all()
+    assert cmp["duplicate_of"].tolist() == [None, None, None, None, 0, 1]
+    assert cmp.loc[4, "text"] == cmp.loc[0, "text"] and cmp.loc[5, "model"] == "local/json"

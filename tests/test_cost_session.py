@@ -11,6 +11,7 @@ import textwrap
 import time
 import warnings
 
+import pandas as pd
 import pytest
 
 import holynb
@@ -270,3 +271,39 @@ def test_plot_says_how_many_calls_have_no_price(local):
         warnings.simplefilter("ignore", UnknownPriceWarning)
         s.chat("a")
     assert "+ 1 call without a price" in s.plot().axes[0].get_title()
+
+
+def test_a_session_where_nothing_has_a_price_says_cost_unknown(local):
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        s.chat("one")
+        s.chat("two")
+    assert s.cost_summary() == "cost unknown (2 calls without a price)"
+    assert "$0.00" not in repr(s) and "$0.00" not in s._repr_html_()
+
+
+def test_cost_summary_of_a_frame_says_cost_unknown_when_no_row_has_a_price(local):
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model", prices=PRICES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        unpriced = s.map(["a", "b", "c"], progress=False)
+    priced = s.map(["a", "b"], model="local/echo", progress=False)
+    assert holynb.cost_summary(unpriced) == "cost unknown (3 calls without a price)"
+    assert holynb.cost_summary(priced) == money(priced["cost_usd"].sum())
+    both = pd.concat([unpriced, priced])
+    assert (
+        holynb.cost_summary(both) == f"{money(priced['cost_usd'].sum())} + 3 calls without a price"
+    )
+
+
+def test_map_progress_says_cost_unknown_for_a_model_without_a_price(local, capsys):
+    local.register_model("mystery/model", lambda messages, params: "a mystery answer")
+    s = session_for(local, model="mystery/model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownPriceWarning)
+        s.map(["a", "b", "c"])
+    err = capsys.readouterr().err
+    assert "cost unknown" in err and "cost=$0.0000" not in err

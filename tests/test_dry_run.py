@@ -77,6 +77,14 @@ def test_map_dry_run_marks_checkpointed_rows_cached_at_no_cost(local, tmp_path):
     assert local.stats.requests == sent
 
 
+def test_map_dry_run_counts_a_repeated_prompt_once(local):
+    s = session_for(local, prices=PRICED)
+    est = s.map(["one", "two", "one"], max_tokens=5, dry_run=True)
+    assert list(est["cached"]) == [False, False, True]  # the repeat shares the first's answer
+    assert est["worst_cost_usd"].iloc[2] == 0.0 and est.attrs["to_send"] == 2
+    assert local.stats.requests == 0
+
+
 def test_map_dry_run_marks_response_cache_hits(local, tmp_path):
     s = session_for(local, prices=PRICED, cache=tmp_path / "cache.sqlite")
     s.chat("one", max_tokens=5)

@@ -3,6 +3,7 @@ prompt, not IPython's help syntax."""
 
 from __future__ import annotations
 
+from holynb.server import faults
 from tests.helpers import kernel_setup_cell
 from tests.test_magics_kernel import execute, texts
 
@@ -54,3 +55,20 @@ def test_cell_magic_help_is_readable_with_examples():
     assert doc.count("  %%llm") + doc.count("  %llm ") >= 4  # usage and three examples
     assert "Examples:" in doc and "%llm What is a p-value?" in doc
     assert shell.find_cell_magic("interpret").__doc__.startswith("Usage:\n\n  %%interpret")
+
+
+def test_a_wrong_model_shows_only_its_error_and_no_price_warning(local):
+    # the widget view, as in JupyterLab: its live status line ticks while the 404 is on its way
+    local.faults.push(faults.delay(seconds=0.5))
+    cells = execute(
+        [
+            "import os\nos.environ['HOLYNB_DISPLAY'] = 'widget'\n" + kernel_setup_cell(local),
+            "%%llm -m acme/no-such-model\nhello",
+            "r = s.chat('hello', model='acme/no-such-model-2')",
+        ],
+        allow_errors=True,
+    )
+    for cell in cells[1:]:
+        shown = texts(cell, "stderr") + texts(cell) + str(cell.outputs)
+        assert "NotFoundError" in shown
+        assert "UnknownPriceWarning" not in shown and "no price" not in shown, shown

@@ -211,3 +211,54 @@ def test_braces_in_a_kernel_cell_are_sent_as_written_and_n_sends_it_verbatim(loc
     assert sent[1] == prompt and sent[2] == "Keep {nowhere} as typed"
     assert displayed(cells[2]).splitlines()[-1].endswith("+ {city}")
     assert not displayed(cells[3]).splitlines()[-1].endswith("}")  # nothing filled in
+
+
+def test_llm_history_shows_the_conversation_only(local):
+    cells = execute(
+        [
+            kernel_setup_cell(local),
+            "%llm history",
+            "%%llm --chat\nfirst question",
+            "%%llm --chat\nsecond question",
+            "r = s.chat('a call outside the conversation')",
+            "%llm history",
+        ]
+    )
+    assert "No conversation" in texts(cells[1]) and "--chat" in texts(cells[1])
+    shown = texts(cells[5])
+    lines = shown.strip().splitlines()
+    assert lines[0] == "Conversation (4 messages):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "user", "assistant", "user", "assistant"
+    ]  # fmt: skip
+    assert "first question" in lines[1] and "second question" in lines[3]
+    assert "outside the conversation" not in shown and "cost_usd" not in shown
+    assert not [o for o in cells[5].outputs if o.output_type != "stream"]  # no ledger table
+
+
+def _final_plain(cell):
+    shown = [o for o in cell.outputs if o.output_type in ("display_data", "update_display_data")]
+    return shown[-1]["data"]["text/plain"]
+
+
+def test_several_models_keep_a_figures_line_per_model_in_text_plain(local):
+    cell = "%%llm -m local/echo,local/json --max-tokens 20\nhello kernel"
+    widget = "import os\nos.environ['HOLYNB_DISPLAY'] = 'widget'\n"
+    for setup in (kernel_setup_cell(local), widget + kernel_setup_cell(local)):
+        plain = _final_plain(execute([setup, cell])[1])
+        echo, json = plain.split("── local/json")
+        assert echo.startswith("── local/echo") and "You said: hello kernel" in echo
+        for part, model in ((echo, "local/echo"), (json, "local/json")):
+            figures = part.strip().splitlines()[-1]
+            assert figures.startswith(f"{model} · ") and "completion tokens" in figures, plain
+
+
+def test_llm_cost_text_plain_has_the_summary_per_model(local):
+    cells = execute([kernel_setup_cell(local), "%llm hi", "%llm -m local/json hi", "%llm cost"])
+    plain = _final_plain(cells[3])
+    assert not plain.startswith("Session(")
+    lines = plain.splitlines()
+    assert "total" in lines[0]
+    assert any(line.lstrip().startswith("local/echo") for line in lines)
+    assert any(line.lstrip().startswith("local/json") for line in lines)
+    assert "p50" in plain and "calls" in plain

@@ -304,3 +304,37 @@ def test_a_run_of_request_specs_may_ask_each_item_of_another_model(local, tmp_pa
     df = asyncio.run(MapRun(s, specs, checkpoint=ckpt, progress=False).arun())
     assert df["model"].tolist() == ["local/echo", "local/echo-b"] and df["ok"].all()
     assert len(KeyStore(ckpt)) == 2  # one key per model
+
+
+def test_identical_requests_in_one_map_are_sent_once_and_share_the_answer(local):
+    # the budget holds the worst case of 3 requests (50 tokens each), not of 6
+    s = session_for(local, prices=PRICES, budget_usd=0.003)
+    items = ["same", "other", "same", "same", "other", "alone"]
+    df = s.map(items, progress=False, max_tokens=50)
+    assert local.stats.requests == 3  # "same", "other", "alone": once each
+    assert len(df) == 6 and df["ok"].all() and df["prompt"].tolist() == items
+    assert df["duplicate_of"].tolist() == [None, None, 0, 0, 1, None]
+    assert (df.loc[[2, 3], "text"] == df.loc[0, "text"]).all()
+    assert (df.loc[[2, 3, 4], "attempts"] == 0).all()  # nothing was sent for them
+    assert (df.loc[[2, 3, 4], "cost_usd"] == 0).all()  # paid once, on the first row
+    assert df["cost_usd"].sum() == pytest.approx(s.total_cost_usd)
+    assert len(s.ledger) == 3
+
+
+def test_a_shared_failure_is_on_every_row_that_asked_it(local):
+    s = session_for(local, retry=RetryPolicy(max_retries=0))
+    local.faults.push(faults.status(400))
+    df = s.map(["same", "same", "same"], progress=False, concurrency=1)
+    assert local.stats.requests == 1
+    assert (~df["ok"]).all() and df["error"].str.startswith("BadRequestError").all()
+    assert df["duplicate_of"].tolist() == [None, 0, 0]
+
+
+def test_a_map_with_duplicates_resumes_from_the_checkpoint(local, tmp_path):
+    ckpt = tmp_path / "run.sqlite"
+    s = session_for(local)
+    first = s.map(["a", "b", "a"], checkpoint=ckpt, progress=False, max_tokens=6)
+    again = s.map(["a", "b", "a"], checkpoint=ckpt, progress=False, max_tokens=6)
+    assert local.stats.requests == 2 and len(KeyStore(ckpt)) == 2
+    assert again["text"].tolist() == first["text"].tolist()
+    assert again["duplicate_of"].tolist() == [None, None, 0]

@@ -303,3 +303,47 @@ def test_binder_scripts_are_executable() -> None:
     for name in ("postBuild", "start"):  # the scripts repo2docker runs, when present
         script = BINDER / name
         assert not script.exists() or os.access(script, os.X_OK), f"chmod +x binder/{name}"
+
+
+def _run_all_as_jupyterlab(path: Path) -> nbformat.NotebookNode:
+    """Run All on ``path`` in a fresh kernel that knows its notebook (``JPY_SESSION_NAME``, as
+    jupyter-server sets it), applying what the kernel asks the frontend to do with the cells
+    (``set_next_input``: a new cell below) as JupyterLab does."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    inserts: list[tuple[int, str]] = []
+
+    def executed(cell: object, cell_index: int, execute_reply: dict) -> None:
+        for payload in execute_reply.get("content", {}).get("payload", []):
+            if payload.get("source") == "set_next_input" and not payload.get("replace"):
+                inserts.append((cell_index, payload["text"]))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLYNB_", "HOLYSHEEP_"))}
+    env["JPY_SESSION_NAME"] = str(path)
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", on_cell_executed=executed,
+        resources={"metadata": {"path": str(path.parent)}},
+    )  # fmt: skip
+    from jupyter_client.manager import KernelManager
+
+    client.km = KernelManager(kernel_name="python3")
+    client.execute(env=env)
+    for index, text in reversed(inserts):
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(text))
+    return nb
+
+
+def test_run_all_on_01_leaves_its_cells_as_they_are() -> None:
+    path = NOTEBOOKS / "01-quickstart.ipynb"
+    stored = [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+    after = [(c.cell_type, c.source) for c in _run_all_as_jupyterlab(path).cells]
+    assert after == stored
+
+
+def test_01_introduction_links_the_whole_series() -> None:
+    intro = nbformat.read(NOTEBOOKS / "01-quickstart.ipynb", as_version=4).cells[0].source
+    assert "will get their own" not in intro
+    for name in ("02-cost-and-budgets", "03-code-interpreter", "04-bulk-work",
+                 "05-images-and-claude"):  # fmt: skip
+        assert f"({name}.ipynb)" in intro

@@ -173,3 +173,6 @@ def test_tutorial_runs_with_a_key_on_a_relay_with_one_model(relays, path, tmp_pa
     )
     assert KEY not in shown
     assert "No API key found" not in shown and "interpreter model: local/" not in shown
+    # the relay's model has no price: no cost is shown as $0, and no costs are compared
+    assert "$0.000000" not in shown and "$0.00 + " not in shown, took
+    assert "vs map $" not in shown, took

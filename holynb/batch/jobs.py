@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from holynb._config import is_offline_server, offline_server_token
 from holynb._loop import default_loop
 from holynb.batch import anthropic as message_batches
 from holynb.batch.files import (
@@ -248,6 +249,7 @@ class BatchJob:
             schema=kept_schema,
             requests_sha256=digest,
             api=caller.settings.api,
+            offline_in_process=offline_server_token(caller.base_url) is not None,
         )
         job = cls(caller, manifest, schema)
         sending = False
@@ -493,6 +495,12 @@ class BatchJob:
         """The job ``job_id`` from this machine's manifest (nothing is created or sent).
 
         >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")
+
+        A job that ran on holynb's offline server of a kernel that has stopped (a restart)
+        died with that server: attached from an offline session (``holynb.local_session()``),
+        the rows without an answer on disk are sent to this session's local server (its
+        models answer the same), as new parts of the job; from any other session it is a
+        ``BatchError`` that says so.
         """
         try:
             manifest = Manifest.load(job_id)
@@ -507,13 +515,70 @@ class BatchJob:
                 f"This machine knows no batch job {job_id!r} (HOLYNB_HOME holds the manifests). "
                 f"Recent jobs: {known or 'none'}; s.batches() lists them all."
             )
-        base_url = caller_of(session).base_url
+        caller = caller_of(session)
+        base_url = caller.base_url
+        if server_gone(manifest):
+            if not is_offline_server(caller.settings):
+                raise BatchError(
+                    f"Job {job_id} ran on holynb's offline server at {manifest.base_url}, which "
+                    "stopped with the kernel that started it: its batches died with it. Attach "
+                    "from an offline session (holynb.local_session()) to send its requests to "
+                    f"the new local server, or forget it: holynb.BatchJob.forget({job_id!r})."
+                )
+            job = cls(session, manifest)
+            default_loop().run(job._move_to(base_url))
+            return job
         if manifest.base_url.rstrip("/") != base_url.rstrip("/"):
             raise BatchError(
                 f"Job {job_id} was created at {manifest.base_url}, but this session talks to "
                 f"{base_url}: attach with a Session(base_url={manifest.base_url!r})."
             )
         return cls(session, manifest)
+
+    async def _move_to(self, base_url: str) -> None:
+        # The offline server the job ran on is gone, with every batch and file it held: the
+        # parts whose answers are not on disk end as expired, and their rows go to this
+        # session's offline server as a new round (resubmit_failed).
+        async with job_lock(self.id):
+            m = self._reload()
+            old = m.base_url
+            for position, part in enumerate(m.parts):
+                kept = part.status in FINAL and all(
+                    file_id is None or (m.folder / f"{part.stem(position)}.{kind}.jsonl").is_file()
+                    for kind, file_id in (
+                        ("output", part.output_file_id),
+                        ("errors", part.error_file_id),
+                    )
+                )
+                if not kept:
+                    part.status = "expired"
+                    part.output_file_id = part.error_file_id = None
+                    part.errors = [*part.errors, f"it died with the offline server at {old}"]
+            m.base_url = base_url
+            m.offline_in_process = offline_server_token(base_url) is not None
+            m.save()
+        await self.aresubmit_failed()
+
+    @staticmethod
+    def forget(job_id: str, *, force: bool = False) -> None:
+        """Remove job ``job_id`` from this machine (its manifest and kept files, under
+        ``HOLYNB_HOME``): ``s.batches()`` no longer lists it, nothing is sent. A job still
+        running where it can be followed is refused unless ``force=True`` (its batches would
+        go on, and be billed, unseen): ``cancel()`` it, or wait for it.
+
+        >>> holynb.BatchJob.forget("job-20261127-101500-3f9a1c")
+        """
+        manifest = Manifest.load(job_id)
+        if manifest is None:
+            raise BatchError(f"This machine knows no batch job {job_id!r}; s.batches() lists them.")
+        running = not all(p.status in FINAL for p in manifest.parts)
+        if running and not force and not server_gone(manifest):
+            raise BatchError(
+                f"Job {job_id} is still {job_status(manifest.parts)}: forgetting it would leave "
+                "its batches running, and billed, unseen. job.cancel() or job.wait() first, or "
+                "BatchJob.forget(job_id, force=True)."
+            )
+        shutil.rmtree(manifest.folder, ignore_errors=True)
 
     def _reload(self) -> Manifest:
         """The manifest as on disk (call with the job's lock held): the one truth."""
@@ -965,8 +1030,30 @@ def job_counts(parts: list[Part]) -> BatchCounts:
     )
 
 
+def server_gone(m: Manifest) -> bool:
+    """Whether job ``m`` ran on holynb's offline server of a process (a kernel) that has
+    stopped: none runs at its address in this process and nothing listens there (a loopback
+    connect, no request), so its batches died with it."""
+    if not m.offline_in_process or offline_server_token(m.base_url) is not None:
+        return False
+    return not _listening(m.base_url)
+
+
+def _listening(base_url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(base_url)
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 0.2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def jobs_frame() -> pd.DataFrame:
-    """Every batch job this machine knows, newest first, as last seen (nothing is sent)."""
+    """Every batch job this machine knows, newest first, as last seen (nothing is sent);
+    ``followable`` is False for a job whose offline server is gone (``server_gone``)."""
     import pandas as pd
 
     rows = []
@@ -983,11 +1070,12 @@ def jobs_frame() -> pd.DataFrame:
                 "parts": len(m.parts),
                 "completed": c.completed,
                 "failed": c.failed,
+                "followable": not server_gone(m),
             }
         )
     columns = ["job_id", "created_at", "base_url", "model", "status", "requests", "parts"]
     return (
-        pd.DataFrame(rows, columns=[*columns, "completed", "failed"])
+        pd.DataFrame(rows, columns=[*columns, "completed", "failed", "followable"])
         .iloc[::-1]
         .reset_index(drop=True)
     )

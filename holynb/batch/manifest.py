@@ -148,6 +148,9 @@ class Manifest:
     max_bytes_per_file: int = 200 * 2**20
     schema: dict[str, Any] | None = None  # schema=: {"name", "schema"}, for the answer columns
     requests_sha256: str = ""  # of requests.jsonl: the same requests sent again are noticed
+    # it ran on holynb's offline server of the process (kernel) that created it: the server,
+    # and its batches, stop with that process
+    offline_in_process: bool = False
     version: int = VERSION
     api: str = "openai"  # the wire format: "anthropic" for Message Batches
 

@@ -29,6 +29,7 @@ from holynb.prompts import Prompt, build_messages
 
 if TYPE_CHECKING:
     import httpx2 as httpx
+    import pandas as pd
 
     from holynb._client import ChatClient
     from holynb._config import Settings
@@ -62,6 +63,7 @@ class Caller:
         self.max_image_bytes_given = max_image_bytes  # None: the wire format's default
         self.service_tier: str | None = None  # sent with every call that names none
         self.prompt_cache: str | None = None  # "5m" | "1h": cache_control on every call
+        self.last_map: pd.DataFrame | None = None  # the last map/compare (interrupted: done rows)
         self._client: ChatClient | None = None
 
     def use_defaults(self, *, service_tier: str | None, prompt_cache: str | None) -> None:

@@ -199,14 +199,13 @@ class Meter:
     ) -> Callable[[int], float | None]:
         """The cost of ``model``'s answer so far by its completion tokens, the prompt counted
         offline once: what a live figures line shows while the answer streams (None: no
-        price)."""
+        price; no warning: the call's own price, once it has used something, warns)."""
         prompt = self.prompt_tokens(messages)
         prices = self.prices
 
         def cost(completion_tokens: int) -> float | None:
-            return prices.cost(
-                model, Usage(prompt_tokens=prompt, completion_tokens=completion_tokens)
-            )
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion_tokens)
+            return prices.cost(model, usage, warn=False)
 
         return cost
 

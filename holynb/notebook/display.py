@@ -419,6 +419,7 @@ class StreamView(_View):
         self._handle: Any = None  # the DisplayHandle of show()
         self._parent: Any = None  # the header of the request whose cell showed the view
         self._failure: BaseException | None = None
+        self.final_plain: str | None = None  # once ended: the text/plain it leaves (figures too)
         self._lock = threading.Lock()  # the status line is written by the ticker thread too
         self._ended = threading.Event()
 
@@ -553,12 +554,13 @@ class StreamView(_View):
             self._status.value = _status_html(status, state)
         self._stop.layout.display = "none"
         self.renders += 1
+        bundle = final_bundle(text, status, state, self._failure, self._images)
+        self.final_plain = bundle["text/plain"]
         if self._handle is not None:
             # The live widget is replaced by static sanitised HTML that looks the same (the
             # output PlainView leaves), so a saved notebook shows the answer anywhere: a widget
             # without saved state shows "model not found". A --bg call, finishing on another
             # thread, replaces the output of the cell that started it.
-            bundle = final_bundle(text, status, state, self._failure, self._images)
             _publish(bundle, self._handle, self._parent)
 
     def _schedule_flush(self) -> None:

@@ -86,6 +86,13 @@ class LLMMagics(Magics):
         if shell is not None:
             shell.events.register("post_run_cell", self._remember_error)
 
+    def _below_holds(self, cell_id: str, code: str) -> bool:
+        from holynb.notebook.stored import cell_below
+
+        raw = getattr(self.shell.history_manager, "input_hist_raw", None) or [""]
+        below = cell_below(self.shell, cell_id, raw[-1])
+        return below is not None and below.strip() == code.strip()
+
     def _remember_error(self, result: Any) -> None:
         error = result.error_in_exec or result.error_before_exec
         number = result.execution_count
@@ -355,13 +362,15 @@ class LLMMagics(Magics):
             code = blocks[0].strip("\n") if blocks else ""
             ns["_llm_code"] = code
             # One inserted cell per cell and prompt: running the cell again (Run All) does not
-            # add another one; an answer without a code block inserts nothing.
+            # add another one, nor does a saved notebook whose cell below holds this code
+            # already (a tutorial's Run All); an answer without a code block inserts nothing.
             key = (_cell_id(self.shell), _content_text(messages[-1]["content"]))
             if not code:
                 print("holynb: the answer has no code block, so no cell was inserted.")
             elif not background and key not in self._inserted:
                 self._inserted.add(key)
-                self.shell.set_next_input(code, replace=False)
+                if not self._below_holds(key[0], code):
+                    self.shell.set_next_input(code, replace=False)
         elif args.format == "json":
             from holynb.jsonx import extract_json
 
@@ -484,7 +493,13 @@ class LLMMagics(Magics):
                 raise UsageError(f"%llm cost --team: {err}") from None
         if words:
             raise UsageError(f"%llm cost takes --team or nothing, got {' '.join(words)!r}.")
-        display(self.session)
+        from holynb.report import summary_html, summary_text
+
+        s = self.session
+        figures = (s.summary(), s.total_cost_usd, s.unpriced_calls, f"holynb session: {s.base_url}")
+        display(
+            {"text/html": summary_html(*figures), "text/plain": summary_text(*figures)}, raw=True
+        )
 
     def _cmd_cache(self, words: list[str]) -> None:
         from holynb.cache import cache_report
@@ -505,25 +520,20 @@ class LLMMagics(Magics):
             )
         print(cache_report(session.cache))
 
-    def _cmd_history(self, words: list[str]) -> Any:
-        n = int(words[0]) if words and words[0].isdigit() else 20
-        if self.conversation:
-            print(f"Conversation ({len(self.conversation)} messages):")
-            for m in self.conversation:
-                print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
-        frame = self.session.ledger
-        columns = [
-            "ts",
-            "tag",
-            "model",
-            "kind",
-            "ok",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "latency_ms",
-        ]
-        return frame[columns].tail(n)
+    def _cmd_history(self, words: list[str]) -> None:
+        # the conversation only (%%llm --chat); every call is in the ledger (%llm cost)
+        n = int(words[0]) if words and words[0].isdigit() else None
+        if not self.conversation:
+            print(
+                "No conversation yet: %%llm --chat starts one (every call, chat or not, is in "
+                "the session's ledger: s.ledger, %llm cost)."
+            )
+            return
+        shown = self.conversation if n is None else self.conversation[-n:]
+        more = "" if len(shown) == len(self.conversation) else f", the last {len(shown)}"
+        print(f"Conversation ({len(self.conversation)} messages{more}):")
+        for m in shown:
+            print(f"  {m['role']}: {_preview(_content_text(m['content']))}")
 
     # -- %%interpret ---------------------------------------------------------------------------
 

@@ -280,7 +280,7 @@ class ColumnsView:
             return
         if threading.current_thread() is not threading.main_thread():
             return
-        plain = "\n\n".join(f"── {v.model}\n{v.text}" for v in self.views)
+        plain = "\n\n".join(f"── {v.model}\n{v.final_plain or v.text}" for v in self.views)
         self._handle.update({"text/html": self.static_html(), "text/plain": plain}, raw=True)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
@@ -366,9 +366,10 @@ class PlainColumnsView:
                 f"{_answer_html(render_markdown(e[0])) if e and e[0] else ''}</div>"
                 for m, e in zip(self.models, self._endings, strict=True)
             )
-            plain = "\n\n".join(
-                f"── {m}\n{e[0] if e else ''}"
+            plain = "\n\n".join(  # each answer with its figures line or error
+                f"── {m}\n" + "\n\n".join(part.rstrip("\n") for part in e if part)
                 for m, e in zip(self.models, self._endings, strict=True)
+                if e is not None
             )
             bundle = {
                 "text/html": f'<div class="holynb-columns" style="display: flex">{html}</div>',

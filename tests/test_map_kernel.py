@@ -1,0 +1,86 @@
+"""map and compare interrupted in a real Jupyter kernel (nbclient), as the Interrupt button does
+it: SIGINT to the kernel process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import textwrap
+import threading
+
+import nbformat
+from nbclient import NotebookClient
+
+from holynb.server.models import echo
+from tests.helpers import kernel_setup_cell
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _run_interrupting(
+    cells: list[str], interrupted: int, after_s: float
+) -> list[nbformat.NotebookNode]:
+    """Run ``cells`` in one kernel; cell ``interrupted`` gets the kernel's Interrupt after
+    ``after_s`` seconds."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
+    client = NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            timer = None
+            if i == interrupted:
+                pid = client.km.provisioner.process.pid  # type: ignore[union-attr]
+                timer = threading.Timer(after_s, os.kill, (pid, signal.SIGINT))
+                timer.start()
+            client.execute_cell(cell, i)
+            if timer is not None:
+                timer.join()
+    return nb.cells
+
+
+def _error(cell: nbformat.NotebookNode) -> tuple[str, str, str]:
+    (err,) = [o for o in cell.outputs if o.output_type == "error"]
+    return err.ename, err.evalue, ANSI.sub("", "\n".join(err.traceback))
+
+
+def _stdout(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream").strip()
+
+
+def test_an_interrupted_map_shows_a_short_message_and_the_next_cell_gets_the_rows(local):
+    local.register_model("local/steady", echo, latency_ms=300)
+    cells = _run_interrupting(
+        [
+            kernel_setup_cell(local),
+            'df = s.map([f"item {i}" for i in range(60)], model="local/steady", concurrency=2,'
+            " progress=False)",
+            "rows = s.last_map\nprint(0 < len(rows) < 60, rows['ok'].all(), 'df' in dir())",
+        ],
+        interrupted=1,
+        after_s=1.5,
+    )
+    name, value, shown = _error(cells[1])
+    assert name == "MapInterrupted"
+    assert "s.last_map" in value or ".last_map" in value  # how to get the rows, in the message
+    assert "session.py" not in shown and "bulk.py" not in shown and "_loop.py" not in shown
+    assert len(shown.splitlines()) <= 12, shown
+    assert _stdout(cells[2]) == "True True False"
+
+
+def test_an_interrupted_compare_shows_a_short_message_and_keeps_the_long_rows(local):
+    local.register_model("local/steady", echo, latency_ms=300)
+    cells = _run_interrupting(
+        [
+            kernel_setup_cell(local),
+            'cmp = s.compare([f"q {i}" for i in range(30)], ["local/echo", "local/steady"],'
+            " concurrency=2, progress=False)",
+            "print(list(s.last_map.columns[:3]), 0 < len(s.last_map) < 60)",
+        ],
+        interrupted=1,
+        after_s=1.5,
+    )
+    name, value, shown = _error(cells[1])
+    assert name == "MapInterrupted" and "s.last_map" in value
+    assert "compare.py" not in shown and "session.py" not in shown
+    assert _stdout(cells[2]) == "['prompt_index', 'prompt', 'model'] True"
