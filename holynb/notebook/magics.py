@@ -240,7 +240,9 @@ class LLMMagics(Magics):
             "tag": f"In[{cell_number(self.shell)}]",
             "cache": _cache_choice(args),
         }
-        view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
+        view: AnswerView = make_view(
+            model, cost_of=cost_of, note=note, images=images, snapshots=args.bg
+        )
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
