@@ -168,4 +168,3 @@ def test_a_background_answer_saved_while_streaming_and_after_it_ended_reopens_as
             problems.append(f"{theme}: the saved background answer's contrast is {ratio:.1f}")
     set_theme(lab, page, "JupyterLab Light")
     assert not problems, "\n".join(problems)
-
