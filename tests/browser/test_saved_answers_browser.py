@@ -168,3 +168,178 @@ def test_a_background_answer_saved_while_streaming_and_after_it_ended_reopens_as
             problems.append(f"{theme}: the saved background answer's contrast is {ratio:.1f}")
     set_theme(lab, page, "JupyterLab Light")
     assert not problems, "\n".join(problems)
+
+
+# The colour a CSS value resolves to here (a theme variable, e.g.), via a probe element.
+RESOLVED_COLOUR = """value => {
+  const probe = document.createElement('div');
+  probe.style.color = value;
+  document.body.appendChild(probe);
+  const colour = getComputedStyle(probe).color;
+  probe.remove();
+  return colour;
+}"""
+RESOLVED_FONT = """value => {
+  const probe = document.createElement('div');
+  probe.style.fontFamily = value;
+  document.body.appendChild(probe);
+  const font = getComputedStyle(probe).fontFamily;
+  probe.remove();
+  return font;
+}"""
+CODE_CHECKS = (  # token class, its text in CODE_ANSWER, the theme variable of its colour
+    ("hl-k", "def", "--jp-mirror-editor-keyword-color"),
+    ("hl-d", "area", "--jp-mirror-editor-def-color"),
+    ("hl-s", '"none"', "--jp-mirror-editor-string-color"),
+    ("hl-m", "3.14159", "--jp-mirror-editor-number-color"),
+    ("hl-c", "# a circle", "--jp-mirror-editor-comment-color"),
+)
+
+
+def look_at_code(page: Any, theme: str, problems: list[str]) -> None:
+    block = cell(page, 1).locator("pre.holynb-code")
+    if block.count() != 1:
+        problems.append(f"{theme}: {block.count()} highlighted code blocks, expected 1")
+        return
+    style = block.evaluate(
+        "el => { const s = getComputedStyle(el); return [s.backgroundColor, s.fontFamily]; }"
+    )
+    background = page.evaluate(RESOLVED_COLOUR, "var(--jp-cell-editor-background)")
+    font = page.evaluate(RESOLVED_FONT, "var(--jp-code-font-family)")
+    if style != [background, font]:
+        problems.append(f"{theme}: code block {style}, a code cell has {[background, font]}")
+    for name, text, variable in CODE_CHECKS:
+        span = block.locator(f"span.{name}", has_text=text).first
+        if not span.count():
+            problems.append(f"{theme}: no {name} span for {text!r}")
+            continue
+        colour = span.evaluate("el => getComputedStyle(el).color")
+        if colour != page.evaluate(RESOLVED_COLOUR, f"var({variable})"):
+            problems.append(f"{theme}: {text!r} is {colour}, not {variable}")
+        ratio = span.evaluate(CONTRAST_JS)
+        print(f"{LABEL} {theme} code contrast {name}: {ratio:.1f}")
+        if ratio < 3.0:
+            problems.append(f"{theme}: {text!r} contrast {ratio:.1f} < 3")
+    figures = cell(page, 1).locator(".holynb-status")
+    if not figures.inner_text().startswith(f"{CODE_MODEL} · "):
+        problems.append(f"{theme}: figures line reads {figures.inner_text()!r}")
+    if (ratio := figures.evaluate(CONTRAST_JS)) < 3.0:
+        problems.append(f"{theme}: figures line contrast {ratio:.1f} < 3")
+    refused = cell(page, 2).locator(".jp-OutputArea-output")
+    if "no_such_variable_here" not in refused.inner_text():
+        problems.append(f"{theme}: the refused cell shows {refused.inner_text()[:120]!r}")
+    elif (ratio := refused.locator("pre").first.evaluate(CONTRAST_JS)) < 4.5:
+        problems.append(f"{theme}: the refusal's contrast {ratio:.1f} < 4.5")
+
+
+def test_code_blocks_figures_and_a_refused_cell_read_well_in_both_themes_after_reopening(
+    page: Any, lab: Any, saved_server: LocalServer
+) -> None:
+    problems: list[str] = []
+    path = lab.root / "code.ipynb"
+    url = write_notebook(lab, saved_server, path.name, CODE_CELL, REFUSED_CELL)
+    open_notebook(page, url)
+    run_cell(page, 1)
+    wait_text(page, 1, r"completion tokens", timeout_s=30)
+    sent = saved_server.stats.requests
+    run_cell(page, 2)
+    wait_text(page, 2, r"no_such_variable_here", timeout_s=30)
+    wait_idle(page)
+    shoot(page, "code-live", "light")
+
+    saved = save_now(page, path)
+    (answer,) = saved.cells[1].outputs
+    text = answer.data["text/plain"]
+    assert text.startswith("Here is the function:\n\n```python\ndef area(r):  # a circle\n"), text
+    assert text.splitlines()[-1].startswith(f"{CODE_MODEL} · "), text
+    assert 'class="hl-k"' in answer.data["text/html"]
+    (refused,) = saved.cells[2].outputs
+    # IPython shows a UsageError on stderr, and the cell fails (Run All stops there)
+    assert refused.output_type == "stream" and refused.name == "stderr", refused
+    assert "UsageError" in refused.text and "no_such_variable_here" in refused.text
+    assert saved_server.stats.requests == sent, "the refused cell sent nothing"
+
+    shut_down_all_kernels(page)
+    page = reopen_page(page, url)
+    for theme, name in THEMES:
+        reopen(lab, page, name)
+        shoot(page, "code-reopened", theme)
+        look_at_code(page, theme, problems)
+    set_theme(lab, page, "JupyterLab Light")
+    assert not problems, "\n".join(problems)
+
+
+INTERRUPTED_CELL = f"%%llm -m {STORY_MODEL} -o long\nTell me a long story"
+STOPPED_CELL = f"%%llm --bg -m {STORY_MODEL} -o long\nTell me a long story again"
+CHECK_CELL = (
+    "print(long is not first, long.interrupted, long.text == _llm,"
+    " long.text.startswith('Sentence 1'), 'Sentence 79' not in long.text)"
+)
+
+
+def interrupt_kernel(page: Any) -> None:
+    """Kernel > Interrupt Kernel, from JupyterLab's menu."""
+    page.locator(".lm-MenuBar-itemLabel:text-is('Kernel')").click()
+    page.locator(".lm-Menu-itemLabel:text-is('Interrupt Kernel')").click()
+
+
+def test_interrupt_and_stop_leave_this_calls_partial_result_in_the_variable(
+    page: Any, lab: Any, saved_server: LocalServer
+) -> None:
+    problems: list[str] = []
+    path = lab.root / "interrupt.ipynb"
+    cells = [f"%%llm -m {SHORT_MODEL} -o long\nfirst", "first = long"]
+    url = write_notebook(
+        lab, saved_server, path.name, *cells, INTERRUPTED_CELL, CHECK_CELL, STOPPED_CELL,
+        "first = long", CHECK_CELL,
+    )  # fmt: skip
+    open_notebook(page, url)
+    for index in (1, 2):
+        run_cell(page, index)
+        wait_idle(page)
+    wait_text(page, 1, r"completion tokens", timeout_s=30)
+    # -- Kernel > Interrupt while the answer streams -------------------------------------------
+    run_cell(page, 3)
+    wait_text(page, 3, r"Sentence 3 of", timeout_s=30)
+    interrupt_kernel(page)
+    wait_text(page, 3, r"Interrupted ·", timeout_s=30)
+    wait_idle(page)
+    run_cell(page, 4)
+    wait_text(page, 4, r"True|False", timeout_s=30)
+    if cell(page, 4).locator(".jp-OutputArea").inner_text().split() != ["True"] * 5:
+        problems.append(f"after Interrupt: {cell(page, 4).locator('.jp-OutputArea').inner_text()}")
+    # -- the --bg Stop button ------------------------------------------------------------------
+    run_cell(page, 6)  # first = long (the interrupted answer)
+    wait_idle(page)
+    run_cell(page, 5)
+    stop = cell(page, 5).locator("button:has-text('Stop')")
+    stop.wait_for(timeout=15_000)
+    wait_text(page, 5, r"Sentence 3 of", timeout_s=30)
+    stop.click()
+    wait_text(page, 5, r"Interrupted ·", timeout_s=30)
+    run_cell(page, 7)
+    wait_text(page, 7, r"True|False", timeout_s=30)
+    if cell(page, 7).locator(".jp-OutputArea").inner_text().split() != ["True"] * 5:
+        problems.append(f"after Stop: {cell(page, 7).locator('.jp-OutputArea').inner_text()}")
+    shoot(page, "interrupt-live", "light")
+
+    saved = save_now(page, path)
+    for index in (3, 5):
+        texts = plain(saved, index)
+        if len(texts) != 1 or not texts[0].startswith("Sentence 1 of the long story"):
+            problems.append(f"saved cell {index}: text/plain {texts!r}")
+        elif "Interrupted · " not in texts[0].splitlines()[-1]:
+            problems.append(f"saved cell {index}: last line {texts[0].splitlines()[-1]!r}")
+    shut_down_all_kernels(page)
+    page = reopen_page(page, url)
+    for theme, name in THEMES:
+        reopen(lab, page, name)
+        shoot(page, "interrupt-reopened", theme)
+        for index in (3, 5):
+            status = cell(page, index).locator(".holynb-status")
+            if not status.inner_text().startswith("Interrupted · "):
+                problems.append(f"{theme}: cell {index} status {status.inner_text()!r}")
+            elif (ratio := status.evaluate(CONTRAST_JS)) < 3.0:
+                problems.append(f"{theme}: cell {index} status contrast {ratio:.1f} < 3")
+    set_theme(lab, page, "JupyterLab Light")
+    assert not problems, "\n".join(problems)
