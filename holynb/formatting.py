@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from holynb.highlight import BLOCK_CLASS, CODE_CSS
 from holynb.render import escape_text
 from holynb.units import money
 
@@ -35,6 +36,7 @@ __all__ = [
 
 IGNORE_MATHS = "mathjax_ignore"  # JupyterLab's MathJax does not typeset inside this class
 _MESSAGE_CHARS = 300
+_CODE_BLOCK = f'<pre class="{BLOCK_CLASS}">'
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
 
 ERROR_STYLE = (
@@ -160,8 +162,10 @@ def status_html(text: str, state: str = "done") -> str:
 
 
 def answer_html(html: str) -> str:
-    """Sanitised answer HTML in JupyterLab's Markdown styles (harmless elsewhere)."""
-    return f'<div class="jp-RenderedHTMLCommon holynb-answer">{html}</div>'
+    """Sanitised answer HTML in JupyterLab's Markdown styles (harmless elsewhere), with the
+    style sheet of its code blocks (``holynb.highlight.CODE_CSS``) when it has any."""
+    style = f"<style>{CODE_CSS}</style>" if _CODE_BLOCK in html else ""
+    return f'<div class="jp-RenderedHTMLCommon holynb-answer">{style}{html}</div>'
 
 
 def cost_text(known_usd: float, unpriced_calls: int = 0) -> str:

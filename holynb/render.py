@@ -9,10 +9,11 @@ Everything shown goes through ``render_markdown`` (or ``escape_text``):
 
 Two layers: markdown-it-py (CommonMark, tables, strikethrough; raw HTML disabled; links only
 ``http``, ``https``, ``mailto`` and ``#anchors``; images become links, so an answer cannot make
-the browser fetch a URL by itself) and nh3, an allow-list sanitiser (no scripts, styles, frames,
-event handlers or ``javascript:`` URLs; links get ``rel="noopener noreferrer"``). When either
-library is missing or fails, or the Markdown nests deeper than ``MAX_NESTING`` (markdown-it would
-skip the rest), the text is escaped and shown as it is: an answer never loses text on screen.
+the browser fetch a URL by itself; code blocks highlighted by ``holynb.highlight``) and nh3, an
+allow-list sanitiser (no scripts, styles, frames, event handlers or ``javascript:`` URLs; links
+get ``rel="noopener noreferrer"``; classes only holynb's own). When either library is missing or
+fails, or the Markdown nests deeper than ``MAX_NESTING`` (markdown-it would skip the rest), the
+text is escaped and shown as it is: an answer never loses text on screen.
 
 ``MarkdownStream`` renders a growing answer cheaply: blocks that can no longer change are
 rendered once; only the open tail is rendered again on each update.
@@ -26,6 +27,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from holynb.highlight import BLOCK_CLASS, CLASSES, code_html
+
 __all__ = ["IGNORE_MATHS", "MarkdownStream", "escape_text", "plain_html", "render_markdown"]
 
 _TAGS = {
@@ -37,7 +40,7 @@ _ATTRIBUTES = {
     "a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "span": set(),
 }  # fmt: skip
 IGNORE_MATHS = "mathjax_ignore"  # JupyterLab's MathJax does not typeset inside this class
-_CLASSES = {"span": {IGNORE_MATHS}}
+_CLASSES = {"span": {IGNORE_MATHS, *CLASSES}, "pre": {BLOCK_CLASS}}
 _DOLLAR = f'<span class="{IGNORE_MATHS}">$</span>'
 
 _URL_SCHEMES = {"http", "https", "mailto"}
@@ -122,6 +125,8 @@ def _build_renderer() -> Callable[[str], str]:
     md.add_render_rule("text", _text_without_maths)
     md.validateLink = lambda url: bool(_LINK.match(url.strip()))  # type: ignore[method-assign]
     md.add_render_rule("image", _image_as_link)
+    md.add_render_rule("fence", _code_block)
+    md.add_render_rule("code_block", _code_block)
     cleaner = nh3.Cleaner(
         tags=_TAGS,
         attributes=_ATTRIBUTES,
@@ -166,6 +171,13 @@ def _maths_block(self: Any, tokens: list[Any], idx: int, options: Any, env: Any)
 def _text_without_maths(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
     # A "$" that is not maths (money) is wrapped so JupyterLab's MathJax leaves it as text.
     return escape_text(tokens[idx].content).replace("$", _DOLLAR)
+
+
+def _code_block(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+    # Highlighted by the fence's language (``holynb.highlight``), sanitised with the rest.
+    token = tokens[idx]
+    info = token.info.strip().split(maxsplit=1) if token.type == "fence" else []
+    return code_html(token.content, info[0] if info else "")
 
 
 def _image_as_link(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:

@@ -215,7 +215,8 @@ def test_format_text_shows_the_answer_verbatim(shell, local, monkeypatch):
     monkeypatch.setenv("HOLYNB_DISPLAY", "widget")
     run(shell, "%%llm -m marker -f text\nanything")
     html = shown[0].answer_html
-    assert "<pre><code>" in html and "**not bold**" in html and "&lt;b&gt;" in html
+    assert '<pre class="holynb-code"><code>' in html
+    assert "**not bold**" in html and "&lt;b&gt;" in html
     assert shell.user_ns["_llm"] == "plain **not bold** <b>x</b>"
 
 

@@ -170,7 +170,7 @@ def test_format_text_stays_verbatim_in_the_stored_output(local):
         ]
     )
     (html,) = [o["data"]["text/html"] for o in cells[1].outputs if o.output_type == "display_data"]
-    assert "<pre><code" in html and "# Not a heading" in html
+    assert '<pre class="holynb-code"><code' in html and "# Not a heading" in html
     assert "<h1>" not in html and "<strong>" not in html
 
 

@@ -44,11 +44,17 @@ _ALLOWED = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code",
     "pre", "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
+# holynb's own classes: <span> only with a highlighting class (or mathjax_ignore), nothing else
+_SPAN = re.compile(r'\s+class="(?:hl-[a-z]+|mathjax_ignore)"')
 
 
 def assert_inert(html: str) -> None:
-    """No tag outside the allow-list, no event handler or script URL in any real tag."""
+    """No tag outside the allow-list, no event handler or script URL in any real tag; a span
+    carries one of holynb's classes and nothing else."""
     for name, attrs in _TAG.findall(html):
+        if name.lower() == "span":
+            assert _SPAN.fullmatch(attrs), (attrs, html)
+            continue
         assert name.lower() in _ALLOWED, (name, html)
         assert not re.search(r"\bon\w+\s*=", attrs, re.IGNORECASE), html
         assert "javascript:" not in attrs.lower(), html
@@ -122,7 +128,11 @@ def test_headings_lists_and_emphasis():
 
 def test_code_fence_keeps_its_text_escaped():
     html = render_markdown("```python\nif a < b:\n    print('<b>')\n```")
-    assert "<pre><code>if a &lt; b:\n    print('&lt;b&gt;')\n</code></pre>" in html
+    text = re.sub(r"</?span[^>]*>", "", html)  # the highlighting's spans
+    assert (
+        "<pre class=\"holynb-code\"><code>if a &lt; b:\n    print('&lt;b&gt;')\n</code></pre>"
+        in text
+    )
 
 
 def test_table_with_alignment():
@@ -197,7 +207,7 @@ def test_stream_never_splits_a_code_fence():
     text = f"Intro.\n\n```\n{code}```\n\nAfter the code.\n\n" + "More text. " * 30
     _, html = grow(text)
     assert html == render_markdown(text)
-    assert html.count("<pre>") == 1
+    assert html.count('<pre class="holynb-code">') == 1
 
 
 def test_stream_keeps_a_loose_list_whole():
@@ -271,3 +281,57 @@ def test_a_streamed_deep_answer_loses_no_text():
     new, tail = stream.update(text)
     html = "".join([*settled, *new, tail])
     assert _all_text_shown(html, ["item11", "More after.", "deepest", "The end of the answer."])
+
+
+# -- code blocks: highlighted like JupyterLab's cells, still sanitised -------------------------
+
+PY_FENCE = (
+    '```python\n@cache\ndef area(r):  # circle\n    return 3.14 * r ** 2 if r else "none"\n```'
+)
+
+
+def test_fenced_code_is_highlighted_with_jupyterlab_classes():
+    out = render_markdown(PY_FENCE)
+    assert out.startswith('<pre class="holynb-code"><code>')
+    for token, name in (("def", "hl-k"), ("area", "hl-d"), ("# circle", "hl-c"),
+                        ("3.14", "hl-m"), ('"none"', "hl-s"), ("@cache", "hl-mt")):  # fmt: skip
+        assert f'<span class="{name}">{token}</span>' in out, (token, out)
+    assert "style=" not in out  # colours come from the style sheet, by class
+
+
+def test_highlighted_code_loses_no_text():
+    import html as html_module
+
+    code = render_markdown(PY_FENCE).split("<code>", 1)[1].split("</code>", 1)[0]
+    assert html_module.unescape(re.sub(r"<[^>]+>", "", code)) == PY_FENCE.split("\n", 1)[1][:-3]
+
+
+def test_code_of_an_unknown_language_is_a_plain_block():
+    out = render_markdown("```nosuchlanguage\n<b>x</b> = 1\n```")
+    assert out == '<pre class="holynb-code"><code>&lt;b&gt;x&lt;/b&gt; = 1\n</code></pre>\n'
+
+
+def test_code_cannot_close_its_block_or_bring_classes():
+    out = render_markdown('```html\n</code></pre><script>x()</script><span class="hl-k">k\n```')
+    assert "<script" not in out and out.count("</pre>") == 1
+    assert '<span class="hl-k">k' not in out  # the model's span is text, not a span
+
+
+def test_answer_html_carries_the_code_style_sheet_only_with_code():
+    from holynb.formatting import answer_html
+    from holynb.highlight import CODE_CSS
+
+    with_code = answer_html(render_markdown(PY_FENCE))
+    assert f"<style>{CODE_CSS}</style>" in with_code
+    assert "var(--jp-cell-editor-background" in CODE_CSS
+    assert "var(--jp-code-font-family" in CODE_CSS
+    assert "var(--jp-mirror-editor-keyword-color)" in CODE_CSS
+    assert "<style>" not in answer_html(render_markdown("no code, `inline` only"))
+
+
+def test_a_very_long_block_is_shown_without_colours():
+    from holynb.highlight import MAX_HIGHLIGHT_CHARS
+
+    code = "x = 1\n" * (MAX_HIGHLIGHT_CHARS // 6 + 1)
+    out = render_markdown(f"```python\n{code}```")
+    assert "<span" not in out and out.count("x = 1") == code.count("x = 1")

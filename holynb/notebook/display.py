@@ -16,6 +16,9 @@ rate, and settled Markdown blocks are sent to the browser once (``render.Markdow
 the call ends (in the foreground or, for ``--bg``, on another thread), the widget is replaced via
 its display id by ``final_bundle``: static sanitised HTML that looks the same plus a text/plain
 copy of the answer, so saved notebooks keep the answer (widget state is not saved by default).
+With ``snapshots=True`` (``--bg`` calls, which stream after their cell has ended) a static copy
+of the answer so far sits under the widget too, hidden while the widget lives and refreshed every
+``SNAPSHOT_EVERY_S``: a notebook saved mid-answer and reopened without its kernel shows that.
 
 ``PlainView`` has the same methods for frontends without widgets (terminal IPython, nbclient and
 nbval runs, ``jupyter console``). Inside a kernel it shows ``final_bundle`` once the answer ends,
@@ -32,6 +35,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_UPDATES_PER_SECOND",
+    "SNAPSHOT_EVERY_S",
     "PlainView",
     "StreamView",
     "answer_card_html",
@@ -64,6 +69,7 @@ __all__ = [
 ]
 
 MAX_UPDATES_PER_SECOND = 16
+SNAPSHOT_EVERY_S = 1.0  # how often a --bg answer's static copy (what a save keeps) is refreshed
 # Rendering may take at most this share of the time: a slow render stretches the interval.
 _RENDER_SHARE = 0.2
 _MEASURABLE_MS = 100.0  # shorter generation times give meaningless rates: use the latency
@@ -145,10 +151,13 @@ def final_bundle(
     return {"text/html": html, "text/plain": "\n\n".join(plain)}
 
 
-def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> None:
-    # Shows (or, with a handle, replaces) an output. From another thread (a --bg call), the
-    # output goes to the cell that started the call: ``parent`` is its request's header.
-    from IPython.display import display
+def _publish(
+    bundle: dict[str, str], handle: Any = None, parent: Any = None, *, alone: bool = False
+) -> None:
+    # Shows (or, with a handle, replaces) an output; ``alone``: in place of the cell's outputs.
+    # From another thread (a --bg call), the output goes to the cell that started the call:
+    # ``parent`` is its request's header.
+    from IPython.display import clear_output, display
 
     publisher = getattr(ipython_shell(), "display_pub", None)
     token = None
@@ -156,6 +165,8 @@ def _publish(bundle: dict[str, str], handle: Any = None, parent: Any = None) -> 
         with contextlib.suppress(Exception):  # an older ipykernel: the current cell gets it
             token = publisher.set_thread_parent(parent)  # type: ignore[union-attr]
     try:
+        if alone:
+            clear_output(wait=True)
         if handle is not None:
             handle.update(bundle, raw=True)
         else:
@@ -238,19 +249,21 @@ def make_view(
     mode: str | None = None,
     note: str = "",
     images: Sequence[PreparedImage] = (),
+    snapshots: bool = False,
 ) -> StreamView | PlainView:
     """The right view for this frontend: ``StreamView`` where widgets show, else ``PlainView``.
 
     ``mode`` (``"widget"``, ``"text"``, ``"auto"``) overrides the ``HOLYNB_DISPLAY`` variable;
     ``note`` ends the status and figures lines (e.g. what the prompt pulled in:
     ``"+ traceback of In[30]"``); ``images`` (sent with the prompt) are shown as thumbnails, or
-    as one line each in text.
+    as one line each in text; ``snapshots`` (for an answer that streams after its cell ended)
+    keeps a static copy of the answer so far in the notebook (see ``StreamView``).
 
     >>> view = make_view("gpt-4.1")
     >>> view.show(); view.append("Hello"); view.finish(result)
     """
     if display_mode(mode) == "widget":
-        return StreamView(model, cost_of=cost_of, note=note, images=images)
+        return StreamView(model, cost_of=cost_of, note=note, images=images, snapshots=snapshots)
     return PlainView(model, cost_of=cost_of, note=note, images=images)
 
 
@@ -375,6 +388,11 @@ class StreamView(_View):
     ``append`` is cheap: the view re-renders at most ``MAX_UPDATES_PER_SECOND`` times a second
     (less when rendering gets slow), and ``finish``, ``fail`` and ``interrupted`` show everything.
     ``widget`` is the ipywidgets box, for placing the view inside other widgets.
+
+    ``snapshots=True``: ``show`` also displays a static copy of the answer so far (sanitised
+    HTML and text/plain, "Still streaming when saved"), refreshed at most every
+    ``SNAPSHOT_EVERY_S``; the live widget hides it, and on a reopened notebook it hides the dead
+    widget's placeholder. When the call ends both make way for the one final output.
     """
 
     def __init__(
@@ -385,6 +403,7 @@ class StreamView(_View):
         min_interval: float = 1.0 / MAX_UPDATES_PER_SECOND,
         note: str = "",
         images: Sequence[PreparedImage] = (),
+        snapshots: bool = False,
     ) -> None:
         import ipywidgets as widgets
 
@@ -411,7 +430,12 @@ class StreamView(_View):
         self._images = list(images)
         self.images_html = images_html(images)  # thumbnails of the images sent, if any
         thumbs = [widgets.HTML(self.images_html)] if self.images_html else []
-        self.widget = widgets.VBox([*thumbs, self._answer, self._error, footer])
+        self._snapshots = snapshots
+        self._snapshot: Any = None  # the DisplayHandle of the static copy, while it streams
+        self._snapshot_due = 0.0
+        self._snapshot_class = f"holynb-saved-{uuid.uuid4().hex[:12]}"
+        hide = [widgets.HTML(_hidden_while_live(self._snapshot_class))] if snapshots else []
+        self.widget = widgets.VBox([*thumbs, self._answer, self._error, footer, *hide])
         self.widget.add_class("holynb-stream")
         self.renders = 0  # how many times the answer was re-rendered (for tests and benches)
         self._pending = False  # text arrived since the last refresh
@@ -446,6 +470,9 @@ class StreamView(_View):
 
         self._parent = _parent_header()
         self._handle = display(self, display_id=True)
+        if self._snapshots:
+            self._snapshot = display(self._snapshot_bundle(), raw=True, display_id=True)
+            self._snapshot_due = time.monotonic() + SNAPSHOT_EVERY_S
         threading.Thread(target=self._tick, name="holynb-status-clock", daemon=True).start()
         return self
 
@@ -477,6 +504,19 @@ class StreamView(_View):
         self._status.value = _status_html(self._progress.status())
         self.renders += 1
         self._progress.refreshed(time.perf_counter() - started)
+        if self._snapshot is not None and time.monotonic() >= self._snapshot_due:
+            self._snapshot_due = time.monotonic() + SNAPSHOT_EVERY_S
+            _publish(self._snapshot_bundle(), self._snapshot, self._parent)
+
+    def _snapshot_bundle(self) -> dict[str, str]:
+        # What a notebook saved now keeps: the answer so far, said to be unfinished.
+        status = f"Still streaming when saved · {self._progress.status()}"
+        bundle = final_bundle(self.text, status, "interrupted", images=self._images)
+        name = self._snapshot_class
+        bundle["text/html"] = (
+            f'<div class="{name}">{_hides_dead_widget(name)}{bundle["text/html"]}</div>'
+        )
+        return bundle
 
     def _refresh_status(self) -> None:
         with self._lock:
@@ -561,7 +601,11 @@ class StreamView(_View):
             # output PlainView leaves), so a saved notebook shows the answer anywhere: a widget
             # without saved state shows "model not found". A --bg call, finishing on another
             # thread, replaces the output of the cell that started it.
-            _publish(bundle, self._handle, self._parent)
+            if self._snapshot is not None:  # the widget and the static copy make way for it
+                self._snapshot = None
+                _publish(bundle, parent=self._parent, alone=True)
+            else:
+                _publish(bundle, self._handle, self._parent)
 
     def _schedule_flush(self) -> None:
         # Inside an event loop (a --bg task), text held back by coalescing is shown when the
@@ -589,6 +633,8 @@ class StreamView(_View):
             self._stop_callback()
 
     def _plain(self) -> str:
+        if self._snapshots:  # the static copy under the widget carries the text
+            return ""
         return self.text or f"{self.model}: …"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
@@ -599,6 +645,22 @@ class StreamView(_View):
     def __repr__(self) -> str:
         tokens = self._progress.deltas
         return f"StreamView(model={self.model!r}, state={self.state!r}, tokens={tokens})"
+
+
+def _hidden_while_live(name: str) -> str:
+    # In the live widget: its static copy (the output holding class ``name``) is not shown.
+    return (
+        f"<style>.{name}, .jp-OutputArea-child:has(.{name}) {{ display: none !important }}</style>"
+    )
+
+
+def _hides_dead_widget(name: str) -> str:
+    # In the static copy: a reopened notebook's widget output just before it (no live stream
+    # inside: "Error displaying widget: model not found") is not shown.
+    return (
+        f"<style>.jp-OutputArea-child:has(+ .jp-OutputArea-child .{name})"
+        ":not(:has(.holynb-stream)) { display: none }</style>"
+    )
 
 
 # -- plain text --------------------------------------------------------------------------------

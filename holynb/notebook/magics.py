@@ -254,7 +254,9 @@ class LLMMagics(Magics):
             "cache": _cache_choice(args),
             **_cheaper_paths(args),
         }
-        view: AnswerView = make_view(model, cost_of=cost_of, note=note, images=images)
+        view: AnswerView = make_view(
+            model, cost_of=cost_of, note=note, images=images, snapshots=args.bg
+        )
         if args.format == "text":
             view = _Verbatim(view)  # shown as typed, not rendered as Markdown
         view.show()
@@ -275,13 +277,13 @@ class LLMMagics(Magics):
                 assert ended is not None  # set once the stream has ended
                 result = ended
         except KeyboardInterrupt:
-            view.interrupted(stream.result if stream is not None else None)
+            partial = stream.result if stream is not None else None
+            view.interrupted(partial)
+            self._keep_partial(partial, args)
             return None
         except HolynbError as err:
             view.fail(for_magic(err))
-            partial = getattr(err, "partial", None)
-            if args.out and partial is not None:  # -o keeps what arrived (and was paid for)
-                self.shell.user_ns[args.out] = partial
+            self._keep_partial(getattr(err, "partial", None), args)
             return None
         view.finish(result)
         return self._deliver(result, messages, args)
@@ -325,11 +327,13 @@ class LLMMagics(Magics):
             try:
                 async for delta in stream:
                     view.append(delta)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # the Stop button
                 view.interrupted(stream.result)
+                self._keep_partial(stream.result, args)
                 raise
             except HolynbError as err:
                 view.fail(for_magic(err))
+                self._keep_partial(stream.result, args)
                 return
             result = stream.result
             if result is None:
@@ -340,6 +344,17 @@ class LLMMagics(Magics):
         future = asyncio.run_coroutine_threadsafe(work(), default_loop().loop)
         view.set_stop(future.cancel)
         self.shell.user_ns["_llm_task"] = future
+
+    def _keep_partial(self, partial: ChatResult | None, args: Any) -> None:
+        """After a call that did not finish (interrupted, stopped, failed): ``_llm`` and ``-o
+        VAR`` hold what arrived of it (and was paid for), or are unset if nothing did; never
+        an earlier call's answer."""
+        ns = self.shell.user_ns
+        for name, value in (("_llm", partial and partial.text), (args.out, partial)):
+            if name and partial is not None:
+                ns[name] = value
+            elif name:
+                ns.pop(name, None)
 
     def _deliver(
         self,

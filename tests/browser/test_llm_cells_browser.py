@@ -1,5 +1,6 @@
 """The prebuilt JupyterLab extension (holynb-lab): a ``%%llm`` cell's prompt is highlighted as
-Markdown, not Python (no bold keywords for "and", "for", "in"); other cells stay Python."""
+Markdown, not Python (no bold keywords for "and", "for", "in"), and a Python list in it is not a
+link; other cells stay Python."""
 
 from __future__ import annotations
 
@@ -42,3 +43,35 @@ def test_llm_cells_are_highlighted_as_markdown(lab: Any, page: Any) -> None:
     )
     assert {"and", "for", "in"} <= set(styled_words(page, 1))
     assert not {"and", "for", "in"} & set(styled_words(page, 0))
+
+
+LIST_PROMPT = "Sort **these** numbers: [3, 1, 4, 1, 5] and [x](y) too"
+# every span of the cell's editor: its text, colour and text decoration
+LOOKS = """([sel, i]) => [...(document.querySelectorAll(sel)[i]
+    ?.querySelectorAll('.cm-content .cm-line span') ?? [])].map(s => {
+      const style = getComputedStyle(s);
+      return [s.textContent, style.textDecorationLine, style.color];
+    })"""
+
+
+def test_a_python_list_in_a_prompt_is_not_a_link(lab: Any, page: Any) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"%%llm\n{LIST_PROMPT}"),
+        nbformat.v4.new_markdown_cell(LIST_PROMPT),  # JupyterLab's Markdown: "[x](y)" is a link
+    ]
+    nbformat.write(nb, lab.root / "lists.ipynb")
+    page.goto(lab.notebook_url("lists.ipynb"))
+    page.wait_for_selector(CELLS + " .cm-content", timeout=30_000)
+    page.wait_for_function(  # Markdown highlighting is on in the prompt: **these** is bold
+        f"([sel, i]) => ({STYLED})([sel, i]).includes('these')", arg=[CELLS, 0], timeout=30_000
+    )
+    looks = page.evaluate(LOOKS, [CELLS, 0])
+    linked = [text for text, decoration, _ in looks if "underline" in decoration]
+    assert not linked, looks
+    assert not [text for text, _, _ in looks if "3, 1, 4" in text], looks
