@@ -10,12 +10,15 @@ _SIGNIFICANT = 3
 _SMALLEST = 1e-9
 
 
-def money(usd: float) -> str:
-    """Dollars with at least two decimals and three significant digits below a dollar.
+def money(usd: float | None) -> str:
+    """Dollars with at least two decimals and three significant digits below a dollar;
+    ``"cost unknown"`` for None (no price: never shown as $0).
 
-    >>> money(0.00003), money(0.5), money(1234.5)
-    ('$0.00003', '$0.50', '$1,234.50')
+    >>> money(0.00003), money(0.5), money(1234.5), money(None)
+    ('$0.00003', '$0.50', '$1,234.50', 'cost unknown')
     """
+    if usd is None:
+        return "cost unknown"
     if usd < 0:
         return "-" + money(-usd)
     if usd == 0:

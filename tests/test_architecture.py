@@ -42,6 +42,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "holynb.parameters",
             "holynb.prompt_cache",
             "holynb.render",
+            "holynb.highlight",
             "holynb.formatting",
             "holynb.jsonx",
             "holynb.schema_check",

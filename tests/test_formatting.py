@@ -24,6 +24,7 @@ from holynb.units import money
         (1.0, "$1.00"),
         (1234.5, "$1,234.50"),
         (1e-12, "<$0.000000001"),
+        (None, "cost unknown"),  # no price: never shown as $0
     ],
 )
 def test_money_shows_enough_significant_digits(usd, text):
