@@ -24,7 +24,6 @@ files until deleted, as OpenAI does (for tests that read what was sent).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from holynb.server.files import (
     json_response,
     no_such_file,
 )
+from holynb.server.keeper import Keeper
 from holynb.server.registry import ModelRegistry, generate
 from holynb.server.tokens import prompt_tokens
 from holynb.server.wire import (
@@ -256,7 +256,7 @@ def _requests(content: bytes, skip: int = 0) -> Iterator[dict[str, Any]]:
             yield item
 
 
-class BatchStore:
+class BatchStore(Keeper[Batch]):
     """The batches of one server and their background tasks.
 
     >>> server.batches.settings.seconds_per_request = 0.01   # slow processing down
@@ -265,32 +265,9 @@ class BatchStore:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.settings = BatchSettings()
         self.files = FileStore()  # uploads and the output files batches write
-        self._batches: dict[str, Batch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = threading.Lock()
-
-    def add(self, batch: Batch) -> None:
-        """Keep a new batch."""
-        with self._lock:
-            self._batches[batch.id] = batch
-
-    def get(self, batch_id: str) -> Batch | None:
-        """The batch with this id, or None."""
-        with self._lock:
-            return self._batches.get(batch_id)
-
-    def all(self) -> list[Batch]:
-        """Every batch, newest first."""
-        with self._lock:
-            return list(self._batches.values())[::-1]
-
-    def start(self, coro: Any) -> None:
-        """Run ``coro`` in the background, keeping a reference until it ends."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 # JSONL lines, each ending with a newline (spelled out here because BatchRoutes.list shadows the

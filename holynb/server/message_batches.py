@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import holynb.server.messages as anthropic_wire
 from holynb.server.batches import BatchSettings, BatchStore
 from holynb.server.exchange import Answer
 from holynb.server.files import CheckAuth
+from holynb.server.keeper import Keeper
 from holynb.server.registry import ModelRegistry, generate
 from holynb.server.tokens import prompt_tokens
 from holynb.server.wire import RequestError
@@ -85,34 +85,8 @@ class MessageBatch:
         }
 
 
-class MessageBatchStore:
-    """The Message Batches of one server. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._batches: dict[str, MessageBatch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = threading.Lock()
-
-    def add(self, batch: MessageBatch) -> None:
-        """Keep a new batch."""
-        with self._lock:
-            self._batches[batch.id] = batch
-
-    def get(self, batch_id: str) -> MessageBatch | None:
-        """The batch with this id, or None."""
-        with self._lock:
-            return self._batches.get(batch_id)
-
-    def all(self) -> list[MessageBatch]:
-        """Every batch, newest first."""
-        with self._lock:
-            return list(self._batches.values())[::-1]
-
-    def start(self, coro: Any) -> None:
-        """Run ``coro`` in the background, keeping a reference until it ends."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+class MessageBatchStore(Keeper[MessageBatch]):
+    """The Message Batches of one server and their background tasks. Thread-safe."""
 
 
 def _error(err: RequestError) -> web.Response:
