@@ -359,6 +359,20 @@ class _View:
         """What ends the status and figures lines (``""`` for nothing)."""
         return self._progress.note
 
+    def finish(self, result: ChatResult) -> None:
+        """The answer is complete: show all of it and the final figures."""
+        self._end("done", result.text or self.text, self._figures(result))
+
+    def interrupted(self, result: ChatResult | None = None) -> None:
+        """The call was stopped: keep the partial answer, say so, with its figures."""
+        text = result.text if result is not None and result.text else self.text
+        self._progress.state = "interrupted"
+        figures = self._figures(result)
+        self._end("interrupted", text, f"Interrupted · {figures}")
+
+    def _end(self, state: str, text: str, figures: str) -> None:
+        raise NotImplementedError  # each view shows the end its own way
+
     def _figures(self, result: ChatResult | None) -> str:
         if result is None:
             return self._progress.status()  # already noted
@@ -539,17 +553,6 @@ class StreamView(_View):
         self._stop.disabled = False
         self._stop.description = "Stop"
         self._stop.layout.display = None if self.state == "streaming" else "none"
-
-    def finish(self, result: ChatResult) -> None:
-        """The answer is complete: show all of it and the final figures."""
-        self._end("done", result.text or self.text, self._figures(result))
-
-    def interrupted(self, result: ChatResult | None = None) -> None:
-        """The call was stopped: keep the partial answer, say so, with its figures."""
-        text = result.text if result is not None and result.text else self.text
-        self._progress.state = "interrupted"
-        figures = self._figures(result)
-        self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:
         """The call failed: keep what arrived, show a short error box with the hint."""
@@ -748,17 +751,6 @@ class PlainView(_View):
             err = self._err if self._err is not None else sys.stderr
             err.write(f"holynb: {words}\n")
             err.flush()
-
-    def finish(self, result: ChatResult) -> None:
-        """Show the answer with its figures line."""
-        self._end("done", result.text or self.text, self._figures(result))
-
-    def interrupted(self, result: ChatResult | None = None) -> None:
-        """Say the call was stopped, with its figures; the partial answer stays."""
-        text = result.text if result is not None and result.text else self.text
-        self._progress.state = "interrupted"
-        figures = self._figures(result)
-        self._end("interrupted", text, f"Interrupted · {figures}")
 
     def fail(self, error: BaseException) -> None:
         """Show a short account of the error, with its hint (outside a kernel: on stderr)."""
