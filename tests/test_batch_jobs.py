@@ -260,6 +260,27 @@ def test_wait_shows_progress_and_batches_lists_jobs(s, srv, capsys):
     assert listed.iloc[0][["status", "requests", "parts"]].tolist() == ["completed", 3, 1]
 
 
+def test_wait_shows_the_cost_so_far_and_the_most_the_job_can_cost(s, srv, capsys):
+    srv.batches.settings.seconds_per_request = 0.01
+    job = s.batch([f"p{i}" for i in range(6)], max_requests_per_file=3, max_tokens=2000)
+    worst = s.batch([f"p{i}" for i in range(6)], max_tokens=2000, dry_run=True)
+    job.wait(poll_s=0.01)
+    err = capsys.readouterr().err
+    assert f"at most ${worst.attrs['worst_cost_usd']:.4f}" in err  # before any part was read
+    assert len(s.ledger) == 6  # each part entered the ledger as it ended
+    df = job.results()
+    assert len(s.ledger) == 6  # and not again
+    assert f"cost=${df.cost_usd.sum():.4f}" in err.rsplit("\r", 1)[-1]
+
+
+def test_wait_says_cost_unknown_for_a_model_without_a_price(srv, capsys):
+    srv.register_model("acme-unpriced", lambda messages, params: "an answer")
+    with holynb.Session(base_url=srv.base_url, model="acme-unpriced") as s:
+        s.batch(["a", "b"], max_tokens=8).wait(poll_s=0.01)
+    last = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert "cost unknown" in last and "$" not in last
+
+
 def test_the_budget_refuses_a_batch_that_could_exceed_it_and_counts_its_cost(srv, home):
     with holynb.Session(base_url=srv.base_url, model="local/echo", prices=PRICES) as s:
         s.budget_usd = 0.001

@@ -48,6 +48,7 @@ from holynb.batch.manifest import (
     part_key,
 )
 from holynb.batch.results import Outcome, frame, missing, read_outcomes
+from holynb.batch.spend import Spend, row_worst
 from holynb.batch.untrusted import checked_id, scrub_lines, scrub_value
 from holynb.budget import JOB_OWNER
 from holynb.calls.caller import caller_of
@@ -690,14 +691,24 @@ class BatchJob:
         bar = tqdm(
             total=self.counts.total, desc=f"batch {self.id}", unit="req", disable=not progress
         )
+        requests = self._manifest.read_requests() if progress else []
+        spend = Spend(row_worst(self.meter.bounds, requests))
+        ended = -1  # parts final when last read
         try:
             while True:
                 with contextlib.suppress(*_TRANSIENT):  # a failed poll: the next one will tell
                     self.refresh()
+                    final = sum(p.status in FINAL for p in self._manifest.parts)
+                    if final != ended:  # read what ended: its rows enter the ledger now
+                        spend.costs = default_loop().run(self._read_ended())
+                        ended = final
                 c = self.counts
                 bar.total = c.total
                 bar.n = c.completed + c.failed
-                bar.set_postfix_str(f"{self.status}, {c.failed} failed", refresh=True)
+                if progress:
+                    parts = self._manifest.parts
+                    money = spend.postfix(r for p in parts if p.status not in FINAL for r in p.rows)
+                    bar.set_postfix_str(f"{self.status}, {c.failed} failed, {money}", refresh=True)
                 if self.done:
                     return self
                 if deadline is not None and time.monotonic() >= deadline:
@@ -820,6 +831,13 @@ class BatchJob:
                 )
             outcomes, attempts, costs = await self._outcomes()
         return frame(self._manifest, outcomes, attempts, costs, self._answer_schema())
+
+    async def _read_ended(self) -> dict[int, float | None]:
+        """The cost of each row of the parts that ended, those parts entered in the ledger
+        once (as ``results`` does)."""
+        async with job_lock(self.id):
+            self._reload()
+            return (await self._outcomes())[2]
 
     def _answer_schema(self) -> Any:
         # As given to s.batch in this kernel; after attach, the JSON schema from the manifest.
