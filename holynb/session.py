@@ -305,10 +305,11 @@ class Session:
         pydantic model or a JSON schema dict) asks for a structured answer in
         ``result.parsed``; ``images`` (paths, bytes, PIL images, URLs, figures, arrays) go with
         the prompt, prepared by ``image_preset`` (``"high"``, ``"medium"``, ``"low"`` or an
-        ``ImagePreset``; see ``holynb.images``). Other keyword arguments go into the request
-        body as they are (``top_p=``, ``response_format=``, ...). Raises
-        ``SchemaValidationError`` when an answer still does not fit ``schema`` after one repair
-        round-trip (see ``holynb.structured``). The async twin is ``achat``."""
+        ``ImagePreset``; see ``holynb.images``). ``service_tier="flex"`` is priced by the tier
+        the answer reports; ``prompt_cache="5m"|"1h"`` marks the stable prefix for Anthropic's
+        cache. Other keyword arguments go into the request body as they are (``top_p=``, ...).
+        Raises ``SchemaValidationError`` when an answer still does not fit ``schema`` after one
+        repair round-trip (see ``holynb.structured``). The async twin is ``achat``."""
         check_params(params, "chat")
         return default_loop().run(
             self.achat(
@@ -441,8 +442,8 @@ class Session:
         ``schema`` (a pydantic model or a JSON schema) asks each item for a structured answer:
         its fields become columns; one that does not fit (after one repair) is its error.
         ``images``: one entry per prompt (a source, a list, or None), or a DataFrame's column of
-        images; a bad image is that item's error. See ``holynb.bulk`` for the columns.
-        """
+        images; a bad image is that item's error. ``dry_run=True`` returns what would be sent
+        and its worst cost, sending nothing. See ``holynb.bulk`` for the columns."""
         __tracebackhide__ = True  # an interrupt shows the user's cell, not holynb's frames
         check_params(params, "map")
         from holynb.bulk import map_sync
@@ -510,8 +511,8 @@ class Session:
 
         Columns: ``prompt_index`` (the prompt's label), ``prompt``, ``model``, then map's. A
         model that fails has the failure on its own rows; the others are intact. The rest works
-        as in ``map`` (every model gets the same images; one prompt may be given alone).
-        """
+        as in ``map`` (every model gets the same images; one prompt may be given alone; and
+        ``dry_run=True``)."""
         __tracebackhide__ = True
         check_params(params, "compare")
         from holynb.compare import compare_sync
@@ -582,7 +583,8 @@ class Session:
         return a ``BatchJob`` at once. ``prompts``, ``schema`` and ``images`` as for ``map``
         (a bad prompt or image refuses the whole job before anything is uploaded); one
         provider batch per file of at most ``max_requests_per_file`` and
-        ``max_bytes_per_file``. Without a Batch API: BatchNotSupportedError.
+        ``max_bytes_per_file``. Without a Batch API: BatchNotSupportedError. ``dry_run=True``
+        returns the plan at batch prices instead, uploading nothing.
 
         >>> job = s.batch(df, template="Classify: {review}", max_tokens=20)
         >>> job.wait(); job.results()
