@@ -693,15 +693,15 @@ class BatchJob:
         )
         requests = self._manifest.read_requests() if progress else []
         spend = Spend(row_worst(self.meter.bounds, requests))
-        ended = -1  # parts final when last read
+        read: set[int] = set()  # the parts whose rows are in spend.costs
         try:
             while True:
                 with contextlib.suppress(*_TRANSIENT):  # a failed poll: the next one will tell
                     self.refresh()
-                    final = sum(p.status in FINAL for p in self._manifest.parts)
-                    if final != ended:  # read what ended: its rows enter the ledger now
-                        spend.costs = default_loop().run(self._read_ended())
-                        ended = final
+                    ended = {i for i, p in enumerate(self._manifest.parts) if p.status in FINAL}
+                    if ended - read:  # read what ended: its rows enter the ledger now
+                        spend.costs.update(default_loop().run(self._read_ended(ended - read)))
+                        read |= ended
                 c = self.counts
                 bar.total = c.total
                 bar.n = c.completed + c.failed
@@ -752,15 +752,19 @@ class BatchJob:
         partial.replace(path)  # a crash mid-write never leaves a cut file to trust later
         return data
 
-    async def _outcomes(self) -> tuple[dict[int, Outcome | str], dict[int, int], dict[int, Any]]:
+    async def _outcomes(
+        self, only: set[int] | None = None
+    ) -> tuple[dict[int, Outcome | str], dict[int, int], dict[int, Any]]:
         """Every row's outcome, and each final part's results entered in the ledger once
-        (call with the job's lock held, after ``_refresh``)."""
+        (call with the job's lock held, after ``_refresh``); ``only``: those parts alone."""
         outcomes: dict[int, Outcome | str] = {}
         attempts: dict[int, int] = {}
         costs: dict[int, float | None] = {}
         requests: list[bytes] | None = None
         m = self._manifest
         for position, part in enumerate(m.parts):
+            if only is not None and position not in only:
+                continue
             if part.created:
                 for pos in part.rows:
                     attempts[pos] = attempts.get(pos, 0) + 1
@@ -832,12 +836,12 @@ class BatchJob:
             outcomes, attempts, costs = await self._outcomes()
         return frame(self._manifest, outcomes, attempts, costs, self._answer_schema())
 
-    async def _read_ended(self) -> dict[int, float | None]:
-        """The cost of each row of the parts that ended, those parts entered in the ledger
-        once (as ``results`` does)."""
+    async def _read_ended(self, parts: set[int]) -> dict[int, float | None]:
+        """The cost of each row of ``parts`` (positions of parts that ended), those parts
+        entered in the ledger once (as ``results`` does)."""
         async with job_lock(self.id):
             self._reload()
-            return (await self._outcomes())[2]
+            return (await self._outcomes(only=parts))[2]
 
     def _answer_schema(self) -> Any:
         # As given to s.batch in this kernel; after attach, the JSON schema from the manifest.

@@ -6,10 +6,10 @@ by their worst case at batch prices (the prompt's estimate and its ``max_tokens`
 reserves them), and projected, as map's bar does, at the mean cost of the rows answered so far.
 A model without a price makes it ``cost unknown``, never $0.
 
->>> spend = Spend(row_worst(meter.bounds, requests))
->>> spend.costs = {0: 0.0012, 1: 0.0011}          # the rows of the parts that ended
+>>> spend = Spend(row_worst(meter.bounds, requests))   # e.g. [0.01, 0.02, 0.03, 0.04]
+>>> spend.costs = {0: 0.002, 1: 0.004}                 # the rows of the parts that ended
 >>> spend.postfix(running=[2, 3])
-'cost=$0.0023 projected=$0.0046 at most $0.0071'
+'cost=$0.0060 projected=$0.0120 at most $0.0760'
 """
 
 from __future__ import annotations
