@@ -263,6 +263,10 @@ def test_a_lost_create_answer_is_never_sent_twice(home):
         assert job.status == "unknown"
         with pytest.raises(holynb.BatchError, match="unknown"):
             job.resubmit_failed()
+        started = time.monotonic()
+        with pytest.raises(holynb.BatchError, match=r"no metadata.*forget\("):
+            job.wait(poll_s=0.01, timeout_s=30)  # it could never end: it says so at once
+        assert time.monotonic() - started < 5
         with pytest.raises(holynb.BatchError, match="may already exist"):
             s.batch(["a", "b"], max_tokens=5)  # the same requests again
         assert lossy.creates == 1

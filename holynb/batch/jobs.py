@@ -711,6 +711,9 @@ class BatchJob:
                     bar.set_postfix_str(f"{self.status}, {c.failed} failed, {money}", refresh=True)
                 if self.done:
                     return self
+                stuck = self._unfindable()
+                if stuck is not None:
+                    raise BatchError(stuck)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise BatchError(
                         f"Job {self.id} is still {self.status} after {timeout_s:g} s; it keeps "
@@ -729,6 +732,23 @@ class BatchJob:
             return self
         finally:
             bar.close()
+
+    def _unfindable(self) -> str | None:
+        """Why waiting could never end, or None: every unfinished part is a Message Batch whose
+        create got no answer (it carries no metadata to be found by, so it stays unknown)."""
+        running = [p for p in self._manifest.parts if p.status not in FINAL]
+        if not self.anthropic or not running or any(p.status != UNKNOWN for p in running):
+            return None
+        sent = datetime.fromtimestamp(min(p.sent_at for p in running), UTC)
+        return (
+            f"Job {self.id}: {len(running)} part(s), {sum(len(p.rows) for p in running)} "
+            f"requests, got no answer when created at {sent:%Y-%m-%d %H:%M:%S} UTC, and "
+            "Anthropic's Message Batches carry no metadata to find them by, so holynb will not "
+            "send those rows again on its own (you could pay twice). Look in the Anthropic "
+            "console for a batch of that size created then; if there is none, "
+            f"holynb.BatchJob.forget({self.id!r}, force=True) and send them again. What "
+            "finished is in job.results(partial=True)."
+        )
 
     # -- results --------------------------------------------------------------------------------
 
