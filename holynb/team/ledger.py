@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from holynb.team.answers import TeamAnswers
     from holynb.team.checkpoints import TeamCheckpoint
     from holynb.team.database import Database
+    from holynb.team.jobs import TeamJobs
 
 __all__ = ["TEAM_COLUMNS", "USER_ENV", "TeamLog", "default_user"]
 
@@ -93,9 +94,9 @@ class TeamLog:
     def __repr__(self) -> str:
         return f"TeamLog({self.db.where!r}, user={self.user!r})"
 
-    def _row(self, record: CallRecord) -> tuple[Any, ...]:
+    def _row(self, record: CallRecord, budget: str | None = None) -> tuple[Any, ...]:
         values = tuple(getattr(record, c) for c in COLUMNS)
-        return (*values, self.user, self.notebook, self.session, self.budget)
+        return (*values, self.user, self.notebook, self.session, budget or self.budget)
 
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row; with ``release`` (its budget hold) end the hold and add the
@@ -125,18 +126,31 @@ class TeamLog:
         self.db.probe()
         self.unwritable = None
 
-    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
-        """Write several rows in one transaction (all or none)."""
-        rows = [self._row(r) for r in records]
+    def extend(
+        self,
+        records: Iterable[CallRecord],
+        *,
+        release: int | None = None,
+        budget: str | None = None,
+    ) -> None:
+        """Write several rows in one transaction (all or none). With ``release`` (a hold on
+        the named budget) end the hold and add the rows' cost to the budget in it too.
+        ``budget`` (a batch job's named budget, whoever reads its results) charges the rows
+        to that budget instead of the session's, with or without a hold still open."""
+        charged = budget or self.budget
+        rows = [self._row(r, charged) for r in records]
         with self.db.connection("record calls in") as conn, conn.transaction():
-            with conn.cursor() as cur:
-                cur.executemany(_INSERT, rows)
-            if release is not None and self.budget is not None:
+            if rows:
+                with conn.cursor() as cur:
+                    cur.executemany(_INSERT, rows)
+            if charged is not None and (release is not None or budget is not None):
                 cost = sum(max(r[COLUMNS.index("cost_usd")] or 0.0, 0.0) for r in rows)
-                conn.execute("DELETE FROM holynb_holds WHERE id = %s", (release,))
+                if release is not None:
+                    conn.execute("DELETE FROM holynb_holds WHERE id = %s", (release,))
                 conn.execute(
-                    "UPDATE holynb_budgets SET spent_usd = spent_usd + %s WHERE name = %s",
-                    (cost, self.budget),
+                    "UPDATE holynb_budgets SET spent_usd = spent_usd + %s, updated = now()"
+                    " WHERE name = %s",
+                    (cost, charged),
                 )
 
     def load(self) -> list[CallRecord]:
@@ -152,6 +166,12 @@ class TeamLog:
         from holynb.team.lease import Lease
 
         return TeamCheckpoint(self.db, name, Lease.of(self.db, self.user))
+
+    def job_store(self) -> TeamJobs:
+        """Where this session's batch jobs live: the team database, shared by every machine."""
+        from holynb.team.jobs import TeamJobs
+
+        return TeamJobs(self.db, self.user)
 
     def answer_store(self) -> TeamAnswers:
         """The team's shared response cache (``cache=True`` with a database)."""

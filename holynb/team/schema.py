@@ -9,7 +9,9 @@ Tables (all prefixed ``holynb_``): ``calls`` (the ledger: every call of every us
 ``user``, ``notebook``, ``session`` and ``budget``), ``budgets`` (named limits: ``limit_usd``,
 ``spent_usd`` in the current ``period``), ``leases`` (one per process, renewed by a heartbeat)
 and ``holds`` (a call's worst case in flight, tied to a lease), ``answers`` (the shared cache),
-``items`` (shared map checkpoints: one row per request key per job, claimed under a lease).
+``items`` (shared map checkpoints: one row per request key per job, claimed under a lease),
+``jobs`` (batch jobs: a manifest's JSON and the request lines, who made it and when; their
+budget holds hang on a lease ``job:<id>`` of their own).
 """
 
 from __future__ import annotations
@@ -151,6 +153,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE holynb_calls ADD COLUMN service_tier text;
     ALTER TABLE holynb_calls ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0;
     ALTER TABLE holynb_calls ADD COLUMN cache_ttl text;
+    """,
+    # 6: batch jobs (their manifests and request lines), shared by every machine
+    """
+    CREATE TABLE holynb_jobs (
+        id text PRIMARY KEY,
+        "user" text NOT NULL,
+        created timestamptz NOT NULL DEFAULT now(),
+        updated timestamptz NOT NULL DEFAULT now(),
+        manifest text,
+        requests bytea
+    );
+    CREATE INDEX holynb_jobs_created ON holynb_jobs (created, id);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
