@@ -68,7 +68,7 @@ class LedgerLog(Protocol):
         budget: str | None = None,
     ) -> None:
         """Write several records in one transaction; ``budget`` names the team database's
-        named budget they are charged to (a batch job's)."""
+        named budget they are charged to (a batch job's; ``""``: none; None: the session's)."""
         ...
 
     def load(self) -> list[CallRecord]:
@@ -316,7 +316,7 @@ class LedgerStore(SQLiteFile):
         """Write several records in one transaction (all or none), ending the hold
         ``release`` in the same transaction. ``budget``: named budgets live in a team
         database only, so a file refuses one."""
-        if budget is not None:
+        if budget:
             raise ConfigurationError(
                 f"The named budget {budget!r} lives in a team database, not in {self.path}."
             )

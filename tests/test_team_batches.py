@@ -229,3 +229,73 @@ def test_a_session_without_a_database_keeps_its_jobs_in_files(srv: Any, tmp_path
     s = session_for(srv, prices=PRICES)
     job = s.batch(PROMPTS[:1], max_tokens=5)
     assert (tmp_path / "here" / "batches" / job.id / "manifest.json").is_file()
+
+
+def test_following_a_job_renews_the_lease_its_holds_hang_on(srv: Any, pg_url: str) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    srv.batches.settings.phase_seconds = 0.5
+    s = session_for(srv, database=pg_url, budget="research", prices=PRICES)
+    job = s.batch(PROMPTS, max_tokens=20)
+    lease = "job:" + job.id
+    query = "SELECT extract(epoch FROM expires - now()) FROM holynb_leases WHERE id = %s"
+    ((left,),) = _sql(pg_url, query, lease)
+    assert left > 24 * 3600  # the provider's completion window and a margin
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as if a day had gone by
+        conn.execute("UPDATE holynb_leases SET expires = now() + interval '5 s' WHERE id = %s",
+                     (lease,))  # fmt: skip
+    job.refresh()
+    ((left,),) = _sql(pg_url, query, lease)
+    assert left > 24 * 3600
+
+
+def test_the_sessions_own_budget_applies_to_a_batch_as_well(srv: Any, pg_url: str) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    holynb.set_budget("tiny", usd=0.0001, database=pg_url)
+    files = len(srv.batches.files.all())
+    own = session_for(srv, database=pg_url, budget="research", budget_usd=0.00001, prices=PRICES)
+    with pytest.raises(BudgetExceededError, match=r"^Budget reached"):
+        own.batch(PROMPTS, max_tokens=20)
+    named = session_for(srv, database=pg_url, budget="tiny", budget_usd=5, prices=PRICES)
+    with pytest.raises(BudgetExceededError, match="Budget 'tiny' reached"):
+        named.batch(PROMPTS, max_tokens=20)
+    assert named.meter.budget is not None and named.meter.budget.reserved_usd == 0
+    assert len(srv.batches.files.all()) == files
+    assert _budget(pg_url, "research")["reserved_usd"] == 0
+    both = session_for(srv, database=pg_url, budget="research", budget_usd=5, prices=PRICES)
+    job = both.batch(PROMPTS, max_tokens=20)
+    assert both.meter.budget is not None
+    assert both.meter.budget.reserved_usd == pytest.approx(
+        _budget(pg_url, "research")["reserved_usd"]
+    )
+    job.wait(poll_s=0.02, progress=False)
+    job.results()
+    assert both.meter.budget.reserved_usd == 0 and _budget(pg_url, "research")["reserved_usd"] == 0
+    assert both.meter.budget.spent_usd == pytest.approx(_budget(pg_url, "research")["spent_usd"])
+
+
+def test_a_job_made_without_a_named_budget_is_charged_to_none_whoever_reads_it(
+    srv: Any, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    job = session_for(srv, database=pg_url, prices=PRICES).batch(PROMPTS[:2], max_tokens=10)
+    monkeypatch.setenv("HOLYNB_HOME", str(tmp_path / "elsewhere"))
+    reader = session_for(srv, database=pg_url, budget="research", prices=PRICES)
+    again = holynb.BatchJob.attach(reader, job.id)
+    again.wait(poll_s=0.02, progress=False)
+    assert again.results()["ok"].all()
+    assert _sql(pg_url, "SELECT DISTINCT budget FROM holynb_calls WHERE tag = %s", job.id) == [
+        (None,)
+    ]
+    assert _budget(pg_url, "research")["spent_usd"] == 0
+
+
+def test_forget_with_a_session_removes_a_job_from_the_database(srv: Any, pg_url: str) -> None:
+    s = session_for(srv, database=pg_url, prices=PRICES)
+    job = s.batch(PROMPTS[:1], max_tokens=5).wait(poll_s=0.02, progress=False)
+    job.results()
+    assert job.id in list(s.batches()["job_id"])
+    holynb.BatchJob.forget(job.id, session=s)
+    assert s.batches().empty
+    assert _sql(pg_url, "SELECT count(*) FROM holynb_jobs") == [(0,)]

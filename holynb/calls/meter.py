@@ -469,9 +469,9 @@ class Meter:
             try:
                 if budget is not None:
                     self.store.extend(records, release=team_hold, budget=budget)
-                else:
+                else:  # a job on no named budget is charged to none, whoever records it
                     ends = hold if shared and hold is not None and hold > 0 else None
-                    self.store.extend(records, release=ends)
+                    self.store.extend(records, release=ends, budget="")
                     released = shared
             except (sqlite3.Error, StoreError) as err:
                 self.warn_log(err)

@@ -73,15 +73,16 @@ class TeamBudget:
         what = f"this call could cost up to {money(usd)}, so it was not sent"
         raise self._reached(limit, spent, held, what)
 
-    def reserve_all(
-        self, amounts: Sequence[float], *, owner: str, seconds: float = JOB_HOLD_S
-    ) -> list[int]:
+    def reserve_all(self, amounts: Sequence[float], *, owner: str) -> list[int]:
         """Hold every amount (a batch job's parts at batch prices) if they fit together, else
         ``BudgetExceededError`` and hold none: one transaction under the budget's row lock.
-        The holds hang on the lease ``owner`` (``job:<id>``), made here to last ``seconds``
-        and renewed by every save of the job's manifest, not on this process's lease: a batch
-        runs, and may cost, for hours after the process that made it is gone."""
+        The holds hang on the lease ``owner`` (``job:<id>``), not on this process's: a batch
+        runs, and may cost, for hours after the process that made it is gone. The lease lasts
+        as long as a process's until the job's manifest is first saved (a crash before leaves
+        no holds behind for long); each save then makes it last ``JOB_HOLD_S`` from then
+        (``holynb.team.jobs``)."""
         total = float(sum(amounts))
+        seconds = self.lease.seconds
         with self.db.connection("reserve on the budgets of") as conn, conn.transaction():
             conn.execute(
                 'INSERT INTO holynb_leases (id, "user", host, pid, expires)'

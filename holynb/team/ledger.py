@@ -94,9 +94,9 @@ class TeamLog:
     def __repr__(self) -> str:
         return f"TeamLog({self.db.where!r}, user={self.user!r})"
 
-    def _row(self, record: CallRecord, budget: str | None = None) -> tuple[Any, ...]:
+    def _row(self, record: CallRecord, budget: str | None) -> tuple[Any, ...]:
         values = tuple(getattr(record, c) for c in COLUMNS)
-        return (*values, self.user, self.notebook, self.session, budget or self.budget)
+        return (*values, self.user, self.notebook, self.session, budget)
 
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row; with ``release`` (its budget hold) end the hold and add the
@@ -104,10 +104,11 @@ class TeamLog:
         try:
             with self.db.connection("record a call in") as conn:
                 if release is None or self.budget is None:
-                    conn.execute(_INSERT, self._row(record))
+                    conn.execute(_INSERT, self._row(record, self.budget))
                 else:
                     cost = max(record.cost_usd or 0.0, 0.0)
-                    conn.execute(_SETTLE, (*self._row(record), release, cost, self.budget))
+                    row = self._row(record, self.budget)
+                    conn.execute(_SETTLE, (*row, release, cost, self.budget))
         except StoreError as err:
             self.unwritable, self._probe_at = err, time.monotonic() + _PROBE_EVERY_S
             raise
@@ -136,14 +137,15 @@ class TeamLog:
         """Write several rows in one transaction (all or none). With ``release`` (a hold on
         the named budget) end the hold and add the rows' cost to the budget in it too.
         ``budget`` (a batch job's named budget, whoever reads its results) charges the rows
-        to that budget instead of the session's, with or without a hold still open."""
-        charged = budget or self.budget
+        to that budget instead of the session's, with or without a hold still open; ``""``
+        charges them to none (a job made without a named budget)."""
+        charged = self.budget if budget is None else (budget or None)
         rows = [self._row(r, charged) for r in records]
         with self.db.connection("record calls in") as conn, conn.transaction():
             if rows:
                 with conn.cursor() as cur:
                     cur.executemany(_INSERT, rows)
-            if charged is not None and (release is not None or budget is not None):
+            if charged is not None and (release is not None or budget):
                 cost = sum(max(r[COLUMNS.index("cost_usd")] or 0.0, 0.0) for r in rows)
                 if release is not None:
                     conn.execute("DELETE FROM holynb_holds WHERE id = %s", (release,))
