@@ -66,9 +66,12 @@ class LedgerLog(Protocol):
         *,
         release: int | None = None,
         budget: str | None = None,
-    ) -> None:
+        once: str | None = None,
+    ) -> bool:
         """Write several records in one transaction; ``budget`` names the team database's
-        named budget they are charged to (a batch job's; ``""``: none; None: the session's)."""
+        named budget they are charged to (a batch job's; ``""``: none; None: the session's).
+        ``once`` (a batch part's key) writes them only if that key was never written with
+        them (a store that remembers keys); whether they were written."""
         ...
 
     def load(self) -> list[CallRecord]:
@@ -312,10 +315,12 @@ class LedgerStore(SQLiteFile):
         *,
         release: int | None = None,
         budget: str | None = None,
-    ) -> None:
+        once: str | None = None,
+    ) -> bool:
         """Write several records in one transaction (all or none), ending the hold
-        ``release`` in the same transaction. ``budget``: named budgets live in a team
-        database only, so a file refuses one."""
+        ``release`` in the same transaction; True. ``budget``: named budgets live in a team
+        database only, so a file refuses one. ``once`` is not kept here: a file's batch jobs
+        rely on their manifest's ``recorded``, saved under the job's lock."""
         if budget:
             raise ConfigurationError(
                 f"The named budget {budget!r} lives in a team database, not in {self.path}."
@@ -334,6 +339,7 @@ class LedgerStore(SQLiteFile):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        return True
 
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""

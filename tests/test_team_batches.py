@@ -299,3 +299,28 @@ def test_forget_with_a_session_removes_a_job_from_the_database(srv: Any, pg_url:
     holynb.BatchJob.forget(job.id, session=s)
     assert s.batches().empty
     assert _sql(pg_url, "SELECT count(*) FROM holynb_jobs") == [(0,)]
+
+
+def test_a_part_whose_manifest_save_was_lost_after_its_record_is_not_recorded_again(
+    srv: Any, pg_url: str
+) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    s = session_for(srv, database=pg_url, budget="research", prices=PRICES)
+    job = s.batch(PROMPTS, max_tokens=20, max_requests_per_file=2)
+    job.wait(poll_s=0.02, progress=False)
+    job.results()
+    spent = _budget(pg_url, "research")["spent_usd"]
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a crash between the two writes
+        ((text,),) = conn.execute("SELECT manifest FROM holynb_jobs WHERE id = %s", (job.id,))
+        manifest = json.loads(text)
+        for part in manifest["parts"]:
+            part["recorded"] = False
+        conn.execute(
+            "UPDATE holynb_jobs SET manifest = %s WHERE id = %s", (json.dumps(manifest), job.id)
+        )
+    again = holynb.BatchJob.attach(session_for(srv, database=pg_url, prices=PRICES), job.id)
+    assert again.results()["ok"].all()
+    assert _batch_rows(pg_url, job.id)[0] == len(PROMPTS)
+    assert _budget(pg_url, "research")["spent_usd"] == pytest.approx(spent)

@@ -806,7 +806,9 @@ class BatchJob:
                 if pos not in found:
                     outcomes[pos] = missing(part, lost)
             if not part.recorded:
-                self.meter.record_batch(records, self._adopt(part), budget=m.budget)
+                self.meter.record_batch(
+                    records, self._adopt(part), budget=m.budget, once=part.key(m.id)
+                )
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs

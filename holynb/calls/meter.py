@@ -451,30 +451,40 @@ class Meter:
                           released=released)  # fmt: skip
 
     def record_batch(
-        self, records: list[CallRecord], hold: int | None, *, budget: str | None = None
+        self,
+        records: list[CallRecord],
+        hold: int | None,
+        *,
+        budget: str | None = None,
+        once: str | None = None,
     ) -> None:
         """Record one batch part's calls at once and settle its hold to their real cost; a
         job on the named budget ``budget`` is charged there, its hold on it ended, in the
-        same transaction as its rows."""
-        self.ledger.extend(records)
+        same transaction as its rows. ``once`` (the part's key): a store that remembers it
+        writes nothing for a part recorded already, and the hold ends without a cost."""
         team_hold = self._team_holds.pop(hold, None) if hold is not None else None
         if hold is not None:
             self._batch_budgets.pop(hold, None)
         own = self.budget
         shared = own is not None and _same(own.shared, self.store) and hold is not None
-        released = False
+        released = written = False
         if self.store is not None:
             import sqlite3  # loaded with the store already
 
             try:
                 if budget is not None:
-                    self.store.extend(records, release=team_hold, budget=budget)
+                    written = self.store.extend(
+                        records, release=team_hold, budget=budget, once=once
+                    )
                 else:  # a job on no named budget is charged to none, whoever records it
                     ends = hold if shared and hold is not None and hold > 0 else None
-                    self.store.extend(records, release=ends, budget="")
+                    written = self.store.extend(records, release=ends, budget="", once=once)
                     released = shared
+                if not written:  # recorded already, by a process that lost its manifest save
+                    records = []
             except (sqlite3.Error, StoreError) as err:
                 self.warn_log(err)
+        self.ledger.extend(records)
         if own is None:
             return
         cost = sum(max(r.cost_usd or 0.0, 0.0) for r in records)

@@ -124,8 +124,12 @@ class TeamJobs:
 
     def remove(self, job_id: str) -> None:
         """Forget the job in the database, and its local downloads."""
-        with self.db.connection("forget a batch job in") as conn:
-            conn.execute("DELETE FROM holynb_jobs WHERE id = %s", (checked_job_id(job_id),))
+        job_id = checked_job_id(job_id)
+        with self.db.connection("forget a batch job in") as conn, conn.transaction():
+            conn.execute("DELETE FROM holynb_jobs WHERE id = %s", (job_id,))
+            conn.execute(
+                "DELETE FROM holynb_batch_parts WHERE starts_with(key, %s)", (job_id + ":",)
+            )
         shutil.rmtree(self.files(job_id), ignore_errors=True)
 
     def files(self, job_id: str) -> Path:

@@ -133,15 +133,25 @@ class TeamLog:
         *,
         release: int | None = None,
         budget: str | None = None,
-    ) -> None:
+        once: str | None = None,
+    ) -> bool:
         """Write several rows in one transaction (all or none). With ``release`` (a hold on
         the named budget) end the hold and add the rows' cost to the budget in it too.
         ``budget`` (a batch job's named budget, whoever reads its results) charges the rows
         to that budget instead of the session's, with or without a hold still open; ``""``
-        charges them to none (a job made without a named budget)."""
+        charges them to none (a job made without a named budget). ``once`` (a batch part's
+        key) is kept in ``holynb_batch_parts`` in the same transaction: a part already
+        recorded (its manifest's save lost to a crash) writes nothing. Whether it wrote."""
         charged = self.budget if budget is None else (budget or None)
         rows = [self._row(r, charged) for r in records]
         with self.db.connection("record calls in") as conn, conn.transaction():
+            if once is not None:
+                first = conn.execute(
+                    "INSERT INTO holynb_batch_parts (key) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (once,),
+                )
+                if first.rowcount == 0:
+                    return False
             if rows:
                 with conn.cursor() as cur:
                     cur.executemany(_INSERT, rows)
@@ -154,6 +164,7 @@ class TeamLog:
                     " WHERE name = %s",
                     (cost, charged),
                 )
+        return True
 
     def load(self) -> list[CallRecord]:
         """Nothing: a session starts with an empty ledger (``frame`` reads the team's)."""

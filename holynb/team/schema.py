@@ -11,7 +11,8 @@ Tables (all prefixed ``holynb_``): ``calls`` (the ledger: every call of every us
 and ``holds`` (a call's worst case in flight, tied to a lease), ``answers`` (the shared cache),
 ``items`` (shared map checkpoints: one row per request key per job, claimed under a lease),
 ``jobs`` (batch jobs: a manifest's JSON and the request lines, who made it and when; their
-budget holds hang on a lease ``job:<id>`` of their own).
+budget holds hang on a lease ``job:<id>`` of their own) and ``batch_parts`` (the key of each
+batch part whose results are in the ledger, written with them: each is recorded once).
 """
 
 from __future__ import annotations
@@ -165,6 +166,10 @@ MIGRATIONS: tuple[str, ...] = (
         requests bytea
     );
     CREATE INDEX holynb_jobs_created ON holynb_jobs (created, id);
+    CREATE TABLE holynb_batch_parts (
+        key text PRIMARY KEY,
+        recorded timestamptz NOT NULL DEFAULT now()
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
