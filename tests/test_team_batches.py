@@ -324,3 +324,26 @@ def test_a_part_whose_manifest_save_was_lost_after_its_record_is_not_recorded_ag
     assert again.results()["ok"].all()
     assert _batch_rows(pg_url, job.id)[0] == len(PROMPTS)
     assert _budget(pg_url, "research")["spent_usd"] == pytest.approx(spent)
+
+
+def test_holds_of_parts_a_crash_left_unsent_end_when_the_job_is_next_followed(
+    srv: Any, pg_url: str
+) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    srv.batches.settings.phase_seconds = 0.5
+    s = session_for(srv, database=pg_url, budget="research", prices=PRICES)
+    job = s.batch(PROMPTS, max_tokens=20, max_requests_per_file=2)
+    held = _budget(pg_url, "research")["reserved_usd"]
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a part held, never sent: a crash
+        conn.execute(
+            "INSERT INTO holynb_holds (budget, lease, usd) VALUES ('research', %s, 1.0)",
+            ("job:" + job.id,),
+        )
+    assert _budget(pg_url, "research")["reserved_usd"] == pytest.approx(held + 1.0)
+    holynb.BatchJob.attach(session_for(srv, database=pg_url, prices=PRICES), job.id).refresh()
+    assert _budget(pg_url, "research")["reserved_usd"] == pytest.approx(held)
+    job.wait(poll_s=0.02, progress=False)
+    job.results()
+    assert _budget(pg_url, "research")["reserved_usd"] == 0

@@ -667,6 +667,9 @@ class BatchJob:
     async def _refresh(self) -> None:
         m = self._reload()
         api = self.caller
+        if m.budget is not None:  # under the lock: no part of it is being held or sent now
+            running = {p.team_hold for p in m.parts if not p.recorded and p.team_hold is not None}
+            self.meter.end_stray_batch_holds(JOB_OWNER + m.id, running)
         try:
             for part in m.parts:
                 if part.status == UNKNOWN:

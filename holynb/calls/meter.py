@@ -331,6 +331,15 @@ class Meter:
         self._batch_budgets[token] = budget
         return token
 
+    def end_stray_batch_holds(self, owner: str, keep: set[int]) -> None:
+        """End the named budget's holds of a batch job (``owner``: ``job:<id>``) that none of
+        its unrecorded parts ``keep`` (call with the job's lock held: its holds are then only
+        those of its parts); nothing without a team database."""
+        end = getattr(self.store, "end_holds", None)
+        if end is not None:
+            with contextlib.suppress(StoreError):  # tried again at the next refresh
+                end(owner, keep)
+
     def release(self, hold: int | None) -> None:
         """End a hold without a cost (a no-op once the call was settled)."""
         if hold is None:

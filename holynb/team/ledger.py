@@ -166,6 +166,17 @@ class TeamLog:
                 )
         return True
 
+    def end_holds(self, lease: str, keep: Iterable[int]) -> int:
+        """End the holds on ``lease`` (a batch job's, ``job:<id>``) other than ``keep`` (those
+        of its parts still running): what a crash between holding and sending left behind.
+        How many ended."""
+        with self.db.connection("release holds in") as conn:
+            gone = conn.execute(
+                "DELETE FROM holynb_holds WHERE lease = %s AND NOT (id = ANY(%s))",
+                (lease, list(keep)),
+            )
+            return gone.rowcount
+
     def load(self) -> list[CallRecord]:
         """Nothing: a session starts with an empty ledger (``frame`` reads the team's)."""
         return []
