@@ -105,6 +105,9 @@ def test_a_job_made_on_one_machine_is_attached_followed_and_read_on_another(
     assert count == len(PROMPTS) and cost == pytest.approx(df["cost_usd"].sum())
     holynb.BatchJob.attach(s, job_id).results()  # read again: nothing recorded twice
     assert _batch_rows(pg_url, job_id)[0] == len(PROMPTS)
+    key = srv.api_key.get()
+    ((manifest, lines),) = _sql(pg_url, "SELECT manifest, requests FROM holynb_jobs")
+    assert key not in manifest and key.encode() not in bytes(lines)  # the key is never stored
 
 
 def test_each_part_is_recorded_once_when_two_machines_follow_at_once(

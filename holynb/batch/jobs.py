@@ -1,10 +1,12 @@
 """``BatchJob``: many prompts through the provider's Batch API (``/v1/files`` + ``/v1/batches``).
 
 One job is one or more provider batches ("parts": a file holds at most 50,000 requests and
-200 MB). Each part carries our job id in its ``metadata``; a manifest under ``HOLYNB_HOME``
-remembers the job so ``BatchJob.attach(s, job_id)`` finds it after a kernel restart. Statuses
-are normalised to lower case (some relays answer ``COMPLETED``). Results join the output and
-error files back onto the input rows by ``custom_id`` and enter the ledger at batch prices.
+200 MB). Each part carries our job id in its ``metadata``; a manifest in the session's job
+store (``job_store``: folders under ``HOLYNB_HOME``, or the team database with
+``Session(database=...)``) remembers the job so ``BatchJob.attach(s, job_id)`` finds it after a
+kernel restart, or on a teammate's machine. Statuses are normalised to lower case (some relays
+answer ``COMPLETED``). Results join the output and error files back onto the input rows by
+``custom_id`` and enter the ledger at batch prices.
 
 >>> job = s.batch(df, template="Classify: {review}", model="gpt-4.1-mini")
 >>> job.wait()              # progress bar; Interrupt stops waiting, not the batch
@@ -138,7 +140,7 @@ class BatchJob:
     >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")   # after a restart
     >>> job.resubmit_failed()                     # only the failed, expired or missing rows
 
-    The manifest under ``HOLYNB_HOME`` is the one truth: every method that changes it holds
+    The manifest in its job store is the one truth: every method that changes it holds
     the job's lock and reads it again first, so any number of objects and processes on one job
     record each result once and never send a row twice. A part whose ``POST /batches`` got no
     answer is ``unknown``: it is looked up on the provider by its metadata before anything of

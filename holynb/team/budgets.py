@@ -8,7 +8,9 @@ expired leases, then compares spent + every hold in flight + this worst case wit
 inserts the hold or refuses. A call's record, the end of its hold and its real cost added to
 ``spent_usd`` are one statement too (``TeamLog.append``), so no cost is counted twice or lost.
 A period (``"day"``, ``"month"``, UTC) starts its spending again from the ledger's calls of the
-new period.
+new period. A batch job's parts are held together (``reserve_all``) on a lease of the job's own,
+``job:<id>``, which outlives the process that made it (``JOB_HOLD_S`` from each time a session
+follows the job); each part's hold ends when its results are recorded (``TeamLog.extend``).
 """
 
 from __future__ import annotations
