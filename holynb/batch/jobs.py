@@ -525,9 +525,15 @@ class BatchJob:
             ) from None
         if manifest is None:
             known = [m.id for m in known_jobs(store)][-5:]
+            holder = (
+                "This machine"
+                if isinstance(store, FileJobs)
+                else store.where[:1].upper() + store.where[1:]
+            )
+            held = " (HOLYNB_HOME holds the manifests)" if isinstance(store, FileJobs) else ""
             raise BatchError(
-                f"This machine knows no batch job {job_id!r} ({store.where} holds the "
-                f"manifests). Recent jobs: {known or 'none'}; s.batches() lists them all."
+                f"{holder} knows no batch job {job_id!r}{held}. Recent jobs: {known or 'none'}; "
+                "s.batches() lists them all."
             )
         caller = caller_of(session)
         base_url = caller.base_url
