@@ -350,3 +350,30 @@ def test_holds_of_parts_a_crash_left_unsent_end_when_the_job_is_next_followed(
     job.wait(poll_s=0.02, progress=False)
     job.results()
     assert _budget(pg_url, "research")["reserved_usd"] == 0
+
+
+def test_a_part_whose_record_fails_is_recorded_by_the_next_follow(
+    srv: Any, pg_url: str, pg_cluster: Any
+) -> None:
+    holynb.set_budget("research", usd=5, database=pg_url)
+    s = session_for(srv, database=pg_url, budget="research", prices=PRICES)
+    job = s.batch(PROMPTS, max_tokens=20).wait(poll_s=0.02, progress=False)
+    name = pg_url.rsplit("/", 1)[1]
+    pg_cluster.psql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON holynb_calls"
+        " FOR EACH ROW EXECUTE FUNCTION refuse();",
+        database=name,
+    )
+    with pytest.raises(holynb.StoreError, match="the disk is full"):
+        job.results()
+    assert _batch_rows(pg_url, job.id)[0] == 0
+    assert _budget(pg_url, "research")["reserved_usd"] > 0  # still held: it is not recorded
+    pg_cluster.psql("DROP TRIGGER refuse ON holynb_calls", database=name)
+    assert job.results()["ok"].all()
+    count, cost = _batch_rows(pg_url, job.id)
+    budget = _budget(pg_url, "research")
+    assert count == len(PROMPTS) and budget["reserved_usd"] == 0
+    assert budget["spent_usd"] == pytest.approx(cost)
+    assert (s.ledger["kind"] == "batch").sum() == len(PROMPTS)

@@ -470,7 +470,9 @@ class Meter:
         """Record one batch part's calls at once and settle its hold to their real cost; a
         job on the named budget ``budget`` is charged there, its hold on it ended, in the
         same transaction as its rows. ``once`` (the part's key): a store that remembers it
-        writes nothing for a part recorded already, and the hold ends without a cost."""
+        writes nothing for a part recorded already, and the hold ends without a cost. A job
+        kept in the team database raises ``StoreError`` when its rows cannot be written there
+        (nothing is recorded; the next follow records them); a file's is warned about."""
         team_hold = self._team_holds.pop(hold, None) if hold is not None else None
         if hold is not None:
             self._batch_budgets.pop(hold, None)
@@ -492,6 +494,9 @@ class Meter:
                 if not written:  # recorded already, by a process that lost its manifest save
                     records = []
             except (sqlite3.Error, StoreError) as err:
+                if isinstance(err, StoreError) and self.store.job_store() is not None:
+                    raise  # the job lives in that database: the part stays unrecorded there,
+                    # its holds are adopted again and it is recorded by the next follow
                 self.warn_log(err)
         self.ledger.extend(records)
         if own is None:
