@@ -601,10 +601,11 @@ class Session:
         )  # fmt: skip
 
     def batches(self) -> pd.DataFrame:
-        """The batch jobs this machine knows (manifests under ``HOLYNB_HOME``), newest first."""
+        """The batch jobs this session can attach, newest first: in its team database when it
+        has one (every machine's), else this machine's (manifests under ``HOLYNB_HOME``)."""
         from holynb.batch.jobs import jobs_frame
 
-        return jobs_frame()
+        return jobs_frame(self)
 
     # -- the ledger ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from holynb.ledger import COLUMNS, CallRecord
 
 if TYPE_CHECKING:
     from holynb.budget import Check
+    from holynb.jobstore import JobStore
     from holynb.keystore import AnswerStore
 
 __all__ = ["LOG_PATH_ENV", "LedgerLog", "LedgerStore", "default_log_path", "foreign_database"]
@@ -59,8 +60,18 @@ class LedgerLog(Protocol):
         """Write one record, committed when this returns."""
         ...
 
-    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
-        """Write several records in one transaction."""
+    def extend(
+        self,
+        records: Iterable[CallRecord],
+        *,
+        release: int | None = None,
+        budget: str | None = None,
+        once: str | None = None,
+    ) -> bool:
+        """Write several records in one transaction; ``budget`` names the team database's
+        named budget they are charged to (a batch job's; ``""``: none; None: the session's).
+        ``once`` (a batch part's key) writes them only if that key was never written with
+        them (a store that remembers keys); whether they were written."""
         ...
 
     def load(self) -> list[CallRecord]:
@@ -77,6 +88,10 @@ class LedgerLog(Protocol):
 
     def shared_checkpoint(self, name: str) -> AnswerStore | None:
         """The job ``checkpoint=name`` names beside this log (None: ``name`` is a file)."""
+        ...
+
+    def job_store(self) -> JobStore | None:
+        """Where batch jobs live beside this log (None: this machine's folders)."""
         ...
 
 
@@ -216,6 +231,10 @@ class LedgerStore(SQLiteFile):
         """None: with a log file, a checkpoint is a file too."""
         return None
 
+    def job_store(self) -> None:
+        """None: with a log file, batch jobs stay in this machine's folders."""
+        return None
+
     def _unusable(self, err: sqlite3.DatabaseError) -> str:
         return (
             f"Cannot use {str(self.path)!r} as a ledger log ({err}): give log_path= a new "
@@ -290,9 +309,22 @@ class LedgerStore(SQLiteFile):
             _drop_dead_holds(db)
             return float(db.execute(f"SELECT coalesce(sum(usd), 0) FROM {HOLDS}").fetchone()[0])
 
-    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
+    def extend(
+        self,
+        records: Iterable[CallRecord],
+        *,
+        release: int | None = None,
+        budget: str | None = None,
+        once: str | None = None,
+    ) -> bool:
         """Write several records in one transaction (all or none), ending the hold
-        ``release`` in the same transaction."""
+        ``release`` in the same transaction; True. ``budget``: named budgets live in a team
+        database only, so a file refuses one. ``once`` is not kept here: a file's batch jobs
+        rely on their manifest's ``recorded``, saved under the job's lock."""
+        if budget:
+            raise ConfigurationError(
+                f"The named budget {budget!r} lives in a team database, not in {self.path}."
+            )
         rows = [_to_row(r) for r in records]
         with self._using() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -307,6 +339,7 @@ class LedgerStore(SQLiteFile):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        return True
 
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""

@@ -73,6 +73,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "holynb.cache",
             "holynb.budget",
             "holynb.worst_case",
+            "holynb.jobstore",
             "holynb.team",
             "holynb.team.*",
         ),

@@ -124,8 +124,10 @@ def test_a_call_whose_worst_case_is_unknown_is_refused(local: Any, pg_url: str) 
     assert local.stats.requests == 0
 
 
-def test_a_batch_job_on_a_named_budget_is_refused_before_uploading(local: Any, pg_url: str) -> None:
-    holynb.set_budget("research", usd=5, database=pg_url)
+def test_a_batch_job_beyond_its_named_budget_is_refused_before_uploading(
+    local: Any, pg_url: str
+) -> None:
+    holynb.set_budget("research", usd=0.0001, database=pg_url)
     s = session_for(local, database=pg_url, budget="research", prices=PRICES)
     with pytest.raises(BudgetExceededError, match="batch job"):
         s.batch(["a", "b"], max_tokens=20)

@@ -1,10 +1,12 @@
 """``BatchJob``: many prompts through the provider's Batch API (``/v1/files`` + ``/v1/batches``).
 
 One job is one or more provider batches ("parts": a file holds at most 50,000 requests and
-200 MB). Each part carries our job id in its ``metadata``; a manifest under ``HOLYNB_HOME``
-remembers the job so ``BatchJob.attach(s, job_id)`` finds it after a kernel restart. Statuses
-are normalised to lower case (some relays answer ``COMPLETED``). Results join the output and
-error files back onto the input rows by ``custom_id`` and enter the ledger at batch prices.
+200 MB). Each part carries our job id in its ``metadata``; a manifest in the session's job
+store (``job_store``: folders under ``HOLYNB_HOME``, or the team database with
+``Session(database=...)``) remembers the job so ``BatchJob.attach(s, job_id)`` finds it after a
+kernel restart, or on a teammate's machine. Statuses are normalised to lower case (some relays
+answer ``COMPLETED``). Results join the output and error files back onto the input rows by
+``custom_id`` and enter the ledger at batch prices.
 
 >>> job = s.batch(df, template="Classify: {review}", model="gpt-4.1-mini")
 >>> job.wait()              # progress bar; Interrupt stops waiting, not the batch
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -40,9 +41,9 @@ from holynb.batch.files import (
 )
 from holynb.batch.manifest import (
     UNKNOWN,
+    FileJobs,
     Manifest,
     Part,
-    job_lock,
     known_jobs,
     new_job_id,
     part_key,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
     from holynb.calls.caller import Caller, Core
     from holynb.images import ImagePreset
+    from holynb.jobstore import JobStore
     from holynb.prompts import Prompt
 
 COMPLETION_WINDOW = "24h"
@@ -139,7 +141,7 @@ class BatchJob:
     >>> job = holynb.BatchJob.attach(s, "job-20261127-101500-3f9a1c")   # after a restart
     >>> job.resubmit_failed()                     # only the failed, expired or missing rows
 
-    The manifest under ``HOLYNB_HOME`` is the one truth: every method that changes it holds
+    The manifest in its job store is the one truth: every method that changes it holds
     the job's lock and reads it again first, so any number of objects and processes on one job
     record each result once and never send a row twice. A part whose ``POST /batches`` got no
     answer is ``unknown``: it is looked up on the provider by its metadata before anything of
@@ -155,7 +157,14 @@ class BatchJob:
         self._schema = schema  # schema= as given (a pydantic model validates as itself)
         for part in manifest.parts:  # reattached: its unrecorded parts are held again
             if not part.recorded:
-                self.meter.adopt_batch_hold(part.key(manifest.id), part.worst_usd, part.hold)
+                self._adopt(part)
+
+    def _adopt(self, part: Part) -> int | None:
+        """Hold ``part``'s worst case in this session again (see ``Meter.adopt_batch_hold``)."""
+        m = self._manifest
+        return self.meter.adopt_batch_hold(
+            part.key(m.id), part.worst_usd, part.hold, team_hold=part.team_hold, budget=m.budget
+        )
 
     # -- creating and finding jobs --------------------------------------------------------------
 
@@ -233,7 +242,8 @@ class BatchJob:
             return plan_frame(caller, planned, parsed.index, batch=True)
         groups = split_lines(encoded, max_requests_per_file, max_bytes_per_file)
         digest = hashlib.sha256(b"".join(encoded)).hexdigest()
-        _refuse_a_twin(caller.base_url, digest)
+        store = job_store(caller)
+        _refuse_a_twin(caller.base_url, digest, store)
         job_id = new_job_id()
         holds = meter.hold_batch([[bodies[i] for i in g] for g in groups], JOB_OWNER + job_id)
         manifest = Manifest(
@@ -251,11 +261,13 @@ class BatchJob:
             requests_sha256=digest,
             api=caller.settings.api,
             offline_in_process=offline_server_token(caller.base_url) is not None,
+            budget=meter.team_budget.name if meter.team_budget is not None else None,
+            store=store,
         )
         job = cls(caller, manifest, schema)
         sending = False
         try:
-            async with job_lock(manifest.id):
+            async with manifest.lock():
                 manifest.write_requests(encoded)
                 manifest.save()
                 sending = True  # from here _send releases the holds of parts not created
@@ -263,11 +275,11 @@ class BatchJob:
                     await job._send(groups, encoded, round_=0, holds=holds)
                 except BatchNotSupportedError:
                     if not manifest.parts:  # nothing was created anywhere: leave no trace
-                        shutil.rmtree(manifest.folder, ignore_errors=True)
+                        store.remove(manifest.id)
                     raise
                 except APIError as err:
                     if not manifest.parts:
-                        shutil.rmtree(manifest.folder, ignore_errors=True)
+                        store.remove(manifest.id)
                         raise
                     raise BatchError(
                         f"Job {manifest.id}: {len(manifest.parts)} of {len(groups)} parts were "
@@ -346,6 +358,7 @@ class BatchJob:
                 sent_at=time.time(),
                 worst_usd=worst,
                 hold=hold,
+                team_hold=self.meter.team_hold_of(hold),
             )
             m.parts.append(part)
             m.save()  # a crash during the POST still knows this part may exist
@@ -369,7 +382,7 @@ class BatchJob:
             else:
                 _update(part, self._answer(response), created=True)
             m.save()  # a crash after this still knows every part created so far
-            self.meter.adopt_batch_hold(part.key(m.id), worst, hold)
+            self._adopt(part)
 
     @property
     def anthropic(self) -> bool:
@@ -391,7 +404,8 @@ class BatchJob:
         hold, worst = held
         request = message_batches.create_request([encoded[i] for i in rows])
         part = Part(batch_id="", input_file_id="", rows=rows, round=round_, status=UNKNOWN,
-                    label=label, sent_at=time.time(), worst_usd=worst, hold=hold)  # fmt: skip
+                    label=label, sent_at=time.time(), worst_usd=worst, hold=hold,
+                    team_hold=self.meter.team_hold_of(hold))  # fmt: skip
         m.parts.append(part)
         m.save()  # a crash during the POST still knows this part may exist
         try:
@@ -412,13 +426,12 @@ class BatchJob:
             raise
         _update(part, message_batches.as_batch(self._answer(response)), created=True)
         m.save()  # a crash after this still knows every part created so far
-        self.meter.adopt_batch_hold(part.key(m.id), worst, hold)
+        self._adopt(part)
 
     def _end_hold(self, part: Part) -> None:
         """Release ``part``'s budget hold without a cost (it was never created)."""
-        key = part.key(self.id)
-        self.meter.release(self.meter.adopt_batch_hold(key, part.worst_usd, part.hold))
-        part.hold, part.worst_usd = None, 0.0
+        self.meter.release(self._adopt(part))
+        part.hold, part.team_hold, part.worst_usd = None, None, 0.0
 
     def _lost_message(self, part: Part, n: int, parts: int, err: APIError) -> str:
         when = datetime.fromtimestamp(part.sent_at + self.lookup_grace_s, UTC)
@@ -503,18 +516,25 @@ class BatchJob:
         models answer the same), as new parts of the job; from any other session it is a
         ``BatchError`` that says so.
         """
+        store = job_store(session)
         try:
-            manifest = Manifest.load(job_id)
+            manifest = Manifest.load(job_id, store)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise BatchError(
-                f"The manifest of job {job_id!r} under HOLYNB_HOME cannot be read ({exc!r}); "
+                f"The manifest of job {job_id!r} in {store.where} cannot be read ({exc!r}); "
                 "its provider batch ids are in each batch's metadata (holynb_job)."
             ) from None
         if manifest is None:
-            known = [m.id for m in known_jobs()][-5:]
+            known = [m.id for m in known_jobs(store)][-5:]
+            holder = (
+                "This machine"
+                if isinstance(store, FileJobs)
+                else store.where[:1].upper() + store.where[1:]
+            )
+            held = " (HOLYNB_HOME holds the manifests)" if isinstance(store, FileJobs) else ""
             raise BatchError(
-                f"This machine knows no batch job {job_id!r} (HOLYNB_HOME holds the manifests). "
-                f"Recent jobs: {known or 'none'}; s.batches() lists them all."
+                f"{holder} knows no batch job {job_id!r}{held}. Recent jobs: {known or 'none'}; "
+                "s.batches() lists them all."
             )
         caller = caller_of(session)
         base_url = caller.base_url
@@ -540,7 +560,7 @@ class BatchJob:
         # The offline server the job ran on is gone, with every batch and file it held: the
         # parts whose answers are not on disk end as expired, and their rows go to this
         # session's offline server as a new round (resubmit_failed).
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             m = self._reload()
             old = m.base_url
             for position, part in enumerate(m.parts):
@@ -561,15 +581,17 @@ class BatchJob:
         await self.aresubmit_failed()
 
     @staticmethod
-    def forget(job_id: str, *, force: bool = False) -> None:
+    def forget(job_id: str, *, force: bool = False, session: Core | None = None) -> None:
         """Remove job ``job_id`` from this machine (its manifest and kept files, under
-        ``HOLYNB_HOME``): ``s.batches()`` no longer lists it, nothing is sent. A job still
-        running where it can be followed is refused unless ``force=True`` (its batches would
-        go on, and be billed, unseen): ``cancel()`` it, or wait for it.
+        ``HOLYNB_HOME``; with ``session=`` a session with a team database, from the database):
+        ``s.batches()`` no longer lists it, nothing is sent. A job still running where it can be
+        followed is refused unless ``force=True`` (its batches would go on, and be billed,
+        unseen): ``cancel()`` it, or wait for it.
 
         >>> holynb.BatchJob.forget("job-20261127-101500-3f9a1c")
         """
-        manifest = Manifest.load(job_id)
+        store = job_store(session) if session is not None else FileJobs()
+        manifest = Manifest.load(job_id, store)
         if manifest is None:
             raise BatchError(f"This machine knows no batch job {job_id!r}; s.batches() lists them.")
         running = not all(p.status in FINAL for p in manifest.parts)
@@ -579,12 +601,12 @@ class BatchJob:
                 "its batches running, and billed, unseen. job.cancel() or job.wait() first, or "
                 "BatchJob.forget(job_id, force=True)."
             )
-        shutil.rmtree(manifest.folder, ignore_errors=True)
+        store.remove(manifest.id)
 
     def _reload(self) -> Manifest:
-        """The manifest as on disk (call with the job's lock held): the one truth."""
+        """The manifest as its store has it (call with the job's lock held): the one truth."""
         with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, TypeError):
-            found = Manifest.load(self.id)
+            found = Manifest.load(self.id, self._manifest.store)
             if found is not None:
                 self._manifest = found
         return self._manifest
@@ -647,13 +669,16 @@ class BatchJob:
 
     async def arefresh(self) -> BatchJob:
         """Ask the provider where every unfinished part stands (async)."""
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             await self._refresh()
         return self
 
     async def _refresh(self) -> None:
         m = self._reload()
         api = self.caller
+        if m.budget is not None:  # under the lock: no part of it is being held or sent now
+            running = {p.team_hold for p in m.parts if not p.recorded and p.team_hold is not None}
+            self.meter.end_stray_batch_holds(JOB_OWNER + m.id, running)
         try:
             for part in m.parts:
                 if part.status == UNKNOWN:
@@ -767,6 +792,7 @@ class BatchJob:
             where = f"{message_batches.PATH}/{checked_id(part.batch_id, 'batch id')}/results"
         data = (await self.caller.request("GET", where)).content
         data = scrub_lines(data, secret)
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         partial.write_bytes(data)
         partial.replace(path)  # a crash mid-write never leaves a cut file to trust later
@@ -826,9 +852,9 @@ class BatchJob:
                 if pos not in found:
                     outcomes[pos] = missing(part, lost)
             if not part.recorded:
-                key = part.key(m.id)
-                hold = self.meter.adopt_batch_hold(key, part.worst_usd, part.hold)
-                self.meter.record_batch(records, hold)
+                self.meter.record_batch(
+                    records, self._adopt(part), budget=m.budget, once=part.key(m.id)
+                )
                 part.recorded = True
                 m.save()
         return outcomes, attempts, costs
@@ -844,7 +870,7 @@ class BatchJob:
 
     async def aresults(self, partial: bool = False) -> pd.DataFrame:
         """The results frame (async); see ``results``."""
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             await self._refresh()
             if not self.done and not partial:
                 c = self.counts
@@ -889,7 +915,7 @@ class BatchJob:
     async def acancel(self) -> BatchJob:
         """Ask the provider to cancel every unfinished part (async)."""
         api = self.caller
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             m = self._reload()
             try:
                 for part in m.parts:
@@ -916,7 +942,7 @@ class BatchJob:
 
     async def aresubmit_failed(self) -> BatchJob:
         """Send again the rows without an answer (async); see ``resubmit_failed``."""
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             await self._refresh()
             m = self._manifest
             unknown = [p.label for p in m.parts if p.status == UNKNOWN]
@@ -960,10 +986,18 @@ class BatchJob:
         return default_loop().run(self.aresubmit_failed())
 
 
-def _refuse_a_twin(base_url: str, digest: str) -> None:
+def job_store(core: Core | None) -> JobStore:
+    """Where ``core``'s jobs live: its team database when it has one, else this machine's
+    folders under ``HOLYNB_HOME``."""
+    log = caller_of(core).meter.store if core is not None else None
+    shared = log.job_store() if log is not None else None
+    return shared if shared is not None else FileJobs()
+
+
+def _refuse_a_twin(base_url: str, digest: str, store: JobStore) -> None:
     """Refuse requests identical to those of a job whose creation is unknown: they may
     already exist on the provider."""
-    for m in known_jobs():
+    for m in known_jobs(store):
         same = m.requests_sha256 == digest and m.base_url.rstrip("/") == base_url.rstrip("/")
         if same and any(p.status == UNKNOWN for p in m.parts):
             raise BatchError(
@@ -1093,13 +1127,14 @@ def _listening(base_url: str) -> bool:
         return False
 
 
-def jobs_frame() -> pd.DataFrame:
-    """Every batch job this machine knows, newest first, as last seen (nothing is sent);
-    ``followable`` is False for a job whose offline server is gone (``server_gone``)."""
+def jobs_frame(core: Core | None = None) -> pd.DataFrame:
+    """Every batch job ``core``'s store knows (``job_store``: the team database, else this
+    machine), newest first, as last seen (nothing is sent); ``followable`` is False for a job
+    whose offline server is gone (``server_gone``)."""
     import pandas as pd
 
     rows = []
-    for m in known_jobs():
+    for m in known_jobs(job_store(core)):
         c = job_counts(m.parts)
         rows.append(
             {

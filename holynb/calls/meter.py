@@ -64,6 +64,9 @@ class Meter:
         self.budget: Budget | None = None
         self.team_budget: TeamBudget | None = None  # a named budget in the team database
         self._team_holds: dict[int, int] = {}  # a call's hold -> its hold on team_budget
+        # a batch part's hold -> the named budget its team hold is on; its key -> that hold
+        self._batch_budgets: dict[int, str] = {}
+        self._batch_tokens: dict[str, int] = {}
         self._next_token = -(2**62)  # a call's hold when only team_budget holds it
         # The most recently finished call (with concurrent calls, whichever ended last).
         self.last_result: ChatResult | None = None
@@ -260,41 +263,93 @@ class Meter:
     def hold_batch(
         self, parts: list[list[dict[str, Any]]], owner: str
     ) -> list[tuple[int | None, float]]:
-        """Reserve each part's worst case at batch prices, all together or none (the same
-        refusals as ``reserve``); ``[(hold, usd)]`` per part, holds None without a budget.
-        ``owner`` (``job:<id>``) keeps the holds in a shared log until the parts' results are
-        recorded."""
-        budget = self.budget
-        if self.team_budget is not None:
-            raise _refusal(
-                budget,
-                f"A batch job cannot be held against the named budget {self.team_budget.name!r} "
-                "yet, so nothing was uploaded: use map() with this session, or a session "
-                "without budget=.",
-            )
-        if budget is None:
+        """Reserve each part's worst case at batch prices, all together or none, against the
+        budget and the named budget (the same refusals as ``reserve``); ``[(hold, usd)]`` per
+        part, holds None without either. ``owner`` (``job:<id>``) keeps the holds in a shared
+        log, and on the named budget, until the parts' results are recorded, whatever
+        becomes of this process (``team_hold_of`` gives a part's hold there)."""
+        budget, team = self.budget, self.team_budget
+        if budget is None and team is None:
             return [(None, 0.0)] * len(parts)
         try:
             worst = [sum(self.bounds.usd(b, batch=True) for b in bodies) for bodies in parts]
         except UnboundedCall as err:
             raise _refusal(budget, str(err)) from None
-        tokens = budget.reserve_all(worst, owner=owner)
-        return list(zip(tokens, worst, strict=True))
+        tokens: list[int | None] = [None] * len(worst)
+        if budget is not None:
+            tokens = list(budget.reserve_all(worst, owner=owner))
+        if team is None:
+            return list(zip(tokens, worst, strict=True))
+        try:
+            team_holds = team.reserve_all(worst, owner=owner)
+        except BaseException as err:
+            for token in tokens:
+                self.release(token)
+            if isinstance(err, StoreError):  # the database is away: nothing is uploaded
+                raise _refusal(None, f"{err} Nothing was uploaded.") from None
+            raise
+        held: list[tuple[int | None, float]] = []
+        for token, team_hold, usd in zip(tokens, team_holds, worst, strict=True):
+            if token is None:
+                self._next_token -= 1
+                token = self._next_token
+            self._team_holds[token] = team_hold
+            self._batch_budgets[token] = team.name
+            held.append((token, usd))
+        return held
 
-    def adopt_batch_hold(self, key: str, usd: float, hold: int | None) -> int | None:
+    def team_hold_of(self, hold: int | None) -> int | None:
+        """The named budget's hold behind ``hold`` (a batch part keeps it in its manifest)."""
+        return self._team_holds.get(hold) if hold is not None else None
+
+    def adopt_batch_hold(
+        self,
+        key: str,
+        usd: float,
+        hold: int | None,
+        *,
+        team_hold: int | None = None,
+        budget: str | None = None,
+    ) -> int | None:
         """Hold again a batch part's worst case reserved by an earlier session (see
-        ``Budget.adopt``); None without a budget."""
-        if self.budget is None or usd <= 0:
-            return None
-        return self.budget.adopt(key, usd, hold)
+        ``Budget.adopt``), and take over its ``team_hold`` on the named budget ``budget``
+        (it stays in the database: this session settles or releases it, whatever budget it
+        names itself); idempotent per ``key``, None without either."""
+        token = None
+        if self.budget is not None and usd > 0:
+            token = self.budget.adopt(key, usd, hold)
+        if team_hold is None or budget is None:
+            return token
+        if token is None:
+            mine = hold is not None and self._team_holds.get(hold) == team_hold
+            token = hold if mine else self._batch_tokens.get(key)
+        if token is None:
+            self._next_token -= 1
+            token = self._next_token
+        self._batch_tokens[key] = token
+        self._team_holds[token] = team_hold
+        self._batch_budgets[token] = budget
+        return token
+
+    def end_stray_batch_holds(self, owner: str, keep: set[int]) -> None:
+        """End the named budget's holds of a batch job (``owner``: ``job:<id>``) that none of
+        its unrecorded parts ``keep`` (call with the job's lock held: its holds are then only
+        those of its parts); nothing without a team database."""
+        end = getattr(self.store, "end_holds", None)
+        if end is not None:
+            with contextlib.suppress(StoreError):  # tried again at the next refresh
+                end(owner, keep)
 
     def release(self, hold: int | None) -> None:
         """End a hold without a cost (a no-op once the call was settled)."""
         if hold is None:
             return
         team_hold = self._team_holds.pop(hold, None)
-        if team_hold is not None and self.team_budget is not None:
-            with contextlib.suppress(StoreError):  # else its lease ends it
+        named = self._batch_budgets.pop(hold, None)
+        with contextlib.suppress(StoreError):  # else its lease ends it
+            if team_hold is not None and named is not None and self.store is not None:
+                self.store.extend([], release=team_hold, budget=named)  # a batch part's
+            elif team_hold is not None and self.team_budget is not None:
                 self.team_budget.release(team_hold)
         if self.budget is not None:
             self.budget.settle(hold, None)
@@ -404,25 +459,50 @@ class Meter:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
                           released=released)  # fmt: skip
 
-    def record_batch(self, records: list[CallRecord], hold: int | None) -> None:
-        """Record one batch part's calls at once and settle its hold to their real cost."""
-        self.ledger.extend(records)
-        budget = self.budget
-        shared = budget is not None and _same(budget.shared, self.store) and hold is not None
-        released = False
+    def record_batch(
+        self,
+        records: list[CallRecord],
+        hold: int | None,
+        *,
+        budget: str | None = None,
+        once: str | None = None,
+    ) -> None:
+        """Record one batch part's calls at once and settle its hold to their real cost; a
+        job on the named budget ``budget`` is charged there, its hold on it ended, in the
+        same transaction as its rows. ``once`` (the part's key): a store that remembers it
+        writes nothing for a part recorded already, and the hold ends without a cost. A job
+        kept in the team database raises ``StoreError`` when its rows cannot be written there
+        (nothing is recorded; the next follow records them); a file's is warned about."""
+        team_hold = self._team_holds.pop(hold, None) if hold is not None else None
+        if hold is not None:
+            self._batch_budgets.pop(hold, None)
+        own = self.budget
+        shared = own is not None and _same(own.shared, self.store) and hold is not None
+        released = written = False
         if self.store is not None:
             import sqlite3  # loaded with the store already
 
             try:
-                ends = hold if shared and hold is not None and hold > 0 else None
-                self.store.extend(records, release=ends)
-                released = shared
+                if budget is not None:
+                    written = self.store.extend(
+                        records, release=team_hold, budget=budget, once=once
+                    )
+                else:  # a job on no named budget is charged to none, whoever records it
+                    ends = hold if shared and hold is not None and hold > 0 else None
+                    written = self.store.extend(records, release=ends, budget="", once=once)
+                    released = shared
+                if not written:  # recorded already, by a process that lost its manifest save
+                    records = []
             except (sqlite3.Error, StoreError) as err:
+                if isinstance(err, StoreError) and self.store.job_store() is not None:
+                    raise  # the job lives in that database: the part stays unrecorded there,
+                    # its holds are adopted again and it is recorded by the next follow
                 self.warn_log(err)
-        if budget is None:
+        self.ledger.extend(records)
+        if own is None:
             return
         cost = sum(max(r.cost_usd or 0.0, 0.0) for r in records)
-        budget.settle(hold, cost, released=released)
+        own.settle(hold, cost, released=released)
 
     def learn_answering_model(self, asked: str, answered: str) -> None:
         """Remember an endpoint answering ``asked`` with a pricier model: from then on its

@@ -1,4 +1,5 @@
-"""Team mode: the ledger, named budgets, the response cache and map checkpoints in PostgreSQL.
+"""Team mode: the ledger, named budgets, the response cache, map checkpoints and batch jobs in
+PostgreSQL.
 
 ``Session(database="postgresql://...")`` (or ``HOLYNB_DATABASE_URL``) keeps them in one
 database every process and machine of a team shares; without one, SQLite under

@@ -8,11 +8,16 @@ expired leases, then compares spent + every hold in flight + this worst case wit
 inserts the hold or refuses. A call's record, the end of its hold and its real cost added to
 ``spent_usd`` are one statement too (``TeamLog.append``), so no cost is counted twice or lost.
 A period (``"day"``, ``"month"``, UTC) starts its spending again from the ledger's calls of the
-new period.
+new period. A batch job's parts are held together (``reserve_all``) on a lease of the job's own,
+``job:<id>``, which outlives the process that made it (``JOB_HOLD_S`` from each time a session
+follows the job); each part's hold ends when its results are recorded (``TeamLog.extend``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from holynb.errors import BudgetExceededError, ConfigurationError
@@ -24,9 +29,12 @@ if TYPE_CHECKING:
     from holynb.team.database import Database
     from holynb.team.lease import Lease
 
-__all__ = ["BUDGET_COLUMNS", "TeamBudget", "budgets", "set_budget"]
+__all__ = ["BUDGET_COLUMNS", "JOB_HOLD_S", "TeamBudget", "budgets", "set_budget"]
 
 PERIODS = (None, "day", "month")
+# How long a batch job's holds last unless a session follows it (each save renews them): the
+# providers' completion window (24 h) and an hour for finalizing and downloading.
+JOB_HOLD_S = 25 * 3600.0
 BUDGET_COLUMNS = (
     "name", "limit_usd", "spent_usd", "reserved_usd", "remaining_usd", "period",
     "period_start", "calls_in_flight", "updated",
@@ -64,10 +72,55 @@ class TeamBudget:
         hold, limit, spent, held = row
         if hold is not None:
             return int(hold)
-        raise BudgetExceededError(
+        what = f"this call could cost up to {money(usd)}, so it was not sent"
+        raise self._reached(limit, spent, held, what)
+
+    def reserve_all(self, amounts: Sequence[float], *, owner: str) -> list[int]:
+        """Hold every amount (a batch job's parts at batch prices) if they fit together, else
+        ``BudgetExceededError`` and hold none: one transaction under the budget's row lock.
+        The holds hang on the lease ``owner`` (``job:<id>``), not on this process's: a batch
+        runs, and may cost, for hours after the process that made it is gone. The lease lasts
+        as long as a process's until the job's manifest is first saved (a crash before leaves
+        no holds behind for long); each save then makes it last ``JOB_HOLD_S`` from then
+        (``holynb.team.jobs``)."""
+        total = float(sum(amounts))
+        seconds = self.lease.seconds
+        with self.db.connection("reserve on the budgets of") as conn, conn.transaction():
+            conn.execute(
+                'INSERT INTO holynb_leases (id, "user", host, pid, expires)'
+                " VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')"
+                " ON CONFLICT (id) DO UPDATE SET expires = greatest(holynb_leases.expires,"
+                " EXCLUDED.expires)",
+                (owner, self.lease.user, socket.gethostname(), os.getpid(), seconds),
+            )
+            row = conn.execute(
+                "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
+                (self.name, owner, total),
+            ).fetchone()
+            if row is None:
+                raise BudgetExceededError(_unknown(self.name, self.db) + " Nothing was uploaded.")
+            hold, limit, spent, held = row
+            if hold is None:  # raised inside the transaction: the lease is not made either
+                what = f"this batch job could cost up to {money(total)} at batch prices"
+                raise self._reached(limit, spent, held, what + ", so nothing was uploaded")
+            conn.execute("DELETE FROM holynb_holds WHERE id = %s", (hold,))
+            holds = []
+            for usd in amounts:  # one per part, under the row lock holynb_reserve took
+                got = conn.execute(
+                    "INSERT INTO holynb_holds (budget, lease, usd) VALUES (%s, %s, %s)"
+                    " RETURNING id",
+                    (self.name, owner, float(usd)),
+                ).fetchone()
+                assert got is not None
+                holds.append(int(got[0]))
+        return holds
+
+    def _reached(self, limit: float, spent: float, held: float, what: str) -> BudgetExceededError:
+        """The refusal: which budget, what is spent and held, what was asked (``what``)."""
+        return BudgetExceededError(
             f"Budget {self.name!r} reached: spent {money(spent)} of {money(limit)}"
             + (f" ({money(held)} held by calls in flight)" if held > 0 else "")
-            + f"; this call could cost up to {money(usd)}, so it was not sent.",
+            + f"; {what}.",
             hint=f"Raise it with holynb.set_budget({self.name!r}, usd=...) or lower max_tokens.",
             spent_usd=float(spent),
             limit_usd=float(limit),

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from holynb.team.answers import TeamAnswers
     from holynb.team.checkpoints import TeamCheckpoint
     from holynb.team.database import Database
+    from holynb.team.jobs import TeamJobs
 
 __all__ = ["TEAM_COLUMNS", "USER_ENV", "TeamLog", "default_user"]
 
@@ -93,9 +94,9 @@ class TeamLog:
     def __repr__(self) -> str:
         return f"TeamLog({self.db.where!r}, user={self.user!r})"
 
-    def _row(self, record: CallRecord) -> tuple[Any, ...]:
+    def _row(self, record: CallRecord, budget: str | None) -> tuple[Any, ...]:
         values = tuple(getattr(record, c) for c in COLUMNS)
-        return (*values, self.user, self.notebook, self.session, self.budget)
+        return (*values, self.user, self.notebook, self.session, budget)
 
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row; with ``release`` (its budget hold) end the hold and add the
@@ -103,10 +104,11 @@ class TeamLog:
         try:
             with self.db.connection("record a call in") as conn:
                 if release is None or self.budget is None:
-                    conn.execute(_INSERT, self._row(record))
+                    conn.execute(_INSERT, self._row(record, self.budget))
                 else:
                     cost = max(record.cost_usd or 0.0, 0.0)
-                    conn.execute(_SETTLE, (*self._row(record), release, cost, self.budget))
+                    row = self._row(record, self.budget)
+                    conn.execute(_SETTLE, (*row, release, cost, self.budget))
         except StoreError as err:
             self.unwritable, self._probe_at = err, time.monotonic() + _PROBE_EVERY_S
             raise
@@ -125,19 +127,55 @@ class TeamLog:
         self.db.probe()
         self.unwritable = None
 
-    def extend(self, records: Iterable[CallRecord], *, release: int | None = None) -> None:
-        """Write several rows in one transaction (all or none)."""
-        rows = [self._row(r) for r in records]
+    def extend(
+        self,
+        records: Iterable[CallRecord],
+        *,
+        release: int | None = None,
+        budget: str | None = None,
+        once: str | None = None,
+    ) -> bool:
+        """Write several rows in one transaction (all or none). With ``release`` (a hold on
+        the named budget) end the hold and add the rows' cost to the budget in it too.
+        ``budget`` (a batch job's named budget, whoever reads its results) charges the rows
+        to that budget instead of the session's, with or without a hold still open; ``""``
+        charges them to none (a job made without a named budget). ``once`` (a batch part's
+        key) is kept in ``holynb_batch_parts`` in the same transaction: a part already
+        recorded (its manifest's save lost to a crash) writes nothing. Whether it wrote."""
+        charged = self.budget if budget is None else (budget or None)
+        rows = [self._row(r, charged) for r in records]
         with self.db.connection("record calls in") as conn, conn.transaction():
-            with conn.cursor() as cur:
-                cur.executemany(_INSERT, rows)
-            if release is not None and self.budget is not None:
-                cost = sum(max(r[COLUMNS.index("cost_usd")] or 0.0, 0.0) for r in rows)
-                conn.execute("DELETE FROM holynb_holds WHERE id = %s", (release,))
-                conn.execute(
-                    "UPDATE holynb_budgets SET spent_usd = spent_usd + %s WHERE name = %s",
-                    (cost, self.budget),
+            if once is not None:
+                first = conn.execute(
+                    "INSERT INTO holynb_batch_parts (key) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (once,),
                 )
+                if first.rowcount == 0:
+                    return False
+            if rows:
+                with conn.cursor() as cur:
+                    cur.executemany(_INSERT, rows)
+            if charged is not None and (release is not None or budget):
+                cost = sum(max(r[COLUMNS.index("cost_usd")] or 0.0, 0.0) for r in rows)
+                if release is not None:
+                    conn.execute("DELETE FROM holynb_holds WHERE id = %s", (release,))
+                conn.execute(
+                    "UPDATE holynb_budgets SET spent_usd = spent_usd + %s, updated = now()"
+                    " WHERE name = %s",
+                    (cost, charged),
+                )
+        return True
+
+    def end_holds(self, lease: str, keep: Iterable[int]) -> int:
+        """End the holds on ``lease`` (a batch job's, ``job:<id>``) other than ``keep`` (those
+        of its parts still running): what a crash between holding and sending left behind.
+        How many ended."""
+        with self.db.connection("release holds in") as conn:
+            gone = conn.execute(
+                "DELETE FROM holynb_holds WHERE lease = %s AND NOT (id = ANY(%s))",
+                (lease, list(keep)),
+            )
+            return gone.rowcount
 
     def load(self) -> list[CallRecord]:
         """Nothing: a session starts with an empty ledger (``frame`` reads the team's)."""
@@ -152,6 +190,12 @@ class TeamLog:
         from holynb.team.lease import Lease
 
         return TeamCheckpoint(self.db, name, Lease.of(self.db, self.user))
+
+    def job_store(self) -> TeamJobs:
+        """Where this session's batch jobs live: the team database, shared by every machine."""
+        from holynb.team.jobs import TeamJobs
+
+        return TeamJobs(self.db, self.user)
 
     def answer_store(self) -> TeamAnswers:
         """The team's shared response cache (``cache=True`` with a database)."""

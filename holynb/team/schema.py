@@ -9,7 +9,10 @@ Tables (all prefixed ``holynb_``): ``calls`` (the ledger: every call of every us
 ``user``, ``notebook``, ``session`` and ``budget``), ``budgets`` (named limits: ``limit_usd``,
 ``spent_usd`` in the current ``period``), ``leases`` (one per process, renewed by a heartbeat)
 and ``holds`` (a call's worst case in flight, tied to a lease), ``answers`` (the shared cache),
-``items`` (shared map checkpoints: one row per request key per job, claimed under a lease).
+``items`` (shared map checkpoints: one row per request key per job, claimed under a lease),
+``jobs`` (batch jobs: a manifest's JSON and the request lines, who made it and when; their
+budget holds hang on a lease ``job:<id>`` of their own) and ``batch_parts`` (the key of each
+batch part whose results are in the ledger, written with them: each is recorded once).
 """
 
 from __future__ import annotations
@@ -151,6 +154,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE holynb_calls ADD COLUMN service_tier text;
     ALTER TABLE holynb_calls ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0;
     ALTER TABLE holynb_calls ADD COLUMN cache_ttl text;
+    """,
+    # 6: batch jobs (their manifests and request lines), shared by every machine
+    """
+    CREATE TABLE holynb_jobs (
+        id text PRIMARY KEY,
+        "user" text NOT NULL,
+        created timestamptz NOT NULL DEFAULT now(),
+        updated timestamptz NOT NULL DEFAULT now(),
+        manifest text,
+        requests bytea
+    );
+    CREATE INDEX holynb_jobs_created ON holynb_jobs (created, id);
+    CREATE TABLE holynb_batch_parts (
+        key text PRIMARY KEY,
+        recorded timestamptz NOT NULL DEFAULT now()
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
