@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,8 @@ from holynb.errors import (
     ImageError,
     RateLimitError,
     ServerError,
+    StoreError,
+    StoreWarning,
 )
 from holynb.ledger import CallRecord
 from holynb.prompts import PromptSet, prompt_error, prompt_text, read_prompts
@@ -719,21 +722,22 @@ class BatchJob:
         requests = self._manifest.read_requests() if progress else []
         spend = Spend(row_worst(self.meter.bounds, requests))
         read: set[int] = set()  # the parts whose rows are in spend.costs
+        unrecorded = False  # said once that the ledger could not take them
+        if progress:
+            self._show(bar, spend, read)  # the most it can cost, before the first poll
         try:
             while True:
                 with contextlib.suppress(*_TRANSIENT):  # a failed poll: the next one will tell
                     self.refresh()
                     ended = {i for i, p in enumerate(self._manifest.parts) if p.status in FINAL}
                     if ended - read:  # read what ended: its rows enter the ledger now
-                        spend.costs.update(default_loop().run(self._read_ended(ended - read)))
-                        read |= ended
-                c = self.counts
-                bar.total = c.total
-                bar.n = c.completed + c.failed
+                        try:
+                            spend.costs.update(default_loop().run(self._read_ended(ended - read)))
+                            read |= ended
+                        except StoreError as err:  # held and unrecorded: results() tries again
+                            unrecorded = unrecorded or _warn_unrecorded(self.id, err)
                 if progress:
-                    parts = self._manifest.parts
-                    money = spend.postfix(r for p in parts if p.status not in FINAL for r in p.rows)
-                    bar.set_postfix_str(f"{self.status}, {c.failed} failed, {money}", refresh=True)
+                    self._show(bar, spend, read)
                 if self.done:
                     return self
                 stuck = self._unfindable()
@@ -757,6 +761,15 @@ class BatchJob:
             return self
         finally:
             bar.close()
+
+    def _show(self, bar: Any, spend: Spend, read: set[int]) -> None:
+        """Where the job stands on ``wait``'s bar: requests finished, status, money (the
+        rows of the parts not ``read`` yet count at their worst)."""
+        c = self.counts
+        bar.total, bar.n = c.total, c.completed + c.failed
+        parts = enumerate(self._manifest.parts)
+        money = spend.postfix(r for i, p in parts if i not in read for r in p.rows)
+        bar.set_postfix_str(f"{self.status}, {c.failed} failed, {money}", refresh=True)
 
     def _unfindable(self) -> str | None:
         """Why waiting could never end, or None: every unfinished part is a Message Batch whose
@@ -885,7 +898,7 @@ class BatchJob:
     async def _read_ended(self, parts: set[int]) -> dict[int, float | None]:
         """The cost of each row of ``parts`` (positions of parts that ended), those parts
         entered in the ledger once (as ``results`` does)."""
-        async with job_lock(self.id):
+        async with self._manifest.lock():
             self._reload()
             return (await self._outcomes(only=parts))[2]
 
@@ -1077,6 +1090,17 @@ def _update(part: Part, batch: dict[str, Any], *, created: bool = False) -> None
 def _count(value: Any) -> int:
     """A request count from the provider (0 for anything that is not a count)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _warn_unrecorded(job_id: str, err: StoreError) -> bool:
+    warnings.warn(
+        f"The parts of job {job_id} that ended could not be entered in the ledger ({err}); "
+        "they stay unrecorded and held, and job.results() records them once it can. "
+        "Waiting goes on.",
+        StoreWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def job_status(parts: list[Part]) -> str:
