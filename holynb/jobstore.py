@@ -43,6 +43,11 @@ class JobStore(Protocol):
 
     where: str  # how messages name the store ("HOLYNB_HOME" or the database, no password)
 
+    @property
+    def user(self) -> str | None:
+        """Who its new jobs are made by (a team database's user; None: one machine)."""
+        ...
+
     def lock(self, job_id: str) -> AbstractAsyncContextManager[None]:
         """Hold the job's lock (across objects, processes and, for a database, machines),
         waiting without blocking the loop; a process that dies lets go of it."""

@@ -110,6 +110,14 @@ def test_a_job_made_on_one_machine_is_attached_followed_and_read_on_another(
     assert key not in manifest and key.encode() not in bytes(lines)  # the key is never stored
 
 
+def test_the_job_list_says_which_teammate_made_each_job(
+    srv: Any, pg_url: str, tmp_path: Path
+) -> None:
+    job_id = _create(srv, pg_url, tmp_path / "elsewhere", HOLYNB_USER="bob")
+    listed = session_for(srv, database=pg_url, user="alice").batches()
+    assert listed.set_index("job_id").loc[job_id, "user"] == "bob"
+
+
 def test_each_part_is_recorded_once_when_two_machines_follow_at_once(
     srv: Any, pg_url: str, tmp_path: Path
 ) -> None:

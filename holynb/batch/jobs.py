@@ -265,6 +265,7 @@ class BatchJob:
             api=caller.settings.api,
             offline_in_process=offline_server_token(caller.base_url) is not None,
             budget=meter.team_budget.name if meter.team_budget is not None else None,
+            user=store.user,
             store=store,
         )
         job = cls(caller, manifest, schema)
@@ -1163,6 +1164,7 @@ def jobs_frame(core: Core | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "job_id": m.id,
+                "user": m.user,
                 "created_at": m.created_at,
                 "base_url": m.base_url,
                 "model": m.model,
@@ -1174,7 +1176,7 @@ def jobs_frame(core: Core | None = None) -> pd.DataFrame:
                 "followable": not server_gone(m),
             }
         )
-    columns = ["job_id", "created_at", "base_url", "model", "status", "requests", "parts"]
+    columns = ["job_id", "user", "created_at", "base_url", "model", "status", "requests", "parts"]
     return (
         pd.DataFrame(rows, columns=[*columns, "completed", "failed", "followable"])
         .iloc[::-1]

@@ -82,6 +82,7 @@ class FileJobs:
     """
 
     where = "HOLYNB_HOME"
+    user: str | None = None  # one machine's jobs are its user's
 
     def __repr__(self) -> str:
         return f"FileJobs({str(batches_dir())!r})"
@@ -209,6 +210,7 @@ class Manifest:
     version: int = VERSION
     api: str = "openai"  # the wire format: "anthropic" for Message Batches
     budget: str | None = None  # the named budget (team database) its parts are held on
+    user: str | None = None  # who made it, in a team database
     # where it is kept: not part of its JSON
     store: JobStore = field(default_factory=FileJobs, repr=False, compare=False)
 
