@@ -37,6 +37,7 @@ __all__ = ["LOG_PATH_ENV", "LedgerLog", "LedgerStore", "default_log_path", "fore
 LOG_PATH_ENV = "HOLYNB_LOG_PATH"
 TABLE = "calls"
 HOLDS = "holds"
+PARTS = "batch_parts"
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -148,11 +149,18 @@ def _m004_cheaper_paths(db: sqlite3.Connection) -> None:
     db.execute(f"ALTER TABLE {TABLE} ADD COLUMN cache_ttl TEXT")
 
 
+def _m005_batch_parts(db: sqlite3.Connection) -> None:
+    # the batch parts whose rows this file holds, written with them: a part whose manifest
+    # save was lost after its rows were written is not written twice
+    db.execute(f"CREATE TABLE {PARTS} (key TEXT PRIMARY KEY, recorded TEXT NOT NULL)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_calls,
     _m002_cache_columns,
     _m003_holds,
     _m004_cheaper_paths,
+    _m005_batch_parts,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -319,8 +327,8 @@ class LedgerStore(SQLiteFile):
     ) -> bool:
         """Write several records in one transaction (all or none), ending the hold
         ``release`` in the same transaction; True. ``budget``: named budgets live in a team
-        database only, so a file refuses one. ``once`` is not kept here: a file's batch jobs
-        rely on their manifest's ``recorded``, saved under the job's lock."""
+        database only, so a file refuses one. ``once`` (a batch part's key) is kept with the
+        rows: a part this file holds already is not written again (False; the hold ends)."""
         if budget:
             raise ConfigurationError(
                 f"The named budget {budget!r} lives in a team database, not in {self.path}."
@@ -330,6 +338,12 @@ class LedgerStore(SQLiteFile):
             db.execute("BEGIN IMMEDIATE")
             try:
                 first = self._max_id(db) + 1
+                written = True
+                if once is not None:
+                    stamp = datetime.now(UTC).isoformat()
+                    new = db.execute(f"INSERT OR IGNORE INTO {PARTS} VALUES (?, ?)", (once, stamp))
+                    written = new.rowcount > 0  # else this file holds that part already
+                    rows = rows if written else []
                 db.executemany(_INSERT, rows)
                 if release is not None:
                     db.execute(f"DELETE FROM {HOLDS} WHERE id = ?", (release,))
@@ -339,7 +353,7 @@ class LedgerStore(SQLiteFile):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        return True
+        return written
 
     def load(self) -> list[CallRecord]:
         """Every record in the file, oldest first."""

@@ -191,3 +191,28 @@ def test_resubmitting_failed_rows_is_refused_when_their_worst_case_does_not_fit(
         with pytest.raises(holynb.BudgetExceededError):
             job.resubmit_failed()
         assert uploads(srv) == before
+
+
+def test_a_part_whose_manifest_save_was_lost_is_not_recorded_again_in_its_log(srv, tmp_path):
+    import json
+    import sqlite3
+
+    log = tmp_path / "calls.sqlite"
+    with holynb.Session(
+        base_url=srv.base_url, model="local/echo", prices=PRICES, budget_usd=1.0, log_path=log
+    ) as s:
+        job = s.batch(["a", "b", "c"], max_tokens=20, max_requests_per_file=2)
+        job.wait(poll_s=0.01, progress=False).results()
+    (path,) = (Path(holynb.batch.manifest.batches_dir()) / job.id).glob("manifest.json")
+    manifest = json.loads(path.read_text())
+    for part in manifest["parts"]:  # a crash between the ledger's write and the manifest's
+        part["recorded"] = False
+    path.write_text(json.dumps(manifest))
+    with holynb.Session(
+        base_url=srv.base_url, model="local/echo", prices=PRICES, budget_usd=1.0, log_path=log
+    ) as s:
+        assert holynb.BatchJob.attach(s, job.id).results()["ok"].all()
+        assert s.meter.budget.reserved_usd == pytest.approx(0.0)  # its holds ended
+    with sqlite3.connect(log) as db:
+        (rows,) = db.execute("SELECT count(*) FROM calls WHERE tag = ?", (job.id,)).fetchone()
+    assert rows == 3
