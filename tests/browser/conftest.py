@@ -179,6 +179,10 @@ def page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.dialogs = dialogs
+    # JupyterLab may ask for the kernel while it is still listing kernelspecs (a race in Lab
+    # itself, seen once under load): keep the notebook's own, as a reader would
+    chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
+    page.add_locator_handler(chooser, lambda dialog: dialog.locator(".jp-mod-accept").first.click())
     try:
         yield page
     finally:
