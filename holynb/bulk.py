@@ -390,6 +390,7 @@ class MapRun:
             raise
         finally:
             if self.shared:
+                self.checkpoint.flush()  # the answers stored before claims of others are freed
                 with contextlib.suppress(HolynbError):  # else the lease ends the claims
                     self.checkpoint.release_mine()
             self._close_bar()
@@ -398,15 +399,19 @@ class MapRun:
 
     def _claimed(self, positions: list[int], keys: list[str | None]) -> Iterator[int]:
         # Positions of items this process claimed in a shared job, a few claims at a time
-        # (one statement each); ends when nothing is left open to claim.
+        # (one statement each, over the next few keys: not the whole run's); ends when nothing
+        # is left open to claim.
         by_key = {keys[i]: i for i in positions}
         left = [k for k in by_key if k is not None]
+        limit = self.concurrency
         while left:
-            got = self.checkpoint.claim(left, self.concurrency)
-            if not got:
-                return
-            taken = set(got)
-            left = [k for k in left if k not in taken]
+            window = left[: 4 * limit]
+            got = self.checkpoint.claim(window, limit)
+            if len(got) < limit:  # every open item of the window is claimed now
+                left = left[len(window) :]
+            else:
+                taken = set(got)
+                left = [k for k in left if k not in taken]
             for key in got:
                 yield by_key[key]
 
@@ -482,7 +487,10 @@ class MapRun:
             return
         self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
-            self.checkpoint.keep(key, result)
+            if self.shared:  # stored while the next calls go out; flushed before the end
+                self.checkpoint.keep_soon(key, result)
+            else:
+                self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         if result.cost_usd is None and (

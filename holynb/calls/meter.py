@@ -14,10 +14,12 @@ hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -213,6 +215,37 @@ class Meter:
         """Hold the call's worst-case cost against the budget and the named budget (None:
         neither); refuse a call whose worst case is unknown (no price, no bound on the answer)
         or does not fit either of them."""
+        hold, worst = self._hold_own(body)
+        team = self.team_budget
+        if team is None or worst is None:
+            return hold
+        try:
+            team_hold = team.reserve(worst)
+        except BaseException as err:
+            raise self._unhold(hold, err) from None
+        return self._with_team_hold(hold, team_hold)
+
+    async def areserve(self, body: dict[str, Any]) -> int | None:
+        """``reserve`` for an event loop: the named budget's statement runs while the loop
+        serves other calls (with several in flight, their reservations go together)."""
+        hold, worst = self._hold_own(body)
+        team = self.team_budget
+        if team is None or worst is None:
+            return hold
+        pending = team.reserve_soon(worst)
+        try:
+            team_hold = await asyncio.shield(asyncio.wrap_future(pending))
+        except asyncio.CancelledError:
+            self.release(hold)
+            pending.add_done_callback(_release_when_held(team))  # held after all: ended
+            raise
+        except BaseException as err:
+            raise self._unhold(hold, err) from None
+        return self._with_team_hold(hold, team_hold)
+
+    def _hold_own(self, body: dict[str, Any]) -> tuple[int | None, float | None]:
+        # The session's own hold, and the worst case the named budget is to hold (None: no
+        # named budget, or nothing to hold).
         budget, team = self.budget, self.team_budget
         check = getattr(self.store, "check_writable", None)
         if check is not None:  # a team database that lost a record: send nothing more
@@ -221,21 +254,22 @@ class Meter:
             except StoreError as err:
                 raise _refusal(budget, f"{err} This call was not sent.") from None
         if budget is None and team is None:
-            return None
+            return None, None
         try:
             worst = self.bounds.usd(body)
         except UnboundedCall as err:
             raise _refusal(budget, str(err)) from None
         hold = self._reserve_own(budget, worst) if budget is not None else None
-        if team is None:
-            return hold
-        try:
-            team_hold = team.reserve(worst)
-        except BaseException as err:
-            self.release(hold)
-            if isinstance(err, StoreError):  # the database is away: nothing unrecorded is sent
-                raise _refusal(None, f"{err} This call was not sent.") from None
-            raise
+        return hold, (worst if team is not None else None)
+
+    def _unhold(self, hold: int | None, err: BaseException) -> BaseException:
+        # The named budget refused or could not answer: the own hold ends; what to raise.
+        self.release(hold)
+        if isinstance(err, StoreError):  # the database is away: nothing unrecorded is sent
+            return _refusal(None, f"{err} This call was not sent.")
+        return err
+
+    def _with_team_hold(self, hold: int | None, team_hold: int) -> int:
         if hold is None:
             self._next_token -= 1
             hold = self._next_token
@@ -336,11 +370,33 @@ class Meter:
         batch: bool = False,
     ) -> ChatResult:
         """Price an answered call, record it and settle its hold; the priced result."""
+        result, record = self._priced(result, body, kind, tag, batch)
+        self.append(record, hold, asked=body["model"])
+        return result
+
+    async def arecord(
+        self,
+        result: ChatResult,
+        body: dict[str, Any],
+        *,
+        kind: str,
+        tag: str | None,
+        hold: int | None,
+        batch: bool = False,
+    ) -> ChatResult:
+        """``record`` for an event loop: it returns once the row is written, and the loop
+        serves other calls while a team database writes it."""
+        result, record = self._priced(result, body, kind, tag, batch)
+        await self.aappend(record, hold, asked=body["model"])
+        return result
+
+    def _priced(
+        self, result: ChatResult, body: dict[str, Any], kind: str, tag: str | None, batch: bool
+    ) -> tuple[ChatResult, CallRecord]:
         result = self.price(result, body, batch)
         self.learn_answering_model(body["model"], result.model)
-        self.append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
         self.last_result = result
-        return result
+        return result, CallRecord.from_result(result, kind=kind, tag=tag)
 
     def record_failure(
         self,
@@ -387,22 +443,52 @@ class Meter:
         """Record one call: the ledger, the log (ending its budget hold in the same write when
         the budget is shared through it) and the budget. ``asked`` is the model the call asked
         for, to say why a call cost more than its hold."""
+        pending = self._append(record, hold, asked)
+        if pending is not None:
+            try:
+                pending.result()
+            except StoreError as err:
+                self.warn_log(err)
+
+    async def aappend(
+        self, record: CallRecord, hold: int | None, *, asked: str | None = None
+    ) -> None:
+        """``append`` for an event loop: a team database's row is awaited, not waited for (a
+        cancelled caller leaves it to be written all the same)."""
+        pending = self._append(record, hold, asked)
+        if pending is not None:
+            try:
+                await asyncio.shield(asyncio.wrap_future(pending))
+            except StoreError as err:
+                self.warn_log(err)
+
+    def _append(
+        self, record: CallRecord, hold: int | None, asked: str | None
+    ) -> Future[None] | None:
+        # Everything but waiting for a team database's row: its write, to wait for (or None).
         self.ledger.append(record)
         budget = self.budget
         released = False
+        pending: Future[None] | None = None
         team_hold = self._team_holds.pop(hold, None) if hold is not None else None
-        if self.store is not None:
-            import sqlite3  # loaded with the store already
+        store = self.store
+        if store is not None:
+            soon = getattr(store, "append_soon", None)
+            if soon is not None:  # a team database: a named budget's hold ends with the row
+                pending = soon(record, release=team_hold)
+            else:
+                import sqlite3  # loaded with the store already
 
-            shared = budget is not None and _same(budget.shared, self.store) and hold is not None
-            try:  # a named budget's hold ends with the row, its cost counted (TeamLog)
-                self.store.append(record, release=team_hold or (hold if shared else None))
-                released = shared
-            except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
-                self.warn_log(err)
+                shared = budget is not None and _same(budget.shared, store) and hold is not None
+                try:
+                    store.append(record, release=hold if shared else None)
+                    released = shared
+                except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
+                    self.warn_log(err)
         if budget is not None and hold is not None:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
                           released=released)  # fmt: skip
+        return pending
 
     def record_batch(self, records: list[CallRecord], hold: int | None) -> None:
         """Record one batch part's calls at once and settle its hold to their real cost."""
@@ -448,6 +534,16 @@ class Meter:
             LogWriteWarning,
             stacklevel=5,
         )
+
+
+def _release_when_held(team: TeamBudget) -> Callable[[Future[int]], None]:
+    # For a reservation whose caller was cancelled before it was answered: end the hold.
+    def done(future: Future[int]) -> None:
+        if future.exception() is None:
+            with contextlib.suppress(StoreError):  # else its lease ends it
+                team.release(future.result())
+
+    return done
 
 
 def _same(a: object, b: object) -> bool:

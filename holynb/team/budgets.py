@@ -5,17 +5,21 @@
 ``budget_usd`` if set: both apply). Each call's worst case is reserved by one statement,
 ``holynb_reserve`` (``holynb.team.schema``): under the budget's row lock it drops the holds of
 expired leases, then compares spent + every hold in flight + this worst case with the limit and
-inserts the hold or refuses. A call's record, the end of its hold and its real cost added to
-``spent_usd`` are one statement too (``TeamLog.append``), so no cost is counted twice or lost.
-A period (``"day"``, ``"month"``, UTC) starts its spending again from the ledger's calls of the
-new period.
+inserts the hold or refuses. Reservations asked while one runs go together in the next
+statement (``holynb.team.group_commit``: the function once per hold, in order, under the same
+row lock), and ``reserve_soon`` lets an event loop await its hold. A call's record, the end
+of its hold and its real cost added to ``spent_usd`` are one statement too (``TeamLog.append``),
+so no cost is counted twice or lost. A period (``"day"``, ``"month"``, UTC) starts its spending
+again from the ledger's calls of the new period.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from holynb.errors import BudgetExceededError, ConfigurationError
+from holynb.team.group_commit import GroupCommit
 from holynb.units import money
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ class TeamBudget:
         self.db = db
         self.name = name
         self.lease = lease
+        self._holds: GroupCommit[float, int] = GroupCommit(self._reserve, "holynb-budget")
         with db.connection("read the budgets of") as conn:
             found = conn.execute("SELECT 1 FROM holynb_budgets WHERE name = %s", (name,))
             if found.fetchone() is None:
@@ -52,19 +57,33 @@ class TeamBudget:
     def reserve(self, usd: float) -> int:
         """Hold ``usd`` for a call about to be sent; ``BudgetExceededError`` (nothing held)
         when spent, the holds in flight and ``usd`` together would pass the limit."""
+        return self.reserve_soon(usd).result()
+
+    def reserve_soon(self, usd: float) -> Future[int]:
+        """``reserve`` without waiting: the future has the hold, or the refusal (or the
+        ``StoreError``); reservations asked meanwhile are made in the same statement."""
+        return self._holds.submit(float(usd))
+
+    def _reserve(self, amounts: list[float]) -> list[int | BaseException]:
         with self.db.connection("reserve on the budgets of") as conn:
-            row = conn.execute(
-                "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
-                (self.name, self.lease.id, float(usd)),
-            ).fetchone()
-        if row is None:
-            raise BudgetExceededError(
-                _unknown(self.name, self.db) + " This call was not sent.",
-            )
+            if len(amounts) == 1:
+                rows = [
+                    conn.execute(
+                        "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
+                        (self.name, self.lease.id, amounts[0]),
+                    ).fetchone()
+                ]
+            else:
+                rows = conn.execute(_RESERVE_MANY, (amounts, self.name, self.lease.id)).fetchall()
+        return [self._answer(row, usd) for row, usd in zip(rows, amounts, strict=True)]
+
+    def _answer(self, row: Any, usd: float) -> int | BaseException:
+        if row is None or row[1] is None:  # the function found no budget of that name
+            return BudgetExceededError(_unknown(self.name, self.db) + " This call was not sent.")
         hold, limit, spent, held = row
         if hold is not None:
             return int(hold)
-        raise BudgetExceededError(
+        return BudgetExceededError(
             f"Budget {self.name!r} reached: spent {money(spent)} of {money(limit)}"
             + (f" ({money(held)} held by calls in flight)" if held > 0 else "")
             + f"; this call could cost up to {money(usd)}, so it was not sent.",
@@ -77,6 +96,16 @@ class TeamBudget:
         """End a hold without a cost (a no-op once it has ended)."""
         with self.db.connection("release a hold in") as conn:
             conn.execute("DELETE FROM holynb_holds WHERE id = %s", (hold,))
+
+
+# Several reservations in one statement: holynb_reserve once per amount, in order. Each call
+# of the (volatile) function sees the holds the ones before it made; the budget's row lock,
+# taken by the first, is held until the statement commits.
+_RESERVE_MANY = (
+    "SELECT r.o_hold, r.o_limit, r.o_spent, r.o_held"
+    " FROM unnest(%s::double precision[]) WITH ORDINALITY AS u(usd, n)"
+    " LEFT JOIN LATERAL holynb_reserve(%s, %s, u.usd) AS r ON true ORDER BY u.n"
+)
 
 
 def _unknown(name: str, db: Database) -> str:
