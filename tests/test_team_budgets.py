@@ -389,3 +389,32 @@ def test_rows_of_calls_that_end_while_one_is_written_go_in_one_statement(
     budget = _budget(pg_url, "busy")
     assert budget["reserved_usd"] == 0
     assert budget["spent_usd"] == pytest.approx(s.total_cost_usd)
+
+
+def test_reservations_made_together_are_checked_in_order_each_as_if_alone(pg_url: str) -> None:
+    import psycopg
+
+    from holynb.team.database import Database
+    from holynb.team.lease import Lease
+
+    holynb.set_budget("small", usd=0.05, database=pg_url)
+    lease = Lease(Database.of(pg_url), "alice")
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT o_hold, o_held FROM holynb_reserve_many('small', %s, %s::float8[])",
+                (lease.id, [0.02, 0.02, 0.02, 0.005, 0.01]),
+            ).fetchall()
+            held = [hold is not None for hold, _ in rows]
+            assert held == [True, True, False, True, False]  # 0.045 of 0.05 held, in order
+            assert [h for _, h in rows] == pytest.approx([0, 0.02, 0.04, 0.04, 0.045])
+            row = conn.execute("SELECT sum(usd) FROM holynb_holds WHERE budget = 'small'")
+            found = row.fetchone()
+            assert found is not None and found[0] == pytest.approx(0.045)
+            none = conn.execute(
+                "SELECT count(*) FROM holynb_reserve_many('nope', %s, %s::float8[])",
+                (lease.id, [0.01]),
+            ).fetchone()
+            assert none is not None and none[0] == 0  # no such budget: no rows
+    finally:
+        lease.stop()

@@ -3,14 +3,14 @@
 ``set_budget("research", usd=500, database=URL, period="month")`` makes or changes one;
 ``Session(database=URL, budget="research")`` charges every call to it (and to the session's own
 ``budget_usd`` if set: both apply). Each call's worst case is reserved by one statement,
-``holynb_reserve`` (``holynb.team.schema``): under the budget's row lock it drops the holds of
-expired leases, then compares spent + every hold in flight + this worst case with the limit and
-inserts the hold or refuses. Reservations asked while one runs go together in the next
-statement (``holynb.team.group_commit``: the function once per hold, in order, under the same
-row lock), and ``reserve_soon`` lets an event loop await its hold. A call's record, the end
-of its hold and its real cost added to ``spent_usd`` are one statement too (``TeamLog.append``),
-so no cost is counted twice or lost. A period (``"day"``, ``"month"``, UTC) starts its spending
-again from the ledger's calls of the new period.
+``holynb_reserve_many`` (``holynb.team.schema``): under the budget's row lock it drops the holds
+of expired leases, then compares spent + every hold in flight + this worst case with the limit
+and inserts the hold or refuses. Reservations asked while one runs go together in the next
+statement (``holynb.team.group_commit``: the amounts in order, each checked as if alone, after
+the ones before it), and ``reserve_soon`` lets an event loop await its hold. A call's record,
+the end of its hold and its real cost added to ``spent_usd`` are one statement too
+(``TeamLog.append``), so no cost is counted twice or lost. A period (``"day"``, ``"month"``,
+UTC) starts its spending again from the ledger's calls of the new period.
 """
 
 from __future__ import annotations
@@ -66,15 +66,13 @@ class TeamBudget:
 
     def _reserve(self, amounts: list[float]) -> list[int | BaseException]:
         with self.db.connection("reserve on the budgets of") as conn:
-            if len(amounts) == 1:
-                rows = [
-                    conn.execute(
-                        "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
-                        (self.name, self.lease.id, amounts[0]),
-                    ).fetchone()
-                ]
-            else:
-                rows = conn.execute(_RESERVE_MANY, (amounts, self.name, self.lease.id)).fetchall()
+            rows = conn.execute(
+                "SELECT o_hold, o_limit, o_spent, o_held"
+                " FROM holynb_reserve_many(%s, %s, %s::double precision[])",
+                (self.name, self.lease.id, amounts),
+            ).fetchall()
+        if not rows:  # the function found no budget of that name
+            rows = [None] * len(amounts)
         return [self._answer(row, usd) for row, usd in zip(rows, amounts, strict=True)]
 
     def _answer(self, row: Any, usd: float) -> int | BaseException:
@@ -96,16 +94,6 @@ class TeamBudget:
         """End a hold without a cost (a no-op once it has ended)."""
         with self.db.connection("release a hold in") as conn:
             conn.execute("DELETE FROM holynb_holds WHERE id = %s", (hold,))
-
-
-# Several reservations in one statement: holynb_reserve once per amount, in order. Each call
-# of the (volatile) function sees the holds the ones before it made; the budget's row lock,
-# taken by the first, is held until the statement commits.
-_RESERVE_MANY = (
-    "SELECT r.o_hold, r.o_limit, r.o_spent, r.o_held"
-    " FROM unnest(%s::double precision[]) WITH ORDINALITY AS u(usd, n)"
-    " LEFT JOIN LATERAL holynb_reserve(%s, %s, u.usd) AS r ON true ORDER BY u.n"
-)
 
 
 def _unknown(name: str, db: Database) -> str:
