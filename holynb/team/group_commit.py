@@ -59,11 +59,15 @@ class GroupCommit(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         """Queue ``item``; its future has ``write``'s result for it once its group is written."""
         future: Future[R] = _Pending()
+        if self._pid != os.getpid():  # a forked child: what waits is the parent's to write
+            self._pid = os.getpid()
+            self._waiting, self._thread = [], None
+            self._lock = threading.Lock()
+            self._wake = threading.Condition(self._lock)
         with self._lock:
             self._waiting.append((item, future))
             thread = self._thread
-            if thread is None or self._pid != os.getpid() or not thread.is_alive():
-                self._pid = os.getpid()
+            if thread is None or not thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             else:
