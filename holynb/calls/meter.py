@@ -4,8 +4,9 @@ One ``Meter`` per session holds the prices, the budget, the ledger and the ledge
 path that can spend goes through it: ``reserve`` (one call's worst case, refused when it does
 not fit or cannot be bounded), ``hold_batch`` (a batch job's parts, checked together with
 nothing sent), ``record`` / ``record_failure`` / ``record_batch`` (the real cost, settling the
-hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping is
-``holynb.budget``.
+hold). ``areserve`` / ``arecord`` are the same for an event loop (the Caller's): with a team
+database the loop serves other calls while the database answers. The worst case itself is
+``holynb.worst_case``; the budget's bookkeeping is ``holynb.budget``.
 
 >>> meter = Meter(PriceTable.default(url, None), "openai")
 >>> hold = meter.reserve(body)            # None without a budget
