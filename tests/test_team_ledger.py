@@ -245,7 +245,8 @@ def _summary_in_pandas(team: Any) -> Any:
     rows = []
     for user, group in team.groupby("user", sort=True):
         hit = group["cache_hit"]
-        stopped = int((~group["ok"] & group["error"].fillna("").str.startswith("Interrupted")).sum())
+        interrupted = group["error"].fillna("").str.startswith("Interrupted")
+        stopped = int((~group["ok"] & interrupted).sum())
         ok = int(group["ok"].sum())
         ended = len(group) - stopped
         latency = group.loc[group["ok"] & ~hit, "latency_ms"].dropna()
