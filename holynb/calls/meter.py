@@ -20,9 +20,8 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from holynb.budget import Budget, BudgetOvershootWarning
 from holynb.errors import (
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from holynb.prices import PriceTable
     from holynb.store import LedgerLog
     from holynb.team.budgets import TeamBudget
+    from holynb.team.ledger import TeamLog
 
 __all__ = ["LogWriteWarning", "Meter"]
 
@@ -233,12 +233,10 @@ class Meter:
         team = self.team_budget
         if team is None or worst is None:
             return hold
-        pending = team.reserve_soon(worst)
         try:
-            team_hold = await asyncio.shield(asyncio.wrap_future(pending))
+            team_hold = await team.areserve(worst)  # if it lands after a cancel, it ends
         except asyncio.CancelledError:
             self.release(hold)
-            pending.add_done_callback(_release_when_held(team))  # held after all: ended
             raise
         except BaseException as err:
             raise self._unhold(hold, err) from None
@@ -444,10 +442,10 @@ class Meter:
         """Record one call: the ledger, the log (ending its budget hold in the same write when
         the budget is shared through it) and the budget. ``asked`` is the model the call asked
         for, to say why a call cost more than its hold."""
-        pending = self._append(record, hold, asked)
-        if pending is not None:
+        team, team_hold = self._append(record, hold, asked)
+        if team is not None:
             try:
-                pending.result()
+                team.append(record, release=team_hold)
             except StoreError as err:
                 self.warn_log(err)
 
@@ -456,27 +454,26 @@ class Meter:
     ) -> None:
         """``append`` for an event loop: a team database's row is awaited, not waited for (a
         cancelled caller leaves it to be written all the same)."""
-        pending = self._append(record, hold, asked)
-        if pending is not None:
+        team, team_hold = self._append(record, hold, asked)
+        if team is not None:
             try:
-                await asyncio.shield(asyncio.wrap_future(pending))
+                await team.aappend(record, release=team_hold)
             except StoreError as err:
                 self.warn_log(err)
 
     def _append(
         self, record: CallRecord, hold: int | None, asked: str | None
-    ) -> Future[None] | None:
-        # Everything but waiting for a team database's row: its write, to wait for (or None).
+    ) -> tuple[TeamLog | None, int | None]:
+        # Everything but a team database's row: its log and the hold its row ends, to write.
         self.ledger.append(record)
         budget = self.budget
         released = False
-        pending: Future[None] | None = None
         team_hold = self._team_holds.pop(hold, None) if hold is not None else None
         store = self.store
+        team: TeamLog | None = None
         if store is not None:
-            soon = getattr(store, "append_soon", None)
-            if soon is not None:  # a team database: a named budget's hold ends with the row
-                pending = soon(record, release=team_hold)
+            if _is_team_log(store):  # a named budget's hold ends with the row
+                team = store
             else:
                 import sqlite3  # loaded with the store already
 
@@ -489,7 +486,7 @@ class Meter:
         if budget is not None and hold is not None:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
                           released=released)  # fmt: skip
-        return pending
+        return team, team_hold
 
     def record_batch(self, records: list[CallRecord], hold: int | None) -> None:
         """Record one batch part's calls at once and settle its hold to their real cost."""
@@ -537,14 +534,8 @@ class Meter:
         )
 
 
-def _release_when_held(team: TeamBudget) -> Callable[[Future[int]], None]:
-    # For a reservation whose caller was cancelled before it was answered: end the hold.
-    def done(future: Future[int]) -> None:
-        if future.exception() is None:
-            with contextlib.suppress(StoreError):  # else its lease ends it
-                team.release(future.result())
-
-    return done
+def _is_team_log(store: object) -> TypeGuard[TeamLog]:
+    return hasattr(store, "aappend")  # holynb.team.ledger.TeamLog (not imported without one)
 
 
 def _same(a: object, b: object) -> bool:

@@ -7,7 +7,7 @@
 of expired leases, then compares spent + every hold in flight + this worst case with the limit
 and inserts the hold or refuses. Reservations asked while one runs go together in the next
 statement (``holynb.team.group_commit``: the amounts in order, each checked as if alone, after
-the ones before it), and ``reserve_soon`` lets an event loop await its hold. A call's record,
+the ones before it), and ``areserve`` lets a task await its hold. A call's record,
 the end of its hold and its real cost added to ``spent_usd`` are one statement too
 (``TeamLog.append``), so no cost is counted twice or lost. A period (``"day"``, ``"month"``,
 UTC) starts its spending again from the ledger's calls of the new period.
@@ -15,10 +15,11 @@ UTC) starts its spending again from the ledger's calls of the new period.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
-from holynb.errors import BudgetExceededError, ConfigurationError
+from holynb.errors import BudgetExceededError, ConfigurationError, StoreError
 from holynb.team.group_commit import GroupCommit
 from holynb.units import money
 
@@ -57,12 +58,22 @@ class TeamBudget:
     def reserve(self, usd: float) -> int:
         """Hold ``usd`` for a call about to be sent; ``BudgetExceededError`` (nothing held)
         when spent, the holds in flight and ``usd`` together would pass the limit."""
-        return self.reserve_soon(usd).result()
+        return self._holds.submit(float(usd)).result()
 
-    def reserve_soon(self, usd: float) -> Future[int]:
-        """``reserve`` without waiting: the future has the hold, or the refusal (or the
-        ``StoreError``); reservations asked meanwhile are made in the same statement."""
-        return self._holds.submit(float(usd))
+    async def areserve(self, usd: float) -> int:
+        """``reserve`` for a task: its event loop serves other calls while the database
+        answers. A hold that lands after the task was cancelled is released at once."""
+        waiter = self._holds.wait(float(usd))
+        try:
+            return await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            waiter.add_done_callback(self._release_landed)
+            raise
+
+    def _release_landed(self, waiter: asyncio.Future[int]) -> None:
+        if not waiter.cancelled() and waiter.exception() is None:
+            with contextlib.suppress(StoreError):  # else its lease ends it
+                self.release(waiter.result())
 
     def _reserve(self, amounts: list[float]) -> list[int | BaseException]:
         with self.db.connection("reserve on the budgets of") as conn:

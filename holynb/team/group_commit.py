@@ -5,19 +5,21 @@ thread takes every item waiting (up to ``limit``), hands them to ``write`` (one 
 of them, one round trip) and completes each item's future with its result, or with the
 statement's error. Nothing waits on purpose: the first item of a quiet moment is written at
 once, and those that arrive while a statement runs go together in the next one. So an item
-waits at most for one statement before its own starts, and an event loop awaiting the future
-(``asyncio.wrap_future``) keeps serving other calls meanwhile. A submitted item is always
-written: its future cannot be cancelled. The thread ends after a few idle seconds and starts
-again with the next item (in a forked child too).
+waits at most for one statement before its own starts. ``wait(item)`` is the same for a task:
+its event loop serves other calls meanwhile, and is woken once per group, not once per item.
+A submitted item is always written: its future cannot be cancelled. The thread ends after a
+few idle seconds and starts again with the next item (in a forked child too).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 
@@ -32,12 +34,19 @@ class _Pending(Future[R]):
         return False
 
 
+# Who waits for an item: a thread (a concurrent future), or a task on an event loop (an asyncio
+# future, completed on its loop: one wake-up of each loop per group, not one per item).
+_Waiter = Future[R] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[R]"]
+
+
 class GroupCommit(Generic[T, R]):
     """Items written together by one thread: ``write(items)`` returns one result (or an
     exception) per item, in order; an exception it raises fails every item of the group.
 
     >>> group = GroupCommit(lambda items: [len(items)] * len(items), "example")
     >>> group.submit("a").result()
+    1
+    >>> await group.wait("b")             # on an event loop
     1
     """
 
@@ -47,7 +56,7 @@ class GroupCommit(Generic[T, R]):
         self._write = write
         self.name = name
         self.limit = limit
-        self._waiting: list[tuple[T, Future[R]]] = []
+        self._waiting: list[tuple[T, _Waiter[R]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -59,20 +68,32 @@ class GroupCommit(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         """Queue ``item``; its future has ``write``'s result for it once its group is written."""
         future: Future[R] = _Pending()
+        self._queue(item, future)
+        return future
+
+    def wait(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` from a task on the running event loop; the asyncio future has its
+        result once its group is written (the item is written even if that future is
+        cancelled: await it through ``asyncio.shield``)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue(item, (loop, future))
+        return future
+
+    def _queue(self, item: T, waiter: _Waiter[R]) -> None:
         if self._pid != os.getpid():  # a forked child: what waits is the parent's to write
             self._pid = os.getpid()
             self._waiting, self._thread = [], None
             self._lock = threading.Lock()
             self._wake = threading.Condition(self._lock)
         with self._lock:
-            self._waiting.append((item, future))
+            self._waiting.append((item, waiter))
             thread = self._thread
             if thread is None or not thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             else:
                 self._wake.notify()
-        return future
 
     def _run(self) -> None:
         while True:
@@ -86,17 +107,33 @@ class GroupCommit(Generic[T, R]):
                 group, self._waiting = self._waiting[: self.limit], self._waiting[self.limit :]
             self._commit(group)
 
-    def _commit(self, group: list[tuple[T, Future[R]]]) -> None:
-        for _, future in group:
-            future.set_running_or_notify_cancel()
+    def _commit(self, group: list[tuple[T, _Waiter[R]]]) -> None:
+        for _, waiter in group:
+            if isinstance(waiter, Future):
+                waiter.set_running_or_notify_cancel()
         try:
-            results = self._write([item for item, _ in group])
+            results: Sequence[R | BaseException] = self._write([item for item, _ in group])
         except BaseException as err:  # the whole group failed: each waiter gets the error
-            for _, future in group:
-                future.set_exception(err)
-            return
-        for (_, future), result in zip(group, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+            results = [err] * len(group)
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], Any]]] = {}
+        for (_, waiter), result in zip(group, results, strict=True):
+            if isinstance(waiter, Future):
+                if isinstance(result, BaseException):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
             else:
-                future.set_result(result)
+                on_loops.setdefault(waiter[0], []).append((waiter[1], result))
+        for loop, done in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_complete, done)
+
+
+def _complete(done: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, result in done:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

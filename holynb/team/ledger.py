@@ -6,14 +6,15 @@ with who made it (``user``), the notebook where known (``JPY_SESSION_NAME``), th
 its named budget. With a named budget, ``release=`` is the call's hold: the row, the end of the
 hold and the cost added to the budget's ``spent_usd`` are one statement. Rows are written by
 group commit (``holynb.team.group_commit``): the rows of calls that end while a statement runs
-go together in the next one, with their holds' ends and costs, and ``append_soon`` lets an event
-loop await its row without waiting for the database. ``load`` returns nothing:
+go together in the next one, with their holds' ends and costs, and ``aappend`` lets a task
+await its row without holding up its event loop. ``load`` returns nothing:
 ``session.ledger`` holds the session's own calls, ``team_ledger`` reads everyone's. Reads are
 indexed by ``ts`` and by ``(user, ts)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import io
 import json
@@ -21,7 +22,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -115,13 +115,13 @@ class TeamLog:
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row, committed when this returns; with ``release`` (its budget
         hold) end the hold and add the call's cost to the budget in the same statement."""
-        self.append_soon(record, release=release).result()
+        self._rows.submit((record, release)).result()
 
-    def append_soon(self, record: CallRecord, *, release: int | None = None) -> Future[None]:
-        """``append`` without waiting: the future is done once the row is committed (or has
-        the ``StoreError`` that stopped it), written with the rows of other calls that end
-        meanwhile."""
-        return self._rows.submit((record, release))
+    async def aappend(self, record: CallRecord, *, release: int | None = None) -> None:
+        """``append`` for a task: its event loop serves other calls while the row is written
+        (with the rows of other calls that end meanwhile); a cancelled task's row is written
+        all the same."""
+        await asyncio.shield(self._rows.wait((record, release)))
 
     def _write(self, group: list[tuple[CallRecord, int | None]]) -> list[None]:
         rows = [self._row(record) for record, _ in group]
