@@ -32,12 +32,13 @@ cancellation; its finished items are in the checkpoint).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -357,11 +358,19 @@ class MapRun:
             self.checkpoint.register([keys[i] for i in pending])
 
         def start(positions: list[int]) -> list[asyncio.Future[None]]:
-            items = self._claimed(positions, keys) if self.shared else iter(positions)
+            if self.shared:
+                claims = _Claims(self.checkpoint, positions, keys, self.concurrency)
 
-            async def worker() -> None:
-                for i in items:  # one shared iterator: each item is taken by exactly one worker
-                    await self._run_item(i, bodies[i], keys[i])  # type: ignore[arg-type]
+                async def worker() -> None:
+                    while (i := await claims.next()) is not None:  # each to one worker
+                        await self._run_item(i, bodies[i], keys[i])  # type: ignore[arg-type]
+
+            else:
+                items = iter(positions)
+
+                async def worker() -> None:
+                    for i in items:  # one shared iterator: each item is taken by one worker
+                        await self._run_item(i, bodies[i], keys[i])  # type: ignore[arg-type]
 
             size = min(self.concurrency, len(positions))
             return [asyncio.ensure_future(worker()) for _ in range(size)]
@@ -390,25 +399,12 @@ class MapRun:
             raise
         finally:
             if self.shared:
+                self.checkpoint.flush()  # the answers stored before claims of others are freed
                 with contextlib.suppress(HolynbError):  # else the lease ends the claims
                     self.checkpoint.release_mine()
             self._close_bar()
             if self._owns_checkpoint and self.checkpoint is not None:
                 self.checkpoint.close()
-
-    def _claimed(self, positions: list[int], keys: list[str | None]) -> Iterator[int]:
-        # Positions of items this process claimed in a shared job, a few claims at a time
-        # (one statement each); ends when nothing is left open to claim.
-        by_key = {keys[i]: i for i in positions}
-        left = [k for k in by_key if k is not None]
-        while left:
-            got = self.checkpoint.claim(left, self.concurrency)
-            if not got:
-                return
-            taken = set(got)
-            left = [k for k in left if k not in taken]
-            for key in got:
-                yield by_key[key]
 
     def _others(self, keys: list[str | None]) -> list[int]:
         """In a shared job: the items still without a row here (one position per key), after
@@ -482,7 +478,10 @@ class MapRun:
             return
         self.rows[i] = self.row(req, result)
         if key is not None and self.checkpoint is not None and is_complete(result):
-            self.checkpoint.keep(key, result)
+            if self.shared:  # stored while the next calls go out; flushed before the end
+                self.checkpoint.keep_soon(key, result)
+            else:
+                self.checkpoint.keep(key, result)
         self.counts["cached" if result.cache_hit else "done"] += 1
         self.cost_usd += result.cost_usd or 0.0
         if result.cost_usd is None and (
@@ -555,6 +554,40 @@ class MapRun:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.close()
             self._bar = None
+
+
+class _Claims:
+    """The items this process claimed in a shared job (``TeamCheckpoint``), for the workers:
+    claimed a few at a time, off the event loop (one statement each, over the next few keys,
+    not the whole run's); ``next`` is None once nothing is left open to claim."""
+
+    def __init__(
+        self, checkpoint: Any, positions: list[int], keys: list[str | None], limit: int
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.by_key = {keys[i]: i for i in positions}
+        self.left = [k for k in self.by_key if k is not None]
+        self.limit = limit
+        self.ready: collections.deque[int] = collections.deque()
+        self.lock = asyncio.Lock()
+
+    async def next(self) -> int | None:
+        """The position of the next item claimed for this process, or None."""
+        while not self.ready:
+            if not self.left:
+                return None
+            async with self.lock:  # one claim at a time; the others wait for its items
+                if self.ready or not self.left:
+                    continue
+                window = self.left[: 4 * self.limit]
+                got = await asyncio.to_thread(self.checkpoint.claim, window, self.limit)
+                if len(got) < self.limit:  # every open item of the window is claimed now
+                    self.left = self.left[len(window) :]
+                else:
+                    taken = set(got)
+                    self.left = [k for k in self.left if k not in taken]
+                self.ready.extend(self.by_key[key] for key in got)
+        return self.ready.popleft()
 
 
 def _open_checkpoint(caller: Any, checkpoint: str | os.PathLike[str]) -> AnswerStore:

@@ -253,3 +253,170 @@ def test_the_command_line_sets_and_lists_budgets(
     monkeypatch.delenv("HOLYNB_DATABASE_URL")
     assert main(["budget", "list"]) == 2
     assert "HOLYNB_DATABASE_URL" in capsys.readouterr().err
+
+
+def _locked_budget(url: str, name: str, seconds: float) -> Any:
+    """Hold the budget's row lock in another connection for ``seconds`` (as a busy teammate's
+    reservation would): reservations and settlements on it wait meanwhile."""
+    import threading
+
+    import psycopg
+
+    conn = psycopg.connect(url)
+    conn.execute("SELECT 1 FROM holynb_budgets WHERE name = %s FOR UPDATE", (name,))
+
+    def unlock() -> None:
+        conn.rollback()
+        conn.close()
+
+    timer = threading.Timer(seconds, unlock)
+    timer.start()
+    return timer
+
+
+def test_a_reservation_waiting_on_the_database_does_not_stop_the_event_loop(
+    local: Any, pg_url: str
+) -> None:
+    import asyncio
+
+    holynb.set_budget("busy", usd=5, database=pg_url)
+    s = session_for(local, database=pg_url, budget="busy", prices=PRICES)
+    s.chat("warm up", max_tokens=10)
+
+    async def scenario() -> int:
+        timer = _locked_budget(pg_url, "busy", 1.0)
+        call = asyncio.ensure_future(s.achat("waits for the lock", max_tokens=10))
+        ticks = 0
+        while not call.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        timer.join()
+        assert call.result().text
+        return ticks
+
+    assert asyncio.run(scenario()) >= 20  # the loop ran on for the second the lock was held
+    assert _budget(pg_url, "busy")["reserved_usd"] == 0
+
+
+def test_a_call_cancelled_while_its_reservation_waits_is_not_sent_and_holds_nothing(
+    local: Any, pg_url: str
+) -> None:
+    import asyncio
+
+    holynb.set_budget("busy", usd=5, database=pg_url)
+    s = session_for(local, database=pg_url, budget="busy", prices=PRICES)
+    s.chat("warm up", max_tokens=10)
+    sent = local.stats.requests
+
+    async def scenario() -> float:
+        timer = _locked_budget(pg_url, "busy", 1.5)
+        started = time.monotonic()
+        call = asyncio.ensure_future(s.achat("cancelled while it waits", max_tokens=10))
+        await asyncio.sleep(0.2)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        ended = time.monotonic() - started
+        timer.join()
+        return ended
+
+    assert asyncio.run(scenario()) < 1.0  # cancelled at once, not once the lock went
+    deadline = time.monotonic() + 5
+    while _holds(pg_url):  # the hold made once the lock went is ended at once
+        assert time.monotonic() < deadline, "the cancelled call's hold stayed"
+        time.sleep(0.05)
+    assert local.stats.requests == sent
+
+
+def test_reservations_asked_while_one_runs_go_in_one_statement(local: Any, pg_url: str) -> None:
+    import asyncio
+
+    import psycopg
+
+    holynb.set_budget("busy", usd=5, database=pg_url)
+    s = session_for(local, database=pg_url, budget="busy", prices=PRICES)
+    s.chat("warm up", max_tokens=10)
+    body = {"model": "local/echo", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 10}  # fmt: skip
+
+    async def scenario() -> list[int | None]:
+        timer = _locked_budget(pg_url, "busy", 0.5)
+        holds = await asyncio.gather(*(s.meter.areserve(body) for _ in range(16)))
+        timer.join()
+        return holds
+
+    holds = asyncio.run(scenario())
+    try:
+        with psycopg.connect(pg_url) as conn:  # rows of one transaction share their xmin
+            row = conn.execute("SELECT count(*), count(DISTINCT xmin::text) FROM holynb_holds")
+            found = row.fetchone()
+        assert found is not None and found[0] == 16
+        assert found[1] <= 3  # the first alone (it waited on the lock), then the rest together
+    finally:
+        for hold in holds:
+            s.meter.release(hold)
+    assert _holds(pg_url) == 0
+
+
+def test_rows_of_calls_that_end_while_one_is_written_go_in_one_statement(
+    local: Any, pg_url: str
+) -> None:
+    import asyncio
+
+    import psycopg
+
+    holynb.set_budget("busy", usd=5, database=pg_url)
+    s = session_for(local, database=pg_url, budget="busy", prices=PRICES, concurrency=16)
+    s.chat("warm up", max_tokens=10)
+    local.latency_ms = 300
+    try:
+
+        async def scenario() -> None:
+            calls = [asyncio.ensure_future(s.achat(f"call {i}", max_tokens=10)) for i in range(16)]
+            await asyncio.sleep(0.15)  # all reserved and in flight: now the budget is busy
+            timer = _locked_budget(pg_url, "busy", 1.0)
+            await asyncio.gather(*calls)
+            timer.join()
+
+        asyncio.run(scenario())
+    finally:
+        local.latency_ms = 0
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM holynb_calls"
+            " WHERE ts > (SELECT min(ts) FROM holynb_calls)"
+        ).fetchone()
+    assert row is not None and row[0] == 16
+    assert row[1] <= 3
+    budget = _budget(pg_url, "busy")
+    assert budget["reserved_usd"] == 0
+    assert budget["spent_usd"] == pytest.approx(s.total_cost_usd)
+
+
+def test_reservations_made_together_are_checked_in_order_each_as_if_alone(pg_url: str) -> None:
+    import psycopg
+
+    from holynb.team.database import Database
+    from holynb.team.lease import Lease
+
+    holynb.set_budget("small", usd=0.05, database=pg_url)
+    lease = Lease(Database.of(pg_url), "alice")
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT o_hold, o_held FROM holynb_reserve_many('small', %s, %s::float8[])",
+                (lease.id, [0.02, 0.02, 0.02, 0.005, 0.01]),
+            ).fetchall()
+            held = [hold is not None for hold, _ in rows]
+            assert held == [True, True, False, True, False]  # 0.045 of 0.05 held, in order
+            assert [h for _, h in rows] == pytest.approx([0, 0.02, 0.04, 0.04, 0.045])
+            row = conn.execute("SELECT sum(usd) FROM holynb_holds WHERE budget = 'small'")
+            found = row.fetchone()
+            assert found is not None and found[0] == pytest.approx(0.045)
+            none = conn.execute(
+                "SELECT count(*) FROM holynb_reserve_many('nope', %s, %s::float8[])",
+                (lease.id, [0.01]),
+            ).fetchone()
+            assert none is not None and none[0] == 0  # no such budget: no rows
+    finally:
+        lease.stop()

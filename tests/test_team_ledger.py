@@ -235,3 +235,75 @@ def test_the_cheaper_paths_columns_reach_the_team_ledger(local: Any, pg_url: str
     team = s.team_ledger()
     assert team["service_tier"].tolist() == s.ledger["service_tier"].tolist() == ["flex"]
     assert team["cache_write_tokens"].tolist() == [0]
+
+
+def _summary_in_pandas(team: Any) -> Any:
+    """summary(by="user") as pandas computes it from team_ledger(): what the database's one
+    GROUP BY must give, value for value and dtype for dtype."""
+    import pandas as pd
+
+    rows = []
+    for user, group in team.groupby("user", sort=True):
+        hit = group["cache_hit"]
+        interrupted = group["error"].fillna("").str.startswith("Interrupted")
+        stopped = int((~group["ok"] & interrupted).sum())
+        ok = int(group["ok"].sum())
+        ended = len(group) - stopped
+        latency = group.loc[group["ok"] & ~hit, "latency_ms"].dropna()
+        costs = group["cost_usd"]
+        rows.append(
+            {
+                "user": user, "calls": len(group), "ok": ok, "interrupted": stopped,
+                "success_rate": ok / ended if ended else None,
+                "prompt_tokens": int(group.loc[~hit, "prompt_tokens"].sum()),
+                "completion_tokens": int(group.loc[~hit, "completion_tokens"].sum()),
+                "cost_usd": float(costs.sum()) if costs.notna().all() else None,
+                "latency_p50_ms": latency.quantile(0.5) if len(latency) else None,
+                "latency_p95_ms": latency.quantile(0.95) if len(latency) else None,
+                "cache_hits": int(hit.sum()),
+                "saved_usd": float(group.loc[hit, "saved_usd"].fillna(0.0).sum()),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(rows[0]))
+
+
+def test_summary_by_user_is_what_pandas_computes_from_the_team_ledger(pg_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from holynb.ledger import STOPPED, CallRecord
+    from holynb.team.database import Database
+    from holynb.team.ledger import TeamLog
+
+    db = Database.of(pg_url)
+    now = datetime.now(UTC)
+
+    def call(minutes: int, **fields: Any) -> CallRecord:
+        defaults = {"model": "m", "kind": "chat", "ok": True, "prompt_tokens": 10,
+                    "completion_tokens": 5, "cost_usd": 0.001, "latency_ms": 100.0}  # fmt: skip
+        return CallRecord(ts=now - timedelta(minutes=minutes), **{**defaults, **fields})
+
+    calls = {
+        "alice": [call(90, latency_ms=float(40 + 7 * i), prompt_tokens=i) for i in range(11)]
+        + [
+            call(5, ok=False, error="APIError: 500", latency_ms=900.0, cost_usd=0.0),
+            call(4, ok=False, error=STOPPED, interrupted=True, latency_ms=None, cost_usd=0.0),
+            call(3, cache_hit=True, saved_usd=0.02, latency_ms=1.0, cost_usd=0.0),
+            call(2, latency_ms=None),
+        ],
+        "bob": [call(1, cost_usd=None), call(80, latency_ms=321.5)],  # a call without a price
+        "carol": [call(70, ok=False, error=STOPPED, interrupted=True, cost_usd=0.0)],
+        "dave": [call(60, cache_hit=True, saved_usd=None, cost_usd=0.0)],  # hits only
+        "erin": [call(50, ok=False, error="RateLimitError: 429", cost_usd=0.0)],
+    }
+    for user, records in calls.items():
+        log = TeamLog(db, user=user)
+        for record in records:
+            log.append(record)
+    since = now - timedelta(minutes=30)
+    for kwargs in ({}, {"since": since}):
+        got = log.by_user(**kwargs)
+        want = _summary_in_pandas(log.frame(**kwargs))
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+    assert list(log.by_user(since=since)["user"]) == ["alice", "bob"]

@@ -291,7 +291,7 @@ class Caller:
         client = self.client
         meter = self.meter
         body = call.body
-        hold = meter.reserve(body)
+        hold = await meter.areserve(body)
         try:
             result = await client.complete(body)
         except APIError as err:
@@ -303,8 +303,8 @@ class Caller:
                                  partial=None, interrupted=True)  # fmt: skip
             raise
         else:
-            result = meter.record(result, body, kind=call.kind, tag=call.tag, hold=hold,
-                                  batch=call.batch)  # fmt: skip
+            result = await meter.arecord(result, body, kind=call.kind, tag=call.tag, hold=hold,
+                                         batch=call.batch)  # fmt: skip
             self.keep(call, result)
             return result
         finally:
@@ -328,7 +328,7 @@ class Caller:
         client = self.client
         meter = self.meter
         body = call.body
-        hold = meter.reserve(body)
+        hold = await meter.areserve(body)
         progress = StreamState(model=body["model"], on_retry=sink.retrying)
         kind, tag = call.kind, call.tag
         try:
@@ -343,7 +343,8 @@ class Caller:
             sink.result = meter.record(got, body, kind=kind, tag=tag, hold=hold)
             raise
         else:
-            sink.result = meter.record(progress.result(), body, kind=kind, tag=tag, hold=hold)
+            sink.result = await meter.arecord(progress.result(), body, kind=kind, tag=tag,
+                                              hold=hold)  # fmt: skip
             self.keep(call, sink.result)
         finally:
             meter.release(hold)

@@ -4,8 +4,9 @@ One ``Meter`` per session holds the prices, the budget, the ledger and the ledge
 path that can spend goes through it: ``reserve`` (one call's worst case, refused when it does
 not fit or cannot be bounded), ``hold_batch`` (a batch job's parts, checked together with
 nothing sent), ``record`` / ``record_failure`` / ``record_batch`` (the real cost, settling the
-hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping is
-``holynb.budget``.
+hold). ``areserve`` / ``arecord`` are the same for an event loop (the Caller's): with a team
+database the loop serves other calls while the database answers. The worst case itself is
+``holynb.worst_case``; the budget's bookkeeping is ``holynb.budget``.
 
 >>> meter = Meter(PriceTable.default(url, None), "openai")
 >>> hold = meter.reserve(body)            # None without a budget
@@ -14,12 +15,13 @@ hold). The worst case itself is ``holynb.worst_case``; the budget's bookkeeping 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from holynb.budget import Budget, BudgetOvershootWarning
 from holynb.errors import (
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from holynb.prices import PriceTable
     from holynb.store import LedgerLog
     from holynb.team.budgets import TeamBudget
+    from holynb.team.ledger import TeamLog
 
 __all__ = ["LogWriteWarning", "Meter"]
 
@@ -216,6 +219,35 @@ class Meter:
         """Hold the call's worst-case cost against the budget and the named budget (None:
         neither); refuse a call whose worst case is unknown (no price, no bound on the answer)
         or does not fit either of them."""
+        hold, worst = self._hold_own(body)
+        team = self.team_budget
+        if team is None or worst is None:
+            return hold
+        try:
+            team_hold = team.reserve(worst)
+        except BaseException as err:
+            raise self._unhold(hold, err) from None
+        return self._with_team_hold(hold, team_hold)
+
+    async def areserve(self, body: dict[str, Any]) -> int | None:
+        """``reserve`` for an event loop: the named budget's statement runs while the loop
+        serves other calls (with several in flight, their reservations go together)."""
+        hold, worst = self._hold_own(body)
+        team = self.team_budget
+        if team is None or worst is None:
+            return hold
+        try:
+            team_hold = await team.areserve(worst)  # if it lands after a cancel, it ends
+        except asyncio.CancelledError:
+            self.release(hold)
+            raise
+        except BaseException as err:
+            raise self._unhold(hold, err) from None
+        return self._with_team_hold(hold, team_hold)
+
+    def _hold_own(self, body: dict[str, Any]) -> tuple[int | None, float | None]:
+        # The session's own hold, and the worst case the named budget is to hold (None: no
+        # named budget, or nothing to hold).
         budget, team = self.budget, self.team_budget
         check = getattr(self.store, "check_writable", None)
         if check is not None:  # a team database that lost a record: send nothing more
@@ -224,21 +256,22 @@ class Meter:
             except StoreError as err:
                 raise _refusal(budget, f"{err} This call was not sent.") from None
         if budget is None and team is None:
-            return None
+            return None, None
         try:
             worst = self.bounds.usd(body)
         except UnboundedCall as err:
             raise _refusal(budget, str(err)) from None
         hold = self._reserve_own(budget, worst) if budget is not None else None
-        if team is None:
-            return hold
-        try:
-            team_hold = team.reserve(worst)
-        except BaseException as err:
-            self.release(hold)
-            if isinstance(err, StoreError):  # the database is away: nothing unrecorded is sent
-                raise _refusal(None, f"{err} This call was not sent.") from None
-            raise
+        return hold, (worst if team is not None else None)
+
+    def _unhold(self, hold: int | None, err: BaseException) -> BaseException:
+        # The named budget refused or could not answer: the own hold ends; what to raise.
+        self.release(hold)
+        if isinstance(err, StoreError):  # the database is away: nothing unrecorded is sent
+            return _refusal(None, f"{err} This call was not sent.")
+        return err
+
+    def _with_team_hold(self, hold: int | None, team_hold: int) -> int:
         if hold is None:
             self._next_token -= 1
             hold = self._next_token
@@ -391,11 +424,33 @@ class Meter:
         batch: bool = False,
     ) -> ChatResult:
         """Price an answered call, record it and settle its hold; the priced result."""
+        result, record = self._priced(result, body, kind, tag, batch)
+        self.append(record, hold, asked=body["model"])
+        return result
+
+    async def arecord(
+        self,
+        result: ChatResult,
+        body: dict[str, Any],
+        *,
+        kind: str,
+        tag: str | None,
+        hold: int | None,
+        batch: bool = False,
+    ) -> ChatResult:
+        """``record`` for an event loop: it returns once the row is written, and the loop
+        serves other calls while a team database writes it."""
+        result, record = self._priced(result, body, kind, tag, batch)
+        await self.aappend(record, hold, asked=body["model"])
+        return result
+
+    def _priced(
+        self, result: ChatResult, body: dict[str, Any], kind: str, tag: str | None, batch: bool
+    ) -> tuple[ChatResult, CallRecord]:
         result = self.price(result, body, batch)
         self.learn_answering_model(body["model"], result.model)
-        self.append(CallRecord.from_result(result, kind=kind, tag=tag), hold, asked=body["model"])
         self.last_result = result
-        return result
+        return result, CallRecord.from_result(result, kind=kind, tag=tag)
 
     def record_failure(
         self,
@@ -442,22 +497,51 @@ class Meter:
         """Record one call: the ledger, the log (ending its budget hold in the same write when
         the budget is shared through it) and the budget. ``asked`` is the model the call asked
         for, to say why a call cost more than its hold."""
+        team, team_hold = self._append(record, hold, asked)
+        if team is not None:
+            try:
+                team.append(record, release=team_hold)
+            except StoreError as err:
+                self.warn_log(err)
+
+    async def aappend(
+        self, record: CallRecord, hold: int | None, *, asked: str | None = None
+    ) -> None:
+        """``append`` for an event loop: a team database's row is awaited, not waited for (a
+        cancelled caller leaves it to be written all the same)."""
+        team, team_hold = self._append(record, hold, asked)
+        if team is not None:
+            try:
+                await team.aappend(record, release=team_hold)
+            except StoreError as err:
+                self.warn_log(err)
+
+    def _append(
+        self, record: CallRecord, hold: int | None, asked: str | None
+    ) -> tuple[TeamLog | None, int | None]:
+        # Everything but a team database's row: its log and the hold its row ends, to write.
         self.ledger.append(record)
         budget = self.budget
         released = False
         team_hold = self._team_holds.pop(hold, None) if hold is not None else None
-        if self.store is not None:
-            import sqlite3  # loaded with the store already
+        store = self.store
+        team: TeamLog | None = None
+        if store is not None:
+            if _is_team_log(store):  # a named budget's hold ends with the row
+                team = store
+            else:
+                import sqlite3  # loaded with the store already
 
-            shared = budget is not None and _same(budget.shared, self.store) and hold is not None
-            try:  # a named budget's hold ends with the row, its cost counted (TeamLog)
-                self.store.append(record, release=team_hold or (hold if shared else None))
-                released = shared
-            except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
-                self.warn_log(err)
+                shared = budget is not None and _same(budget.shared, store) and hold is not None
+                try:
+                    store.append(record, release=hold if shared else None)
+                    released = shared
+                except (sqlite3.Error, StoreError) as err:  # locked, disk full, damaged, ...
+                    self.warn_log(err)
         if budget is not None and hold is not None:
             budget.settle(hold, record.cost_usd, reason=_overshoot_reason(asked, record.model),
                           released=released)  # fmt: skip
+        return team, team_hold
 
     def record_batch(
         self,
@@ -528,6 +612,10 @@ class Meter:
             LogWriteWarning,
             stacklevel=5,
         )
+
+
+def _is_team_log(store: object) -> TypeGuard[TeamLog]:
+    return hasattr(store, "aappend")  # holynb.team.ledger.TeamLog (not imported without one)
 
 
 def _same(a: object, b: object) -> bool:

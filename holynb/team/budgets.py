@@ -3,24 +3,30 @@
 ``set_budget("research", usd=500, database=URL, period="month")`` makes or changes one;
 ``Session(database=URL, budget="research")`` charges every call to it (and to the session's own
 ``budget_usd`` if set: both apply). Each call's worst case is reserved by one statement,
-``holynb_reserve`` (``holynb.team.schema``): under the budget's row lock it drops the holds of
-expired leases, then compares spent + every hold in flight + this worst case with the limit and
-inserts the hold or refuses. A call's record, the end of its hold and its real cost added to
-``spent_usd`` are one statement too (``TeamLog.append``), so no cost is counted twice or lost.
-A period (``"day"``, ``"month"``, UTC) starts its spending again from the ledger's calls of the
-new period. A batch job's parts are held together (``reserve_all``) on a lease of the job's own,
-``job:<id>``, which outlives the process that made it (``JOB_HOLD_S`` from each time a session
-follows the job); each part's hold ends when its results are recorded (``TeamLog.extend``).
+``holynb_reserve_many`` (``holynb.team.schema``): under the budget's row lock it drops the holds
+of expired leases, then compares spent + every hold in flight + this worst case with the limit
+and inserts the hold or refuses. Reservations asked while one runs go together in the next
+statement (``holynb.team.group_commit``: the amounts in order, each checked as if alone, after
+the ones before it), and ``areserve`` lets a task await its hold. A call's record,
+the end of its hold and its real cost added to ``spent_usd`` are one statement too
+(``TeamLog.append``), so no cost is counted twice or lost. A period (``"day"``, ``"month"``,
+UTC) starts its spending again from the ledger's calls of the new period. A batch job's parts
+are held together (``reserve_all``) on a lease of the job's own, ``job:<id>``, which outlives
+the process that made it (``JOB_HOLD_S`` from each time a session follows the job); each part's
+hold ends when its results are recorded (``TeamLog.extend``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from holynb.errors import BudgetExceededError, ConfigurationError
+from holynb.errors import BudgetExceededError, ConfigurationError, StoreError
+from holynb.team.group_commit import GroupCommit
 from holynb.units import money
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ class TeamBudget:
         self.db = db
         self.name = name
         self.lease = lease
+        self._holds: GroupCommit[float, int] = GroupCommit(self._reserve, "holynb-budget")
         with db.connection("read the budgets of") as conn:
             found = conn.execute("SELECT 1 FROM holynb_budgets WHERE name = %s", (name,))
             if found.fetchone() is None:
@@ -60,20 +67,42 @@ class TeamBudget:
     def reserve(self, usd: float) -> int:
         """Hold ``usd`` for a call about to be sent; ``BudgetExceededError`` (nothing held)
         when spent, the holds in flight and ``usd`` together would pass the limit."""
+        return self._holds.submit(float(usd)).result()
+
+    async def areserve(self, usd: float) -> int:
+        """``reserve`` for a task: its event loop serves other calls while the database
+        answers. A hold that lands after the task was cancelled is released at once."""
+        waiter = self._holds.wait(float(usd))
+        try:
+            return await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            waiter.add_done_callback(self._release_landed)
+            raise
+
+    def _release_landed(self, waiter: asyncio.Future[int]) -> None:
+        if not waiter.cancelled() and waiter.exception() is None:
+            with contextlib.suppress(StoreError):  # else its lease ends it
+                self.release(waiter.result())
+
+    def _reserve(self, amounts: list[float]) -> list[int | BaseException]:
         with self.db.connection("reserve on the budgets of") as conn:
-            row = conn.execute(
-                "SELECT o_hold, o_limit, o_spent, o_held FROM holynb_reserve(%s, %s, %s)",
-                (self.name, self.lease.id, float(usd)),
-            ).fetchone()
-        if row is None:
-            raise BudgetExceededError(
-                _unknown(self.name, self.db) + " This call was not sent.",
-            )
+            rows = conn.execute(
+                "SELECT o_hold, o_limit, o_spent, o_held"
+                " FROM holynb_reserve_many(%s, %s, %s::double precision[])",
+                (self.name, self.lease.id, amounts),
+            ).fetchall()
+        if not rows:  # the function found no budget of that name
+            rows = [None] * len(amounts)
+        return [self._answer(row, usd) for row, usd in zip(rows, amounts, strict=True)]
+
+    def _answer(self, row: Any, usd: float) -> int | BaseException:
+        if row is None or row[1] is None:  # the function found no budget of that name
+            return BudgetExceededError(_unknown(self.name, self.db) + " This call was not sent.")
         hold, limit, spent, held = row
         if hold is not None:
             return int(hold)
         what = f"this call could cost up to {money(usd)}, so it was not sent"
-        raise self._reached(limit, spent, held, what)
+        return self._reached(limit, spent, held, what)
 
     def reserve_all(self, amounts: Sequence[float], *, owner: str) -> list[int]:
         """Hold every amount (a batch job's parts at batch prices) if they fit together, else

@@ -7,16 +7,20 @@ finished. A process registers its keys, then claims open items a few at a time w
 the same item, so each is sent once. A claim whose lease ran out (its process died) is open
 again; a process ending its run frees its claims of items that failed, for another to try.
 Everyone then reads the answers of the items the others finished: each returns the whole frame.
+``keep_soon`` stores answers by group commit (``holynb.team.group_commit``: those finished while
+a statement runs go in the next one); ``flush`` waits for them, before a run frees its claims.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, wait as wait_for
 from typing import TYPE_CHECKING, Any
 
 from holynb.errors import StoreError, StoreWarning
 from holynb.keystore import UnreadableAnswer, result_from_json, result_to_json
+from holynb.team.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from holynb.results import ChatResult
@@ -45,6 +49,10 @@ class TeamCheckpoint:
         self.lease = lease
         self.path = f"{db.where} checkpoint {job!r}"
         self._warned = False
+        self._answers: GroupCommit[tuple[str, ChatResult], None] = GroupCommit(
+            self._put_many, "holynb-checkpoint"
+        )
+        self._kept: list[Future[None]] = []  # keep_soon's writes, until flush
 
     def __repr__(self) -> str:
         return f"TeamCheckpoint({self.db.where!r}, {self.job!r})"
@@ -100,6 +108,35 @@ class TeamCheckpoint:
             )
             return False
         return True
+
+    def keep_soon(self, key: str, result: ChatResult) -> None:
+        """``keep`` without waiting: stored with the answers finished meanwhile; ``flush``
+        waits for every one (and warns, once, if one could not be stored)."""
+        self._kept.append(self._answers.submit((key, result)))
+
+    def flush(self) -> None:
+        """Wait until every answer given to ``keep_soon`` is stored (or has failed)."""
+        kept, self._kept = self._kept, []
+        wait_for(kept)
+        for future in kept:
+            err = future.exception()
+            if isinstance(err, StoreError):
+                self._warn_once(
+                    f"holynb could not store an answer in {self.path} ({err}); it is in this "
+                    "run's frame, and asked again by the next run (said once)."
+                )
+
+    def _put_many(self, group: list[tuple[str, ChatResult]]) -> list[None]:
+        answers = {key: result_to_json(result) for key, result in group}  # a key once
+        with self.db.connection("store map answers in") as conn:
+            conn.execute(
+                "INSERT INTO holynb_items (job, key, position, done, value)"
+                " SELECT %s, k, 0, true, v FROM unnest(%s::text[], %s::text[]) AS u(k, v)"
+                " ON CONFLICT (job, key) DO UPDATE SET done = true, value = EXCLUDED.value,"
+                " lease = NULL",
+                (self.job, list(answers), list(answers.values())),
+            )
+        return [None] * len(group)
 
     def present(self, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` that are done."""

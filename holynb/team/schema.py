@@ -8,7 +8,8 @@ each migration exactly once. A database at a version newer than this holynb know
 Tables (all prefixed ``holynb_``): ``calls`` (the ledger: every call of every user, with
 ``user``, ``notebook``, ``session`` and ``budget``), ``budgets`` (named limits: ``limit_usd``,
 ``spent_usd`` in the current ``period``), ``leases`` (one per process, renewed by a heartbeat)
-and ``holds`` (a call's worst case in flight, tied to a lease), ``answers`` (the shared cache),
+and ``holds`` (a call's worst case in flight, tied to a lease; ``holynb_reserve`` makes one,
+``holynb_reserve_many`` several in one statement), ``answers`` (the shared cache),
 ``items`` (shared map checkpoints: one row per request key per job, claimed under a lease),
 ``jobs`` (batch jobs: a manifest's JSON and the request lines, who made it and when; their
 budget holds hang on a lease ``job:<id>`` of their own) and ``batch_parts`` (the key of each
@@ -170,6 +171,56 @@ MIGRATIONS: tuple[str, ...] = (
         key text PRIMARY KEY,
         recorded timestamptz NOT NULL DEFAULT now()
     );
+    """,
+    # 7: several reservations in one statement, with one lock, one sweep and one sum (the
+    # amounts in order, each checked as holynb_reserve checks one after another)
+    """
+    CREATE FUNCTION holynb_reserve_many(p_budget text, p_lease text, p_usd double precision[])
+    RETURNS TABLE (o_hold bigint, o_limit double precision, o_spent double precision,
+                   o_held double precision)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        b holynb_budgets%ROWTYPE;
+        cur timestamptz;
+        h double precision;
+        usd double precision;
+        new_id bigint;
+    BEGIN
+        -- the budget's row lock serialises every reservation on it, on every machine
+        SELECT * INTO b FROM holynb_budgets WHERE name = p_budget FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF b.period IS NOT NULL THEN
+            cur := date_trunc(b.period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+            IF b.period_start IS NULL OR b.period_start < cur THEN
+                SELECT coalesce(sum(greatest(c.cost_usd, 0)), 0) INTO b.spent_usd
+                FROM holynb_calls c WHERE c.budget = p_budget AND c.ts >= cur;
+                UPDATE holynb_budgets SET spent_usd = b.spent_usd, period_start = cur,
+                    updated = now() WHERE name = p_budget;
+            END IF;
+        END IF;
+        -- holds of processes whose lease ran out (killed, machine lost) end here
+        DELETE FROM holynb_holds x WHERE x.budget = p_budget AND NOT EXISTS (
+            SELECT 1 FROM holynb_leases l WHERE l.id = x.lease AND l.expires > now());
+        SELECT coalesce(sum(x.usd), 0) INTO h FROM holynb_holds x WHERE x.budget = p_budget;
+        -- each amount in order, as holynb_reserve would one after another
+        FOREACH usd IN ARRAY p_usd LOOP
+            IF b.spent_usd + h >= b.limit_usd OR b.spent_usd + h + usd > b.limit_usd THEN
+                o_hold := NULL;
+            ELSE
+                INSERT INTO holynb_holds (budget, lease, usd) VALUES (p_budget, p_lease, usd)
+                    RETURNING id INTO new_id;
+                o_hold := new_id;
+            END IF;
+            o_limit := b.limit_usd; o_spent := b.spent_usd; o_held := h;
+            RETURN NEXT;
+            IF o_hold IS NOT NULL THEN
+                h := h + usd;
+            END IF;
+        END LOOP;
+    END
+    $$;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
