@@ -559,7 +559,9 @@ class MapRun:
 class _Claims:
     """The items this process claimed in a shared job (``TeamCheckpoint``), for the workers:
     claimed a few at a time, off the event loop (one statement each, over the next few keys,
-    not the whole run's); ``next`` is None once nothing is left open to claim."""
+    not the whole run's), the next claim made while half of the last one's items are still
+    ready, so workers do not stand waiting for it; ``next`` is None once nothing is left open
+    to claim."""
 
     def __init__(
         self, checkpoint: Any, positions: list[int], keys: list[str | None], limit: int
@@ -569,25 +571,42 @@ class _Claims:
         self.left = [k for k in self.by_key if k is not None]
         self.limit = limit
         self.ready: collections.deque[int] = collections.deque()
-        self.lock = asyncio.Lock()
+        self.claiming: asyncio.Future[None] | None = None  # the claim under way, if any
 
     async def next(self) -> int | None:
         """The position of the next item claimed for this process, or None."""
         while not self.ready:
-            if not self.left:
+            if not self.left and self.claiming is None:
                 return None
-            async with self.lock:  # one claim at a time; the others wait for its items
-                if self.ready or not self.left:
-                    continue
-                window = self.left[: 4 * self.limit]
-                got = await asyncio.to_thread(self.checkpoint.claim, window, self.limit)
-                if len(got) < self.limit:  # every open item of the window is claimed now
-                    self.left = self.left[len(window) :]
-                else:
-                    taken = set(got)
-                    self.left = [k for k in self.left if k not in taken]
-                self.ready.extend(self.by_key[key] for key in got)
+            await asyncio.shield(self._claim_ahead())  # one claim at a time, for everyone
+        if len(self.ready) <= self.limit // 2:
+            self._claim_ahead()  # the next items, claimed while these are worked on
         return self.ready.popleft()
+
+    def _claim_ahead(self) -> asyncio.Future[None]:
+        if self.claiming is None and self.left:
+            self.claiming = asyncio.ensure_future(self._claim())
+            # a claim ahead that fails is made again by the worker that needs its items,
+            # which then gets the error: this one's is read here, not logged as lost
+            self.claiming.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if self.claiming is None:  # nothing left to claim: nothing to wait for
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return self.claiming
+
+    async def _claim(self) -> None:
+        try:
+            window = self.left[: 4 * self.limit]
+            got = await asyncio.to_thread(self.checkpoint.claim, window, self.limit)
+            if len(got) < self.limit:  # every open item of the window is claimed now
+                self.left = self.left[len(window) :]
+            else:
+                taken = set(got)
+                self.left = [k for k in self.left if k not in taken]
+            self.ready.extend(self.by_key[key] for key in got)
+        finally:
+            self.claiming = None
 
 
 def _open_checkpoint(caller: Any, checkpoint: str | os.PathLike[str]) -> AnswerStore:

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
@@ -43,6 +43,7 @@ __all__ = ["AnswerStore", "CallerIdentity", "KeyStore", "request_key"]
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 _RESULT_FIELDS = frozenset(f.name for f in fields(ChatResult))
 _NOT_STORED = frozenset({"cache_hit", "saved_usd", "interrupted", "parsed"})  # parsed: from text
+_STORED = tuple(f.name for f in fields(ChatResult) if f.name not in _NOT_STORED)
 _CHUNK = 500  # keys per SELECT ... IN (...)
 
 
@@ -99,8 +100,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def result_to_json(result: ChatResult) -> str:
-    """A ChatResult as JSON text (what the store keeps; cache flags are not stored)."""
-    data = {k: v for k, v in asdict(result).items() if k not in _NOT_STORED}
+    """A ChatResult as JSON text (what the store keeps; cache flags are not stored). orjson
+    writes the nested Usage itself: ``asdict``'s deep copy cost more than the rest of a
+    checkpointed map item's bookkeeping."""
+    data = {name: getattr(result, name) for name in _STORED}
     return orjson.dumps(data, default=_jsonable).decode()
 
 

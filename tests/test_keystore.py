@@ -103,3 +103,20 @@ def test_fields_a_newer_holynb_stores_are_ignored(tmp_path: Path) -> None:
         raw = store._connect().execute("SELECT value FROM answers").fetchone()[0]
         assert '"parsed":{"a":1}' in raw
         assert store.get("k") == answer()
+
+
+def test_the_stored_json_is_the_results_fields_but_its_cache_flags() -> None:
+    import json
+    from dataclasses import asdict
+
+    from holynb.keystore import result_to_json
+
+    usage = Usage(prompt_tokens=7, completion_tokens=3, cached_tokens=2, service_tier="flex",
+                  cache_write_tokens=5, cache_ttl="1h")  # fmt: skip
+    result = ChatResult(text='say "hi"\n', model="m", finish_reason="stop", usage=usage,
+                        latency_ms=12.5, ttft_ms=None, request_id="req-1", cost_usd=0.002,
+                        warning="repaired", parsed={"a": 1}, cache_hit=True, saved_usd=0.1,
+                        interrupted=True)  # fmt: skip
+    expected = {k: v for k, v in asdict(result).items()
+                if k not in {"cache_hit", "saved_usd", "interrupted", "parsed"}}  # fmt: skip
+    assert json.loads(result_to_json(result)) == expected

@@ -129,9 +129,11 @@ class TeamCheckpoint:
     def _put_many(self, group: list[tuple[str, ChatResult]]) -> list[None]:
         answers = {key: result_to_json(result) for key, result in group}  # a key once
         with self.db.connection("store map answers in") as conn:
+            # %b: the JSON texts go as they are (binary), not quoted and escaped, quote by
+            # quote, into an array's text form (that cost more than the rest of the statement)
             conn.execute(
                 "INSERT INTO holynb_items (job, key, position, done, value)"
-                " SELECT %s, k, 0, true, v FROM unnest(%s::text[], %s::text[]) AS u(k, v)"
+                " SELECT %s, k, 0, true, v FROM unnest(%s::text[], %b::text[]) AS u(k, v)"
                 " ON CONFLICT (job, key) DO UPDATE SET done = true, value = EXCLUDED.value,"
                 " lease = NULL",
                 (self.job, list(answers), list(answers.values())),
