@@ -55,7 +55,9 @@ class TeamBudget:
         self.db = db
         self.name = name
         self.lease = lease
-        self._holds: GroupCommit[float, int] = GroupCommit(self._reserve, "holynb-budget")
+        self._holds: GroupCommit[float, int] = GroupCommit(
+            self._reserve, "holynb-budget", orphan=self.release
+        )  # a hold landing for a task whose loop is gone is ended, not left to its lease
         with db.connection("read the budgets of") as conn:
             found = conn.execute("SELECT 1 FROM holynb_budgets WHERE name = %s", (name,))
             if found.fetchone() is None:

@@ -8,7 +8,9 @@ once, and those that arrive while a statement runs go together in the next one. 
 waits at most for one statement before its own starts. ``wait(item)`` is the same for a task:
 its event loop serves other calls meanwhile, and is woken once per group, not once per item.
 A submitted item is always written: its future cannot be cancelled. The thread ends after a
-few idle seconds and starts again with the next item (in a forked child too).
+few idle seconds and starts again with the next item (in a forked child too). A result nobody
+can take any more (its loop closed before the group was written) goes to ``orphan``, if given:
+a hold that lands for a task whose loop is gone is released there, not left to its lease.
 """
 
 from __future__ import annotations
@@ -51,9 +53,14 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(
-        self, write: Callable[[list[T]], Sequence[R | BaseException]], name: str, limit: int = 256
+        self,
+        write: Callable[[list[T]], Sequence[R | BaseException]],
+        name: str,
+        limit: int = 256,
+        orphan: Callable[[R], None] | None = None,
     ) -> None:
         self._write = write
+        self._orphan = orphan
         self.name = name
         self.limit = limit
         self._waiting: list[tuple[T, _Waiter[R]]] = []
@@ -125,15 +132,26 @@ class GroupCommit(Generic[T, R]):
             else:
                 on_loops.setdefault(waiter[0], []).append((waiter[1], result))
         for loop, done in on_loops.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_complete, done)
+            try:
+                loop.call_soon_threadsafe(self._complete, done)
+            except RuntimeError:  # that loop is closed: nobody waits
+                self._orphans([result for _, result in done])
 
+    def _complete(self, done: list[tuple[asyncio.Future[R], R | BaseException]]) -> None:
+        untaken: list[R | BaseException] = []
+        for future, result in done:
+            if future.done():  # its waiter was cancelled
+                untaken.append(result)
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._orphans(untaken)
 
-def _complete(done: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for future, result in done:
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+    def _orphans(self, results: list[R | BaseException]) -> None:
+        if self._orphan is None:
+            return
+        for result in results:
+            if not isinstance(result, BaseException):
+                with contextlib.suppress(Exception):  # best effort: nobody is left to tell
+                    self._orphan(result)
