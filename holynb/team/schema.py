@@ -173,7 +173,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 7: several reservations in one statement, with one lock, one sweep and one sum (the
-    # amounts in order, each checked as holynb_reserve checks one after another)
+    # amounts in order, each checked as holynb_reserve checked one after another); then
+    # holynb_reserve is that with one amount, so the rule lives once
     """
     CREATE FUNCTION holynb_reserve_many(p_budget text, p_lease text, p_usd double precision[])
     RETURNS TABLE (o_hold bigint, o_limit double precision, o_spent double precision,
@@ -220,6 +221,13 @@ MIGRATIONS: tuple[str, ...] = (
             END IF;
         END LOOP;
     END
+    $$;
+    -- one rule for both: a single reservation is a group of one
+    CREATE OR REPLACE FUNCTION holynb_reserve(p_budget text, p_lease text, p_usd double precision)
+    RETURNS TABLE (o_hold bigint, o_limit double precision, o_spent double precision,
+                   o_held double precision)
+    LANGUAGE sql AS $$
+        SELECT * FROM holynb_reserve_many(p_budget, p_lease, ARRAY[p_usd])
     $$;
     """,
 )
