@@ -307,3 +307,41 @@ def test_summary_by_user_is_what_pandas_computes_from_the_team_ledger(pg_url: st
         want = _summary_in_pandas(log.frame(**kwargs))
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
     assert list(log.by_user(since=since)["user"]) == ["alice", "bob"]
+
+
+def test_every_column_of_a_record_reaches_the_database_as_it_was(pg_url: str) -> None:
+    """The group statement carries records as JSON (orjson from the dataclass): each column
+    comes back as written, and a NaN (which JSON cannot carry) stays NaN, not NULL."""
+    import math
+    from dataclasses import fields
+    from datetime import UTC, datetime
+
+    from holynb.ledger import CallRecord
+    from holynb.team.database import Database
+    from holynb.team.ledger import TeamLog
+
+    full = CallRecord(
+        ts=datetime(2026, 12, 7, 18, 30, 1, 123456, tzinfo=UTC), model="gpt-5", kind="stream",
+        ok=False, error='RateLimitError: 429 "slow down"\n', prompt_tokens=1234,
+        completion_tokens=56, cached_tokens=7, reasoning_tokens=8, cost_usd=0.0123456789,
+        latency_ms=812.25, ttft_ms=99.5, attempts=3, request_id="req-é", tag="tag ✓",
+        interrupted=True, usage_estimated=True, cache_hit=True, saved_usd=0.5,
+        service_tier="flex", cache_write_tokens=9, cache_ttl="1h",
+    )  # fmt: skip
+    odd = CallRecord(ts=full.ts, model="m", kind="chat", ok=True, latency_ms=math.nan)
+    log = TeamLog(Database.of(pg_url), user="zoë", notebook="nb.ipynb")
+    for future in [log._rows.submit((r, None)) for r in (full, odd)]:  # one group, or two
+        future.result(10)
+    names = [f.name for f in fields(CallRecord)]
+    with log.db.connection() as conn:
+        rows = conn.execute(
+            "SELECT " + ", ".join(f'"{n}"' for n in names) + ', "user", notebook, session'
+            " FROM holynb_calls WHERE session = %s ORDER BY id",
+            (log.session,),
+        ).fetchall()
+    assert len(rows) == 2
+    assert dict(zip(names, rows[0][: len(names)], strict=True)) == {
+        n: getattr(full, n) for n in names
+    }
+    assert rows[0][len(names) :] == ("zoë", "nb.ipynb", log.session)
+    assert math.isnan(rows[1][names.index("latency_ms")])

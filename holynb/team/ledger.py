@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import getpass
 import io
-import json
 import os
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from math import isfinite
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from holynb.errors import ConfigurationError, StoreError
 from holynb.ledger import COLUMNS, CallRecord
@@ -43,6 +46,7 @@ USER_ENV = "HOLYNB_USER"
 _PROBE_EVERY_S = 2.0
 TEAM_COLUMNS: tuple[str, ...] = (*COLUMNS, "user", "notebook", "session", "budget")
 _QUOTED = ", ".join(f'"{c}"' for c in TEAM_COLUMNS)
+_QUOTED_RECORD = ", ".join(f'"{c}"' for c in COLUMNS)
 _INSERT = f"INSERT INTO holynb_calls ({_QUOTED}) VALUES ({', '.join(['%s'] * len(TEAM_COLUMNS))})"
 _BOOLS = ("ok", "interrupted", "usage_estimated", "cache_hit")
 _TEXTS = ("model", "kind", "error", "request_id", "tag", "user", "notebook", "session", "budget")
@@ -54,16 +58,19 @@ _DTYPES: dict[str, Any] = {
                             "reasoning_tokens", "attempts")},
     **{c: "float64" for c in ("cost_usd", "latency_ms", "ttft_ms", "saved_usd")},
 }  # fmt: skip
-# a group of rows in one statement: JSON objects read by the table's own row type
+# a group of one session's rows in one statement: the records as JSON objects (orjson writes
+# the dataclasses), read by the table's own row type; who, where and which budget are the
+# group's own four parameters
 _INSERT_MANY = (
-    f"INSERT INTO holynb_calls ({_QUOTED}) SELECT {_QUOTED}"
+    f"INSERT INTO holynb_calls ({_QUOTED})"
+    f" SELECT {_QUOTED_RECORD}, %s, %s, %s, %s"
     " FROM json_populate_recordset(NULL::holynb_calls, %s)"
 )
 _SETTLE_MANY = (
     f"WITH row AS ({_INSERT_MANY}), gone AS (DELETE FROM holynb_holds WHERE id = ANY(%s))"
     " UPDATE holynb_budgets SET spent_usd = spent_usd + %s, updated = now() WHERE name = %s"
 )
-_COST = COLUMNS.index("cost_usd")
+_values = attrgetter(*COLUMNS)  # a record's columns, in order
 
 
 def default_user() -> str:
@@ -110,8 +117,7 @@ class TeamLog:
         return f"TeamLog({self.db.where!r}, user={self.user!r})"
 
     def _row(self, record: CallRecord, budget: str | None) -> tuple[Any, ...]:
-        values = tuple(getattr(record, c) for c in COLUMNS)
-        return (*values, self.user, self.notebook, self.session, budget)
+        return (*_values(record), self.user, self.notebook, self.session, budget)
 
     def append(self, record: CallRecord, *, release: int | None = None) -> None:
         """Write one call's row, committed when this returns; with ``release`` (its budget
@@ -125,17 +131,16 @@ class TeamLog:
         await asyncio.shield(self._rows.wait((record, release)))
 
     def _write(self, group: list[tuple[CallRecord, int | None]]) -> list[None]:
-        rows = [self._row(record, self.budget) for record, _ in group]
-        settled = [(row, hold) for row, (_, hold) in zip(rows, group, strict=True) if hold]
-        if self.budget is None:
-            settled = []
+        records = [record for record, _ in group]
+        settled = [(r, hold) for r, hold in group if hold] if self.budget is not None else []
         ends = [hold for _, hold in settled]
-        cost = sum(max(row[_COST] or 0.0, 0.0) for row, _ in settled)
+        cost = sum(max(r.cost_usd or 0.0, 0.0) for r, _ in settled)
+        who = (self.user, self.notebook, self.session, self.budget)
         try:
             with self.db.connection("record a call in") as conn:
-                try:
-                    values = _as_json(rows)
-                except ValueError:  # NaN or infinity, which JSON cannot carry: one by one
+                values = _as_json(records)
+                if values is None:  # NaN, infinity or a huge int, which JSON cannot carry
+                    rows = [self._row(record, self.budget) for record in records]
                     with conn.transaction(), conn.cursor() as cur:
                         cur.executemany(_INSERT, rows)
                         if ends:
@@ -145,11 +150,10 @@ class TeamLog:
                                 " updated = now() WHERE name = %s",
                                 (ends, cost, self.budget),
                             )
+                elif ends:
+                    conn.execute(_SETTLE_MANY, (*who, values, ends, cost, self.budget))
                 else:
-                    if ends:
-                        conn.execute(_SETTLE_MANY, (values, ends, cost, self.budget))
-                    else:
-                        conn.execute(_INSERT_MANY, (values,))
+                    conn.execute(_INSERT_MANY, (*who, values))
         except StoreError as err:
             self.unwritable, self._probe_at = err, time.monotonic() + _PROBE_EVERY_S
             raise
@@ -321,15 +325,18 @@ class TeamLog:
         return pd.DataFrame(out, columns=columns)
 
 
-def _as_json(rows: list[tuple[Any, ...]]) -> str:
-    """Rows as a JSON array of objects (``ts`` in ISO 8601); ValueError for a float that is
-    not finite."""
-    objects = []
-    for row in rows:
-        item = dict(zip(TEAM_COLUMNS, row, strict=True))
-        item["ts"] = item["ts"].isoformat()
-        objects.append(item)
-    return json.dumps(objects, allow_nan=False, separators=(",", ":"))
+def _as_json(records: list[CallRecord]) -> str | None:
+    """Records as a JSON array of objects (``ts`` in ISO 8601), written by orjson from the
+    dataclasses; None when one has a float that is not finite (orjson would write null: an
+    unknown cost, not the NaN it was) or an int JSON cannot carry."""
+    for r in records:  # NaN and infinity spread through a sum (a huge sum only says: be safe)
+        if not isfinite((r.cost_usd or 0.0) + (r.latency_ms or 0.0) + (r.ttft_ms or 0.0)
+                        + (r.saved_usd or 0.0)):  # fmt: skip
+            return None
+    try:
+        return orjson.dumps(records).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _filters(since: datetime | str | None, user: str | None) -> tuple[str, list[Any]]:
