@@ -513,9 +513,9 @@ class MapRun:
     def _open_bar(self, initial: int) -> None:
         if not self.progress or not self.requests:
             return
-        from tqdm.auto import tqdm
+        from holynb.progress import progress_bar
 
-        self._bar = tqdm(
+        self._bar = progress_bar(
             total=len(self.requests), initial=initial, desc=self.description, unit="item",
             dynamic_ncols=True, mininterval=0.2,
         )  # fmt: skip

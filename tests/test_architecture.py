@@ -44,6 +44,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "holynb.render",
             "holynb.highlight",
             "holynb.formatting",
+            "holynb.progress",
             "holynb.jsonx",
             "holynb.schema_check",
             "holynb.ledger",

@@ -713,11 +713,11 @@ class BatchJob:
         or ``BatchJob.attach(s, job.id)`` after a restart. ``timeout_s`` raises BatchError when
         it passes (the batch keeps running).
         """
-        from tqdm.auto import tqdm
+        from holynb.progress import progress_bar
 
         interval = poll_s or (0.1 if self.caller.is_local else 5.0)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        bar = tqdm(
+        bar = progress_bar(
             total=self.counts.total, desc=f"batch {self.id}", unit="req", disable=not progress
         )
         requests = self._manifest.read_requests() if progress else []

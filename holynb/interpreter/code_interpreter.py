@@ -333,7 +333,7 @@ class CodeInterpreter:
 
         A snippet that fails (an API error, no readable answer) becomes a result with
         ``success`` False and ``error`` naming what went wrong; the batch goes on. A progress
-        bar shows when tqdm is installed (``progress=False`` hides it). On an interrupt the
+        bar shows unless ``progress=False``. On an interrupt the
         results so far are in ``interpreter.last_batch`` (the rest marked ``Interrupted``).
 
         >>> results = ci.run_many([f"print({i} ** 2)" for i in range(100)], concurrency=8)
@@ -424,8 +424,6 @@ class _NoBar:
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # optional: no bar without it
-        return _NoBar()
-    return tqdm(total=total, desc="interpret", unit="snippet")
+    from holynb.progress import progress_bar
+
+    return progress_bar(total=total, desc="interpret", unit="snippet")
