@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOLYNB_")}
         env |= {"SSL_CERT_FILE": str(cert), "HOLYNB_HOME": str(folder / "home")}
         env.pop("SSL_CERT_DIR", None)
+        # bytecode cached, as an installed package has it, whatever PYTHONDONTWRITEBYTECODE says
+        # (without it an editable checkout is compiled from source in every run)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
         with server([]) as plain, server(tls) as secure:
             for scheme, address in (("http", plain), ("https", secure)):
