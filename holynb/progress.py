@@ -45,14 +45,11 @@ def _notebook_bar_class(auto: type) -> type:
             super().close()
             if not closed and self._handle is not None:
                 self.dynamic_ncols, self.ncols = False, None  # the saved text whole, not cut
-                shell = get_ipython()
-                if shell is None:  # not in a kernel after all: nothing saves its text
-                    self._handle.update(self.container)
-                else:
-                    bundle, _ = shell.display_formatter.format(self.container)
-                    # ipywidgets cuts text/plain at 110 characters: the whole line, pretty
-                    bundle["text/plain"] = self.container.__repr__(True)
-                    self._handle.update(bundle, raw=True)  # the text/plain of the final frame
+                # tqdm.auto picked this class inside a kernel, so there is a shell
+                bundle, _ = get_ipython().display_formatter.format(self.container)
+                # ipywidgets cuts text/plain at 110 characters: the whole line, pretty
+                bundle["text/plain"] = self.container.__repr__(True)
+                self._handle.update(bundle, raw=True)  # the text/plain of the final frame
                 self._handle = None
 
     return NotebookBar

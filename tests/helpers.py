@@ -108,6 +108,33 @@ def kernel_setup_cell(server: Any, imports: str = "") -> str:
     )
 
 
+def run_interrupting(cells: list[str], interrupted: int, after_s: float) -> list[Any]:
+    """Run ``cells`` in one real kernel (nbclient); cell ``interrupted`` gets the kernel's
+    Interrupt (SIGINT, as the Interrupt button sends it) after ``after_s`` seconds. The cells,
+    with their outputs."""
+    import signal
+    import textwrap
+    import threading
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
+    client = NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            timer = None
+            if i == interrupted:
+                pid = client.km.provisioner.process.pid  # type: ignore[union-attr]
+                timer = threading.Timer(after_s, os.kill, (pid, signal.SIGINT))
+                timer.start()
+            client.execute_cell(cell, i)
+            if timer is not None:
+                timer.join()
+    return list(nb.cells)
+
+
 # -- a child process without network -----------------------------------------------------------
 
 NO_NETWORK = """\

@@ -3,40 +3,14 @@ it: SIGINT to the kernel process."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import textwrap
-import threading
 
 import nbformat
-from nbclient import NotebookClient
 
 from holynb.server.models import echo
-from tests.helpers import kernel_setup_cell
+from tests.helpers import kernel_setup_cell, run_interrupting
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _run_interrupting(
-    cells: list[str], interrupted: int, after_s: float
-) -> list[nbformat.NotebookNode]:
-    """Run ``cells`` in one kernel; cell ``interrupted`` gets the kernel's Interrupt after
-    ``after_s`` seconds."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
-    client = NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
-    with client.setup_kernel():
-        for i, cell in enumerate(nb.cells):
-            timer = None
-            if i == interrupted:
-                pid = client.km.provisioner.process.pid  # type: ignore[union-attr]
-                timer = threading.Timer(after_s, os.kill, (pid, signal.SIGINT))
-                timer.start()
-            client.execute_cell(cell, i)
-            if timer is not None:
-                timer.join()
-    return nb.cells
 
 
 def _error(cell: nbformat.NotebookNode) -> tuple[str, str, str]:
@@ -50,7 +24,7 @@ def _stdout(cell: nbformat.NotebookNode) -> str:
 
 def test_an_interrupted_map_shows_a_short_message_and_the_next_cell_gets_the_rows(local):
     local.register_model("local/steady", echo, latency_ms=300)
-    cells = _run_interrupting(
+    cells = run_interrupting(
         [
             kernel_setup_cell(local),
             'df = s.map([f"item {i}" for i in range(60)], model="local/steady", concurrency=2,'
@@ -70,7 +44,7 @@ def test_an_interrupted_map_shows_a_short_message_and_the_next_cell_gets_the_row
 
 def test_an_interrupted_compare_shows_a_short_message_and_keeps_the_long_rows(local):
     local.register_model("local/steady", echo, latency_ms=300)
-    cells = _run_interrupting(
+    cells = run_interrupting(
         [
             kernel_setup_cell(local),
             'cmp = s.compare([f"q {i}" for i in range(30)], ["local/echo", "local/steady"],'

@@ -11,7 +11,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from holynb.server.models import echo
-from tests.helpers import kernel_setup_cell
+from tests.helpers import kernel_setup_cell, run_interrupting
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -69,10 +69,8 @@ def test_a_saved_interpreter_bar_says_how_many_snippets_ran(local):
 
 
 def test_a_saved_bar_of_an_interrupted_map_says_where_it_stopped(local):
-    from tests.test_map_kernel import _run_interrupting
-
     local.register_model("local/steady", echo, latency_ms=300)
-    cells = _run_interrupting(
+    cells = run_interrupting(
         [
             kernel_setup_cell(local),
             'df = s.map([f"item {i}" for i in range(60)], model="local/steady", concurrency=2)',

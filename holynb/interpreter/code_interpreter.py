@@ -410,20 +410,7 @@ def _api_failure(model: str, err: HolynbError) -> ExecutionError:
     return ExecutionError(type(err).__name__, f"{message} (model {model})")
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
     from holynb.progress import progress_bar
 
-    return progress_bar(total=total, desc="interpret", unit="snippet")
+    return progress_bar(total=total, desc="interpret", unit="snippet", disable=not enabled)
