@@ -1,9 +1,9 @@
 """The async chat client: requests, retries, limits, streaming. Knows nothing of cost.
 
-One ``ChatClient`` serves a Session. It keeps one HTTP connection pool per event loop (an
-aiohttp pool cannot cross loops): the sync facade's background loop has one, and a notebook's
-own loop gets one the first time ``await session.achat(...)`` runs there. Rate limits are shared
-by all of them (see ``_pacing``).
+One ``ChatClient`` serves a Session. It keeps the HTTP clients of each event loop apart (an
+aiohttp pool cannot cross loops; see ``_transport``): the sync facade's background loop has
+them, and a notebook's own loop gets its own the first time ``await session.achat(...)`` runs
+there. Rate limits are shared by all of them (see ``_pacing``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 import httpx2 as httpx
 import orjson
 
@@ -27,7 +26,7 @@ from holynb._config import Settings, is_loopback_url
 from holynb._pacing import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
-from holynb._transport import open_http_client
+from holynb._transport import LoopHTTP, transport_errors
 from holynb._wire import UNREADABLE, error_status, wire_for
 from holynb.errors import (
     APIConnectionError,
@@ -126,13 +125,13 @@ class _LoopState:
 
     __slots__ = ("closer", "http", "semaphore")
 
-    def __init__(self, http: httpx.AsyncClient, concurrency: int) -> None:
+    def __init__(self, http: LoopHTTP, concurrency: int) -> None:
         self.http = http
         self.semaphore = asyncio.Semaphore(concurrency)
         self.closer = _close_on_shutdown(http)
 
 
-async def _close_on_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None]:
+async def _close_on_shutdown(http: LoopHTTP) -> AsyncGenerator[None]:
     try:
         yield
     finally:
@@ -173,11 +172,9 @@ class ChatClient:
                 if self.settings.api_key:
                     headers = self.wire.auth_headers(self._secret, self.settings.bearer)
                 concurrency = self.settings.limits.concurrency
-                http = open_http_client(self.settings.base_url, headers, concurrency)
                 t = self.settings.timeout
-                http.timeout = httpx.Timeout(
-                    connect=t.connect, read=t.read, write=t.read, pool=None
-                )
+                timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None)
+                http = LoopHTTP(self.settings.base_url, headers, concurrency, timeout)
                 state = self._states[loop] = _LoopState(http, concurrency)
             await state.closer.__anext__()
         return state
@@ -222,24 +219,32 @@ class ChatClient:
                 self._server_pause.block_for(min(reset, 60.0))
 
     async def _open(
-        self, state: _LoopState, body: dict[str, Any], idempotency_key: str, attempts: int
+        self,
+        state: _LoopState,
+        body: dict[str, Any],
+        idempotency_key: str,
+        attempts: int,
+        *,
+        stream: bool,
     ) -> httpx.Response:
-        """Send one attempt; the response on 2xx, a typed error otherwise."""
-        request = state.http.build_request(
+        """Send one attempt (``stream``: of a streamed call); the response on 2xx, a typed
+        error otherwise."""
+        http = state.http.client(stream=stream)
+        request = http.build_request(
             "POST",
             self._chat_url,
             content=orjson.dumps(body),
             headers={"content-type": "application/json", "idempotency-key": idempotency_key},
         )
         try:
-            response = await state.http.send(request, stream=True)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response = await http.send(request, stream=True)
+        except transport_errors() as exc:
             raise self._transport_error(exc, attempts) from None
         if response.status_code < 400:
             return response
         try:
             raw = await response.aread()
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError):
+        except transport_errors():
             raw = b""
         finally:
             await response.aclose()
@@ -342,7 +347,7 @@ class ChatClient:
         """``_open``, given up when the call's total timeout runs out."""
         try:
             async with asyncio.timeout(_time_left(deadline)):
-                return await self._open(state, body, idempotency_key, attempts)
+                return await self._open(state, body, idempotency_key, attempts, stream=True)
         except TimeoutError:
             raise self._past_total(attempts) from None
 
@@ -358,10 +363,10 @@ class ChatClient:
         (a server trickling a byte at a time never trips the read timeout)."""
         try:
             async with asyncio.timeout(_time_left(deadline)):
-                response = await self._open(state, body, idempotency_key, attempts)
+                response = await self._open(state, body, idempotency_key, attempts, stream=False)
                 try:
                     raw = await response.aread()
-                except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+                except transport_errors() as exc:
                     raise self._transport_error(exc, attempts) from None
                 finally:
                     await response.aclose()
@@ -593,7 +598,7 @@ class ChatClient:
                         request_id=progress.request_id,
                         attempts=progress.attempts,
                     )
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except transport_errors() as exc:
             err = self._transport_error(exc, progress.attempts)
             raise StreamError(
                 f"The stream broke after {progress.chunks} chunks: {err.message}",
@@ -660,8 +665,8 @@ class ChatClient:
         state = await self._state()
         url = f"{self.wire.root(self.settings.base_url)}/{path.lstrip('/')}"
         try:
-            response = await state.http.get(url)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response = await state.http.client(stream=False).get(url)
+        except transport_errors() as exc:
             raise self._transport_error(exc, 1) from None
         if response.status_code >= 400:
             raise self._status_error(response, response.content, 1)
@@ -675,8 +680,8 @@ class ChatClient:
         state = await self._state()
         url = f"{self.settings.base_url}/{path.lstrip('/')}"
         try:
-            response = await state.http.request(method, url, **kwargs)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response = await state.http.client(stream=False).request(method, url, **kwargs)
+        except transport_errors() as exc:
             raise self._transport_error(exc, 1) from None
         if response.status_code >= 400:
             raise self._status_error(response, response.content, 1)

@@ -11,9 +11,9 @@ __all__ = ["prefetch"]
 
 
 def prefetch(genai_prices: bool) -> None:
-    """Start importing the HTTP stack (aiohttp, httpx2: ~200 ms of a cold start), and
-    genai-prices (~150 ms) when the default model's price will need it, in a thread, once per
-    process: the session's set-up and the first request's flight then hide them."""
+    """Start importing the client (with httpx2: ~130 ms of a cold start), and genai-prices
+    (~300 ms) when the default model's price will need it, in a thread, once per process: the
+    session's set-up and the first request's flight hide what of them waits on the disk."""
     global _prefetching
     wanted = ["holynb._client", "genai_prices"] if genai_prices else ["holynb._client"]
     modules = [m for m in wanted if m not in sys.modules]

@@ -57,6 +57,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "http",
         (
             "holynb._transport",
+            "holynb._aiohttp_pool",
             "holynb._sse",
             "holynb._retry",
             "holynb._pacing",
