@@ -4,8 +4,8 @@ Importing genai-prices and loading its data takes 150-300 ms, a large part of a 
 start, and for a model it does not know that is paid only to learn it does not know it. The
 index is the match rules of every model in genai-prices' data (``equals``, ``starts_with``,
 ``contains``, ``regex``, ...), copied to a JSON file the first time it is needed and read from
-there afterwards: ``$HOLYNB_HOME/genai_prices_index.json``, keyed by genai-prices' version and
-its data file's size and date, so a new release builds a new index.
+there afterwards: ``$HOLYNB_HOME/genai_prices_index.json``, keyed by the size and date of
+genai-prices' files (``stamp``), so a new release builds a new index.
 
 The index only ever says no: when no model's rule matches a name, genai-prices has no price for
 it; when one does, genai-prices itself is asked (and decides the price), so prices stay exactly
@@ -16,6 +16,7 @@ time), it is asked directly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 
 from holynb._config import holynb_home
 
-__all__ = ["PriceIndex", "build", "current", "index_path", "stamp"]
+__all__ = ["PriceIndex", "build", "current", "index_path", "read_stamped", "stamp", "write_json"]
 
 FORMAT = 1
 FILE_NAME = "genai_prices_index.json"
@@ -71,19 +72,25 @@ class PriceIndex:
 
 @cache
 def stamp() -> str | None:
-    """genai-prices' version and its data file's size and date, found without importing it;
-    None when it is not installed."""
+    """Which genai-prices is installed, found without importing it: the size and time of each
+    of its source files (its data and the code that matches and prices), so any other release
+    or any edit gives another stamp; None when it is not installed."""
     spec = importlib.util.find_spec("genai_prices")
     if spec is None or not spec.submodule_search_locations:
         return None
-    data = Path(next(iter(spec.submodule_search_locations))) / "data.py"
+    folder = Path(next(iter(spec.submodule_search_locations)))
     try:
-        from importlib.metadata import version
-
-        info = data.stat()
-        return f"{version('genai-prices')}:{info.st_size}:{info.st_mtime_ns}"
-    except Exception:  # no index then; genai-prices is asked directly
+        files = sorted(
+            (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+            for entry in os.scandir(folder)
+            if entry.name.endswith(".py")
+        )
+    except OSError:  # no index then; genai-prices is asked directly
         return None
+    if not any(name == "data.py" for name, _, _ in files):
+        return None
+    digest = hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+    return f"{len(files)}:{digest}"
 
 
 def build(key: str) -> PriceIndex:
@@ -119,29 +126,38 @@ def current(*, create: bool = True, path: Path | None = None) -> PriceIndex | No
             found = _read(path, key)
             if found is None and create:
                 found = build(key)
-                _write(path, found)
+                write_json(path, found.to_json())
             if found is not None:
                 _loaded[(path, key)] = found
     return None if "genai_prices" in sys.modules else found
 
 
 def _read(path: Path, key: str) -> PriceIndex | None:
+    data = read_stamped(path, key, FORMAT)
+    rules = data.get("rules") if data is not None else None
+    return PriceIndex(key, rules) if isinstance(rules, list) else None
+
+
+def read_stamped(path: Path, key: str, format: int) -> dict[str, Any] | None:
+    """The JSON object in ``path`` when it is of ``format`` and made for genai-prices ``key``
+    (``stamp()``), else None (missing, unreadable, or made for another release)."""
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != key:
+    if not isinstance(data, dict) or data.get("format") != format or data.get("key") != key:
         return None
-    rules = data.get("rules")
-    return PriceIndex(key, rules) if isinstance(rules, list) else None
+    return data
 
 
-def _write(path: Path, index: PriceIndex) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole or not at all (readers see the old file or the new);
+    a file that cannot be written is left as it was."""
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(index.to_json(), separators=(",", ":")), "utf-8")
-        os.replace(temporary, path)  # readers see the old file or the whole new one
+        temporary.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
+        os.replace(temporary, path)
     with contextlib.suppress(OSError):
         temporary.unlink(missing_ok=True)
 

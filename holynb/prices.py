@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from holynb.errors import ConfigurationError, HolynbWarning
+from holynb.price_cards import Card, NoPrice
 
 if TYPE_CHECKING:
     from holynb.results import Usage
@@ -182,7 +183,7 @@ class PriceTable:
         self.relay = is_relay_url(base_url)
         self.official = official
         self._user: dict[str, ModelPrice] = {}
-        self._official_cache: dict[str, _Official | None] = {}
+        self._official_cache: dict[str, _Official | Card | None] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         if prices is not None:
@@ -254,9 +255,11 @@ class PriceTable:
         For genai-prices models this is the base price in effect at ``at`` (default: now);
         ``source`` names the provider and says when higher tiers exist.
         """
-        found = self._find(model)
-        if isinstance(found, _Official):
-            return _official_price(found, _utc(at))
+        found, when = self._find(model), _utc(at)
+        if isinstance(found, Card) and not found.covers(when):
+            found = self._official(model)
+        if isinstance(found, _Official | Card):
+            return _official_price(found, when)
         return found
 
     def context_window(self, model: str) -> int | None:
@@ -268,6 +271,8 @@ class PriceTable:
         if key not in self._official_cache:
             self._official_cache[key] = _find_official(key, self.base_url, self.relay)
         found = self._official_cache[key]
+        if isinstance(found, Card):
+            return found.context_window
         window = getattr(found.info, "context_window", None) if found is not None else None
         return window if isinstance(window, int) and window > 0 else None
 
@@ -289,6 +294,10 @@ class PriceTable:
         a call that fails before any usage, e.g. a wrong model name, warns of nothing but its
         error)."""
         found = self._find(model)
+        if isinstance(found, Card) and not (
+            usage.service_tier in (None, *DEFAULT_TIERS) and not batch and found.covers(_utc(at))
+        ):
+            found = self._official(model)  # a Batch API or tier price: genai-prices knows it
         if found is None and not warn:
             return None
         if found is None:
@@ -306,7 +315,12 @@ class PriceTable:
             if tier is None or tier in HALF_PRICE_TIERS:
                 return found.cost(usage, batch=batch or tier is not None)
             return self._unknown_tier(model, tier) if warn else None
-        if tier is not None and not batch and not _tier_variant_active(found, tier, _utc(at)):
+        if (
+            isinstance(found, _Official)
+            and tier is not None
+            and not batch
+            and not _tier_variant_active(found, tier, _utc(at))
+        ):
             if tier not in HALF_PRICE_TIERS:
                 return self._unknown_tier(model, tier) if warn else None
             batch, tier = True, None  # no price of its own in the data: the batch price
@@ -330,6 +344,8 @@ class PriceTable:
             return False
         if tier is None or tier in DEFAULT_TIERS or tier in HALF_PRICE_TIERS:
             return True
+        if isinstance(found, Card):
+            found = self._official(model)
         return isinstance(found, _Official) and _tier_variant_active(found, tier, _utc(None))
 
     def needs_genai_prices(self, model: str) -> bool:
@@ -344,9 +360,20 @@ class PriceTable:
         if not self.official or keys[0] in self._official_cache:
             return False
         attempts = _official_attempts(keys[0], self.base_url, self.relay)
+        if _card(attempts) is not None:
+            return False
         return _genai_prices_may_price((ref for ref, _ in attempts), create=False)
 
-    def _find(self, model: str) -> ModelPrice | _Official | None:
+    def _official(self, model: str) -> _Official | None:
+        """``model`` as genai-prices itself finds it (not its card), for what a card does not
+        price: a Batch API or service-tier price, a time before the card was made."""
+        key = _lookup_keys(model)[0]
+        found = _find_official(key, self.base_url, self.relay, cards=False)
+        assert not isinstance(found, Card)
+        self._official_cache[key] = found
+        return found
+
+    def _find(self, model: str) -> ModelPrice | _Official | Card | None:
         keys = _lookup_keys(model)
         user = self._user
         for key in keys:
@@ -436,27 +463,110 @@ def is_relay_url(base_url: str | None) -> bool:
 # -- genai-prices -------------------------------------------------------------------------------
 
 
-def _find_official(key: str, base_url: str | None, relay: bool) -> _Official | None:
+def _find_official(
+    key: str, base_url: str | None, relay: bool, *, cards: bool = True
+) -> _Official | Card | None:
     """The genai-prices model for a name, trying the endpoint's provider first, then the name
     alone, then the name without an ``openai/``-style prefix. Names that no genai-prices model
-    matches (its index says so) are answered without importing it."""
+    matches (its index says so), or that a card answers for (``price_cards``; unless
+    ``cards=False``), are answered without importing it; what genai-prices answers is kept
+    as a card for the next process."""
+    from holynb import price_cards
+
     attempts = _official_attempts(key, base_url, relay)
+    card = _card(attempts) if cards else None
+    if card is not None:
+        return None if isinstance(card, price_cards.NoPrice) else card
+    lookup = _lookup_id(attempts)
     if not _genai_prices_may_price(ref for ref, _ in attempts):
+        price_cards.remember(lookup, price_cards.NO_PRICE)  # next time without the index
         return None
     try:
-        import genai_prices  # 150-300 ms: only when a price is first needed
+        import genai_prices  # ~300 ms: only when a price is first needed
     except ImportError:  # pragma: no cover - genai-prices is a dependency
         return None
     nothing = genai_prices.Usage(input_tokens=0, output_tokens=0)
+    now = datetime.now(UTC)
     for ref, hint in attempts:
         try:
             calc = genai_prices.calc_price(nothing, ref, **hint)  # type: ignore[call-overload]
         except (LookupError, ValueError):
             continue
-        if calc.model.get_prices(datetime.now(UTC)).input_mtok is None:
-            return None  # priced by characters, images or seconds, not by tokens
-        return _Official(calc.model, calc.provider)
+        if calc.model.get_prices(now).input_mtok is None:
+            break  # priced by characters, images or seconds, not by tokens
+        found = _Official(calc.model, calc.provider)
+        made = _card_for(found, now)
+        if made is not None:
+            price_cards.remember(lookup, made)
+        return found
+    price_cards.remember(lookup, price_cards.NO_PRICE)
     return None
+
+
+def _card_for(found: _Official, now: datetime) -> Card | None:
+    """``found``'s price as a card (``price_cards``), when genai-prices prices it, from
+    ``now`` on, as one linear function of its tokens in each band of prompt sizes (checked by
+    asking it); else None."""
+    import genai_prices
+    from genai_prices.types import StartDateConstraint, TieredPrices
+
+    from holynb import price_cards
+
+    if isinstance(found.info.prices, list) and not all(
+        c.constraint is None
+        or (isinstance(c.constraint, StartDateConstraint) and c.constraint.active(now))
+        for c in found.info.prices
+    ):
+        return None  # the price changes with the date or the time of day
+    resolved = found.info.get_prices(now)
+    values = [v for k, v in vars(resolved).items() if v is not None and not k.startswith("_")]
+    thresholds = [t.start for v in values if isinstance(v, TieredPrices) for t in v.tiers]
+    sizes = price_cards.probe_sizes(thresholds)
+    price = _official_price(found, now)
+    if sizes is None or price is None:
+        return None
+
+    def total(tokens: tuple[int, int, int, int]) -> Decimal:
+        prompt, cached, written, completion = tokens
+        usage = genai_prices.Usage(
+            input_tokens=prompt,
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
+            output_tokens=completion,
+        )
+        calc = found.info.calc_price(usage, found.provider, genai_request_timestamp=now)
+        return Decimal(calc.total_price)
+
+    bands = tuple(
+        (above, price_cards.coefficients(size, [total(p) for p in price_cards.probes(size)]))
+        for above, size in sizes
+    )
+    shown = {
+        name: getattr(price, name)
+        for name in ("input", "output", "cached_input", "cache_write", "batch_discount", "source")
+    }
+    window = getattr(found.info, "context_window", None)
+    card = price_cards.Card(
+        model=found.info.id,
+        provider=found.provider.id,
+        bands=bands,
+        price=shown,
+        context_window=window if isinstance(window, int) and window > 0 else None,
+        built=now,
+    )
+    if any(card.total(*tokens) != total(tokens) for tokens in price_cards.checks(sizes)):
+        return None  # not that function after all: genai-prices is asked each time
+    return card
+
+
+def _lookup_id(attempts: list[tuple[str, dict[str, str]]]) -> str:
+    return json.dumps(attempts, separators=(",", ":"))
+
+
+def _card(attempts: list[tuple[str, dict[str, str]]]) -> Card | NoPrice | None:
+    from holynb import price_cards
+
+    return price_cards.recall(_lookup_id(attempts))
 
 
 def _official_attempts(
@@ -504,10 +614,9 @@ def _variant_active(found: _Official, when: dict[str, str], at: datetime) -> boo
 
 
 def _official_cost(
-    found: _Official, usage: Usage, batch: bool, at: datetime, tier: str | None = None
+    found: _Official | Card, usage: Usage, batch: bool, at: datetime, tier: str | None = None
 ) -> float:
-    import genai_prices
-
+    """genai-prices' cost of ``usage`` (a card's, when ``found`` is one: plain calls only)."""
     cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
     written = min(max(usage.cache_write_tokens, 0), usage.prompt_tokens - cached)
     extra = 0.0  # USD genai-prices does not know of: Anthropic's prompt cache rules
@@ -518,6 +627,12 @@ def _official_cost(
             written = 0  # priced as input above, plus the 1-hour premium here
         if price is not None and price.cached_input is None and cached:
             extra -= cached * price.input * (1.0 - CACHE_READ_FACTOR) / TOKENS_PER_PRICE_UNIT
+    if isinstance(found, Card):
+        assert not batch and tier is None
+        total = found.total(usage.prompt_tokens, cached, written, usage.completion_tokens)
+        return _tidy(float(total) + extra)
+    import genai_prices
+
     counted = genai_prices.Usage(
         input_tokens=usage.prompt_tokens,  # with cache reads and writes, as genai-prices expects
         cache_read_tokens=cached,
@@ -539,7 +654,9 @@ def _official_cost(
     return _tidy((float(calc.total_price) + extra) * factor)
 
 
-def _official_price(found: _Official, at: datetime) -> ModelPrice | None:
+def _official_price(found: _Official | Card, at: datetime) -> ModelPrice | None:
+    if isinstance(found, Card):
+        return ModelPrice(**found.price, as_of=at.date())
     import genai_prices
     from genai_prices.types import TieredPrices
 

@@ -35,6 +35,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "holynb.units",
             "holynb.tokens",
             "holynb.price_index",
+            "holynb.price_cards",
             "holynb.prices",
             "holynb.image_tokens",
             "holynb.images",
