@@ -23,6 +23,7 @@ import httpx2 as httpx
 import orjson
 
 from holynb._config import Settings, is_loopback_url
+from holynb._loop import in_default_loop
 from holynb._pacing import Pacer, parse_reset
 from holynb._retry import plan_retry
 from holynb._sse import SSEDecoder
@@ -174,7 +175,13 @@ class ChatClient:
                 concurrency = self.settings.limits.concurrency
                 t = self.settings.timeout
                 timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None)
-                http = LoopHTTP(self.settings.base_url, headers, concurrency, timeout)
+                http = LoopHTTP(
+                    self.settings.base_url,
+                    headers,
+                    concurrency,
+                    timeout,
+                    plain_first=in_default_loop(),  # a sync call; maybe a script's only one
+                )
                 state = self._states[loop] = _LoopState(http, concurrency)
             await state.closer.__anext__()
         return state

@@ -141,6 +141,11 @@ _default: LoopThread | None = None
 _default_lock = threading.Lock()
 
 
+def in_default_loop() -> bool:
+    """Whether the caller runs on the sync facade's loop (a sync call being served)."""
+    return _default is not None and _default.in_loop_thread()
+
+
 def default_loop() -> LoopThread:
     """The process-wide loop thread used by every Session's sync methods."""
     global _default

@@ -5,10 +5,12 @@ timeouts, errors). What moves the bytes is chosen per request:
 
 - the **pool** (``holynb._aiohttp_pool``: httpx2 over aiohttp) serves streams, requests in
   flight together, and everything once it is open;
-- a loop's **first request**, when it is not a stream and aiohttp is not loaded yet, goes over
-  httpx2's own HTTP/1.1 transport instead, run in a worker thread. Loading aiohttp costs
+- the **first request of the sync facade's loop** (``s.chat(...)``, not ``await
+  s.achat(...)``), when it is not a stream and aiohttp is not loaded yet, goes over the
+  standard library's ``http.client`` instead, run in a worker thread. Loading aiohttp costs
   ~0.2 s, more than a script's whole call with raw httpx; a script that asks one question
-  should not pay it (bench/coldstart.py). The next request opens the pool.
+  should not pay it (bench/coldstart.py). The next request opens the pool. Async callers,
+  who mostly send many requests at once, open the pool with their first.
 
 Both raise httpx2's errors; the pool may also raise aiohttp's (``transport_errors``).
 """
@@ -77,12 +79,20 @@ def transport_errors() -> tuple[type[BaseException], ...]:
 class LoopHTTP:
     """The HTTP clients of one event loop, opened when first needed, closed by ``aclose``.
 
+    ``plain_first=False`` sends every request over the pool, the first too.
+
     >>> http = LoopHTTP("https://api.example.com/v1", {"authorization": "..."}, 16, timeout)
     >>> client = http.client(stream=False)  # in a coroutine on that loop
     """
 
     def __init__(
-        self, base_url: str, headers: dict[str, str], pool_size: int, timeout: httpx.Timeout
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        pool_size: int,
+        timeout: httpx.Timeout,
+        *,
+        plain_first: bool = True,
     ) -> None:
         self.headers: dict[str, Any] = {
             "user-agent": f"holynb/{version()}",
@@ -94,7 +104,7 @@ class LoopHTTP:
         self._https = base_url.startswith("https")
         self._pool: httpx.AsyncClient | None = None
         self._first: httpx.AsyncClient | None = None
-        self._first_used = False
+        self._first_used = not plain_first
 
     def client(self, *, stream: bool) -> httpx.AsyncClient:
         """The client for one request (``stream``: its body is read as it arrives)."""

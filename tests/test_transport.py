@@ -158,6 +158,20 @@ def test_a_first_stream_goes_over_the_pool(local):
     assert "streamed first" in got["text"] and "aiohttp" in got["loaded"]
 
 
+def test_an_async_caller_opens_the_pool_with_its_first_request(local):
+    got = _fresh(
+        """
+        import asyncio
+        s = holynb.Session(model="local/echo", base_url=BASE_URL, api_key=KEY)
+        r = asyncio.run(s.achat("awaited first"))
+        report(text=r.text, loaded=loaded())
+        """,
+        local.base_url,
+        local.api_key.get(),
+    )
+    assert "awaited first" in got["text"] and "aiohttp" in got["loaded"]
+
+
 def test_the_first_request_gets_the_same_typed_errors_and_retries(local):
     local.faults.push(faults.status(401))
     got = _fresh(
