@@ -46,6 +46,7 @@ __all__ = [
 FORMAT = 1
 FILE_NAME = "genai_prices_cards.json"
 MILLION = 1_000_000
+MOST = 1_000  # cards kept; the oldest go first (one per name and endpoint asked about)
 Coefficients = tuple[
     Decimal, Decimal, Decimal, Decimal
 ]  # USD per million: prompt, read, write, answer
@@ -212,7 +213,9 @@ def remember(lookup: str, card: Card | NoPrice, *, path: Path | None = None) -> 
     path = path or cards_path()
     entry: Any = False if isinstance(card, NoPrice) else card.to_json()
     with _lock:
-        cards = {**_read(path, key), lookup: entry}
+        kept = _read(path, key)
+        kept.pop(lookup, None)
+        cards = dict([*list(kept.items())[-(MOST - 1) :], (lookup, entry)])
         _loaded[(path, key)] = cards
         price_index.write_json(path, {"format": FORMAT, "key": key, "cards": cards})
 

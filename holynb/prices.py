@@ -512,12 +512,13 @@ def _card_for(found: _Official, now: datetime) -> Card | None:
 
     from holynb import price_cards
 
-    if isinstance(found.info.prices, list) and not all(
+    conditional = found.info.prices if isinstance(found.info.prices, list) else []
+    if not all(
         c.constraint is None
         or (isinstance(c.constraint, StartDateConstraint) and c.constraint.active(now))
-        for c in found.info.prices
+        for c in [*conditional, *(found.info.price_variants or ())]
     ):
-        return None  # the price changes with the date or the time of day
+        return None  # a price (or a batch or tier price) changes with the date or the hour
     resolved = found.info.get_prices(now)
     values = [v for k, v in vars(resolved).items() if v is not None and not k.startswith("_")]
     thresholds = [t.start for v in values if isinstance(v, TieredPrices) for t in v.tiers]

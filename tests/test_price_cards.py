@@ -197,3 +197,13 @@ def test_a_card_file_of_another_release_or_unreadable_is_not_believed(tmp_path):
     assert _fresh(script, str(tmp_path)) == {"cost": honest["cost"], "imported": True}
     flat = ModelPrice(input=0.15, output=0.6)  # gpt-4o-mini's price in genai-prices 0.2.3
     assert flat.cost(Usage(1000, completion_tokens=500)) == honest["cost"]
+
+
+def test_the_card_file_keeps_the_latest_cards_only(tmp_path):
+    path = tmp_path / price_cards.FILE_NAME
+    for i in range(price_cards.MOST + 5):
+        price_cards.remember(f"name-{i}", price_cards.NO_PRICE, path=path)
+    price_cards.remember("name-7", price_cards.NO_PRICE, path=path)  # asked again: kept longer
+    kept = json.loads(path.read_text())["cards"]
+    assert len(kept) == price_cards.MOST
+    assert "name-0" not in kept and "name-7" in kept and f"name-{price_cards.MOST + 4}" in kept

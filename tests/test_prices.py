@@ -264,7 +264,8 @@ def test_relay_style_names_are_found_in_genai_prices(name: str, provider: str) -
 
 def test_genai_prices_loads_lazily_and_never_uses_the_network() -> None:
     script = """
-import sys
+import os, sys, tempfile
+os.environ["HOLYNB_HOME"] = tempfile.mkdtemp()  # no price card yet: genai-prices is needed
 from holynb.prices import PriceTable
 from holynb.results import Usage
 mine = {"mine": {"input": 1, "output": 1}}
@@ -274,6 +275,7 @@ for model in ("gpt-4.1", "mine", "local/echo"):
 assert "genai_prices" not in sys.modules, "genai-prices imported for a relay/user/local price"
 assert table.cost("gpt-4o-mini", Usage(prompt_tokens=10, completion_tokens=10)) > 0
 assert "genai_prices" in sys.modules
+__import__("shutil").rmtree(os.environ["HOLYNB_HOME"])
 """
     run_without_network(script)
 
